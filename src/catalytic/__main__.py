@@ -1,0 +1,5 @@
+"""``python -m catalytic``: the same entry point as the ``catalytic`` console script."""
+
+from catalytic.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""The ``catalytic`` command line: a thin layer over the library.
+
+Each subcommand is one module with ``add_parser(subparsers)`` and ``execute(args) -> int``; they are
+listed in :data:`SUBCOMMANDS`. This is the one place that turns errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+from catalytic import __version__
+from catalytic.errors import EXIT_INTERNAL, EXIT_USAGE, CatalyticError
+
+#: Subcommand name -> module under ``catalytic.cli``.
+SUBCOMMANDS: dict[str, str] = {
+    "run": "catalytic.cli.run",
+    "validate": "catalytic.cli.validate",
+}
+
+
+class Subcommand(Protocol):
+    def add_parser(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Register the subcommand's parser (with ``set_defaults(execute=...)``)."""
+
+    def execute(self, args: argparse.Namespace) -> int:
+        """Run the subcommand; return the exit code."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit with catalytic's code 2 and one clear line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"catalytic: error: USAGE: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to generate and check the docs)."""
+    parser = _Parser(
+        prog="catalytic",
+        description="Run any command and prove what it did to the filesystem (CMP-01).",
+    )
+    parser.add_argument("--version", action="version", version=f"catalytic {__version__}")
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module_name in SUBCOMMANDS.values():
+        module = cast(Subcommand, importlib.import_module(module_name))
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``catalytic`` command; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    verbose = getattr(args, "verbose", 0)
+    try:
+        return int(args.execute(args))
+    except CatalyticError as exc:
+        for line in exc.lines():
+            sys.stderr.write(f"catalytic: error: {line}\n")
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("catalytic: interrupted\n")
+        return 130
+    except Exception as exc:
+        sys.stderr.write(f"catalytic: internal error: {type(exc).__name__}: {exc}\n")
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        else:
+            sys.stderr.write("catalytic: run again with -v for the traceback\n")
+        return EXIT_INTERNAL

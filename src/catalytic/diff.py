@@ -1,0 +1,81 @@
+"""Phase 4: compare two snapshots of a domain by a merge-join of their sorted entries.
+
+The result has the shape of ``RESTORE_DIFF.json``: ``added`` and ``removed`` map a path to its manifest
+value; ``changed`` maps a path to ``{"before": value, "after": value}`` and, when the permission bits
+differ, also ``"mode_before"`` and ``"mode_after"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from catalytic.paths import sort_key
+from catalytic.snapshot.entry import Entry
+
+_END = object()
+
+
+@dataclass
+class DomainDiff:
+    """Differences found in one domain."""
+
+    added: dict[str, str] = field(default_factory=dict)
+    removed: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+    def paths(self) -> list[str]:
+        return sorted([*self.added, *self.removed, *self.changed], key=sort_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed}
+
+
+def _changed(before: Entry, after: Entry) -> dict[str, str] | None:
+    if before.value == after.value and before.mode == after.mode:
+        return None
+    record = {"before": before.value, "after": after.value}
+    if before.mode != after.mode:
+        record["mode_before"] = before.mode or ""
+        record["mode_after"] = after.mode or ""
+    return record
+
+
+def merge_join(
+    pre: Iterable[Entry], post: Iterable[Entry]
+) -> Iterator[tuple[Entry | None, Entry | None]]:
+    """Pair entries of two streams sorted by path bytes: (pre, post), either side None if absent."""
+    a_it, b_it = iter(pre), iter(post)
+    a = next(a_it, None)
+    b = next(b_it, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and sort_key(a.path) < sort_key(b.path)):
+            yield a, None
+            a = next(a_it, None)
+        elif a is None or sort_key(b.path) < sort_key(a.path):
+            yield None, b
+            b = next(b_it, None)
+        else:
+            yield a, b
+            a = next(a_it, None)
+            b = next(b_it, None)
+
+
+def diff_entries(pre: Iterable[Entry], post: Iterable[Entry]) -> DomainDiff:
+    """The differences between two sorted entry streams of the same domain."""
+    result = DomainDiff()
+    for before, after in merge_join(pre, post):
+        if after is None and before is not None:
+            result.removed[before.path] = before.value
+        elif before is None and after is not None:
+            result.added[after.path] = after.value
+        elif before is not None and after is not None:
+            record = _changed(before, after)
+            if record is not None:
+                result.changed[before.path] = record
+    return result

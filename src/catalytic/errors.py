@@ -1,0 +1,109 @@
+"""The one error hierarchy of catalytic: every failure the library raises is a ``CatalyticError``.
+
+Each error carries a stable ``code`` (what rule was broken) and the exit code the CLI uses for it, so
+the command line has exactly one place that turns errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: Exit codes of the ``catalytic`` command (documented in the README).
+EXIT_OK = 0
+EXIT_DIRTY = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class CatalyticError(Exception):
+    """Base class of every error catalytic raises on purpose."""
+
+    code: str = "ERROR"
+    exit_code: int = EXIT_INTERNAL
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def lines(self) -> list[str]:
+        """One line per problem, each naming its code."""
+        return [f"{self.code}: {self.message}"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule found by preflight: a stable code and a message naming the path."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class DeclarationError(CatalyticError):
+    """The CMP-01 declaration (flags or config file) is invalid; nothing was run or written."""
+
+    code = "DECLARATION"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        first = self.problems[0] if self.problems else Problem("DECLARATION", "invalid")
+        super().__init__(first.message, code=first.code)
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
+
+class ConfigError(CatalyticError):
+    """A configuration file could not be read or holds an unknown key or a wrong type."""
+
+    code = "BAD_CONFIG"
+    exit_code = EXIT_USAGE
+
+
+class UsageError(CatalyticError):
+    """The command line itself is wrong (missing command, conflicting options)."""
+
+    code = "USAGE"
+    exit_code = EXIT_USAGE
+
+
+class SnapshotError(CatalyticError):
+    """A domain could not be snapshotted reliably (unreadable, vanished, changing while read)."""
+
+    code = "SNAPSHOT"
+    exit_code = EXIT_DIRTY
+
+    def __init__(self, message: str, *, path: str, code: str = "SNAPSHOT") -> None:
+        super().__init__(f"{path}: {message}", code=code)
+        self.path = path
+
+
+class LedgerError(CatalyticError):
+    """The run ledger could not be written or read."""
+
+    code = "LEDGER"
+    exit_code = EXIT_INTERNAL
+
+
+class RunInterrupted(CatalyticError):
+    """The runtime received SIGINT or SIGTERM outside the child's lifetime."""
+
+    code = "INTERRUPTED"
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}")
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -1,0 +1,132 @@
+"""Canonical JSON and atomic writes: everything catalytic puts on disk goes through here.
+
+Canonical form: keys sorted by the raw bytes of their UTF-8 (surrogateescape) encoding, no
+insignificant white space except one newline at the end, UTF-8 output. Lone surrogates (names that
+were not valid UTF-8 on disk, see :mod:`catalytic.paths`) are written as ``\\udcXX`` escapes so the
+file itself is always valid UTF-8. Finite numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from catalytic.errors import LedgerError
+from catalytic.paths import sort_key
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _string(s: str) -> str:
+    text = _ENCODER.encode(s)
+    if any("\udc80" <= ch <= "\udcff" for ch in s):
+        text = "".join(f"\\u{ord(ch):04x}" if "\udc80" <= ch <= "\udcff" else ch for ch in text)
+    return text
+
+
+def iter_canonical(value: Any) -> Iterator[str]:
+    """Yield the canonical JSON text of ``value`` in pieces (so large manifests can stream)."""
+    if isinstance(value, str):
+        yield _string(value)
+    elif value is None or isinstance(value, bool | int | float):
+        yield _ENCODER.encode(value)
+    elif isinstance(value, dict):
+        yield "{"
+        for i, key in enumerate(sorted(value, key=sort_key)):
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+            yield ("," if i else "") + _string(key) + ":"
+            yield from iter_canonical(value[key])
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from iter_canonical(item)
+        yield "]"
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as canonical JSON")
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON text of ``value``, newline-terminated."""
+    return "".join(iter_canonical(value)) + "\n"
+
+
+def encode(value: Any) -> bytes:
+    """Canonical JSON bytes of ``value``."""
+    return dumps(value).encode("utf-8")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON written by :func:`dumps` (or any JSON); surrogate escapes come back as names."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return json.loads(text)
+
+
+def write_atomic(path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644) -> None:
+    """Write ``path`` atomically: temp file in the same directory, fsync, ``os.replace``.
+
+    A crash leaves either the old file (or nothing) or the complete new one, never a torn file.
+    """
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(chunks, bytes):
+                out.write(chunks)
+            else:
+                buffer: list[str] = []
+                size = 0
+                for chunk in chunks:
+                    buffer.append(chunk)
+                    size += len(chunk)
+                    if size >= 1 << 16:
+                        out.write("".join(buffer).encode("utf-8"))
+                        buffer.clear()
+                        size = 0
+                out.write("".join(buffer).encode("utf-8"))
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as canonical JSON to ``path`` atomically."""
+    write_atomic(path, _with_newline(iter_canonical(value)))
+
+
+def _with_newline(chunks: Iterator[str]) -> Iterator[str]:
+    yield from chunks
+    yield "\n"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable (after creating or renaming files in it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,101 @@
+"""Paths, decided once: relative to the workspace root, POSIX separators, raw bytes preserved.
+
+File names on POSIX are bytes. Inside catalytic a name is a ``str`` decoded from UTF-8 with
+``surrogateescape`` (PEP 383): valid UTF-8 is kept as it is, and each byte that is not part of valid
+UTF-8 becomes one lone surrogate U+DC80..U+DCFF. In JSON such a character is written as the escape
+``\\udcXX`` (see :mod:`catalytic.ledger.canonical`), so every name survives the round trip to JSON and
+back without loss. Ordering is always by the raw bytes (:func:`sort_key`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+from catalytic.errors import Problem
+
+ROOT = "."
+
+
+def sort_key(rel: str) -> bytes:
+    """The byte-order key of a path: the order of manifests, diffs and walks."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def to_bytes(rel: str) -> bytes:
+    """The raw file-system bytes of a name produced by this module."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def parts(rel: str) -> tuple[str, ...]:
+    """Path segments of a normalised relative path (``.`` has none)."""
+    return () if rel == ROOT else tuple(rel.split("/"))
+
+
+def is_within(child: str, parent: str) -> bool:
+    """True when ``child`` is ``parent`` or below it, compared by whole segments."""
+    c, p = parts(child), parts(parent)
+    return c[: len(p)] == p
+
+
+def overlaps(a: str, b: str) -> bool:
+    """True when one path contains the other (or they are the same)."""
+    return is_within(a, b) or is_within(b, a)
+
+
+def join(base: str, rel: str) -> str:
+    """Join two normalised relative paths."""
+    if base == ROOT:
+        return rel
+    if rel == ROOT:
+        return base
+    return f"{base}/{rel}"
+
+
+def lexical(root: Path, user_path: str, *, what: str) -> tuple[str | None, Problem | None]:
+    """Normalise ``user_path`` against ``root`` without touching the disk.
+
+    Absolute paths must lie inside the root; ``..`` is refused anywhere (TRAVERSAL); empty or
+    NUL-containing paths are refused (BAD_PATH).
+    """
+    if not user_path or "\0" in user_path:
+        return None, Problem("BAD_PATH", f"{what} {user_path!r} is empty or contains a NUL byte")
+    pure = PurePosixPath(user_path.replace(os.sep, "/") if os.sep != "/" else user_path)
+    if ".." in pure.parts:
+        return None, Problem(
+            "TRAVERSAL", f"{what} {user_path!r} goes through '..'; paths must stay inside the root"
+        )
+    if pure.is_absolute():
+        for base in (root, root.resolve()):
+            try:
+                pure = pure.relative_to(PurePosixPath(base.as_posix()))
+                break
+            except ValueError:
+                continue
+        else:
+            return None, Problem(
+                "TRAVERSAL", f"{what} {user_path!r} is outside the workspace root {str(root)!r}"
+            )
+    rel = pure.as_posix()
+    return (ROOT if rel in ("", ".") else rel), None
+
+
+def resolve(root: Path, user_path: str, *, what: str) -> tuple[str | None, Problem | None]:
+    """Normalise ``user_path`` and follow any symlinks in it that exist.
+
+    Returns the canonical relative path. A symlink whose target lies outside the root is ESCAPE.
+    """
+    rel, problem = lexical(root, user_path, what=what)
+    if rel is None:
+        return None, problem
+    real_root = root.resolve()
+    real = (real_root / rel).resolve(strict=False) if rel != ROOT else real_root
+    try:
+        inside = real.relative_to(real_root)
+    except ValueError:
+        return None, Problem(
+            "ESCAPE",
+            f"{what} {user_path!r} leads through a symlink to {str(real)!r}, outside the root",
+        )
+    canonical = inside.as_posix()
+    return (ROOT if canonical in ("", ".") else canonical), None

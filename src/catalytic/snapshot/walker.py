@@ -1,0 +1,222 @@
+"""Walk a catalytic domain and describe every entry, in byte order of the full path, race-safely.
+
+The walk never follows symlinks: directories are opened relative to their parent's descriptor with
+``O_NOFOLLOW`` and checked against the ``lstat`` that listed them, so swapping a directory for a
+symlink while we walk is detected, not followed. Regular files are opened with ``O_NOFOLLOW |
+O_NONBLOCK`` (a FIFO swapped in cannot block us) and hashed; a file whose size, mtime or ctime move
+while it is read, or whose byte count differs from its size, is re-read and, if it keeps changing,
+reported as an error. Nothing is ever skipped: unreadable and vanishing entries are errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from catalytic.errors import SnapshotError
+from catalytic.paths import ROOT, to_bytes
+from catalytic.snapshot.digest import Hasher
+from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, Entry, mode_string, special_value
+
+RETRIES = 3
+CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass
+class WalkStats:
+    """What a walk saw, for progress lines and the ledger."""
+
+    files: int = 0
+    dirs: int = 0
+    other: int = 0
+    bytes_hashed: int = 0
+    absent: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def _unchanged(a: os.stat_result, b: os.stat_result) -> bool:
+    return (
+        a.st_ino == b.st_ino
+        and a.st_dev == b.st_dev
+        and a.st_size == b.st_size
+        and a.st_mtime_ns == b.st_mtime_ns
+        and a.st_ctime_ns == b.st_ctime_ns
+        and a.st_mode == b.st_mode
+    )
+
+
+def _fail(rel: str, exc: OSError) -> SnapshotError:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return SnapshotError("vanished while the snapshot was taken", path=rel, code="VANISHED")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SnapshotError("cannot be read (permission denied)", path=rel, code="UNREADABLE")
+    return SnapshotError(f"I/O error: {exc.strerror or exc}", path=rel, code="IO_ERROR")
+
+
+def hash_open_file(
+    fd: int, expected: os.stat_result, new_hasher: Callable[[], Hasher]
+) -> tuple[str, os.stat_result] | None:
+    """Hash an open regular file; None when it changed while being read (caller retries)."""
+    before = os.fstat(fd)
+    if not stat.S_ISREG(before.st_mode) or before.st_ino != expected.st_ino:
+        return None
+    h = new_hasher()
+    size = 0
+    while True:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            break
+        h.update(chunk)
+        size += len(chunk)
+    after = os.fstat(fd)
+    if size != before.st_size or not _unchanged(before, after):
+        return None
+    return h.hexdigest(), after
+
+
+def describe(
+    dir_fd: int,
+    name: str,
+    rel: str,
+    st: os.stat_result,
+    new_hasher: Callable[[], Hasher],
+    counts: WalkStats,
+) -> Entry:
+    """The manifest entry of ``name`` in ``dir_fd`` whose ``lstat`` was ``st``."""
+    for _ in range(RETRIES):
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFREG:
+            try:
+                fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # became a symlink since it was listed
+                    st = _lstat(dir_fd, name, rel)
+                    continue
+                raise _fail(rel, exc) from exc
+            try:
+                result = hash_open_file(fd, st, new_hasher)
+            except OSError as exc:
+                raise _fail(rel, exc) from exc
+            finally:
+                os.close(fd)
+            if result is None:
+                st = _lstat(dir_fd, name, rel)
+                continue
+            digest, final = result
+            counts.files += 1
+            counts.bytes_hashed += final.st_size
+            return Entry(rel, digest, mode_string(final.st_mode))
+        if fmt == stat.S_IFDIR:
+            counts.dirs += 1
+            return Entry(rel, DIR, mode_string(st.st_mode))
+        if fmt == stat.S_IFLNK:
+            try:
+                target = os.readlink(name, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:  # no longer a symlink
+                    st = _lstat(dir_fd, name, rel)
+                    continue
+                raise _fail(rel, exc) from exc
+            counts.other += 1
+            return Entry(rel, SYMLINK_PREFIX + target, None)
+        counts.other += 1
+        return Entry(rel, special_value(st), mode_string(st.st_mode))
+    raise SnapshotError(
+        f"kept changing while it was hashed ({RETRIES} attempts)", path=rel, code="UNSTABLE"
+    )
+
+
+def _lstat(dir_fd: int, name: str, rel: str) -> os.stat_result:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        raise _fail(rel, exc) from exc
+
+
+def _open_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> int:
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SnapshotError(
+                "was replaced while the snapshot was taken", path=rel, code="VANISHED"
+            ) from exc
+        raise _fail(rel, exc) from exc
+    opened = os.fstat(fd)
+    if opened.st_ino != st.st_ino or opened.st_dev != st.st_dev:
+        os.close(fd)
+        raise SnapshotError("was replaced while the snapshot was taken", path=rel, code="VANISHED")
+    return fd
+
+
+def _walk_dir(
+    fd: int, prefix: str, new_hasher: Callable[[], Hasher], counts: WalkStats
+) -> Iterator[Entry]:
+    items: list[tuple[bytes, bool, str, os.stat_result]] = []
+    try:
+        with os.scandir(fd) as it:
+            for dirent in it:
+                name = dirent.name
+                rel = prefix + name
+                try:
+                    st = dirent.stat(follow_symlinks=False)
+                except OSError as exc:
+                    raise _fail(rel, exc) from exc
+                key = to_bytes(name)
+                items.append((key, False, name, st))
+                if stat.S_ISDIR(st.st_mode):
+                    items.append((key + b"/", True, name, st))
+    except OSError as exc:
+        raise _fail(prefix.rstrip("/") or ROOT, exc) from exc
+    items.sort(key=lambda item: item[0])
+    for _key, is_subtree, name, st in items:
+        rel = prefix + name
+        if not is_subtree:
+            yield describe(fd, name, rel, st, new_hasher, counts)
+            continue
+        sub = _open_dir(fd, name, rel, st)
+        try:
+            yield from _walk_dir(sub, rel + "/", new_hasher, counts)
+        finally:
+            os.close(sub)
+
+
+def walk(path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Iterator[Entry]:
+    """Every entry of the tree at ``path`` (itself as ``.``), sorted by the bytes of the path.
+
+    A missing ``path`` yields nothing and sets ``counts.absent``.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    name = name or "."
+    try:
+        parent_fd = os.open(parent or "/", _DIR_FLAGS & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        counts.absent = True
+        return
+    except OSError as exc:
+        raise _fail(ROOT, exc) from exc
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            counts.absent = True
+            return
+        except OSError as exc:
+            raise _fail(ROOT, exc) from exc
+        top = describe(parent_fd, name, ROOT, st, new_hasher, counts)
+        yield top
+        if top.value != DIR:
+            return
+        fd = _open_dir(parent_fd, name, ROOT, st)
+    finally:
+        os.close(parent_fd)
+    try:
+        yield from _walk_dir(fd, "", new_hasher, counts)
+    finally:
+        os.close(fd)
