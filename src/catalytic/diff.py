@@ -46,9 +46,7 @@ def _changed(before: Entry, after: Entry) -> dict[str, str] | None:
     return record
 
 
-def merge_join(
-    pre: Iterable[Entry], post: Iterable[Entry]
-) -> Iterator[tuple[Entry | None, Entry | None]]:
+def merge_join(pre: Iterable[Entry], post: Iterable[Entry]) -> Iterator[tuple[Entry | None, Entry | None]]:
     """Pair entries of two streams sorted by path bytes: (pre, post), either side None if absent."""
     a_it, b_it = iter(pre), iter(post)
     a = next(a_it, None)

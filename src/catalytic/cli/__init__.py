@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for module_name in SUBCOMMANDS.values():
         module = cast(Subcommand, importlib.import_module(module_name))
-        module.add_parser(subparsers)
+        module.add_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))
     return parser
 
 

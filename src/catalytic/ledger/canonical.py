@@ -8,6 +8,7 @@ file itself is always valid UTF-8. Finite numbers only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -99,10 +100,8 @@ def write_atomic(path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(exc, OSError):
             raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise

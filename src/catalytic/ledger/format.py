@@ -22,7 +22,15 @@ STATUS = "STATUS.json"
 #: The seed's six files: every ledger has them.
 SEED_FILES = (RUN_INFO, PRE_MANIFEST, POST_MANIFEST, RESTORE_DIFF, OUTPUTS, STATUS)
 #: Files every ledger written by catalytic has (STATUS last: its presence means the run finished).
-REQUIRED_FILES = (RUN_INFO, PRE_MANIFEST, PRE_MODES, POST_MANIFEST, POST_MODES, RESTORE_DIFF, OUTPUTS)
+REQUIRED_FILES = (
+    RUN_INFO,
+    PRE_MANIFEST,
+    PRE_MODES,
+    POST_MANIFEST,
+    POST_MODES,
+    RESTORE_DIFF,
+    OUTPUTS,
+)
 #: Order in which the writer creates them; STATUS.json is always written last.
 WRITE_ORDER = (*REQUIRED_FILES, STATUS)
 

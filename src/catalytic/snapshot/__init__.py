@@ -59,9 +59,7 @@ def manifest_documents(
     return manifest, modes
 
 
-def entries_from_documents(
-    manifest: dict[str, str], modes: dict[str, str] | None
-) -> Iterable[Entry]:
+def entries_from_documents(manifest: dict[str, str], modes: dict[str, str] | None) -> Iterable[Entry]:
     """Rebuild sorted entries of one domain from its MANIFEST and MODES objects."""
     from catalytic.paths import sort_key
 

@@ -127,9 +127,7 @@ def describe(
             return Entry(rel, SYMLINK_PREFIX + target, None)
         counts.other += 1
         return Entry(rel, special_value(st), mode_string(st.st_mode))
-    raise SnapshotError(
-        f"kept changing while it was hashed ({RETRIES} attempts)", path=rel, code="UNSTABLE"
-    )
+    raise SnapshotError(f"kept changing while it was hashed ({RETRIES} attempts)", path=rel, code="UNSTABLE")
 
 
 def _lstat(dir_fd: int, name: str, rel: str) -> os.stat_result:
@@ -155,9 +153,7 @@ def _open_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> int:
     return fd
 
 
-def _walk_dir(
-    fd: int, prefix: str, new_hasher: Callable[[], Hasher], counts: WalkStats
-) -> Iterator[Entry]:
+def _walk_dir(fd: int, prefix: str, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Iterator[Entry]:
     items: list[tuple[bytes, bool, str, os.stat_result]] = []
     try:
         with os.scandir(fd) as it:

@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` (set up, run the bundled example) and `make test`
+# (set up, run ruff, mypy and the whole test suite). Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	PYTHON=$(PY) bash scripts/demo.sh
+
+lint: setup
+	$(VENV)/bin/ruff check src tests examples benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests examples benchmarks scripts
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

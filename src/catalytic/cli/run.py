@@ -1,0 +1,103 @@
+"""``catalytic run [options] -- COMMAND [ARGS...]``: run a command under CMP-01 and write its ledger."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from catalytic.cli.output import Progress, add_verbosity, print_json
+from catalytic.errors import UsageError
+from catalytic.ledger.format import DETERMINISM_VALUES
+from catalytic.policy import declare, preflight
+from catalytic.runtime import execute
+from catalytic.snapshot.digest import HASH_NAMES
+
+EPILOG = """\
+exit codes: 0 restored and the command succeeded; the command's own code when it failed but the
+domains were restored; 1 domains not restored (or the proof could not be made); 2 bad declaration or
+usage; 3 internal error; 126/127 command not executable / not found; 130/143 interrupted.
+Settings can also live in catalytic.toml or [tool.catalytic] in pyproject.toml; flags override them.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``catalytic run``."""
+    p = subparsers.add_parser(
+        "run",
+        help="run a command under the CMP-01 contract and write a run ledger",
+        description="Snapshot the catalytic domains, run COMMAND, snapshot again, verify that "
+        "the domains are byte-identical, and record a run ledger.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--run-id", help="ledger directory name (default: generated, sortable by time)")
+    p.add_argument(
+        "--catalytic-domains",
+        nargs="+",
+        metavar="PATH",
+        help="scratch directories the command must leave byte-for-byte as it found them",
+    )
+    p.add_argument(
+        "--durable-outputs",
+        nargs="+",
+        metavar="PATH",
+        help="files or directories the command may create; must be under an allowed root",
+    )
+    p.add_argument("--intent", help="one line saying what the run is for")
+    p.add_argument("--determinism", choices=DETERMINISM_VALUES, help="declared determinism")
+    p.add_argument("--allowed-roots", nargs="+", metavar="PATH", help="where durable outputs may go")
+    p.add_argument(
+        "--forbidden-paths",
+        nargs="+",
+        metavar="PATH",
+        help="paths no domain or output may overlap (.git is always forbidden)",
+    )
+    p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
+    p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
+    p.add_argument("--hash", choices=HASH_NAMES, help="digest for files (default sha256)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_verbosity(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(execute=execute_cli)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings given on the command line (None where a flag was not given)."""
+    return {
+        "run_id": args.run_id,
+        "catalytic_domains": args.catalytic_domains,
+        "durable_outputs": args.durable_outputs,
+        "intent": args.intent,
+        "determinism": args.determinism,
+        "allowed_roots": args.allowed_roots,
+        "forbidden_paths": args.forbidden_paths,
+        "runs_root": args.runs_root,
+        "hash": args.hash,
+    }
+
+
+def execute_cli(args: argparse.Namespace) -> int:
+    """Run the command; return catalytic's exit code."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: put it after '--', e.g. catalytic run ... -- make build")
+    progress = Progress(quiet=args.quiet, verbose=args.verbose)
+    start = time.perf_counter()
+    root = Path(args.root) if args.root else Path.cwd()
+    policy = preflight(declare(root, overrides_from(args)))
+    domains = len(policy.catalytic_domains)
+    progress(
+        f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
+        f"domain{'s' * (domains != 1)}, {len(policy.durable_outputs)} durable outputs"
+    )
+    result = execute(policy, command, progress=progress, preflight_seconds=time.perf_counter() - start)
+    if result.command_error:
+        sys.stderr.write(f"catalytic: {result.command_error}\n")
+    if args.json:
+        print_json(result.summary())
+    return result.exit_status

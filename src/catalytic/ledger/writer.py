@@ -1,0 +1,58 @@
+"""Phase 5: write a run ledger: reserve its directory first, write every file atomically, STATUS last."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from catalytic.errors import DeclarationError, LedgerError, Problem
+from catalytic.ledger.canonical import fsync_dir, write_json
+from catalytic.ledger.format import STATUS, WRITE_ORDER
+
+
+def reserve(runs_root: Path, run_id: str) -> Path:
+    """Create ``runs_root/run_id`` exclusively: of two runs with the same id, exactly one gets it."""
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerError(f"cannot create the runs root {runs_root}: {exc.strerror or exc}") from exc
+    ledger_dir = runs_root / run_id
+    try:
+        ledger_dir.mkdir()
+    except FileExistsError:
+        raise DeclarationError(
+            [Problem("EXISTS", f"a ledger for run id {run_id!r} already exists at {ledger_dir}")]
+        ) from None
+    except OSError as exc:
+        raise LedgerError(f"cannot create the ledger {ledger_dir}: {exc.strerror or exc}") from exc
+    fsync_dir(runs_root)
+    return ledger_dir
+
+
+def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
+    """Write every ledger document; ``STATUS.json`` last so a crash never leaves a false success."""
+    missing = [name for name in WRITE_ORDER if name not in documents]
+    extra = sorted(set(documents) - set(WRITE_ORDER))
+    if missing or extra:
+        raise LedgerError(f"ledger documents missing {missing} or unknown {extra}")
+    for name in WRITE_ORDER:
+        if name == STATUS:
+            # Everything STATUS vouches for must be on disk before STATUS itself appears.
+            fsync_dir(ledger_dir)
+        write_json(ledger_dir / name, documents[name])
+    fsync_dir(ledger_dir)
+
+
+def remove_partial(ledger_dir: Path) -> None:
+    """Remove our temporary files from a ledger directory after a failed write (never STATUS)."""
+    try:
+        names = os.listdir(ledger_dir)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(ledger_dir / name)

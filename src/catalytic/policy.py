@@ -1,0 +1,261 @@
+"""Phase 0: the CMP-01 declaration, from flags and config file, checked before anything runs.
+
+A :class:`Declaration` is what the user said (raw strings); :func:`preflight` turns it into a checked
+:class:`Policy` with every path relative to the workspace root, or raises :class:`DeclarationError`
+listing every problem, each with a stable code. Nothing is run or written before it passes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from catalytic import paths
+from catalytic.errors import ConfigError, DeclarationError, Problem
+from catalytic.ledger.format import DEFAULT_RUNS_ROOT, DETERMINISM_VALUES
+from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
+
+#: The seed's CMP-01 profile.
+DEFAULT_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
+DEFAULT_FORBIDDEN = ("CANON", "AGENTS.md", "BUILD")
+ALWAYS_FORBIDDEN = (".git",)
+CONFIG_FILE = "catalytic.toml"
+
+RUN_ID_RULE = "one path component of letters, digits, '.', '_' or '-', starting with a letter or digit"
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+#: Config key -> kind ("list" of strings, "str", or a tuple of allowed values).
+CONFIG_KEYS: dict[str, Any] = {
+    "catalytic_domains": "list",
+    "durable_outputs": "list",
+    "intent": "str",
+    "determinism": DETERMINISM_VALUES,
+    "allowed_roots": "list",
+    "forbidden_paths": "list",
+    "runs_root": "str",
+    "hash": HASH_NAMES,
+}
+_ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What the user declared, before any check. Empty tuples mean "not given"."""
+
+    root: Path
+    catalytic_domains: tuple[str, ...] = ()
+    durable_outputs: tuple[str, ...] = ()
+    intent: str = ""
+    determinism: str = "deterministic"
+    allowed_roots: tuple[str, ...] = DEFAULT_ALLOWED_ROOTS
+    forbidden_paths: tuple[str, ...] = DEFAULT_FORBIDDEN
+    runs_root: str = DEFAULT_RUNS_ROOT
+    hash: str = DEFAULT_HASH
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A checked declaration: every path canonical and relative to ``root``."""
+
+    root: Path
+    run_id: str
+    catalytic_domains: tuple[str, ...]
+    durable_outputs: tuple[str, ...]
+    intent: str
+    determinism: str
+    allowed_roots: tuple[str, ...]
+    forbidden_paths: tuple[str, ...]
+    runs_root: str
+    hash: str
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.root / self.runs_root / self.run_id
+
+
+def _config_table(root: Path) -> tuple[dict[str, Any], str | None]:
+    toml_path = root / CONFIG_FILE
+    pyproject = root / "pyproject.toml"
+    tables: list[tuple[dict[str, Any], str]] = []
+    for path in (toml_path, pyproject):
+        if not path.is_file():
+            continue
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path.name}: cannot be read: {exc}") from exc
+        if path is toml_path:
+            table = data.get("tool", {}).get("catalytic", data)
+        else:
+            table = data.get("tool", {}).get("catalytic")
+        if table is not None:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path.name}: [tool.catalytic] must be a table")
+            tables.append((table, path.name))
+    if len(tables) > 1:
+        raise ConfigError(
+            f"both {CONFIG_FILE} and [tool.catalytic] in pyproject.toml configure catalytic; "
+            "keep one of them",
+            code="CONFIG_CONFLICT",
+        )
+    return tables[0] if tables else ({}, None)
+
+
+def load_config(root: Path) -> dict[str, Any]:
+    """Settings from ``catalytic.toml`` or ``[tool.catalytic]`` in ``pyproject.toml`` at ``root``.
+
+    Keys may use ``-`` or ``_``; unknown keys and wrong types are errors (BAD_CONFIG).
+    """
+    table, source = _config_table(root)
+    settings: dict[str, Any] = {}
+    for raw_key, value in table.items():
+        key = _ALIASES.get(raw_key.replace("-", "_"), raw_key.replace("-", "_"))
+        kind = CONFIG_KEYS.get(key)
+        if kind is None:
+            known = ", ".join(sorted(CONFIG_KEYS))
+            raise ConfigError(f"{source}: unknown key {raw_key!r} (known keys: {known})")
+        if kind == "list":
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            expected = "a list of strings"
+        elif kind == "str":
+            ok, expected = isinstance(value, str), "a string"
+        elif isinstance(kind, tuple):
+            ok, expected = value in kind, "one of " + ", ".join(kind)
+        else:  # pragma: no cover - kinds are fixed above
+            raise AssertionError(kind)
+        if not ok:
+            raise ConfigError(f"{source}: {raw_key} must be {expected}, not {value!r}")
+        settings[key] = tuple(value) if kind == "list" else value
+    return settings
+
+
+def declare(root: Path, overrides: Mapping[str, Any]) -> Declaration:
+    """Combine the config file at ``root`` with ``overrides`` (flags win; None means not given)."""
+    if not root.is_dir():
+        raise DeclarationError([Problem("BAD_ROOT", f"workspace root {str(root)!r} is not a directory")])
+    settings = load_config(root)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    fields: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
+    return replace(Declaration(root=Path(os.path.abspath(root))), **fields)
+
+
+def generate_run_id() -> str:
+    """A run id that sorts by time: ``YYYYMMDDTHHMMSSffffffZ-xxxxxx``."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S%f}Z-{os.urandom(3).hex()}"
+
+
+def _normalise(
+    root: Path, values: Sequence[str], what: str, problems: list[Problem], *, resolve: bool
+) -> tuple[str, ...]:
+    result: list[str] = []
+    for value in values:
+        func = paths.resolve if resolve else paths.lexical
+        rel, problem = func(root, value, what=what)
+        if problem is not None:
+            problems.append(problem)
+        elif rel is not None:
+            result.append(rel)
+    return tuple(result)
+
+
+def preflight(decl: Declaration) -> Policy:
+    """Check a declaration against CMP-01; return the policy or raise with every problem."""
+    problems: list[Problem] = []
+    root = decl.root
+    run_id = decl.run_id if decl.run_id is not None else generate_run_id()
+    if not _RUN_ID.fullmatch(run_id):
+        problems.append(Problem("BAD_RUN_ID", f"run id {run_id!r} is not {RUN_ID_RULE}"))
+    if decl.determinism not in DETERMINISM_VALUES:
+        problems.append(
+            Problem(
+                "BAD_DETERMINISM",
+                f"determinism {decl.determinism!r} is not one of {', '.join(DETERMINISM_VALUES)}",
+            )
+        )
+    if decl.hash not in HASH_NAMES:
+        problems.append(Problem("BAD_HASH", f"hash {decl.hash!r} is not one of {HASH_NAMES}"))
+
+    allowed = _normalise(root, decl.allowed_roots, "allowed root", problems, resolve=False)
+    forbidden = _normalise(
+        root, (*decl.forbidden_paths, *ALWAYS_FORBIDDEN), "forbidden path", problems, resolve=False
+    )
+    forbidden = tuple(dict.fromkeys(forbidden))
+    domains = _normalise(root, decl.catalytic_domains, "catalytic domain", problems, resolve=True)
+    outputs = _normalise(root, decl.durable_outputs, "durable output", problems, resolve=True)
+    runs_roots = _normalise(root, (decl.runs_root,), "runs root", problems, resolve=True)
+    runs_root = runs_roots[0] if runs_roots else decl.runs_root
+
+    for i, domain in enumerate(domains):
+        for other in domains[i + 1 :]:
+            if paths.overlaps(domain, other):
+                problems.append(Problem("OVERLAP", f"catalytic domains {domain!r} and {other!r} overlap"))
+        for out in outputs:
+            if paths.overlaps(domain, out):
+                problems.append(
+                    Problem("OVERLAP", f"catalytic domain {domain!r} overlaps durable output {out!r}")
+                )
+        if runs_roots and paths.overlaps(domain, runs_root):
+            problems.append(
+                Problem("OVERLAP", f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}")
+            )
+        for bad in forbidden:
+            if paths.overlaps(domain, bad):
+                problems.append(
+                    Problem("FORBIDDEN", f"catalytic domain {domain!r} overlaps forbidden path {bad!r}")
+                )
+    for out in outputs:
+        if not any(paths.is_within(out, a) for a in allowed):
+            problems.append(
+                Problem(
+                    "NOT_ALLOWED",
+                    f"durable output {out!r} is not under an allowed root "
+                    f"({', '.join(allowed) or 'none declared'})",
+                )
+            )
+        for bad in forbidden:
+            if paths.overlaps(out, bad):
+                problems.append(
+                    Problem("FORBIDDEN", f"durable output {out!r} overlaps forbidden path {bad!r}")
+                )
+        if runs_roots and paths.is_within(out, paths.join(runs_root, run_id)):
+            problems.append(Problem("OVERLAP", f"durable output {out!r} is inside this run's ledger"))
+    for i, out in enumerate(outputs):
+        for other in outputs[i + 1 :]:
+            if paths.overlaps(out, other):
+                problems.append(Problem("OVERLAP", f"durable outputs {out!r} and {other!r} overlap"))
+    if runs_roots:
+        if runs_root == paths.ROOT:
+            problems.append(Problem("BAD_PATH", "the runs root cannot be the workspace root itself"))
+        for bad in forbidden:
+            if paths.overlaps(runs_root, bad):
+                problems.append(
+                    Problem("FORBIDDEN", f"runs root {runs_root!r} overlaps forbidden path {bad!r}")
+                )
+        ledger = root / runs_root / run_id
+        if not problems and os.path.lexists(ledger):
+            problems.append(Problem("EXISTS", f"a ledger for run id {run_id!r} already exists at {ledger}"))
+    if problems:
+        raise DeclarationError(problems)
+    return Policy(
+        root=root,
+        run_id=run_id,
+        catalytic_domains=domains,
+        durable_outputs=outputs,
+        intent=decl.intent,
+        determinism=decl.determinism,
+        allowed_roots=allowed,
+        forbidden_paths=forbidden,
+        runs_root=runs_root,
+        hash=decl.hash,
+    )
