@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,23 +28,58 @@ class DomainSnapshot:
     domain: str
     entries: tuple[Entry, ...]
     stats: WalkStats
+    merkle_root: str = ""
+    cache: str = "disabled"
 
     @property
     def absent(self) -> bool:
         return self.stats.absent
 
 
-def snapshot_tree(path: Path, algorithm: str = DEFAULT_HASH) -> DomainSnapshot:
-    """Snapshot any directory tree (used for domains and by ``catalytic snapshot``)."""
+def snapshot_tree(
+    path: Path,
+    algorithm: str = DEFAULT_HASH,
+    *,
+    jobs: int = 0,
+    cache_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DomainSnapshot:
+    """Snapshot any directory tree (used for domains and by ``catalytic snapshot``).
+
+    ``jobs`` hashing processes (0: one per core); ``cache_dir`` enables the stat cache kept there.
+    """
+    from catalytic.snapshot.engine import Scanner
+    from catalytic.snapshot.merkle import MerkleBuilder
+
     stats = WalkStats()
-    entries = tuple(walk(path, hasher_factory(algorithm), stats))
-    return DomainSnapshot(str(path), entries, stats)
+    scanner = Scanner(path, algorithm, stats, jobs=jobs, cache_dir=cache_dir, progress=progress)
+    builder = MerkleBuilder(algorithm)
+    entries = []
+    for entry in scanner.entries():
+        builder.add(entry.path, entry.value, entry.mode)
+        entries.append(entry)
+    return DomainSnapshot(str(path), tuple(entries), stats, builder.root(), scanner.report.cache)
 
 
-def snapshot_domain(root: Path, domain: str, algorithm: str = DEFAULT_HASH) -> DomainSnapshot:
+def snapshot_domain(
+    root: Path,
+    domain: str,
+    algorithm: str = DEFAULT_HASH,
+    *,
+    jobs: int = 0,
+    cache_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DomainSnapshot:
     """Snapshot the domain ``domain`` (relative to ``root``)."""
-    snap = snapshot_tree(root / domain if domain != "." else root, algorithm)
-    return DomainSnapshot(domain, snap.entries, snap.stats)
+    snap = snapshot_tree(
+        root / domain if domain != "." else root, algorithm, jobs=jobs, cache_dir=cache_dir, progress=progress
+    )
+    return DomainSnapshot(domain, snap.entries, snap.stats, snap.merkle_root, snap.cache)
+
+
+def reference_walk(path: Path, algorithm: str = DEFAULT_HASH) -> list[Entry]:
+    """The plain single-process walk without cache (the reference the fast path is tested against)."""
+    return list(walk(path, hasher_factory(algorithm), WalkStats()))
 
 
 def manifest_documents(

@@ -20,6 +20,8 @@ class Hasher(Protocol):
 
     def hexdigest(self) -> str: ...
 
+    def digest(self) -> bytes: ...
+
 
 def _blake3() -> Callable[[], Hasher]:
     try:

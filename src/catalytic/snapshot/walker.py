@@ -16,6 +16,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
@@ -26,6 +27,7 @@ RETRIES = 3
 CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+T = TypeVar("T")
 
 
 @dataclass
@@ -89,6 +91,18 @@ def describe(
     counts: WalkStats,
 ) -> Entry:
     """The manifest entry of ``name`` in ``dir_fd`` whose ``lstat`` was ``st``."""
+    return describe_stat(dir_fd, name, rel, st, new_hasher, counts)[0]
+
+
+def describe_stat(
+    dir_fd: int,
+    name: str,
+    rel: str,
+    st: os.stat_result,
+    new_hasher: Callable[[], Hasher],
+    counts: WalkStats,
+) -> tuple[Entry, os.stat_result]:
+    """Like :func:`describe`, also returning the stat the entry was observed with (for the cache)."""
     for _ in range(RETRIES):
         fmt = stat.S_IFMT(st.st_mode)
         if fmt == stat.S_IFREG:
@@ -111,10 +125,10 @@ def describe(
             digest, final = result
             counts.files += 1
             counts.bytes_hashed += final.st_size
-            return Entry(rel, digest, mode_string(final.st_mode))
+            return Entry(rel, digest, mode_string(final.st_mode)), final
         if fmt == stat.S_IFDIR:
             counts.dirs += 1
-            return Entry(rel, DIR, mode_string(st.st_mode))
+            return Entry(rel, DIR, mode_string(st.st_mode)), st
         if fmt == stat.S_IFLNK:
             try:
                 target = os.readlink(name, dir_fd=dir_fd)
@@ -124,9 +138,9 @@ def describe(
                     continue
                 raise _fail(rel, exc) from exc
             counts.other += 1
-            return Entry(rel, SYMLINK_PREFIX + target, None)
+            return Entry(rel, SYMLINK_PREFIX + target, None), st
         counts.other += 1
-        return Entry(rel, special_value(st), mode_string(st.st_mode))
+        return Entry(rel, special_value(st), mode_string(st.st_mode)), st
     raise SnapshotError(f"kept changing while it was hashed ({RETRIES} attempts)", path=rel, code="UNSTABLE")
 
 
@@ -153,7 +167,11 @@ def _open_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> int:
     return fd
 
 
-def _walk_dir(fd: int, prefix: str, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Iterator[Entry]:
+#: Called for every entry below the top: (dir_fd, dir_path, name, rel, lstat) -> item.
+Visit = Callable[[int, bytes, str, str, os.stat_result], T]
+
+
+def _walk_dir(fd: int, dir_path: bytes, prefix: str, visit: Visit[T]) -> Iterator[T]:
     items: list[tuple[bytes, bool, str, os.stat_result]] = []
     try:
         with os.scandir(fd) as it:
@@ -174,11 +192,11 @@ def _walk_dir(fd: int, prefix: str, new_hasher: Callable[[], Hasher], counts: Wa
     for _key, is_subtree, name, st in items:
         rel = prefix + name
         if not is_subtree:
-            yield describe(fd, name, rel, st, new_hasher, counts)
+            yield visit(fd, dir_path, name, rel, st)
             continue
         sub = _open_dir(fd, name, rel, st)
         try:
-            yield from _walk_dir(sub, rel + "/", new_hasher, counts)
+            yield from _walk_dir(sub, dir_path + b"/" + to_bytes(name), rel + "/", visit)
         finally:
             os.close(sub)
 
@@ -187,6 +205,21 @@ def walk(path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Ite
     """Every entry of the tree at ``path`` (itself as ``.``), sorted by the bytes of the path.
 
     A missing ``path`` yields nothing and sets ``counts.absent``.
+    """
+
+    def visit(fd: int, _dir_path: bytes, name: str, rel: str, st: os.stat_result) -> Entry:
+        return describe(fd, name, rel, st, new_hasher, counts)
+
+    return walk_with(path, new_hasher, counts, visit)
+
+
+def walk_with(
+    path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats, visit: Visit[T]
+) -> Iterator[Entry | T]:
+    """:func:`walk` with ``visit`` deciding what to yield for every entry below the top.
+
+    The top itself is always described in-process (it is one entry). ``visit`` receives the absolute
+    path (bytes) of the directory it is in, so the work can be handed to another process.
     """
     parent, name = os.path.split(os.path.abspath(path))
     name = name or "."
@@ -213,6 +246,6 @@ def walk(path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Ite
     finally:
         os.close(parent_fd)
     try:
-        yield from _walk_dir(fd, "", new_hasher, counts)
+        yield from _walk_dir(fd, os.fsencode(os.path.abspath(path)).rstrip(b"/"), "", visit)
     finally:
         os.close(fd)
