@@ -121,13 +121,36 @@ class _Timer:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 6)
 
 
+@dataclass(frozen=True)
+class SnapshotSettings:
+    """How snapshots are taken: hashing processes (0: one per core) and the stat cache."""
+
+    jobs: int = 0
+    use_cache: bool = True
+    progress: Callable[[int, int], None] | None = None
+
+    def cache_dir(self, policy: Policy) -> Path | None:
+        return policy.root / policy.runs_root / CACHE_DIR if self.use_cache else None
+
+
+CACHE_DIR = "_cache"
+
+
 def _snapshot_all(
-    policy: Policy, label: str, progress: ProgressCallback
+    policy: Policy, label: str, progress: ProgressCallback, settings: SnapshotSettings | None = None
 ) -> tuple[list[DomainSnapshot], SnapshotError | None]:
+    settings = settings or SnapshotSettings()
     snaps: list[DomainSnapshot] = []
     for domain in policy.catalytic_domains:
         try:
-            snap = snapshot_domain(policy.root, domain, policy.hash)
+            snap = snapshot_domain(
+                policy.root,
+                domain,
+                policy.hash,
+                jobs=settings.jobs,
+                cache_dir=settings.cache_dir(policy),
+                progress=settings.progress,
+            )
         except SnapshotError as exc:
             # The path in the error is relative to the domain; name it from the workspace root.
             exc = SnapshotError(
@@ -163,9 +186,11 @@ def execute(
     progress: ProgressCallback | None = None,
     preflight_seconds: float = 0.0,
     cwd: Path | None = None,
+    snapshots: SnapshotSettings | None = None,
 ) -> RunResult:
     """Run ``command`` under ``policy`` through phases 1-5 and write the ledger."""
     say = progress or (lambda _message: None)
+    settings = snapshots or SnapshotSettings()
     timer = _Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = _now()
@@ -182,7 +207,7 @@ def execute(
         try:
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
-                pre, error = _snapshot_all(policy, "pre", say)
+                pre, error = _snapshot_all(policy, "pre", say, settings)
             if error is None:
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
@@ -193,7 +218,7 @@ def execute(
                 interrupted = child.interrupted_by
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
-                    post, error = _snapshot_all(policy, "post", say)
+                    post, error = _snapshot_all(policy, "post", say, settings)
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
                     for before, after in zip(pre, post, strict=False):
@@ -233,7 +258,7 @@ def execute(
     )
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
-        documents = _documents(policy, command, result, pre, post, started, cwd)
+        documents = _documents(policy, command, result, pre, post, started, cwd, settings)
         write_ledger(ledger_dir, documents)
     say(f"Ledger: {ledger_dir}")
     return result
@@ -264,7 +289,24 @@ def _documents(
     post: list[DomainSnapshot],
     started: str,
     cwd: Path | None,
+    settings: SnapshotSettings | None = None,
 ) -> dict[str, Any]:
+    from catalytic.snapshot.engine import default_jobs
+    from catalytic.snapshot.merkle import MERKLE_FORMAT
+
+    settings = settings or SnapshotSettings()
+    post_by_domain = {s.domain: s for s in post if s.domain in result.diff}
+    merkle_roots = {
+        s.domain: {
+            "pre": s.merkle_root,
+            "post": post_by_domain[s.domain].merkle_root if s.domain in post_by_domain else None,
+        }
+        for s in pre
+    }
+    if not settings.use_cache:
+        cache = "disabled"
+    else:
+        cache = "used" if pre and all(s.cache == "used" for s in pre) else "rebuilt"
     pre_manifest, pre_modes = manifest_documents(pre)
     post_manifest, post_modes = manifest_documents([s for s in post if s.domain in result.diff])
     run_info: dict[str, Any] = {
@@ -290,6 +332,10 @@ def _documents(
         "schema_version": fmt.SCHEMA_VERSION,
         "hash_algorithm": policy.hash,
         "isolation": "none",
+        "cache": cache,
+        "jobs": settings.jobs or default_jobs(),
+        "merkle_format": MERKLE_FORMAT,
+        "merkle_roots": merkle_roots,
         "interrupted": result.interrupted is not None,
         "signal": result.interrupted,
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},

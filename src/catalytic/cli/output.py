@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from catalytic.ledger.canonical import dumps
@@ -39,3 +43,70 @@ def add_verbosity(parser: Any) -> None:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more detail (tracebacks on errors)"
     )
+
+
+def add_snapshot_options(parser: Any) -> None:
+    """The shared ``--jobs`` / ``--no-cache`` flags of commands that take snapshots."""
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hashing processes (default: one per core)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="hash every file; do not read or write the stat cache (<runs root>/_cache/)",
+    )
+
+
+class _Bar:
+    """A rich progress bar on stderr, shown only once a snapshot has taken a moment."""
+
+    DELAY = 0.5
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.live: Any = None
+        self.task: Any = None
+
+    def __call__(self, files: int, nbytes: int) -> None:
+        if self.live is None:
+            if time.monotonic() - self.start < self.DELAY:
+                return
+            from rich.console import Console
+            from rich.progress import Progress as RichProgress
+            from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.live = RichProgress(
+                SpinnerColumn(),
+                TextColumn("[catalytic] snapshot: {task.fields[files]} files, {task.fields[mib]} MiB hashed"),
+                TimeElapsedColumn(),
+                console=Console(file=sys.stderr),
+                transient=True,
+            )
+            self.live.start()
+            self.task = self.live.add_task("snapshot", files=0, mib=0)
+        self.live.update(self.task, files=files, mib=nbytes >> 20)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+@contextmanager
+def snapshot_settings(args: argparse.Namespace) -> Iterator[Any]:
+    """Snapshot settings from the flags, with a progress bar when stderr is a terminal."""
+    from catalytic.errors import UsageError
+    from catalytic.runtime import SnapshotSettings
+
+    if args.jobs < 0:
+        raise UsageError("--jobs must be 0 (one per core) or more")
+    bar = _Bar() if sys.stderr.isatty() and not getattr(args, "quiet", False) else None
+    try:
+        yield SnapshotSettings(jobs=args.jobs, use_cache=not args.no_cache, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()

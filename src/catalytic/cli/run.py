@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from catalytic.cli.output import Progress, add_verbosity, print_json
+from catalytic.cli.output import Progress, add_snapshot_options, add_verbosity, print_json, snapshot_settings
 from catalytic.errors import UsageError
 from catalytic.ledger.format import DETERMINISM_VALUES
 from catalytic.policy import declare, preflight
@@ -58,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
     p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
     p.add_argument("--hash", choices=HASH_NAMES, help="digest for files (default sha256)")
+    add_snapshot_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_verbosity(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
@@ -95,7 +96,14 @@ def execute_cli(args: argparse.Namespace) -> int:
         f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
         f"domain{'s' * (domains != 1)}, {len(policy.durable_outputs)} durable outputs"
     )
-    result = execute(policy, command, progress=progress, preflight_seconds=time.perf_counter() - start)
+    with snapshot_settings(args) as settings:
+        result = execute(
+            policy,
+            command,
+            progress=progress,
+            preflight_seconds=time.perf_counter() - start,
+            snapshots=settings,
+        )
     if result.command_error:
         sys.stderr.write(f"catalytic: {result.command_error}\n")
     if args.json:
