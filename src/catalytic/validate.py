@@ -30,6 +30,7 @@ UNDECLARED         an output is not under any declared durable output
 OUTPUT_UNLISTED    a declared output is neither in OUTPUTS nor in RUN_INFO.missing_outputs
 OUTPUT_MISSING     an output no longer exists in the workspace
 OUTPUT_CHANGED     an output's type, sha256 or symlink target differs from the ledger
+MERKLE_MISMATCH    a Merkle root in RUN_INFO is not the one recomputed from the manifest and modes
 INTERNAL           the validator itself failed (a bug: please report it)
 =================  ==============================================================================
 """
@@ -249,6 +250,7 @@ class CatalyticLedgerValidator:
                 if why:
                     problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: catalytic domain {domain!r} {why}"))
         proof = _check_restoration(docs, v1, problems)
+        _check_merkle(docs, problems)
         _check_status(docs, proof, problems)
         self._check_outputs(abs_dir, v1, problems)
 
@@ -472,6 +474,44 @@ def _check_restoration(docs: dict[str, Any], v1: bool, problems: list[Problem]) 
                 )
                 proof = False
     return proof
+
+
+def _check_merkle(docs: dict[str, Any], problems: list[Problem]) -> None:
+    """Recompute every Merkle root RUN_INFO records from the manifests and modes."""
+    from catalytic.snapshot.merkle import manifest_root
+
+    info: dict[str, Any] | None = docs.get(fmt.RUN_INFO)
+    roots = info.get("merkle_roots") if info is not None else None
+    if not isinstance(roots, dict):
+        return
+    algorithm = info.get("hash_algorithm", "sha256") if info is not None else "sha256"
+    for domain, recorded in sorted(roots.items()):
+        for phase, manifest_name, modes_name in (
+            ("pre", fmt.PRE_MANIFEST, fmt.PRE_MODES),
+            ("post", fmt.POST_MANIFEST, fmt.POST_MODES),
+        ):
+            expected = recorded.get(phase) if isinstance(recorded, dict) else None
+            manifest = (docs.get(manifest_name) or {}).get(domain)
+            if expected is None:
+                if phase == "pre" or manifest is not None:
+                    problems.append(
+                        Problem("MERKLE_MISMATCH", f"RUN_INFO: no {phase} Merkle root for domain {domain!r}")
+                    )
+                continue
+            if manifest is None:
+                problems.append(
+                    Problem("MERKLE_MISMATCH", f"{manifest_name}: no domain {domain!r} for its Merkle root")
+                )
+                continue
+            modes = (docs.get(modes_name) or {}).get(domain)
+            if manifest_root(manifest, modes, algorithm) != expected:
+                problems.append(
+                    Problem(
+                        "MERKLE_MISMATCH",
+                        f"RUN_INFO: the {phase} Merkle root of domain {domain!r} is not the root of "
+                        f"{manifest_name} and {modes_name}",
+                    )
+                )
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from catalytic.cli.output import add_snapshot_options, add_verbosity, print_json, snapshot_settings
@@ -30,14 +30,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(execute=execute_cli)
 
 
-def _load(spec: str, algorithm: str | None, args: argparse.Namespace) -> tuple[Iterator[Entry] | tuple[Entry, ...], str]:
+def _load(spec: str, algorithm: str | None, args: argparse.Namespace) -> tuple[Iterable[Entry], str]:
     from catalytic.snapshot import entries_from_documents, snapshot_tree
     from catalytic.snapshot.manifest_file import read_manifest
 
     path = Path(spec)
     if path.is_dir():
         with snapshot_settings(args) as settings:
-            snap = snapshot_tree(path, algorithm or DEFAULT_HASH, jobs=settings.jobs, progress=settings.progress)
+            algo = algorithm or DEFAULT_HASH
+            snap = snapshot_tree(path, algo, jobs=settings.jobs, progress=settings.progress)
         return snap.entries, algorithm or DEFAULT_HASH
     manifest, modes, algo, _doc = read_manifest(path)
     return entries_from_documents(manifest, modes), algo

@@ -39,7 +39,9 @@ def execute_cli(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.directory}: no such file or directory")
     with snapshot_settings(args) as settings:
         cache_dir = Path(args.cache_dir) if args.cache_dir and settings.use_cache else None
-        snap = snapshot_tree(path, args.hash, jobs=settings.jobs, cache_dir=cache_dir, progress=settings.progress)
+        snap = snapshot_tree(
+            path, args.hash, jobs=settings.jobs, cache_dir=cache_dir, progress=settings.progress
+        )
     if args.output:
         write_manifest(Path(args.output), snap.entries, args.hash, snap.merkle_root)
     if args.json:

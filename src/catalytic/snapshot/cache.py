@@ -44,7 +44,8 @@ Row = tuple[bytes, int, int, int, int, int, int, str]  # key, ino, dev, size, mo
 
 def _crc(row: Row) -> int:
     key, ino, dev, size, mode, mtime, ctime, digest = row
-    return zlib.crc32(digest.encode("ascii"), zlib.crc32(_PACK.pack(ino, dev, size, mode, mtime, ctime), zlib.crc32(key)))
+    crc = zlib.crc32(_PACK.pack(ino, dev, size, mode, mtime, ctime), zlib.crc32(key))
+    return zlib.crc32(digest.encode("ascii"), crc)
 
 
 def granularity_ns(mtime_ns: int, ctime_ns: int) -> int:
@@ -89,7 +90,8 @@ class CacheReader:
         except sqlite3.Error:
             self.state = "corrupt"
             return
-        if meta.get("format") != FORMAT or meta.get("algorithm") != algorithm or meta.get("directory") != directory:
+        ident = (meta.get("format"), meta.get("algorithm"), meta.get("directory"))
+        if ident != (FORMAT, algorithm, directory):
             self.state = "foreign"
             conn.close()
             return
@@ -115,7 +117,8 @@ class CacheReader:
         try:
             for record in self.conn.execute(query + " ORDER BY key", args):
                 row: Row = record[:8]
-                if not isinstance(row[0], bytes) or row[0] <= previous or record[8] != _crc(row) or not _is_hex(row[7]):
+                ordered = isinstance(row[0], bytes) and row[0] > previous
+                if not ordered or record[8] != _crc(row) or not _is_hex(row[7]):
                     self.state = "corrupt"
                     return
                 previous = row[0]

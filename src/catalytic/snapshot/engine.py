@@ -29,7 +29,7 @@ from typing import Any
 
 from catalytic.errors import SnapshotError
 from catalytic.paths import sort_key
-from catalytic.snapshot.cache import CacheReader, CacheWriter, Row, cache_path, row_of
+from catalytic.snapshot.cache import CacheReader, CacheWriter, Row, cache_path
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import Entry, mode_string
 from catalytic.snapshot.walker import WalkStats, describe_stat, walk_with
@@ -83,7 +83,8 @@ def hash_batch(algorithm: str, jobs: list[Job]) -> tuple[list[Outcome], int]:
                     if dst.st_dev != dir_dev or dst.st_ino != dir_ino:
                         dir_error = ("err", "was replaced while the snapshot was taken", rel, "VANISHED")
                 except OSError as exc:
-                    code = "VANISHED" if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP) else "IO_ERROR"
+                    gone = exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+                    code = "VANISHED" if gone else "IO_ERROR"
                     dir_error = ("err", f"directory cannot be opened: {exc.strerror or exc}", rel, code)
             if dir_error is not None:
                 out.append(("err", dir_error[1], rel, dir_error[3]))
@@ -188,12 +189,12 @@ class Scanner:
             self.stats.bytes_hashed += nbytes
         for slot in chunk.slots:
             if len(slot) == 2:
-                entry, row = slot  # type: ignore[misc]
+                entry, row = slot
                 if writer is not None and row is not None:
                     writer.add(row)
                 yield entry
                 continue
-            index, rel, record = slot  # type: ignore[misc]
+            index, rel, record = slot
             outcome = outcomes[index]
             if outcome[0] == "err":
                 raise SnapshotError(outcome[1], path=outcome[2], code=outcome[3])
