@@ -41,8 +41,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used to generate and check the docs)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full argument parser (also used to generate and check the docs).
+
+    With ``only``, just that subcommand is registered: importing every subcommand's module costs tens of
+    milliseconds, which a short ``catalytic run`` should not pay.
+    """
     parser = _Parser(
         prog="catalytic",
         description="Run any command and prove what it did to the filesystem (CMP-01).",
@@ -50,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"catalytic {__version__}")
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module_name in SUBCOMMANDS.values():
+    for name, module_name in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = cast(Subcommand, importlib.import_module(module_name))
         module.add_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))
     return parser
@@ -59,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``catalytic`` command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    first = args_list[0] if args_list else None
+    parser = build_parser(first if first in SUBCOMMANDS else None)
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:

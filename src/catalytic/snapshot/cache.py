@@ -22,13 +22,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sqlite3
 import stat
 import struct
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
 
 FORMAT = "catalytic.statcache/1"
 #: Timestamp granularity assumed for file systems with sub-second timestamps (Linux stamps files from a
@@ -84,6 +87,7 @@ class CacheReader:
         self.conn: sqlite3.Connection | None = None
         if not path.exists():
             return
+        import sqlite3
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
@@ -108,6 +112,8 @@ class CacheReader:
         """Verified rows in key order (only keys <= ``upto`` if given); a bad row ends the stream."""
         if self.conn is None:
             return
+        import sqlite3
+
         query = "SELECT key, ino, dev, size, mode, mtime_ns, ctime_ns, digest, crc FROM files"
         args: tuple[bytes, ...] = ()
         if upto is not None:
@@ -141,6 +147,8 @@ class CacheReader:
         )
 
     def close(self) -> None:
+        import sqlite3
+
         if self.conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.close()
@@ -158,30 +166,38 @@ def _is_hex(value: object) -> bool:
 
 
 class CacheWriter:
-    """Writes a new cache next to the old one and renames it into place on :meth:`commit`."""
+    """Writes a new cache next to the old one and renames it into place on :meth:`commit`.
+
+    Nothing is created until the first row arrives; committing without rows removes the old cache.
+    """
 
     def __init__(self, path: Path, directory: str, algorithm: str, taken_ns: int) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.meta = [
+            ("format", FORMAT),
+            ("algorithm", algorithm),
+            ("directory", directory),
+            ("taken_ns", str(taken_ns)),
+        ]
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        self.conn = sqlite3.connect(self.tmp)
-        self.conn.execute("PRAGMA journal_mode=OFF")
-        self.conn.execute("PRAGMA synchronous=OFF")
-        self.conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self.conn.execute(
+        self.conn: sqlite3.Connection | None = None
+        self.pending: list[tuple[object, ...]] = []
+
+    def _open(self) -> sqlite3.Connection:
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.tmp)
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute(
             "CREATE TABLE files (key BLOB PRIMARY KEY, ino INTEGER, dev INTEGER, size INTEGER, mode INTEGER,"
             " mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, crc INTEGER) WITHOUT ROWID"
         )
-        self.conn.executemany(
-            "INSERT INTO meta VALUES (?, ?)",
-            [
-                ("format", FORMAT),
-                ("algorithm", algorithm),
-                ("directory", directory),
-                ("taken_ns", str(taken_ns)),
-            ],
-        )
-        self.pending: list[tuple[object, ...]] = []
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", self.meta)
+        self.conn = conn
+        return conn
 
     def add(self, row: Row) -> None:
         self.pending.append((*row, _crc(row)))
@@ -189,12 +205,22 @@ class CacheWriter:
             self._flush()
 
     def _flush(self) -> None:
-        self.conn.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.pending)
+        if not self.pending:
+            return
+        conn = self.conn or self._open()
+        conn.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self.pending)
         self.pending.clear()
 
     def commit(self) -> None:
+        """Put the new cache in place (failures only cost speed: the cache is dropped)."""
+        import sqlite3
+
         try:
             self._flush()
+            if self.conn is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+                return
             self.conn.commit()
             self.conn.close()
             os.replace(self.tmp, self.path)
@@ -202,7 +228,10 @@ class CacheWriter:
             self.abort()
 
     def abort(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
+        import sqlite3
+
+        if self.conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)

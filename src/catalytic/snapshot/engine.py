@@ -15,7 +15,6 @@ number of files. The pool is started only when there is enough work to pay for i
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import signal
 import stat
@@ -23,9 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic.errors import SnapshotError
 from catalytic.paths import sort_key
@@ -41,6 +39,9 @@ BATCH_BYTES = 16 << 20
 POOL_MIN_FILES = 1024
 POOL_MIN_BYTES = 64 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+if TYPE_CHECKING:
+    from multiprocessing.pool import AsyncResult, Pool
 
 # (dir path, dir dev, dir ino, name, rel, lstat mode, lstat ino)
 Job = tuple[bytes, int, int, str, str, int, int]
@@ -169,6 +170,8 @@ class Scanner:
             and self.jobs > 1
             and (self._queued_files >= POOL_MIN_FILES or self._queued_bytes >= POOL_MIN_BYTES)
         ):
+            import multiprocessing
+
             ctx = multiprocessing.get_context("fork")
             self._pool = ctx.Pool(self.jobs, initializer=_worker_init)
             self.report.pool_started = True
