@@ -52,7 +52,11 @@ def merge_join(pre: Iterable[Entry], post: Iterable[Entry]) -> Iterator[tuple[En
     a = next(a_it, None)
     b = next(b_it, None)
     while a is not None or b is not None:
-        if b is None or (a is not None and sort_key(a.path) < sort_key(b.path)):
+        if a is not None and b is not None and a.path == b.path:  # the common case: no key needed
+            yield a, b
+            a = next(a_it, None)
+            b = next(b_it, None)
+        elif b is None or (a is not None and sort_key(a.path) < sort_key(b.path)):
             yield a, None
             a = next(a_it, None)
         elif a is None or sort_key(b.path) < sort_key(a.path):

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring as _encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,17 @@ from catalytic.paths import sort_key
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def _string(s: str) -> str:
-    text = _ENCODER.encode(s)
-    if any("\udc80" <= ch <= "\udcff" for ch in s):
-        text = "".join(f"\\u{ord(ch):04x}" if "\udc80" <= ch <= "\udcff" else ch for ch in text)
+    text: str = _encode_basestring(s)
+    if not s.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub(_escape_surrogate, text)
     return text
 
 
@@ -35,6 +44,14 @@ def iter_canonical(value: Any) -> Iterator[str]:
         yield _string(value)
     elif value is None or isinstance(value, bool | int | float):
         yield _ENCODER.encode(value)
+    elif isinstance(value, dict) and all(type(v) is str for v in value.values()):
+        # Manifests and modes: one flat object of strings, by far the largest documents.
+        yield "{"
+        for i, key in enumerate(sorted(value, key=sort_key)):
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+            yield ("," if i else "") + _string(key) + ":" + _string(value[key])
+        yield "}"
     elif isinstance(value, dict):
         yield "{"
         for i, key in enumerate(sorted(value, key=sort_key)):

@@ -47,8 +47,7 @@ Row = tuple[bytes, int, int, int, int, int, int, str]  # key, ino, dev, size, mo
 
 def _crc(row: Row) -> int:
     key, ino, dev, size, mode, mtime, ctime, digest = row
-    crc = zlib.crc32(_PACK.pack(ino, dev, size, mode, mtime, ctime), zlib.crc32(key))
-    return zlib.crc32(digest.encode("ascii"), crc)
+    return zlib.crc32(b"%b\0%b%b" % (key, _PACK.pack(ino, dev, size, mode, mtime, ctime), digest.encode()))
 
 
 def granularity_ns(mtime_ns: int, ctime_ns: int) -> int:
@@ -88,6 +87,7 @@ class CacheReader:
         if not path.exists():
             return
         import sqlite3
+
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
@@ -124,7 +124,7 @@ class CacheReader:
             for record in self.conn.execute(query + " ORDER BY key", args):
                 row: Row = record[:8]
                 ordered = isinstance(row[0], bytes) and row[0] > previous
-                if not ordered or record[8] != _crc(row) or not _is_hex(row[7]):
+                if not ordered or type(row[7]) is not str or record[8] != _crc(row):
                     self.state = "corrupt"
                     return
                 previous = row[0]
@@ -153,16 +153,6 @@ class CacheReader:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.close()
             self.conn = None
-
-
-def _is_hex(value: object) -> bool:
-    if not isinstance(value, str) or not value or len(value) > 128:
-        return False
-    try:
-        int(value, 16)
-    except ValueError:
-        return False
-    return value == value.lower()
 
 
 class CacheWriter:
