@@ -1,4 +1,4 @@
-"""The naive reference: what the seed's prototype does for a run of `true` (walk, read, sha256, dict, twice)."""
+"""The naive reference: what the seed's prototype does for `true` (walk, read, sha256, dict, twice)."""
 
 from __future__ import annotations
 

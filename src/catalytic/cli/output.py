@@ -76,9 +76,13 @@ class _Bar:
         if self.live is None:
             if time.monotonic() - self.start < self.DELAY:
                 return
-            from rich.console import Console
-            from rich.progress import Progress as RichProgress
-            from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+            try:
+                from rich.console import Console
+                from rich.progress import Progress as RichProgress
+                from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+            except ImportError:  # the bar is a nicety: without rich, plain progress lines only
+                self.start = float("inf")
+                return
 
             self.live = RichProgress(
                 SpinnerColumn(),

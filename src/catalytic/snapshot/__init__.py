@@ -48,6 +48,8 @@ def snapshot_tree(
 
     ``jobs`` hashing processes (0: one per core); ``cache_dir`` enables the stat cache kept there.
     """
+    import gc
+
     from catalytic.snapshot.engine import Scanner
     from catalytic.snapshot.merkle import MerkleBuilder
 
@@ -55,9 +57,17 @@ def snapshot_tree(
     scanner = Scanner(path, algorithm, stats, jobs=jobs, cache_dir=cache_dir, progress=progress)
     builder = MerkleBuilder(algorithm)
     entries = []
-    for entry in scanner.entries():
-        builder.add(entry.path, entry.value, entry.mode)
-        entries.append(entry)
+    add = builder.add
+    # Entries hold no reference cycles; the collector would only rescan them, again and again.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for entry in scanner.entries():
+            add(entry.path, entry.value, entry.mode)
+            entries.append(entry)
+    finally:
+        if enabled:
+            gc.enable()
     return DomainSnapshot(str(path), tuple(entries), stats, builder.root(), scanner.report.cache)
 
 

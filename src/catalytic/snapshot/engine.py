@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import stat
 import time
 from collections import deque
@@ -41,7 +40,7 @@ POOL_MIN_BYTES = 64 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 if TYPE_CHECKING:
-    from multiprocessing.pool import AsyncResult, Pool
+    from catalytic.snapshot.forkpool import ForkPool
 
 # (dir path, dir dev, dir ino, name, rel, lstat mode, lstat ino)
 Job = tuple[bytes, int, int, str, str, int, int]
@@ -57,10 +56,8 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_init() -> None:
-    # The parent decides what an interrupt means; workers just get terminated.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _hash_task(argument: tuple[str, list[Job]]) -> tuple[list[Outcome], int]:
+    return hash_batch(*argument)
 
 
 def hash_batch(algorithm: str, jobs: list[Job]) -> tuple[list[Outcome], int]:
@@ -122,7 +119,7 @@ class _Chunk:
     slots: list[tuple[Entry, Row | None] | tuple[int, str, bool]] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
     size: int = 0
-    result: AsyncResult[tuple[list[Outcome], int]] | tuple[list[Outcome], int] | None = None
+    ticket: int | None = None  # the worker it was sent to; None: hashed in this process
 
 
 @dataclass
@@ -155,7 +152,7 @@ class Scanner:
         self.cache_dir = cache_dir
         self.progress = progress
         self.report = ScanReport()
-        self._pool: Pool | None = None
+        self._pool: ForkPool | None = None
         self._queued_files = 0
         self._queued_bytes = 0
 
@@ -170,25 +167,20 @@ class Scanner:
             and self.jobs > 1
             and (self._queued_files >= POOL_MIN_FILES or self._queued_bytes >= POOL_MIN_BYTES)
         ):
-            import multiprocessing
+            from catalytic.snapshot.forkpool import ForkPool
 
-            ctx = multiprocessing.get_context("fork")
-            self._pool = ctx.Pool(self.jobs, initializer=_worker_init)
+            self._pool = ForkPool(self.jobs, _hash_task)
             self.report.pool_started = True
         if self._pool is not None:
-            chunk.result = self._pool.apply_async(hash_batch, (self.algorithm, chunk.jobs))
-        else:
-            chunk.result = None  # hashed when drained, in this process
+            chunk.ticket = self._pool.submit((self.algorithm, chunk.jobs))
 
     def _drain(self, chunk: _Chunk, writer: CacheWriter | None) -> Iterator[Entry]:
         outcomes: list[Outcome] = []
         if chunk.jobs:
-            if chunk.result is None:
+            if chunk.ticket is None or self._pool is None:
                 outcomes, nbytes = hash_batch(self.algorithm, chunk.jobs)
-            elif isinstance(chunk.result, tuple):
-                outcomes, nbytes = chunk.result
             else:
-                outcomes, nbytes = chunk.result.get()
+                outcomes, nbytes = self._pool.result(chunk.ticket)
             self.stats.bytes_hashed += nbytes
         for slot in chunk.slots:
             if len(slot) == 2:
@@ -259,7 +251,7 @@ class Scanner:
 
         window: deque[_Chunk] = deque()
         chunk = _Chunk()
-        max_window = max(2, self.jobs * 3)
+        max_window = max(2, self.jobs * 2)
         try:
             for item in walk_with(self.path, hasher_factory(self.algorithm), self.stats, visit):
                 if isinstance(item, Entry):  # the top of the tree
@@ -320,6 +312,5 @@ class Scanner:
             if reader is not None:
                 reader.close()
             if self._pool is not None:
-                self._pool.terminate()
-                self._pool.join()
+                self._pool.close(kill=True)
                 self._pool = None

@@ -17,6 +17,7 @@ The root is the lowercase hex digest. It is computed while the snapshot streams,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from catalytic.snapshot.digest import Hasher, hasher_factory
 from catalytic.snapshot.entry import Entry
@@ -28,18 +29,17 @@ class MerkleBuilder:
     """Adds leaves one by one; :meth:`root` gives the RFC 6962 tree hash of those seen so far."""
 
     def __init__(self, algorithm: str) -> None:
-        self._new: Callable[[], Hasher] = hasher_factory(algorithm)
+        # hashlib.sha256 and blake3.blake3 both take the data as their first argument.
+        self._new = cast(Callable[[bytes], Hasher], hasher_factory(algorithm))
         # Perfect subtrees, largest first: (number of leaves, hash).
         self._stack: list[tuple[int, bytes]] = []
 
     def _hash(self, data: bytes) -> bytes:
-        h = self._new()
-        h.update(data)
-        return h.digest()
+        return self._new(data).digest()
 
     def add(self, path: str, value: str, mode: str | None) -> None:
-        data = f"{path}\0{value}\0{mode or ''}".encode("utf-8", "surrogateescape")
-        node = (1, self._hash(b"\x00" + data))
+        data = f"\0{path}\0{value}\0{mode or ''}".encode("utf-8", "surrogateescape")
+        node = (1, self._new(data).digest())
         stack = self._stack
         while stack and stack[-1][0] == node[0]:
             size, left = stack.pop()
