@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,3 +283,65 @@ def test_two_domains_and_an_absent_one(workspace: Path) -> None:
     info = _ledger(result, "RUN_INFO.json")
     assert info["absent_domains"] == ["later"]
     assert _ledger(result, "PRE_MANIFEST.json")["later"] == {}
+
+
+def _run_in_child(func: Any) -> dict[str, Any]:
+    """Call ``func()`` in a forked child (as uid/gid 65534 when we are root); its JSON result."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(read_fd)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+            os.write(write_fd, json.dumps(func()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as fh:
+        data = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+def test_unreadable_entry_fails_the_run_naming_it() -> None:
+    top = Path(tempfile.mkdtemp(prefix="catalytic-matrix-"))
+    locked = top / DOMAIN / "sub" / "odd: name"
+    try:
+        (top / DOMAIN / "sub").mkdir(parents=True)
+        for d in (top, top / DOMAIN, top / DOMAIN / "sub"):
+            os.chmod(d, 0o777)
+        locked.write_bytes(b"secret")
+        os.chmod(locked, 0o000)
+
+        def attempt() -> dict[str, Any]:
+            result = api.run(
+                [sys.executable, "-c", "pass"], root=top, catalytic_domains=[DOMAIN], run_id="unreadable"
+            )
+            assert result.error is not None
+            return {
+                "status": result.status,
+                "exit_status": result.exit_status,
+                "exit_code": result.exit_code,
+                "code": result.error.code,
+                "message": result.error.message,
+                "ledger": str(result.ledger_dir),
+            }
+
+        outcome = _run_in_child(attempt)
+        assert outcome["status"] == "dirty"
+        assert outcome["exit_status"] == 1
+        assert outcome["exit_code"] is None  # the command never ran
+        assert outcome["code"] == "UNREADABLE"
+        assert outcome["message"] == "scratch/sub/odd: name: cannot be read (permission denied)"
+        status = json.loads((Path(outcome["ledger"]) / "STATUS.json").read_text("utf-8"))
+        assert status["status"] == "dirty"
+        assert status["restoration_verified"] is False
+        assert status["error"] == {"code": "UNREADABLE", "message": outcome["message"]}
+    finally:
+        os.chmod(locked, 0o600)
+        shutil.rmtree(top)
