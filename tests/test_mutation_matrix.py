@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from catalytic import api
+from catalytic.validate import CatalyticLedgerValidator
 
 DOMAIN = "scratch"
 
@@ -101,6 +102,10 @@ DIRTY: dict[str, Case] = {
         added={BAD: sha256_hex(b"z")},
     ),
     "fifo_created": Case("os.mkfifo(j(b'pipe'))", added={"pipe": "fifo"}),
+    "file_replaced_by_symlink": Case(
+        "os.unlink(j(b'exe')); os.symlink('f.txt', j(b'exe'))",
+        changed={"exe": {"before": EXE, "after": "symlink:f.txt", "mode_before": "0644", "mode_after": ""}},
+    ),
     "nested_file_content": Case(
         "open(j(b'd/inner'), 'ab').write(b'!')",
         changed={"d/inner": {"before": INNER, "after": sha256_hex(b"inner!")}},
@@ -171,6 +176,9 @@ def test_each_change_is_caught_exactly(workspace: Path, name: str) -> None:
     status = _ledger(result, "STATUS.json")
     assert status["status"] == "dirty"
     assert status["restoration_verified"] is False
+    ok, report = CatalyticLedgerValidator(result.ledger_dir).validate()
+    assert not ok
+    assert {e["code"] for e in report["errors"]} == {"NOT_RESTORED", "DIRTY"}
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN))
@@ -185,6 +193,8 @@ def test_no_net_change_is_restored(workspace: Path, name: str) -> None:
     assert _ledger(result, "RESTORE_DIFF.json") == {DOMAIN: {"added": {}, "removed": {}, "changed": {}}}
     assert _ledger(result, "STATUS.json")["status"] == "restored"
     assert _ledger(result, "PRE_MANIFEST.json") == _ledger(result, "POST_MANIFEST.json")
+    ok, report = CatalyticLedgerValidator(result.ledger_dir).validate()
+    assert ok, report["errors"]
 
 
 def test_command_failure_is_reported_but_restored(workspace: Path) -> None:
