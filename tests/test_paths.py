@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalytic import paths
+from catalytic import api, paths
+from catalytic.errors import DeclarationError
 
 SEGMENT = st.text(alphabet="ab_x-é", min_size=1, max_size=4).filter(lambda s: s not in (".", ".."))
 REL = st.lists(SEGMENT, min_size=1, max_size=4).map("/".join)
@@ -91,3 +93,26 @@ def test_to_bytes_round_trips_any_name(raw: bytes) -> None:
     name = raw.decode("utf-8", "surrogateescape")
     assert paths.to_bytes(name) == raw
     assert paths.sort_key(name) == raw
+
+
+def test_resolve_reports_symlink_loops(tmp_path: Path) -> None:
+    os.symlink("loop", tmp_path / "loop")
+    os.symlink("b", tmp_path / "a")
+    os.symlink("a", tmp_path / "b")
+    (tmp_path / "file").write_bytes(b"")
+    for user_path in ("loop", "loop/x", "a/x"):
+        rel, problem = paths.resolve(tmp_path, user_path, what="catalytic domain")
+        assert rel is None
+        assert problem is not None
+        assert problem.code == "BAD_PATH"
+        assert repr(user_path) in problem.message
+    assert paths.resolve(tmp_path, "missing/x", what="d") == ("missing/x", None)
+    assert paths.resolve(tmp_path, "file/x", what="d") == ("file/x", None)
+
+
+def test_preflight_refuses_a_domain_through_a_symlink_loop(tmp_path: Path) -> None:
+    os.symlink("loop", tmp_path / "loop")
+    with pytest.raises(DeclarationError) as info:
+        api.run(["true"], root=tmp_path, catalytic_domains=["loop/x"], run_id="loop")
+    assert [p.code for p in info.value.problems] == ["BAD_PATH"]
+    assert not (tmp_path / "CONTRACTS").exists()
