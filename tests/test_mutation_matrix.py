@@ -106,6 +106,22 @@ DIRTY: dict[str, Case] = {
         "os.unlink(j(b'exe')); os.symlink('f.txt', j(b'exe'))",
         changed={"exe": {"before": EXE, "after": "symlink:f.txt", "mode_before": "0644", "mode_after": ""}},
     ),
+    "domain_removed": Case(
+        "shutil.rmtree(d)",
+        removed={
+            ".": "dir",
+            "d": "dir",
+            "d/inner": INNER,
+            "exe": EXE,
+            "f.txt": HELLO,
+            "link": "symlink:f.txt",
+        },
+    ),
+    "domain_replaced_by_symlink": Case(
+        "shutil.copytree(d, d + b'.moved', symlinks=True); shutil.rmtree(d); os.symlink(d + b'.moved', d)",
+        removed={"d": "dir", "d/inner": INNER, "exe": EXE, "f.txt": HELLO, "link": "symlink:f.txt"},
+        changed={".": {"before": "dir", "after": "symlink:@MOVED@", "mode_before": "0755", "mode_after": ""}},
+    ),
     "nested_file_content": Case(
         "open(j(b'd/inner'), 'ab').write(b'!')",
         changed={"d/inner": {"before": INNER, "after": sha256_hex(b"inner!")}},
@@ -141,6 +157,7 @@ CLEAN: dict[str, str] = {
         os.unlink(j(b'link')); os.symlink('f.txt', j(b'link'))
         """,
     "does_nothing": "pass",
+    "mtime_only": "os.utime(j(b'f.txt'), ns=(1, 1)); os.utime(j(b'd'), ns=(2, 2))",
 }
 
 
@@ -169,7 +186,9 @@ def test_each_change_is_caught_exactly(workspace: Path, name: str) -> None:
     assert result.status == "dirty"
     assert not result.restoration_verified
     assert result.exit_status == 1
-    expected = {"added": case.added, "removed": case.removed, "changed": case.changed}
+    moved = f"{workspace / DOMAIN}.moved"
+    changed = json.loads(json.dumps(case.changed).replace("@MOVED@", moved))
+    expected = {"added": case.added, "removed": case.removed, "changed": changed}
     assert set(result.diff) == {DOMAIN}
     assert result.diff[DOMAIN].to_json() == expected
     assert _ledger(result, "RESTORE_DIFF.json") == {DOMAIN: expected}
