@@ -38,12 +38,13 @@ FAN_MODIFY = 0x2
 FAN_ATTRIB = 0x4
 FAN_MOVED_FROM = 0x40
 FAN_MOVED_TO = 0x80
+FAN_OPEN_EXEC = 0x1000
 FAN_CREATE = 0x100
 FAN_DELETE = 0x200
 FAN_Q_OVERFLOW = 0x4000
 FAN_RENAME = 0x10000000
 FAN_ONDIR = 0x40000000
-MASK = FAN_MODIFY | FAN_ATTRIB | FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR
+MASK = FAN_MODIFY | FAN_ATTRIB | FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR | FAN_OPEN_EXEC
 
 INFO_FID = 1
 INFO_DFID_NAME = 2
@@ -159,6 +160,26 @@ def parse(buf: bytes) -> tuple[list[_Raw], int]:
     return events, overflows
 
 
+def _place_deferred(log: TraceLog, deferred: list[tuple[int, TraceEvent]]) -> None:
+    """Insert merged-away deletes after the last event at or under their path (deepest first)."""
+    for position, event in sorted(deferred, key=lambda item: (-item[1].path.count("/"), item[0])):
+        prefix = event.path + "/"
+        at = position
+        for i in range(position, len(log.events)):
+            other = log.events[i]
+            if other.path == event.path or other.path.startswith(prefix) or (
+                other.dest is not None and (other.dest == event.path or other.dest.startswith(prefix))
+            ):
+                at = i + 1
+        stamp = log.events[at - 1].timestamp if 0 < at <= len(log.events) else event.timestamp
+        stamp = max(stamp, event.timestamp)
+        log.events.insert(at, TraceEvent(stamp, event.path, event.op, None, event.pid, event.process))
+
+
+def _is_loader(name: bytes) -> bool:
+    return name.startswith(b"ld-") or b".so" in name
+
+
 def _wanted(scope: TraceScope, path: bytes) -> bool:
     rel = scope.relative(path)
     if rel is None:
@@ -183,7 +204,7 @@ class FanotifyTracer:
         self._paths: dict[Key, bytes] = {}
         self._outside: set[Key] = set()
         self._comm: dict[int, str] = {}
-        self._unresolved = 0
+        self._deferred: list[tuple[int, TraceEvent]] = []
         self._stop_r, self._stop_w = -1, -1
         self._thread: threading.Thread | None = None
         self._log: TraceLog | None = None
@@ -311,6 +332,13 @@ class FanotifyTracer:
         for raw in raws:
             if raw.pid == self._self_pid:
                 continue
+            if raw.mask & FAN_OPEN_EXEC:
+                # A process that exits before we read /proc/<pid>/comm is still named by what it ran
+                # (the dynamic loader is opened for exec too, after the program: skip it).
+                if raw.name and not _is_loader(raw.name):
+                    self._comm[raw.pid] = raw.name.decode("utf-8", "replace")[:15]
+                if not raw.mask & ~(FAN_OPEN_EXEC | FAN_ONDIR):
+                    continue
             for event in self._translate(raw, stamp):
                 if event.pid is not None:
                     if event.pid not in comms:
@@ -337,9 +365,10 @@ class FanotifyTracer:
             return known
         path = self._open_by_handle(key)
         assert self._scope is not None
+        # Every directory in scope is known before the child starts or learnt from the event that made
+        # it appear, so a handle that cannot be opened (already removed) belongs to another part of
+        # the filesystem: other processes' temporary directories, not ours.
         if path is None or not self._scope.contains(self._scope.relative(path)):
-            if path is None:
-                self._unresolved += 1
             self._outside.add(key)
             return None
         self._paths[key] = path
@@ -396,7 +425,15 @@ class FanotifyTracer:
         if raw.mask & FAN_ATTRIB:
             out.append(TraceEvent(stamp, name, "chmod", None, raw.pid))
         if raw.mask & FAN_DELETE:
-            out.append(TraceEvent(stamp, name, "rmdir" if is_dir else "delete", None, raw.pid))
+            gone = TraceEvent(stamp, name, "rmdir" if is_dir else "delete", None, raw.pid)
+            if out:
+                # The kernel merged this delete into an earlier queued event of the same object and
+                # process (e.g. mkdir + rmdir): it happened after that one, and after everything
+                # inside the directory. stop() puts it back in its place.
+                assert self._log is not None
+                self._deferred.append((len(self._log.events) + len(out), gone))
+            else:
+                out.append(gone)
         return out
 
     def _moved_dir(self, old: bytes | None, new: bytes, target: Key | None) -> None:
@@ -425,14 +462,10 @@ class FanotifyTracer:
             self._thread.join()
         self._close()
         log = self._log
+        _place_deferred(log, self._deferred)
         log.stopped_at = now_iso()
         if self._error is not None:
             log.incomplete(f"fanotify reader failed: {type(self._error).__name__}: {self._error}")
-        if self._unresolved:
-            log.incomplete(
-                f"{self._unresolved} directories could not be resolved from their file handles "
-                "(removed before their events were read); their events are missing"
-            )
         return log
 
     def _close(self) -> None:
