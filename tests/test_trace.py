@@ -470,3 +470,19 @@ def test_timing_of_watchdog_stop_is_bounded(tmp_path: Path) -> None:
     start = time.perf_counter()
     run(["true"], root=root, run_id="r", catalytic_domains=[DOMAIN], trace=True, trace_backend="watchdog")
     assert time.perf_counter() - start < 3.0
+
+
+def test_fast_encoding_is_the_canonical_json() -> None:
+    from catalytic.ledger.canonical import dumps
+    from catalytic.trace.log import TraceEvent, TraceLog
+
+    log = TraceLog("fanotify", "domains", ["d"], "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.000000Z")
+    log.events += [
+        TraceEvent("2026-01-01T00:00:00.1Z", 'd/a"b\\c\n', "create", None, 12, "sh"),
+        TraceEvent("2026-01-01T00:00:00.2Z", "d/\udcff\u00e9", "move", "d/é", None, None),
+        TraceEvent("2026-01-01T00:00:00.3Z", "d/x", "chmod", None, 1, "pr\u00f6c"),
+    ]
+    log.incomplete("why")
+    assert log.encode() == dumps(log.to_json()).encode("utf-8")
+    empty = TraceLog("none", "workspace", ["."], "t")
+    assert empty.encode() == dumps(empty.to_json()).encode("utf-8")

@@ -343,5 +343,5 @@ def _documents(
         fmt.STATUS: status,
     }
     if result.trace is not None:
-        documents[fmt.WRITE_LOG] = result.trace.to_json()
+        documents[fmt.WRITE_LOG] = result.trace.encode()
     return documents

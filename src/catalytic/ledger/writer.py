@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from catalytic.errors import DeclarationError, LedgerError, Problem
-from catalytic.ledger.canonical import fsync_dir, write_json
+from catalytic.ledger.canonical import fsync_dir, write_atomic, write_json
 from catalytic.ledger.format import OPTIONAL_FILES, STATUS, WRITE_ORDER
 
 
@@ -47,7 +47,11 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
         if name == STATUS:
             # Everything STATUS vouches for must be on disk before STATUS itself appears.
             fsync_dir(ledger_dir)
-        write_json(ledger_dir / name, documents[name])
+        document = documents[name]
+        if isinstance(document, bytes):
+            write_atomic(ledger_dir / name, document)  # already canonical JSON (e.g. a large WRITE_LOG)
+        else:
+            write_json(ledger_dir / name, document)
     fsync_dir(ledger_dir)
 
 

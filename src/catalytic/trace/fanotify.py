@@ -54,12 +54,25 @@ INFO_NEW_DFID_NAME = 12
 
 _META = struct.Struct("=IBBHQii")
 _INFO = struct.Struct("=BBH")
-_FID_HEAD = struct.Struct("=iiIi")  # fsid[2], handle_bytes, handle_type
+_U32 = struct.Struct("=I")
+_PID_AT = 20  # offset of pid in fanotify_event_metadata
 MAX_HANDLE_SZ = 128
-_BUFFER = 1 << 18
+_BUFFER = 1 << 20
 _AT_FDCWD = -100
+_FID_INFOS = (INFO_FID, INFO_DFID, INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_NEW_DFID_NAME)
 
-Key = tuple[int, int, bytes]  # (fsid, handle type, handle bytes)
+#: A directory's identity as fanotify reports it: the raw bytes of fsid + struct file_handle.
+Key = bytes
+IN, PARTIAL, OUT = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Dir:
+    """A directory we know by handle: where it is and whether its children are in scope."""
+
+    path: bytes
+    rel: str
+    mode: int
 
 
 class _FileHandle(ctypes.Structure):
@@ -91,73 +104,10 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
-def _fsid(path: bytes) -> int:
-    return os.statvfs(path).f_fsid & 0xFFFFFFFFFFFFFFFF
-
-
-def _event_fsid(a: int, b: int) -> int:
-    return (a & 0xFFFFFFFF) | ((b & 0xFFFFFFFF) << 32)
-
-
-@dataclass
-class _Raw:
-    mask: int
-    pid: int
-    dir_key: Key | None = None
-    name: bytes = b""
-    old_key: Key | None = None
-    old_name: bytes = b""
-    new_key: Key | None = None
-    new_name: bytes = b""
-    target: Key | None = None
-
-
-def _parse_fid(buf: bytes, at: int) -> tuple[Key, int]:
-    fsid0, fsid1, nbytes, htype = _FID_HEAD.unpack_from(buf, at)
-    start = at + _FID_HEAD.size
-    return (_event_fsid(fsid0, fsid1), htype, bytes(buf[start : start + nbytes])), start + nbytes
-
-
-def parse(buf: bytes) -> tuple[list[_Raw], int]:
-    """Parse a read() of fanotify events; returns the events and how many overflow markers."""
-    events: list[_Raw] = []
-    overflows = 0
-    pos = 0
-    while pos + _META.size <= len(buf):
-        event_len, _vers, _res, meta_len, mask, fd, pid = _META.unpack_from(buf, pos)
-        if event_len < meta_len:
-            break
-        if fd >= 0:
-            os.close(fd)
-        if mask & FAN_Q_OVERFLOW:
-            overflows += 1
-            pos += event_len
-            continue
-        raw = _Raw(mask, pid)
-        info = pos + meta_len
-        end = pos + event_len
-        while info + _INFO.size <= end:
-            itype, _pad, ilen = _INFO.unpack_from(buf, info)
-            if ilen == 0:
-                break
-            body = info + _INFO.size
-            if itype in (INFO_FID, INFO_DFID, INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_NEW_DFID_NAME):
-                key, after = _parse_fid(buf, body)
-                name = b""
-                if itype in (INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_NEW_DFID_NAME):
-                    name = bytes(buf[after : info + ilen]).split(b"\0", 1)[0]
-                if itype == INFO_FID:
-                    raw.target = key
-                elif itype in (INFO_DFID_NAME, INFO_DFID):
-                    raw.dir_key, raw.name = key, name
-                elif itype == INFO_OLD_DFID_NAME:
-                    raw.old_key, raw.old_name = key, name
-                else:
-                    raw.new_key, raw.new_name = key, name
-            info += ilen
-        events.append(raw)
-        pos += event_len
-    return events, overflows
+def _fsid_bytes(path: bytes) -> bytes:
+    """``__kernel_fsid_t`` of the filesystem holding ``path``, as fanotify reports it."""
+    fsid = os.statvfs(path).f_fsid & 0xFFFFFFFFFFFFFFFF
+    return struct.pack("=II", fsid & 0xFFFFFFFF, fsid >> 32)
 
 
 def _place_deferred(log: TraceLog, deferred: list[tuple[int, TraceEvent]]) -> None:
@@ -167,32 +117,28 @@ def _place_deferred(log: TraceLog, deferred: list[tuple[int, TraceEvent]]) -> No
         at = position
         for i in range(position, len(log.events)):
             other = log.events[i]
-            if other.path == event.path or other.path.startswith(prefix) or (
-                other.dest is not None and (other.dest == event.path or other.dest.startswith(prefix))
+            if (
+                other.path == event.path
+                or other.path.startswith(prefix)
+                or (other.dest is not None and (other.dest == event.path or other.dest.startswith(prefix)))
             ):
                 at = i + 1
         stamp = log.events[at - 1].timestamp if 0 < at <= len(log.events) else event.timestamp
-        stamp = max(stamp, event.timestamp)
-        log.events.insert(at, TraceEvent(stamp, event.path, event.op, None, event.pid, event.process))
+        event.timestamp = max(stamp, event.timestamp)
+        log.events.insert(at, event)
 
 
 def _is_loader(name: bytes) -> bool:
     return name.startswith(b"ld-") or b".so" in name
 
 
-def _wanted(scope: TraceScope, path: bytes) -> bool:
-    rel = scope.relative(path)
-    if rel is None:
-        return False
-    if scope.contains(rel):
-        return True
-    return any(paths.is_within(p, rel) for p in scope.paths) and not any(
-        paths.is_within(rel, ex) for ex in scope.exclude
-    )
-
-
 class FanotifyTracer:
-    """Filesystem-wide fanotify marks; see the module docstring."""
+    """Filesystem-wide fanotify marks; see the module docstring.
+
+    While the child runs, the reader thread only copies the queue into memory (and reads
+    ``/proc/<pid>/comm`` for each new writer), so a burst of writes cannot overflow the kernel
+    queue behind a slow parser; the events are decoded in order when the child has exited.
+    """
 
     name = "fanotify"
 
@@ -200,10 +146,12 @@ class FanotifyTracer:
         # ``hold``: tests keep the reader from reading until it is set, to force a queue overflow.
         self._hold = hold
         self._fd = -1
-        self._mount_fds: dict[int, int] = {}
-        self._paths: dict[Key, bytes] = {}
-        self._outside: set[Key] = set()
+        self._libc: Any = None
+        self._mount_fds: dict[bytes, int] = {}
+        self._dirs: dict[Key, _Dir] = {}
+        self._buffers: list[tuple[str, bytes]] = []
         self._comm: dict[int, str] = {}
+        self._exe: dict[int, str] = {}
         self._deferred: list[tuple[int, TraceEvent]] = []
         self._stop_r, self._stop_w = -1, -1
         self._thread: threading.Thread | None = None
@@ -211,7 +159,6 @@ class FanotifyTracer:
         self._scope: TraceScope | None = None
         self._error: BaseException | None = None
         self._self_pid = os.getpid()
-        self._libc: Any = None
 
     # -- setup ---------------------------------------------------------------------------------
     def start(self, scope: TraceScope) -> None:
@@ -235,10 +182,11 @@ class FanotifyTracer:
             raise TraceUnavailable(f"fanotify_init failed: {errno.errorcode.get(err, err)}: {why}")
         self._fd = fd
         try:
-            self._mark(scope)
             self._scope = scope
+            self._mark(scope)
             self._log = TraceLog(self.name, scope.name, list(scope.paths), now_iso())
-            self._learn_tree(scope)
+            for root in scope.watch_roots():
+                self._learn(os.fsencode(root))
         except BaseException:
             self._close()
             raise
@@ -254,13 +202,11 @@ class FanotifyTracer:
     def _mark(self, scope: TraceScope) -> None:
         for root in scope.watch_roots():
             path = os.fsencode(root)
-            fsid = _fsid(path)
+            fsid = _fsid_bytes(path)
             if fsid in self._mount_fds:
                 continue
-            if (
-                self._libc.fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, MASK, _AT_FDCWD, path)
-                < 0
-            ):
+            flags = FAN_MARK_ADD | FAN_MARK_FILESYSTEM
+            if self._libc.fanotify_mark(self._fd, flags, MASK, _AT_FDCWD, path) < 0:
                 err = ctypes.get_errno()
                 raise TraceUnavailable(
                     f"fanotify_mark(FAN_MARK_FILESYSTEM) on {root} failed: "
@@ -274,25 +220,33 @@ class FanotifyTracer:
         mount_id = ctypes.c_int()
         if self._libc.name_to_handle_at(_AT_FDCWD, path, ctypes.byref(handle), ctypes.byref(mount_id), 0) < 0:
             return None
-        data = bytes(handle.f_handle[: handle.handle_bytes])
-        return (_fsid(path), handle.handle_type, data)
+        head = struct.pack("=Ii", handle.handle_bytes, handle.handle_type)
+        return _fsid_bytes(path) + head + bytes(handle.f_handle[: handle.handle_bytes])
 
-    def _learn_tree(self, scope: TraceScope) -> None:
-        """Remember the handle of every directory in scope (after the marks, so none is missed)."""
-        for root in scope.watch_roots():
-            self._learn(os.fsencode(root))
+    def _describe(self, path: bytes) -> _Dir:
+        """Where ``path`` is, and whether all, some or none of its children are in scope."""
+        scope = self._scope
+        assert scope is not None
+        rel = scope.relative(path)
+        if rel is None:
+            return _Dir(path, "", OUT)
+        if scope.contains(rel):
+            below = any(ex != rel and paths.is_within(ex, rel) for ex in scope.exclude)
+            return _Dir(path, rel, PARTIAL if below else IN)
+        towards = any(paths.is_within(p, rel) for p in scope.paths)
+        excluded = any(paths.is_within(rel, ex) for ex in scope.exclude)
+        return _Dir(path, rel, PARTIAL if towards and not excluded else OUT)
 
     def _learn(self, top_dir: bytes) -> None:
-        assert self._scope is not None
-        scope = self._scope
+        """Remember the handle of every directory in scope (after the marks, so none is missed)."""
         for top, dirs, _files in os.walk(top_dir):
             found = self._handle_of(top)
             if found is not None:
-                self._paths[found] = top
+                self._dirs[found] = self._describe(top)
             # Ancestors of an absent domain are walked only towards it; the runs root never.
-            dirs[:] = [d for d in dirs if _wanted(scope, os.path.join(top, d))]
+            dirs[:] = [d for d in dirs if self._describe(os.path.join(top, d)).mode != OUT]
 
-    # -- reading -------------------------------------------------------------------------------
+    # -- reading (while the child runs) --------------------------------------------------------
     def _run(self) -> None:
         try:
             if self._hold is not None:
@@ -320,68 +274,205 @@ class FanotifyTracer:
                 continue
             if not buf:
                 return
-            self._process(buf)
+            self._buffers.append((now_iso(), buf))
+            self._note_processes(buf)
 
-    def _process(self, buf: bytes) -> None:
-        assert self._log is not None and self._scope is not None
-        raws, overflows = parse(buf)
-        if overflows:
-            self._log.incomplete("fanotify queue overflow: the kernel dropped events")
-        stamp = now_iso()
-        comms: dict[int, str | None] = {}
-        for raw in raws:
-            if raw.pid == self._self_pid:
+    def _note_processes(self, buf: bytes) -> None:
+        """Read the name of each new writer now, while it may still be running."""
+        pos, size, comm, unpack = 0, len(buf), self._comm, _U32.unpack_from
+        while pos + 24 <= size:
+            pid = unpack(buf, pos + _PID_AT)[0]
+            if pid not in comm:
+                try:
+                    with open(f"/proc/{pid}/comm", "rb") as fh:
+                        comm[pid] = fh.read().rstrip(b"\n").decode("utf-8", "replace")
+                except OSError:
+                    comm[pid] = ""
+            pos += unpack(buf, pos)[0] or size
+
+    # -- decoding (after the child exited) -----------------------------------------------------
+    def _decode_all(self) -> None:
+        log = self._log
+        assert log is not None
+        for stamp, buf in self._buffers:
+            self._decode(stamp, buf, log)
+        self._buffers = []
+
+    def _decode(self, stamp: str, buf: bytes, log: TraceLog) -> None:
+        pos, size = 0, len(buf)
+        meta, info_s = _META.unpack_from, _INFO.unpack_from
+        while pos + 24 <= size:
+            event_len, _v, _r, meta_len, mask, fd, pid = meta(buf, pos)
+            if event_len < meta_len:
+                break
+            end = pos + event_len
+            if fd >= 0:
+                os.close(fd)
+            if mask & FAN_Q_OVERFLOW:
+                log.incomplete("fanotify queue overflow: the kernel dropped events")
+                pos = end
                 continue
-            if raw.mask & FAN_OPEN_EXEC:
-                # A process that exits before we read /proc/<pid>/comm is still named by what it ran
-                # (the dynamic loader is opened for exec too, after the program: skip it).
-                if raw.name and not _is_loader(raw.name):
-                    self._comm[raw.pid] = raw.name.decode("utf-8", "replace")[:15]
-                if not raw.mask & ~(FAN_OPEN_EXEC | FAN_ONDIR):
+            if pid == self._self_pid:
+                pos = end
+                continue
+            dir_key = old_key = new_key = target = None
+            name = old_name = new_name = b""
+            info = pos + meta_len
+            while info + 4 <= end:
+                itype, _pad, ilen = info_s(buf, info)
+                if ilen == 0:
+                    break
+                if itype in _FID_INFOS:
+                    body = info + 4
+                    nbytes = _U32.unpack_from(buf, body + 8)[0]
+                    after = body + 16 + nbytes
+                    key = buf[body:after]
+                    if itype == INFO_FID:
+                        target = key
+                    else:
+                        fname = buf[after : info + ilen].split(b"\0", 1)[0]
+                        if itype == INFO_OLD_DFID_NAME:
+                            old_key, old_name = key, fname
+                        elif itype == INFO_NEW_DFID_NAME:
+                            new_key, new_name = key, fname
+                        else:
+                            dir_key, name = key, fname
+                info += ilen
+            pos = end
+            if mask & FAN_OPEN_EXEC:
+                # Names a process that exited before /proc/<pid>/comm could be read, in order (the
+                # dynamic loader is opened for exec too, after the program: skip it).
+                if name and not _is_loader(name):
+                    self._exe[pid] = name.decode("utf-8", "replace")[:15]
+                mask &= ~FAN_OPEN_EXEC
+                if not mask & ~FAN_ONDIR:
                     continue
-            for event in self._translate(raw, stamp):
-                if event.pid is not None:
-                    if event.pid not in comms:
-                        comms[event.pid] = self._process_name(event.pid)
-                    event = TraceEvent(
-                        event.timestamp, event.path, event.op, event.dest, event.pid, comms[event.pid]
-                    )
-                self._log.events.append(event)
+            if mask & FAN_RENAME:
+                self._rename(stamp, mask, pid, old_key, old_name, new_key, new_name, target, log)
+            elif dir_key is not None:
+                self._entry(stamp, mask, pid, dir_key, name, target, log)
 
-    def _process_name(self, pid: int) -> str | None:
-        try:
-            with open(f"/proc/{pid}/comm", "rb") as fh:
-                name = fh.read().rstrip(b"\n").decode("utf-8", "replace")
-        except OSError:
-            return self._comm.get(pid)  # exited already: the name it had when last seen
-        self._comm[pid] = name
-        return name
+    def _process(self, pid: int) -> str | None:
+        return self._exe.get(pid) or self._comm.get(pid) or None
 
-    def _dir(self, key: Key | None) -> bytes | None:
-        if key is None or key in self._outside:
+    def _dir(self, key: Key) -> _Dir:
+        known = self._dirs.get(key)
+        if known is None:
+            # Every directory in scope is known before the child starts or learnt from the event
+            # that made it appear, so a handle we do not know (and that may be gone) lies elsewhere
+            # on the filesystem; resolve it once to be sure, and remember the answer.
+            path = self._open_by_handle(key)
+            known = self._describe(path) if path is not None else _Dir(b"", "", OUT)
+            self._dirs[key] = known
+        return known
+
+    def _child(self, parent: _Dir, name: bytes) -> tuple[bytes, str] | None:
+        """The absolute path and the log's name for ``name`` in ``parent``, or None if out of scope."""
+        if parent.mode == OUT:
             return None
-        known = self._paths.get(key)
-        if known is not None:
-            return known
-        path = self._open_by_handle(key)
+        full = parent.path if name in (b"", b".") else parent.path + b"/" + name
+        if parent.mode == IN:
+            if name in (b"", b"."):
+                return full, parent.rel
+            text = name.decode("utf-8", "surrogateescape")
+            return full, text if parent.rel == paths.ROOT else f"{parent.rel}/{text}"
         assert self._scope is not None
-        # Every directory in scope is known before the child starts or learnt from the event that made
-        # it appear, so a handle that cannot be opened (already removed) belongs to another part of
-        # the filesystem: other processes' temporary directories, not ours.
-        if path is None or not self._scope.contains(self._scope.relative(path)):
-            self._outside.add(key)
-            return None
-        self._paths[key] = path
-        return path
+        rel = self._scope.relative(full)
+        return (full, rel) if rel is not None and self._scope.contains(rel) else None
+
+    def _entry(
+        self, stamp: str, mask: int, pid: int, key: Key, name: bytes, target: Key | None, log: TraceLog
+    ) -> None:
+        parent = self._dir(key)
+        found = self._child(parent, name)
+        if found is None:
+            if mask & FAN_CREATE and mask & FAN_ONDIR and target is not None and parent.mode != OUT:
+                # A directory on the way to an absent domain (or the domain itself, being made).
+                self._dirs[target] = self._describe(parent.path + b"/" + name)
+            return
+        full, rel = found
+        is_dir = bool(mask & FAN_ONDIR)
+        proc = self._process(pid)
+        events = log.events
+        first = len(events)
+        if mask & FAN_CREATE:
+            events.append(TraceEvent(stamp, rel, "mkdir" if is_dir else "create", None, pid, proc))
+            if is_dir and target is not None:
+                self._dirs[target] = self._describe(full)
+        if mask & FAN_MODIFY:
+            events.append(TraceEvent(stamp, rel, "modify", None, pid, proc))
+        if mask & FAN_ATTRIB:
+            events.append(TraceEvent(stamp, rel, "chmod", None, pid, proc))
+        if mask & FAN_DELETE:
+            gone = TraceEvent(stamp, rel, "rmdir" if is_dir else "delete", None, pid, proc)
+            if len(events) > first:
+                # The kernel merged this delete into an earlier queued event of the same object and
+                # process (e.g. mkdir + rmdir): it happened after that one, and after everything
+                # inside the directory. stop() puts it back in its place.
+                self._deferred.append((len(events), gone))
+            else:
+                events.append(gone)
+
+    def _rename(
+        self,
+        stamp: str,
+        mask: int,
+        pid: int,
+        old_key: Key | None,
+        old_name: bytes,
+        new_key: Key | None,
+        new_name: bytes,
+        target: Key | None,
+        log: TraceLog,
+    ) -> None:
+        assert self._scope is not None
+        old = self._child(self._dir(old_key), old_name) if old_key is not None else None
+        new = self._child(self._dir(new_key), new_name) if new_key is not None else None
+        if mask & FAN_ONDIR:
+            old_path = None
+            if old_key is not None:
+                old_dir = self._dir(old_key)
+                old_path = old_dir.path + b"/" + old_name if old_dir.path else None
+            new_dir = self._dir(new_key) if new_key is not None else None
+            if new_dir is not None and new_dir.path:
+                self._moved_dir(old_path, new_dir.path + b"/" + new_name, target)
+        if old is None and new is None:
+            return
+        src = old[1] if old is not None else self._outside_name(old_key, old_name)
+        dst = new[1] if new is not None else self._outside_name(new_key, new_name)
+        log.events.append(TraceEvent(stamp, src, "move", dst, pid, self._process(pid)))
+
+    def _outside_name(self, key: Key | None, name: bytes) -> str:
+        parent = self._dir(key) if key is not None else None
+        if parent is None or not parent.path:
+            return "?/" + name.decode("utf-8", "surrogateescape")
+        assert self._scope is not None
+        return self._scope.name_of(parent.path + b"/" + name)
+
+    def _moved_dir(self, old: bytes | None, new: bytes, target: Key | None) -> None:
+        """Keep the handle -> directory map true after a directory rename (its subtree moves too)."""
+        moved = False
+        if old is not None:
+            prefix = old + b"/"
+            for key, known in list(self._dirs.items()):
+                if known.path == old or known.path.startswith(prefix):
+                    self._dirs[key] = self._describe(new + known.path[len(old) :])
+                    moved = True
+        if not moved and target is not None:
+            # Moved in from a part of the filesystem we did not follow: learn its subtree now.
+            self._dirs[target] = self._describe(new)
+            self._dirs = {k: d for k, d in self._dirs.items() if d.mode != OUT}
+            self._learn(new)
 
     def _open_by_handle(self, key: Key) -> bytes | None:
-        mount_fd = self._mount_fds.get(key[0])
+        mount_fd = self._mount_fds.get(key[:8])
         if mount_fd is None:
             return None
+        nbytes, htype = struct.unpack_from("=Ii", key, 8)
         handle = _FileHandle()
-        handle.handle_bytes = len(key[2])
-        handle.handle_type = key[1]
-        ctypes.memmove(handle.f_handle, key[2], len(key[2]))
+        handle.handle_bytes = nbytes
+        handle.handle_type = htype
+        ctypes.memmove(handle.f_handle, key[16:], nbytes)
         fd = self._libc.open_by_handle_at(mount_fd, ctypes.byref(handle), os.O_PATH | os.O_CLOEXEC)
         if fd < 0:
             return None
@@ -391,67 +482,6 @@ class FanotifyTracer:
             os.close(fd)
         return None if path.endswith(b" (deleted)") else path
 
-    def _translate(self, raw: _Raw, stamp: str) -> list[TraceEvent]:
-        scope = self._scope
-        assert scope is not None
-        is_dir = bool(raw.mask & FAN_ONDIR)
-        if raw.mask & FAN_RENAME:
-            old_dir, new_dir = self._dir(raw.old_key), self._dir(raw.new_key)
-            old = os.path.join(old_dir, raw.old_name) if old_dir is not None else None
-            new = os.path.join(new_dir, raw.new_name) if new_dir is not None else None
-            if is_dir and new is not None:
-                self._moved_dir(old, new, raw.target)
-            if old is None and new is None:
-                return []
-            src = scope.name_of(old) if old is not None else "?"
-            dst = scope.name_of(new) if new is not None else "?"
-            return [TraceEvent(stamp, src, "move", dst, raw.pid)]
-        parent = self._dir(raw.dir_key)
-        if parent is None:
-            return []
-        full = parent if raw.name in (b"", b".") else os.path.join(parent, raw.name)
-        rel = scope.relative(full)
-        if not scope.contains(rel):
-            return []
-        name = scope.name_of(full)
-        out: list[TraceEvent] = []
-        if raw.mask & FAN_CREATE:
-            out.append(TraceEvent(stamp, name, "mkdir" if is_dir else "create", None, raw.pid))
-            if is_dir and raw.target is not None:
-                self._paths[raw.target] = full
-                self._outside.discard(raw.target)
-        if raw.mask & FAN_MODIFY:
-            out.append(TraceEvent(stamp, name, "modify", None, raw.pid))
-        if raw.mask & FAN_ATTRIB:
-            out.append(TraceEvent(stamp, name, "chmod", None, raw.pid))
-        if raw.mask & FAN_DELETE:
-            gone = TraceEvent(stamp, name, "rmdir" if is_dir else "delete", None, raw.pid)
-            if out:
-                # The kernel merged this delete into an earlier queued event of the same object and
-                # process (e.g. mkdir + rmdir): it happened after that one, and after everything
-                # inside the directory. stop() puts it back in its place.
-                assert self._log is not None
-                self._deferred.append((len(self._log.events) + len(out), gone))
-            else:
-                out.append(gone)
-        return out
-
-    def _moved_dir(self, old: bytes | None, new: bytes, target: Key | None) -> None:
-        """Keep the handle -> path map true after a directory rename (its whole subtree moves)."""
-        assert self._scope is not None
-        if old is not None:
-            prefix = old + b"/"
-            for key, path in list(self._paths.items()):
-                if path == old:
-                    self._paths[key] = new
-                elif path.startswith(prefix):
-                    self._paths[key] = new + path[len(old) :]
-        elif target is not None:
-            # Moved in from outside what we know: learn its subtree now.
-            self._paths[target] = new
-            self._outside.clear()
-            self._learn(new)
-
     # -- stopping ------------------------------------------------------------------------------
     def stop(self) -> TraceLog:
         assert self._log is not None, "stop() before start()"
@@ -460,8 +490,11 @@ class FanotifyTracer:
         if self._thread is not None:
             os.write(self._stop_w, b"x")
             self._thread.join()
-        self._close()
         log = self._log
+        try:
+            self._decode_all()
+        finally:
+            self._close()
         _place_deferred(log, self._deferred)
         log.stopped_at = now_iso()
         if self._error is not None:

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from typing import Any
 
 from catalytic.errors import TraceUnavailable
@@ -50,6 +51,7 @@ class WatchdogTracer:
         self._new_dirs: list[str] = []
         self._capture = _Capture(self)
         self._logger = logging.getLogger("watchdog")
+        self._filter: Any = None
 
     def warn(self, message: str) -> None:
         with self._lock:
@@ -69,6 +71,10 @@ class WatchdogTracer:
         self._scope = scope
         self._log = TraceLog(self.name, scope.name, list(scope.paths), now_iso())
         self._logger.addHandler(self._capture)
+        # watchdog warns (RuntimeWarning, from its own thread) when a new directory is registered twice
+        # in a race it resolves itself; nothing is lost, so keep it off the user's terminal.
+        warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+        self._filter = warnings.filters[0]
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM})
         try:
             observer = Observer()
@@ -76,12 +82,18 @@ class WatchdogTracer:
                 observer.schedule(Handler(), os.fsdecode(root), recursive=True)
             observer.start()
         except OSError as exc:
-            self._logger.removeHandler(self._capture)
+            self._restore()
             raise TraceUnavailable(f"cannot watch: {exc.strerror or exc}") from None
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self._observer = observer
         self._check_watch_count(scope)
+
+    def _restore(self) -> None:
+        self._logger.removeHandler(self._capture)
+        if self._filter in warnings.filters:
+            warnings.filters.remove(self._filter)  # type: ignore[attr-defined]
+            getattr(warnings, "_filters_mutated", lambda: None)()
 
     def _check_watch_count(self, scope: TraceScope) -> None:
         """watchdog skips subdirectories it cannot watch (ENOSPC) silently; count the watches."""
@@ -154,7 +166,7 @@ class WatchdogTracer:
             time.sleep(0.02)
         self._observer.stop()
         self._observer.join()
-        self._logger.removeHandler(self._capture)
+        self._restore()
         log = self._log
         log.stopped_at = now_iso()
         if not drained:
