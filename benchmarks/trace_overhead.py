@@ -41,27 +41,20 @@ def available(backend: str, root: Path) -> bool:
     return True
 
 
-def measure(root: Path, backend: str | None, files: int, repeat: int) -> tuple[float, float, int, bool]:
-    totals: list[float] = []
-    executes: list[float] = []
-    events, complete = 0, True
-    for i in range(repeat):
-        run_id = f"{backend or 'untraced'}-{i}"
-        start = time.perf_counter()
-        result = run(
-            [sys.executable, "churn.py"],
-            root=root,
-            run_id=run_id,
-            catalytic_domains=["scratch"],
-            trace=backend is not None,
-            trace_backend=backend,
-        )
-        totals.append(time.perf_counter() - start)
-        executes.append(result.timings["execute"])
-        assert result.restored, result.summary()
-        if result.trace is not None:
-            events, complete = len(result.trace.events), complete and result.trace.complete
-    return statistics.median(totals), statistics.median(executes), events, complete
+def once(root: Path, backend: str | None, i: int) -> tuple[float, float, int, bool]:
+    start = time.perf_counter()
+    result = run(
+        [sys.executable, "churn.py"],
+        root=root,
+        run_id=f"{backend or 'untraced'}-{i}",
+        catalytic_domains=["scratch"],
+        trace=backend is not None,
+        trace_backend=backend,
+    )
+    total = time.perf_counter() - start
+    assert result.restored, result.summary()
+    trace = result.trace
+    return total, result.timings["execute"], len(trace.events) if trace else 0, bool(trace and trace.complete)
 
 
 def main() -> int:
@@ -76,19 +69,29 @@ def main() -> int:
         import os
 
         os.chdir(root)
-        base_total, base_exec, _, _ = measure(root, None, args.files, args.repeat)
-        print(f"{args.files} files created+deleted, median of {args.repeat} runs")
+        modes: list[str | None] = [None]
+        modes += [b for b in ("fanotify", "watchdog") if available(b, root)]
+        samples: dict[str | None, list[tuple[float, float, int, bool]]] = {m: [] for m in modes}
+        # Interleaved, so that load from other processes falls on every mode alike.
+        for i in range(args.repeat):
+            for mode in modes:
+                samples[mode].append(once(root, mode, i))
+        base_total = statistics.median(x[0] for x in samples[None])
+        base_exec = statistics.median(x[1] for x in samples[None])
+        print(f"{args.files} files created+deleted, median of {args.repeat} interleaved runs")
         print(f"{'mode':<12}{'whole run':>12}{'ratio':>8}{'execute':>12}{'ratio':>8}{'events':>9}  complete")
-        print(f"{'untraced':<12}{base_total:>11.3f}s{1:>8.2f}{base_exec:>11.3f}s{1:>8.2f}{'-':>9}  -")
-        for backend in ("fanotify", "watchdog"):
-            if not available(backend, root):
-                print(f"{backend:<12} unavailable here")
-                continue
-            total, execute, events, complete = measure(root, backend, args.files, args.repeat)
+        for mode in modes:
+            total = statistics.median(x[0] for x in samples[mode])
+            execute = statistics.median(x[1] for x in samples[mode])
+            events = samples[mode][-1][2]
+            complete = "-" if mode is None else str(all(x[3] for x in samples[mode]))
             print(
-                f"{backend:<12}{total:>11.3f}s{total / base_total:>8.2f}{execute:>11.3f}s"
-                f"{execute / base_exec:>8.2f}{events:>9}  {complete}"
+                f"{mode or 'untraced':<12}{total:>11.3f}s{total / base_total:>8.2f}{execute:>11.3f}s"
+                f"{execute / base_exec:>8.2f}{events if mode else '-':>9}  {complete}"
             )
+        for backend in ("fanotify", "watchdog"):
+            if backend not in modes:
+                print(f"{backend:<12} unavailable here")
     return 0
 
 

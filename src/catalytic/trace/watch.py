@@ -59,10 +59,22 @@ class WatchdogTracer:
                 self._log.incomplete(f"watchdog: {message}")
 
     def start(self, scope: TraceScope) -> None:
+        from watchdog import events as ev
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
         tracer = self
+        # Only what the log records: no open/close events, no "directory modified" echoes.
+        wanted: list[type[FileSystemEvent]] = [
+            ev.FileCreatedEvent,
+            ev.DirCreatedEvent,
+            ev.FileDeletedEvent,
+            ev.DirDeletedEvent,
+            ev.FileModifiedEvent,
+            ev.FileMovedEvent,
+            ev.DirMovedEvent,
+        ]
+        wanted += [getattr(ev, n) for n in ("FileAttribEvent", "DirAttribEvent") if hasattr(ev, n)]
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
@@ -79,7 +91,7 @@ class WatchdogTracer:
         try:
             observer = Observer()
             for root in scope.watch_roots():
-                observer.schedule(Handler(), os.fsdecode(root), recursive=True)
+                observer.schedule(Handler(), os.fsdecode(root), recursive=True, event_filter=wanted)
             observer.start()
         except OSError as exc:
             self._restore()
