@@ -8,6 +8,7 @@ untraced and with each available backend, and the traced/untraced ratios.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -41,8 +42,13 @@ def available(backend: str, root: Path) -> bool:
     return True
 
 
-def once(root: Path, backend: str | None, i: int) -> tuple[float, float, int, bool]:
-    start = time.perf_counter()
+def cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def once(root: Path, backend: str | None, i: int) -> tuple[float, float, int, bool, float]:
+    start, cpu_start = time.perf_counter(), cpu()
     result = run(
         [sys.executable, "churn.py"],
         root=root,
@@ -51,10 +57,11 @@ def once(root: Path, backend: str | None, i: int) -> tuple[float, float, int, bo
         trace=backend is not None,
         trace_backend=backend,
     )
-    total = time.perf_counter() - start
+    total, used = time.perf_counter() - start, cpu() - cpu_start
     assert result.restored, result.summary()
     trace = result.trace
-    return total, result.timings["execute"], len(trace.events) if trace else 0, bool(trace and trace.complete)
+    events = len(trace.events) if trace else 0
+    return total, result.timings["execute"], events, bool(trace and trace.complete), used
 
 
 def main() -> int:
@@ -71,23 +78,29 @@ def main() -> int:
         os.chdir(root)
         modes: list[str | None] = [None]
         modes += [b for b in ("fanotify", "watchdog") if available(b, root)]
-        samples: dict[str | None, list[tuple[float, float, int, bool]]] = {m: [] for m in modes}
+        samples: dict[str | None, list[tuple[float, float, int, bool, float]]] = {m: [] for m in modes}
         # Interleaved, so that load from other processes falls on every mode alike.
         for i in range(args.repeat):
             for mode in modes:
                 samples[mode].append(once(root, mode, i))
         base_total = statistics.median(x[0] for x in samples[None])
         base_exec = statistics.median(x[1] for x in samples[None])
+        base_cpu = statistics.median(x[4] for x in samples[None])
         print(f"{args.files} files created+deleted, median of {args.repeat} interleaved runs")
-        print(f"{'mode':<12}{'whole run':>12}{'ratio':>8}{'execute':>12}{'ratio':>8}{'events':>9}  complete")
+        print(
+            f"{'mode':<12}{'whole run':>12}{'ratio':>8}{'execute':>12}{'ratio':>8}"
+            f"{'CPU':>10}{'ratio':>8}{'events':>9}  complete"
+        )
         for mode in modes:
             total = statistics.median(x[0] for x in samples[mode])
             execute = statistics.median(x[1] for x in samples[mode])
+            used = statistics.median(x[4] for x in samples[mode])
             events = samples[mode][-1][2]
             complete = "-" if mode is None else str(all(x[3] for x in samples[mode]))
             print(
                 f"{mode or 'untraced':<12}{total:>11.3f}s{total / base_total:>8.2f}{execute:>11.3f}s"
-                f"{execute / base_exec:>8.2f}{events if mode else '-':>9}  {complete}"
+                f"{execute / base_exec:>8.2f}{used:>9.3f}s{used / base_cpu:>8.2f}"
+                f"{events if mode else '-':>9}  {complete}"
             )
         for backend in ("fanotify", "watchdog"):
             if backend not in modes:
