@@ -486,3 +486,43 @@ def test_fast_encoding_is_the_canonical_json() -> None:
     assert log.encode() == dumps(log.to_json()).encode("utf-8")
     empty = TraceLog("none", "workspace", ["."], "t")
     assert empty.encode() == dumps(empty.to_json()).encode("utf-8")
+
+
+def test_a_failing_tracer_costs_the_log_not_the_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import catalytic.trace as trace
+
+    class Broken(trace.NoTracer):
+        name = "fanotify"
+
+        def stop(self) -> trace.TraceLog:
+            raise RuntimeError("decoder bug")
+
+    monkeypatch.setitem(trace.BACKENDS, "fanotify", Broken)
+    root = workspace(tmp_path)
+    result = run(
+        ["true"], root=root, run_id="r", catalytic_domains=[DOMAIN], trace=True, trace_backend="fanotify"
+    )
+    assert result.restored
+    log = load(ledger(root, "r") / "WRITE_LOG.json")
+    assert log["complete"] is False and "decoder bug" in log["reason"]
+    assert (ledger(root, "r") / "STATUS.json").exists()
+
+
+@needs_fanotify
+def test_fanotify_decodes_a_long_backlog_while_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import catalytic.trace.fanotify as fan
+
+    root = workspace(tmp_path)
+    if not fanotify_works(root):
+        pytest.skip("fanotify is not permitted here")
+    monkeypatch.setattr(fan, "BACKLOG_LIMIT", 0)  # decode after every read
+    run(script(root, NESTED), root=root, run_id="r", catalytic_domains=[DOMAIN], trace=True)
+    log = load(ledger(root, "r") / "WRITE_LOG.json")
+    assert log["complete"] is True
+    seen = ops(log)
+    assert seen.index(("create", "scratch/tmp/a/b/work.txt")) < seen.index(("rmdir", "scratch/tmp/a/b"))
+    assert seen[-1] == ("rmdir", "scratch/tmp")

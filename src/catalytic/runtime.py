@@ -195,7 +195,7 @@ def execute(
                     try:
                         child = run_child(command)
                     finally:
-                        trace_log = tracer.stop() if tracer is not None else None
+                        trace_log = _stop_trace(tracer, policy) if tracer is not None else None
                 if child.error:
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
@@ -257,6 +257,12 @@ def _start_trace(policy: Policy, say: ProgressCallback) -> Tracer | None:
     from catalytic.trace.session import start_trace
 
     return start_trace(policy, say)
+
+
+def _stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
+    from catalytic.trace.session import stop_trace
+
+    return stop_trace(tracer, policy)
 
 
 def _describe_trace(log: TraceLog) -> str:

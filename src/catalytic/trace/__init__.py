@@ -110,6 +110,9 @@ def open_tracer(backend: str, scope: TraceScope) -> tuple[Tracer, list[str]]:
         except TraceUnavailable as exc:
             failures.append(f"{name}: {exc.message}")
             continue
+        except OSError as exc:
+            failures.append(f"{name}: {exc.strerror or exc}")
+            continue
         return tracer, failures
     fallback = NoTracer("no backend could watch (" + "; ".join(failures) + ")")
     fallback.start(scope)

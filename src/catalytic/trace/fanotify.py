@@ -58,6 +58,7 @@ _U32 = struct.Struct("=I")
 _PID_AT = 20  # offset of pid in fanotify_event_metadata
 MAX_HANDLE_SZ = 128
 _BUFFER = 1 << 20
+BACKLOG_LIMIT = 64 << 20
 _AT_FDCWD = -100
 _FID_INFOS = (INFO_FID, INFO_DFID, INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_NEW_DFID_NAME)
 
@@ -150,6 +151,8 @@ class FanotifyTracer:
         self._mount_fds: dict[bytes, int] = {}
         self._dirs: dict[Key, _Dir] = {}
         self._buffers: list[tuple[str, bytes]] = []
+        self._backlog = 0
+        self._draining = False
         self._comm: dict[int, str] = {}
         self._exe: dict[int, str] = {}
         self._deferred: list[tuple[int, TraceEvent]] = []
@@ -256,11 +259,12 @@ class FanotifyTracer:
             poller.register(self._stop_r, select.POLLIN)
             while True:
                 ready = {fd for fd, _ in poller.poll()}
-                if self._fd in ready:
-                    self._read_available()
                 if self._stop_r in ready:
+                    self._draining = True  # stop() decodes the rest
                     self._read_available()  # drain: the child has exited, so nothing new is ours
                     return
+                if self._fd in ready:
+                    self._read_available()
         except BaseException as exc:  # surfaced by stop()
             self._error = exc
 
@@ -275,7 +279,12 @@ class FanotifyTracer:
             if not buf:
                 return
             self._buffers.append((now_iso(), buf))
+            self._backlog += len(buf)
             self._note_processes(buf)
+        if self._backlog > BACKLOG_LIMIT and not self._draining:
+            # A long run on a busy filesystem: decode now (the queue is empty this instant) so that
+            # memory holds only the events in scope, not everything the filesystem saw.
+            self._decode_all()
 
     def _note_processes(self, buf: bytes) -> None:
         """Read the name of each new writer now, while it may still be running."""
@@ -297,6 +306,7 @@ class FanotifyTracer:
         for stamp, buf in self._buffers:
             self._decode(stamp, buf, log)
         self._buffers = []
+        self._backlog = 0
 
     def _decode(self, stamp: str, buf: bytes, log: TraceLog) -> None:
         pos, size = 0, len(buf)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from catalytic import paths
 from catalytic.policy import Policy
 from catalytic.trace import Tracer, open_tracer
-from catalytic.trace.log import TraceScope
+from catalytic.trace.log import TraceLog, TraceScope, now_iso
 
 
 def scope_for(policy: Policy) -> TraceScope:
@@ -26,3 +26,14 @@ def start_trace(policy: Policy, say: Callable[[str], None]) -> Tracer:
     else:
         say(f"Tracing writes with {tracer.name} (scope: {policy.trace_scope})")
     return tracer
+
+
+def stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
+    """Stop ``tracer``; a tracer that fails never costs the run its ledger, only its log."""
+    try:
+        return tracer.stop()
+    except Exception as exc:  # the snapshot is the authority: record the failure and go on
+        scope = scope_for(policy)
+        log = TraceLog(tracer.name, scope.name, list(scope.paths), now_iso(), now_iso())
+        log.incomplete(f"the {tracer.name} tracer failed: {type(exc).__name__}: {exc}")
+        return log
