@@ -526,3 +526,34 @@ def test_fanotify_decodes_a_long_backlog_while_running(
     seen = ops(log)
     assert seen.index(("create", "scratch/tmp/a/b/work.txt")) < seen.index(("rmdir", "scratch/tmp/a/b"))
     assert seen[-1] == ("rmdir", "scratch/tmp")
+
+
+def test_watchdog_warnings_such_as_overflow_mark_the_log_incomplete(tmp_path: Path) -> None:
+    pytest.importorskip("watchdog")
+    import logging
+
+    from catalytic.trace.watch import WatchdogTracer
+
+    root = workspace(tmp_path)
+    tracer = WatchdogTracer()
+    tracer.start(TraceScope(root, "domains", (DOMAIN,)))
+    # What watchdog's inotify reader logs when the kernel reports IN_Q_OVERFLOW.
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost"
+    )
+    log = tracer.stop()
+    assert log.complete is False and "queue overflowed" in (log.reason or "")
+    assert tracer._capture not in logging.getLogger("watchdog").handlers  # removed again
+
+
+def test_validate_checks_write_log_against_its_schema(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    run(["true"], root=root, run_id="r", catalytic_domains=[DOMAIN], trace=True, trace_backend="none")
+    assert validate(ledger(root, "r"))[0] is True
+    doc = load(ledger(root, "r") / "WRITE_LOG.json")
+    doc["events"] = [
+        {"timestamp": "yesterday", "path": "scratch/x", "op": "explode", "pid": None, "process": None}
+    ]
+    (ledger(root, "r") / "WRITE_LOG.json").write_text(json.dumps(doc))
+    ok, report = validate(ledger(root, "r"))
+    assert ok is False and "WRITE_LOG.json" in json.dumps(report)
