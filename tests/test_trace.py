@@ -308,10 +308,13 @@ def workload(rng: random.Random, new_dirs: bool) -> str:
 
 
 def explained(path: str, log: dict[str, Any]) -> bool:
-    """``path`` is named by an event, or sits under a directory that an event moved or created."""
-    touched = {e["path"] for e in log["events"]} | {e.get("dest") for e in log["events"]}
+    """``path`` is named by an event, or sits under a directory that an event moved."""
+    if any(path in (e["path"], e.get("dest")) for e in log["events"]):
+        return True
+    moved = {e["path"] for e in log["events"] if e["op"] == "move"}
+    moved |= {e["dest"] for e in log["events"] if e["op"] == "move"}
     parts = path.split("/")
-    return any("/".join(parts[:i]) in touched for i in range(len(parts), 1, -1))
+    return any("/".join(parts[:i]) in moved for i in range(len(parts) - 1, 0, -1))
 
 
 def check_diff_in_log(root: Path, run_id: str) -> bool:
