@@ -560,3 +560,42 @@ def test_validate_checks_write_log_against_its_schema(tmp_path: Path) -> None:
     (ledger(root, "r") / "WRITE_LOG.json").write_text(json.dumps(doc))
     ok, report = validate(ledger(root, "r"))
     assert ok is False and "WRITE_LOG.json" in json.dumps(report)
+
+
+WATCH_LIMIT_CHILD = """
+import json, sys
+from pathlib import Path
+Path('/proc/sys/user/max_inotify_watches').write_text('3')  # this user namespace only
+from catalytic.trace import TraceScope
+from catalytic.trace.watch import WatchdogTracer
+tracer = WatchdogTracer()
+tracer.start(TraceScope(Path(sys.argv[1]), 'domains', ('scratch',)))
+log = tracer.stop()
+print(json.dumps({'complete': log.complete, 'reason': log.reason}))
+"""
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify limits are Linux")
+def test_watchdog_admits_the_inotify_watch_limit(tmp_path: Path) -> None:
+    pytest.importorskip("watchdog")
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to lower the watch limit in a private user namespace")
+    root = workspace(tmp_path)
+    for name in ("a", "b", "c", "d", "e"):
+        (root / DOMAIN / name).mkdir()
+    # A user namespace has its own max_inotify_watches, so the limit drops for this child alone.
+    probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not available: {probe.stderr.decode().strip()}")
+    out = subprocess.run(
+        ["unshare", "-U", "-r", PY, "-c", WATCH_LIMIT_CHILD, str(root)],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["complete"] is False
+    assert "of 6 directories are watched" in result["reason"], result
