@@ -599,3 +599,39 @@ def test_watchdog_admits_the_inotify_watch_limit(tmp_path: Path) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["complete"] is False
     assert "of 6 directories are watched" in result["reason"], result
+
+
+UNPRIVILEGED_CHILD = """
+import json, sys
+from pathlib import Path
+from catalytic.trace import TraceScope, open_tracer
+tracer, failures = open_tracer('auto', TraceScope(Path(sys.argv[1]), 'domains', ('.',)))
+print(json.dumps({'backend': tracer.name, 'failures': failures, 'complete': tracer.stop().complete}))
+"""
+
+
+@pytest.mark.linux
+@pytest.mark.root
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to drop to an unprivileged user")
+def test_auto_falls_back_to_watchdog_without_cap_sys_admin(tmp_path: Path) -> None:
+    pytest.importorskip("watchdog")
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv(1) to run a child as nobody")
+    import tempfile
+
+    # pytest's tmp_path sits under a 0700 directory that nobody cannot enter.
+    shared = Path(tempfile.mkdtemp(prefix="catalytic-trace-"))
+    try:
+        shared.chmod(0o777)
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        out = subprocess.run(
+            [*command, PY, "-c", UNPRIVILEGED_CHILD, str(shared)], capture_output=True, check=True, text=True
+        )
+    finally:
+        shutil.rmtree(shared)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "watchdog" and result["complete"] is True
+    assert len(result["failures"]) == 1 and result["failures"][0].startswith("fanotify: ")
+    assert "EPERM" in result["failures"][0] and "CAP_SYS_ADMIN" in result["failures"][0]

@@ -211,9 +211,10 @@ class FanotifyTracer:
             flags = FAN_MARK_ADD | FAN_MARK_FILESYSTEM
             if self._libc.fanotify_mark(self._fd, flags, MASK, _AT_FDCWD, path) < 0:
                 err = ctypes.get_errno()
+                hint = " (filesystem marks need CAP_SYS_ADMIN: run as root)" if err == errno.EPERM else ""
                 raise TraceUnavailable(
                     f"fanotify_mark(FAN_MARK_FILESYSTEM) on {root} failed: "
-                    f"{errno.errorcode.get(err, err)}: {os.strerror(err)}"
+                    f"{errno.errorcode.get(err, err)}: {os.strerror(err)}{hint}"
                 )
             self._mount_fds[fsid] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
