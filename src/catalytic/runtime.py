@@ -135,7 +135,7 @@ def _snapshot_all(
         except SnapshotError as exc:
             # The path in the error is relative to the domain; name it from the workspace root.
             exc = SnapshotError(
-                exc.message.split(": ", 1)[-1], path=paths.join(domain, exc.path), code=exc.code
+                exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
             )
             return snaps, exc
         state = "absent" if snap.absent else f"{snap.stats.files} files"
