@@ -290,3 +290,50 @@ def test_large_file_digest_spans_chunks(tmp_path: Path) -> None:
     snap = snapshot_tree(tmp_path)
     assert _manifest(tmp_path)["big"] == hashlib.sha256(data).hexdigest()
     assert snap.stats.bytes_hashed == len(data)
+
+
+class _SideEffectHasher:
+    """sha256 that runs ``action`` once, on the first update of any file."""
+
+    def __init__(self, action: Callable[[], None], fired: list[bool]) -> None:
+        self._h = hashlib.sha256()
+        self._action = action
+        self._fired = fired
+
+    def update(self, data: bytes, /) -> None:
+        if not self._fired[0]:
+            self._fired[0] = True
+            self._action()
+        self._h.update(data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+@pytest.mark.parametrize("replacement", ["symlink", "other_dir"])
+def test_directory_swapped_during_walk_is_never_followed(tmp_path: Path, replacement: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"a")
+    (tree / "d").mkdir()
+    (tree / "d" / "x").write_bytes(b"x")
+
+    def swap() -> None:
+        shutil.rmtree(tree / "d")
+        if replacement == "symlink":
+            os.symlink(outside, tree / "d")
+        else:
+            os.rename(outside, tree / "d")
+
+    fired = [False]
+    seen: list[str] = []
+    with pytest.raises(SnapshotError) as info:
+        for entry in walk(tree, lambda: _SideEffectHasher(swap, fired), WalkStats()):
+            seen.append(entry.path)
+    assert fired[0]
+    assert info.value.code == "VANISHED"
+    assert info.value.path == "d"
+    assert "d/secret" not in seen
