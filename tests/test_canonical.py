@@ -53,7 +53,7 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(VALUES)
 def test_round_trip_utf8_and_sorted_keys(value: Any) -> None:
     text = canonical.dumps(value)
