@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "validate": "catalytic.cli.validate",
     "snapshot": "catalytic.cli.snapshot",
     "diff": "catalytic.cli.diff",
+    "show": "catalytic.cli.show",
 }
 
 
