@@ -46,10 +46,10 @@ def iter_canonical(value: Any) -> Iterator[str]:
         yield _ENCODER.encode(value)
     elif isinstance(value, dict) and all(type(v) is str for v in value.values()):
         # Manifests and modes: one flat object of strings, by far the largest documents.
-        keys = sorted(value, key=sort_key)
-        for key in keys:
+        for key in value:
             if type(key) is not str:
                 raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+        keys = sorted(value, key=sort_key)
         yield "{"
         for start in range(0, len(keys), 4096):
             part = ",".join([_string(k) + ":" + _string(value[k]) for k in keys[start : start + 4096]])
