@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,14 +162,37 @@ CLEAN: dict[str, str] = {
 }
 
 
-def _run(root: Path, script: str, run_id: str) -> api.RunResult:
+#: Snapshot configurations every case runs under: the default (cache rebuilt by this run), and a warm
+#: stat cache (a first run of ``true`` wrote it) with one or two hashing processes.
+CONFIGS = {"default": None, "warm-jobs1": 1, "warm-jobs2": 2}
+
+
+def _run(root: Path, script: str, run_id: str, config: str = "default") -> api.RunResult:
     code = PRELUDE + textwrap.dedent(script)
-    return api.run(
+    jobs = CONFIGS[config]
+    if jobs is not None:
+        time.sleep(0.15)  # older than the cache's racy window, so the warm-up's rows are trusted
+        warm = api.run(["true"], root=root, catalytic_domains=[DOMAIN], run_id=f"warm-{run_id}", jobs=jobs)
+        assert warm.restored
+    result = api.run(
         [sys.executable, "-c", code, str(root / DOMAIN)],
         root=root,
         catalytic_domains=[DOMAIN],
         run_id=run_id,
+        jobs=jobs or 0,
     )
+    info = json.loads((result.ledger_dir / "RUN_INFO.json").read_text())
+    assert info["cache"] == ("rebuilt" if jobs is None else "used")
+    return result
+
+
+@pytest.fixture
+def eager_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hand even the smallest domain to the process pool, in tiny batches."""
+    from catalytic.snapshot import engine
+
+    monkeypatch.setattr(engine, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(engine, "BATCH_FILES", 2)
 
 
 def _ledger(result: api.RunResult, name: str) -> Any:
@@ -176,11 +200,12 @@ def _ledger(result: api.RunResult, name: str) -> Any:
     return json.loads(data.decode("utf-8"))
 
 
+@pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("name", sorted(DIRTY))
-def test_each_change_is_caught_exactly(workspace: Path, name: str) -> None:
+def test_each_change_is_caught_exactly(workspace: Path, eager_pool: None, name: str, config: str) -> None:
     case = DIRTY[name]
     _base_tree(workspace / DOMAIN)
-    result = _run(workspace, case.script, f"dirty-{name.replace('_', '-')}")
+    result = _run(workspace, case.script, f"dirty-{name.replace('_', '-')}", config)
     assert result.exit_code == 0, "the mutation script itself failed"
     assert result.error is None
     assert result.status == "dirty"
@@ -200,10 +225,11 @@ def test_each_change_is_caught_exactly(workspace: Path, name: str) -> None:
     assert {e["code"] for e in report["errors"]} == {"NOT_RESTORED", "DIRTY"}
 
 
+@pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("name", sorted(CLEAN))
-def test_no_net_change_is_restored(workspace: Path, name: str) -> None:
+def test_no_net_change_is_restored(workspace: Path, eager_pool: None, name: str, config: str) -> None:
     _base_tree(workspace / DOMAIN)
-    result = _run(workspace, CLEAN[name], f"clean-{name.replace('_', '-')}")
+    result = _run(workspace, CLEAN[name], f"clean-{name.replace('_', '-')}", config)
     assert result.exit_code == 0, "the script itself failed"
     assert result.status == "restored"
     assert result.restoration_verified

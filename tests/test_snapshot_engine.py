@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from catalytic.errors import SnapshotError
 from catalytic.snapshot import engine, reference_walk, snapshot_tree
@@ -74,6 +77,23 @@ def test_pool_is_started_for_enough_work(tmp_path: Path, eager_pool: None) -> No
     scanner = engine.Scanner(tree, "sha256", engine.WalkStats(), jobs=2)
     list(scanner.entries())
     assert scanner.report.pool_started
+
+
+def test_no_fork_while_other_threads_run(tmp_path: Path, eager_pool: None) -> None:
+    import threading
+
+    tree = build_tree(tmp_path / "t")
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        scanner = engine.Scanner(tree, "sha256", engine.WalkStats(), jobs=2)
+        entries = list(scanner.entries())
+    finally:
+        stop.set()
+        helper.join()
+    assert not scanner.report.pool_started
+    assert entries == reference_walk(tree)
 
 
 def test_warm_cache_hashes_nothing_and_gives_the_same_snapshot(tmp_path: Path, eager_pool: None) -> None:
@@ -283,3 +303,51 @@ def test_merkle_distinguishes_equal_contents_and_modes(tmp_path: Path) -> None:
     manifest = {e.path: e.value for e in snapshot_tree(tree).entries}
     modes = {e.path: e.mode for e in snapshot_tree(tree).entries if e.mode}
     assert manifest_root(manifest, modes, "sha256") == snapshot_tree(tree).merkle_root
+
+
+NAMES = st.sampled_from(["a", "a.b", "a-b", "b", "ä", "z", "ax"])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    files=st.dictionaries(
+        st.lists(NAMES, min_size=1, max_size=3).map(tuple),
+        st.binary(max_size=64),
+        max_size=25,
+    ),
+    jobs=st.sampled_from([1, 2]),
+    algorithm=st.sampled_from(["sha256", "blake3"]),
+    edits=st.lists(st.integers(min_value=0, max_value=100), max_size=4),
+)
+def test_property_engine_with_cache_equals_reference(
+    files: dict[tuple[str, ...], bytes], jobs: int, algorithm: str, edits: list[int]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "t"
+        tree.mkdir()
+        written: list[Path] = []
+        for parts, data in files.items():
+            target = tree.joinpath(*parts)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                written.append(target)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                continue  # a name that is both a file and a directory in this draw
+        cache = Path(tmp) / "c"
+        old = engine.POOL_MIN_FILES, engine.BATCH_FILES
+        engine.POOL_MIN_FILES, engine.BATCH_FILES = 1, 2
+        try:
+            first = snapshot_tree(tree, algorithm, jobs=jobs, cache_dir=cache)
+            assert list(first.entries) == reference_walk(tree, algorithm)
+            for i in edits:  # same-size rewrites right after the cache was written (racy rows)
+                if written:
+                    victim = written[i % len(written)]
+                    if victim.is_file():
+                        size = victim.stat().st_size
+                        victim.write_bytes(bytes((b + 1) % 256 for b in victim.read_bytes()[:size]))
+            second = snapshot_tree(tree, algorithm, jobs=jobs, cache_dir=cache)
+            assert list(second.entries) == reference_walk(tree, algorithm)
+            assert second.merkle_root == merkle_root(second.entries, algorithm)
+        finally:
+            engine.POOL_MIN_FILES, engine.BATCH_FILES = old

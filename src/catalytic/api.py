@@ -30,9 +30,12 @@ def run(
     trace: bool | None = None,
     trace_scope: str | None = None,
     trace_backend: str | None = None,
+    jobs: int = 0,
+    use_cache: bool = True,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
+    ``jobs`` hashing processes (0: one per core); ``use_cache=False`` hashes every file (``--no-cache``).
     Settings not given come from ``catalytic.toml`` / ``[tool.catalytic]`` at ``root`` and then
     from the seed's defaults. Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails.
@@ -53,9 +56,17 @@ def run(
         "hash": hash,
     }
     policy = preflight(declare(Path(root), overrides))
-    return execute(policy, list(command), progress=progress, preflight_seconds=time.perf_counter() - start)
+    from catalytic.runtime import SnapshotSettings
+
+    return execute(
+        policy,
+        list(command),
+        progress=progress,
+        preflight_seconds=time.perf_counter() - start,
+        snapshots=SnapshotSettings(jobs=jobs, use_cache=use_cache),
+    )
 
 
-def snapshot(path: str | os.PathLike[str], *, algorithm: str = DEFAULT_HASH) -> DomainSnapshot:
-    """Snapshot the tree at ``path``: every entry, sorted by path bytes."""
-    return snapshot_tree(Path(path), algorithm)
+def snapshot(path: str | os.PathLike[str], *, algorithm: str = DEFAULT_HASH, jobs: int = 0) -> DomainSnapshot:
+    """Snapshot the tree at ``path``: every entry, sorted by path bytes, and its Merkle root."""
+    return snapshot_tree(Path(path), algorithm, jobs=jobs)

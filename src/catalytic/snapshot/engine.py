@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -166,6 +167,8 @@ class Scanner:
             self._pool is None
             and self.jobs > 1
             and (self._queued_files >= POOL_MIN_FILES or self._queued_bytes >= POOL_MIN_BYTES)
+            # Forking while other threads run could copy a lock one of them holds into the child.
+            and threading.active_count() == 1
         ):
             from catalytic.snapshot.forkpool import ForkPool
 
