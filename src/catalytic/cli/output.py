@@ -63,41 +63,54 @@ def add_snapshot_options(parser: Any) -> None:
 
 
 class _Bar:
-    """A rich progress bar on stderr, shown only once a snapshot has taken a moment."""
+    """A rich progress line on stderr, shown only once a snapshot has taken a moment.
+
+    It refreshes only when the snapshot reports progress (no refresh thread: the snapshot forks its
+    hashing processes, and a fork must not copy a lock held by another thread) and disappears at the end
+    of each snapshot, so nothing is drawn while the command runs.
+    """
 
     DELAY = 0.5
 
     def __init__(self) -> None:
-        self.start = time.monotonic()
+        self.start: float | None = None
         self.live: Any = None
         self.task: Any = None
+        self.available = True
 
     def __call__(self, files: int, nbytes: int) -> None:
+        if files < 0:  # the snapshot is over
+            self.close()
+            return
+        if self.start is None:
+            self.start = time.monotonic()
         if self.live is None:
-            if time.monotonic() - self.start < self.DELAY:
+            if not self.available or time.monotonic() - self.start < self.DELAY:
                 return
             try:
                 from rich.console import Console
                 from rich.progress import Progress as RichProgress
                 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
             except ImportError:  # the bar is a nicety: without rich, plain progress lines only
-                self.start = float("inf")
+                self.available = False
                 return
-
             self.live = RichProgress(
                 SpinnerColumn(),
                 TextColumn("[catalytic] snapshot: {task.fields[files]} files, {task.fields[mib]} MiB hashed"),
                 TimeElapsedColumn(),
                 console=Console(file=sys.stderr),
                 transient=True,
+                auto_refresh=False,
             )
             self.live.start()
             self.task = self.live.add_task("snapshot", files=0, mib=0)
-        self.live.update(self.task, files=files, mib=nbytes >> 20)
+        self.live.update(self.task, files=files, mib=nbytes >> 20, refresh=True)
 
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
+        self.live = None
+        self.start = None
 
 
 @contextmanager

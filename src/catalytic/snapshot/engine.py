@@ -134,7 +134,10 @@ class ScanReport:
 
 
 class Scanner:
-    """One streaming snapshot of one directory tree (see the module docstring)."""
+    """One streaming snapshot of one directory tree (see the module docstring).
+
+    ``progress(files, bytes_hashed)`` is called after every batch, and once with ``(-1, -1)`` at the end.
+    """
 
     def __init__(
         self,
@@ -310,6 +313,8 @@ class Scanner:
                 writer.commit()
                 writer = None
         finally:
+            if self.progress is not None:
+                self.progress(-1, -1)  # this snapshot is over
             if writer is not None:
                 writer.abort()
             if reader is not None:
