@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from catalytic.errors import (
     RunInterrupted,
     SnapshotError,
 )
+from catalytic.isolation import Facts, Options, Outcome
+from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
 from catalytic.ledger.writer import reserve, write_ledger
 from catalytic.outputs import collect_outputs
@@ -53,6 +55,8 @@ class RunResult:
     error: CatalyticError | None = None
     command_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    isolation: str = "none"
+    facts: Facts | None = None
 
     @property
     def restored(self) -> bool:
@@ -83,7 +87,19 @@ class RunResult:
             "outputs": len(self.outputs),
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
+            **(_isolation_summary(self) if self.isolation != "none" else {}),
         }
+
+
+def _isolation_summary(result: RunResult) -> dict[str, Any]:
+    facts = result.facts or Facts()
+    return {
+        "isolation": result.isolation,
+        "undeclared_writes": facts.undeclared_writes,
+        "committed": facts.committed,
+        "rollback": facts.rollback,
+        "quarantine": facts.quarantine,
+    }
 
 
 def _now() -> str:
@@ -123,7 +139,7 @@ class _Timer:
 
 def _snapshot_all(
     policy: Policy, label: str, progress: ProgressCallback
-) -> tuple[list[DomainSnapshot], SnapshotError | None]:
+) -> tuple[list[DomainSnapshot], CatalyticError | None]:
     snaps: list[DomainSnapshot] = []
     for domain in policy.catalytic_domains:
         try:
@@ -134,6 +150,10 @@ def _snapshot_all(
                 exc.message.split(": ", 1)[-1], path=paths.join(domain, exc.path), code=exc.code
             )
             return snaps, exc
+        if policy.isolation == "overlay":
+            from catalytic.isolation.overlay import exclude_from_snapshot
+
+            snap = exclude_from_snapshot(policy, snap)
         state = "absent" if snap.absent else f"{snap.stats.files} files"
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)
@@ -163,17 +183,39 @@ def execute(
     progress: ProgressCallback | None = None,
     preflight_seconds: float = 0.0,
     cwd: Path | None = None,
+    options: Options | None = None,
 ) -> RunResult:
-    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger."""
+    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger.
+
+    ``policy.isolation`` picks the backend (see :mod:`catalytic.isolation`); ``none`` is the seed's
+    behaviour, the others add their own steps around the command.
+    """
     say = progress or (lambda _message: None)
     timer = _Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = _now()
     ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
+    backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
+    try:
+        return _execute(policy, command, say, timer, started, ledger_dir, backend, cwd)
+    finally:
+        backend.close()
+
+
+def _execute(
+    policy: Policy,
+    command: Sequence[str],
+    say: ProgressCallback,
+    timer: _Timer,
+    started: str,
+    ledger_dir: Path,
+    backend: Any,
+    cwd: Path | None,
+) -> RunResult:
     pre: list[DomainSnapshot] = []
     post: list[DomainSnapshot] = []
     child: ChildResult | None = None
-    error: SnapshotError | None = None
+    error: CatalyticError | None = None
     interrupted: int | None = None
     diffs: dict[str, DomainDiff] = {}
     outputs: list[fmt.OutputRecord] = []
@@ -183,17 +225,23 @@ def execute(
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
                 pre, error = _snapshot_all(policy, "pre", say)
+                if error is None:
+                    try:
+                        backend.prepare(pre)
+                    except CatalyticError as exc:
+                        error = exc
             if error is None:
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
-                    child = run_child(command)
+                    child = run_child(backend.wrap(command))
                 if child.error:
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
                 interrupted = child.interrupted_by
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
-                    post, error = _snapshot_all(policy, "post", say)
+                    computed = backend.post_snapshots(pre)
+                    post, error = computed if computed is not None else _snapshot_all(policy, "post", say)
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
                     for before, after in zip(pre, post, strict=False):
@@ -205,6 +253,14 @@ def execute(
         error is None and interrupted is None and len(diffs) == len(pre) == len(policy.catalytic_domains)
     )
     clean = verified and all(d.clean for d in diffs.values())
+    facts: Facts | None = None
+    if backend.name != "none":
+        with blocked(INTERRUPTS):
+            outcome = Outcome(
+                pre, post, diffs, clean, child.exit_code if child else None, interrupted is not None, error
+            )
+            facts = backend.finish(outcome)
+            outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
     if error is not None:
         say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
     elif clean:
@@ -220,7 +276,7 @@ def execute(
     result = RunResult(
         run_id=policy.run_id,
         ledger_dir=ledger_dir,
-        status="restored" if clean else "dirty",
+        status="restored" if clean and not (facts and facts.failed) else "dirty",
         restoration_verified=clean,
         exit_code=child.exit_code if child else None,
         diff=diffs,
@@ -230,7 +286,11 @@ def execute(
         error=error,
         command_error=child.error if child else None,
         timings=timer.timings,
+        isolation=policy.isolation,
+        facts=facts,
     )
+    if facts is not None and facts.failed:
+        say(f"FAILURE: {facts.reason}")
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
@@ -242,6 +302,8 @@ def execute(
 def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
+    if result.facts is not None and result.facts.failed and result.restoration_verified:
+        return result.facts.reason
     if result.error is not None:
         return f"snapshot failed: {result.error.code}: {result.error.message}"
     if result.interrupted and not result.diff:
@@ -289,7 +351,7 @@ def _documents(
         "tool_version": __version__,
         "schema_version": fmt.SCHEMA_VERSION,
         "hash_algorithm": policy.hash,
-        "isolation": "none",
+        "isolation": policy.isolation,
         "interrupted": result.interrupted is not None,
         "signal": result.interrupted,
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
@@ -306,6 +368,15 @@ def _documents(
         if result.error is None
         else {"code": result.error.code, "message": result.error.message},
     }
+    if policy.isolation != "none" or policy.isolation_requested != "none":
+        facts = result.facts or Facts()
+        run_info["isolation_requested"] = policy.isolation_requested
+        run_info["isolation_reason"] = policy.isolation_reason
+        run_info["isolation_details"] = {"commits": facts.commits, **facts.details}
+        status["undeclared_writes"] = facts.undeclared_writes  # type: ignore[typeddict-unknown-key]
+        status["committed"] = facts.committed  # type: ignore[typeddict-unknown-key]
+        status["rollback"] = facts.rollback  # type: ignore[typeddict-unknown-key]
+        status["quarantine"] = facts.quarantine  # type: ignore[typeddict-unknown-key]
     return {
         fmt.RUN_INFO: run_info,
         fmt.PRE_MANIFEST: pre_manifest,
