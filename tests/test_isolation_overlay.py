@@ -151,8 +151,25 @@ def test_interrupted_runtime_commits_nothing(ws: Path) -> None:
     marker = ws.parent / "started"
     cmd = f"echo result > {OUT}; echo x > {DOMAIN}/x; touch {marker}; sleep 20"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "overlay", "--run-id", "r1"]
-        + ["--catalytic-domains", DOMAIN, "--durable-outputs", OUT, "--", "sh", "-c", cmd],
+        [
+            sys.executable,
+            "-m",
+            "catalytic",
+            "run",
+            "-q",
+            "--isolation",
+            "overlay",
+            "--run-id",
+            "r1",
+            "--catalytic-domains",
+            DOMAIN,
+            "--durable-outputs",
+            OUT,
+            "--",
+            "sh",
+            "-c",
+            cmd,
+        ],
         cwd=ws,
     )
     deadline = time.monotonic() + 20
@@ -177,8 +194,15 @@ def test_refactor_trial_with_the_whole_repository_as_domain(ws: Path) -> None:
         "sed -i s/refactored/code/ src/m.py && rm -r build_tmp"
     )
     code = main(
-        ["run", "-q", "--root", str(ws), "--run-id", "refactor-trial", "--isolation", "overlay"]
-        + [
+        [
+            "run",
+            "-q",
+            "--root",
+            str(ws),
+            "--run-id",
+            "refactor-trial",
+            "--isolation",
+            "overlay",
             "--catalytic-domains",
             ".",
             "--durable-outputs",
@@ -204,8 +228,22 @@ def test_refactor_trial_write_to_a_forbidden_path_inside_the_domain_is_undeclare
     (ws / ".git").mkdir()
     (ws / ".git" / "index").write_text("i\n")
     code = main(
-        ["run", "-q", "--root", str(ws), "--run-id", "r1", "--isolation", "overlay"]
-        + ["--catalytic-domains", ".", "--", "sh", "-c", f"echo touched > {ws}/.git/index"]
+        [
+            "run",
+            "-q",
+            "--root",
+            str(ws),
+            "--run-id",
+            "r1",
+            "--isolation",
+            "overlay",
+            "--catalytic-domains",
+            ".",
+            "--",
+            "sh",
+            "-c",
+            f"echo touched > {ws}/.git/index",
+        ]
     )
     assert code == 1
     status = ledger(ws)["STATUS.json"]
@@ -297,9 +335,26 @@ def test_rootless_overlay_as_an_unprivileged_user() -> None:
 
         def catalytic(run_id: str, cmd: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [*drop, sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "overlay"]
-                + ["--run-id", run_id, "--catalytic-domains", DOMAIN, "--durable-outputs", OUT]
-                + ["--", "sh", "-c", cmd],
+                [
+                    *drop,
+                    sys.executable,
+                    "-m",
+                    "catalytic",
+                    "run",
+                    "-q",
+                    "--isolation",
+                    "overlay",
+                    "--run-id",
+                    run_id,
+                    "--catalytic-domains",
+                    DOMAIN,
+                    "--durable-outputs",
+                    OUT,
+                    "--",
+                    "sh",
+                    "-c",
+                    cmd,
+                ],
                 cwd=ws,
                 env=env,
                 capture_output=True,

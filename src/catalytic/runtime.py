@@ -302,8 +302,14 @@ def _execute(
 def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
-    if result.facts is not None and result.facts.failed and result.restoration_verified:
-        return result.facts.reason
+    if result.facts is not None and result.facts.failed:
+        if result.restoration_verified:
+            return result.facts.reason
+        return f"{_seed_reason(result)}; {result.facts.reason}"
+    return _seed_reason(result)
+
+
+def _seed_reason(result: RunResult) -> str | None:
     if result.error is not None:
         return f"snapshot failed: {result.error.code}: {result.error.message}"
     if result.interrupted and not result.diff:

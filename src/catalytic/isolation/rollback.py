@@ -42,12 +42,19 @@ def tree_entries(doc: dict[str, Any]) -> list[Entry]:
 
 def save_tree(store: Store, base: Path, entries: Sequence[Entry], algorithm: str) -> int:
     """Store every regular file of a snapshotted tree; return how many objects were new."""
-    new = 0
-    for e in entries:
-        if kind_of(e.value) == "file":
-            path = base if e.path == paths.ROOT else base / e.path
-            new += store.put_file(path, algorithm, e.value)
-    return new
+    jobs = {
+        e.value: (base if e.path == paths.ROOT else base / e.path)
+        for e in entries
+        if kind_of(e.value) == "file" and not store.has(algorithm, e.value)
+    }
+    if len(jobs) < 64:
+        return sum(store.put_file(path, algorithm, digest) for digest, path in jobs.items())
+    # File creation dominates for small files and releases the GIL: a few threads overlap it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = pool.map(lambda item: store.put_file(item[1], algorithm, item[0]), jobs.items())
+        return sum(done)
 
 
 def restore_state(
@@ -116,6 +123,8 @@ class RollbackIsolation:
             new += save_tree(self.store, root / out, snap.entries, algorithm)
             files += snap.stats.files
             outputs[out] = _tree_doc(snap.entries, snap.absent)
+        if new:
+            self.store.sync()
         state = {"run_id": self.policy.run_id, "algorithm": algorithm, "domains": domains, "outputs": outputs}
         self.store.save_state(self.policy.run_id, state)
         self.saved = {

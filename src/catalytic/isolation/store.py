@@ -33,6 +33,7 @@ STORE_DIR = "_store"
 STATE_VERSION = "catalytic.state/1"
 _FICLONE = 0x40049409  # _IOW(0x94, 9, int) on Linux
 _CHUNK = 1 << 20
+_SMALL = 1 << 20
 
 
 class StoreError(CatalyticError):
@@ -101,37 +102,59 @@ class Store:
         return self.object_path(algorithm, digest).is_file()
 
     def put_file(self, source: Path, algorithm: str, digest: str) -> bool:
-        """Store the file ``source`` whose bytes must hash to ``digest``; False if already stored."""
+        """Store the file ``source`` whose bytes must hash to ``digest``; False if already stored.
+
+        Objects are not fsynced one by one (that dominates for small files); call :meth:`sync`
+        once after a batch, before relying on the objects.
+        """
         target = self.object_path(algorithm, digest)
         if target.is_file():
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             raise StoreError(f"cannot save {source}: {exc.strerror or exc}") from exc
+        tmp = target.parent / f".{digest[2:]}.{os.getpid()}.tmp"
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".obj.", dir=target.parent)
             try:
-                _clone(src, fd, os.fstat(src).st_size)
-                got = _hash_fd(fd, algorithm)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
+            try:
+                size = os.fstat(src).st_size
+                if size <= _SMALL:
+                    # Small files: one read, hashed as it is copied (no second pass).
+                    data = os.read(src, size + 1)
+                    h = hasher_factory(algorithm)()
+                    h.update(data)
+                    got = h.hexdigest()
+                    os.write(fd, data)
+                else:
+                    _clone(src, fd, size)
+                    os.close(fd)
+                    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+                    got = _hash_fd(fd, algorithm)
                 if got != digest:
                     raise StoreError(
                         f"{source} changed while it was saved (expected {digest[:12]}, got {got[:12]})",
                         code="STORE_UNSTABLE",
                     )
-                os.fchmod(fd, 0o444)
-                os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, target)
         except BaseException:
-            with contextlib.suppress(OSError, UnboundLocalError):
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         finally:
             os.close(src)
         return True
+
+    def sync(self) -> None:
+        """Make every object written so far durable (one ``sync`` for the whole batch)."""
+        if hasattr(os, "sync"):
+            os.sync()
 
     def copy_out(self, algorithm: str, digest: str, dest_fd: int) -> None:
         """Write the stored object ``digest`` into the open file ``dest_fd``."""
