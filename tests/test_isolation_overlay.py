@@ -98,7 +98,8 @@ def test_undeclared_write_outside_every_root_fails_and_is_quarantined(ws: Path) 
     assert not (ws / "src" / "evil.py").exists() and not (ws / "newdir").exists()
     assert (ws / "src" / "m.py").exists() and not (ws / OUT).exists()
     status = ledger(ws)["STATUS.json"]
-    assert status["status"] == "dirty" and status["restoration_verified"] is True
+    assert status["status"] == "dirty" and status["restoration_verified"] is False
+    assert all(not any(d.values()) for d in ledger(ws)["RESTORE_DIFF.json"].values())
     writes = {w["path"]: w["kind"] for w in status["undeclared_writes"]}
     assert writes == {"newdir": "dir", "newdir/x": "dir", "src/evil.py": "file", "src/m.py": "whiteout"}
     assert "undeclared" in status["reason"]
@@ -374,3 +375,10 @@ def test_rootless_overlay_as_an_unprivileged_user() -> None:
         assert (ws / OUT).read_text() == "r\n"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_validator_accepts_a_clean_overlay_ledger_and_rejects_undeclared_writes(ws: Path) -> None:
+    assert run(ws, "--durable-outputs", OUT, command=f"echo r > {OUT}") == 0
+    assert run(ws, command="echo evil > src/evil.py", run_id="r2") == 1
+    assert main(["validate", "--run-dir", str(ws / RUNS / "r1"), "--root", str(ws), "-q"]) == 0
+    assert main(["validate", "--run-dir", str(ws / RUNS / "r2"), "--root", str(ws), "-q"]) == 1

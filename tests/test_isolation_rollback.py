@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from isolation_helpers import DOMAIN, OUT, RUNS, ledger, make_workspace, run, tree
 
 from catalytic.cli import main
+from isolation_helpers import DOMAIN, OUT, RUNS, ledger, make_workspace, run, tree
+
+CATALYTIC_RUN = [sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "rollback", "--run-id", "r1"]
 
 
 @pytest.fixture
@@ -113,7 +115,9 @@ def test_unrestorable_entry_is_quarantined_and_stops_the_run(ws: Path) -> None:
     assert not (ws / DOMAIN / "junk").exists()  # the rest was still put back
 
 
-def test_restore_command_puts_a_domain_back_with_dry_run(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_restore_command_puts_a_domain_back_with_dry_run(
+    ws: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = tree(ws / DOMAIN)
     assert rb(ws, command="true") == 0
     (ws / DOMAIN / "a.txt").write_text("edited later\n")
@@ -135,8 +139,7 @@ def test_restore_after_the_runtime_was_killed(ws: Path) -> None:
     marker = ws.parent / "started"
     cmd = f"rm -r {DOMAIN}/sub; echo x > {DOMAIN}/a.txt; touch {marker}; sleep 30"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "rollback", "--run-id", "r1"]
-        + ["--catalytic-domains", DOMAIN, "--", "sh", "-c", cmd],
+        [*CATALYTIC_RUN, "--catalytic-domains", DOMAIN, "--", "sh", "-c", cmd],
         cwd=ws,
         start_new_session=True,
     )
@@ -156,8 +159,7 @@ def test_interrupted_runtime_rolls_back(ws: Path) -> None:
     marker = ws.parent / "started"
     cmd = f"echo x > {DOMAIN}/x; touch {marker}; sleep 30"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "rollback", "--run-id", "r1"]
-        + ["--catalytic-domains", DOMAIN, "--", "sh", "-c", cmd],
+        [*CATALYTIC_RUN, "--catalytic-domains", DOMAIN, "--", "sh", "-c", cmd],
         cwd=ws,
     )
     deadline = time.monotonic() + 20
@@ -187,10 +189,18 @@ def test_gc_drops_states_and_objects_of_removed_ledgers(ws: Path) -> None:
 
 
 def test_none_stays_the_default_and_writes_no_isolation_extensions(ws: Path) -> None:
-    code = main(["run", "-q", "--root", str(ws), "--run-id", "r1", "--catalytic-domains", DOMAIN, "--", "true"])
+    code = main(
+        ["run", "-q", "--root", str(ws), "--run-id", "r1", "--catalytic-domains", DOMAIN, "--", "true"]
+    )
     assert code == 0
     docs = ledger(ws)
     assert docs["RUN_INFO.json"]["isolation"] == "none"
     assert "isolation_requested" not in docs["RUN_INFO.json"]
     assert "rollback" not in docs["STATUS.json"]
     assert not (ws / RUNS / "_store").exists()
+
+
+def test_validator_skips_the_store_and_accepts_rollback_ledgers(ws: Path) -> None:
+    assert rb(ws, command="true") == 0
+    assert (ws / RUNS / "_store").is_dir()
+    assert main(["validate", "--all", "--root", str(ws), "-q"]) == 0

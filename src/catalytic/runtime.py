@@ -276,8 +276,10 @@ def _execute(
     result = RunResult(
         run_id=policy.run_id,
         ledger_dir=ledger_dir,
+        # An isolation failure (undeclared writes, a rollback that could not finish) fails the run
+        # even when the domains matched: STATUS is then dirty and unverified, with the reason.
         status="restored" if clean and not (facts and facts.failed) else "dirty",
-        restoration_verified=clean,
+        restoration_verified=clean and not (facts and facts.failed),
         exit_code=child.exit_code if child else None,
         diff=diffs,
         outputs=outputs,
@@ -303,7 +305,7 @@ def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
     if result.facts is not None and result.facts.failed:
-        if result.restoration_verified:
+        if all(d.clean for d in result.diff.values()) and result.error is None and result.diff:
             return result.facts.reason
         return f"{_seed_reason(result)}; {result.facts.reason}"
     return _seed_reason(result)
