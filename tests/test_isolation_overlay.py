@@ -33,6 +33,9 @@ pytestmark = [
 ]
 
 
+OVERLAY_RUN = [sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "overlay", "--run-id", "r1"]
+
+
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
     return make_workspace(tmp_path / "ws")
@@ -382,3 +385,56 @@ def test_validator_accepts_a_clean_overlay_ledger_and_rejects_undeclared_writes(
     assert run(ws, command="echo evil > src/evil.py", run_id="r2") == 1
     assert main(["validate", "--run-dir", str(ws / RUNS / "r1"), "--root", str(ws), "-q"]) == 0
     assert main(["validate", "--run-dir", str(ws / RUNS / "r2"), "--root", str(ws), "-q"]) == 1
+
+
+VIEW_SCRIPTS = {
+    "whiteouts": "rm a.txt sub/b.txt link",
+    "opaque": "rm -r sub && mkdir sub && mkdir sub/deeper && echo z > sub/deeper/z",
+    "file_to_dir": "rm a.txt && mkdir a.txt && echo in > a.txt/in",
+    "dir_to_file": "rm -r sub && echo now-a-file > sub",
+    "modes_and_links": "chmod 700 sub && chmod 600 run.sh && ln -sfn sub link && mkfifo pipe",
+    "rename_dir": "mv sub moved && mkdir -p new/empty",
+    "same_bytes": "cp a.txt a.tmp && mv a.tmp a.txt && touch sub/b.txt",
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIEW_SCRIPTS))
+def test_post_manifest_equals_what_the_command_saw(ws: Path, tmp_path: Path, name: str) -> None:
+    """The merged lower + upper computation matches a snapshot taken inside the overlay itself."""
+    view = tmp_path / "view.json"  # outside the workspace root: not in the overlay, not a write set entry
+    snap = (
+        "import json,sys; from catalytic.snapshot import snapshot_tree; "
+        "s = snapshot_tree(sys.argv[1]); "
+        "json.dump({e.path: [e.value, e.mode] for e in s.entries}, open(sys.argv[2], 'w'))"
+    )
+    cmd = f'cd {DOMAIN} && {VIEW_SCRIPTS[name]} && cd {ws} && {sys.executable} -c "{snap}" {DOMAIN} {view}'
+    run(ws, command=cmd)
+    docs = ledger(ws)
+    seen = json.loads(view.read_text())
+    post = docs["POST_MANIFEST.json"][DOMAIN]
+    modes = docs["POST_MODES.json"][DOMAIN]
+    assert {p: [v, modes.get(p)] for p, v in post.items()} == seen
+
+
+def test_killed_runtime_leaves_the_real_tree_untouched(ws: Path) -> None:
+    before = tree(ws)
+    marker = ws.parent / "started"
+    cmd = f"echo result > {OUT}; rm -r {DOMAIN}/sub; echo evil > src/m.py; touch {marker}; sleep 30"
+    proc = subprocess.Popen(
+        [*OVERLAY_RUN, "--catalytic-domains", DOMAIN, "--durable-outputs", OUT, "--", "sh", "-c", cmd],
+        cwd=ws,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not (ws / RUNS / "r1" / "STATUS.json").exists()
+    import tempfile
+
+    for stale in Path(tempfile.gettempdir()).glob("catalytic-overlay-r1-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # what a killed runtime leaves (documented)
+    assert [t for t in tree(ws) if not t[0].startswith("CONTRACTS")] == [
+        t for t in before if not t[0].startswith("CONTRACTS")
+    ]

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from catalytic.isolation import Options
 from catalytic.policy import declare, preflight
 from catalytic.runtime import ProgressCallback, RunResult, execute
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
@@ -27,11 +28,15 @@ def run(
     runs_root: str | None = None,
     hash: str | None = None,
     progress: ProgressCallback | None = None,
+    isolation: str | None = None,
+    rollback_on_failure: bool = False,
+    discard: bool = False,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
     Settings not given come from ``catalytic.toml`` / ``[tool.catalytic]`` at ``root`` and then
-    from the seed's defaults. Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
+    from the seed's defaults. ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
+    (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails.
     """
     start = time.perf_counter()
@@ -45,9 +50,17 @@ def run(
         "forbidden_paths": forbidden_paths,
         "runs_root": runs_root,
         "hash": hash,
+        "isolation": isolation,
     }
     policy = preflight(declare(Path(root), overrides))
-    return execute(policy, list(command), progress=progress, preflight_seconds=time.perf_counter() - start)
+    options = Options(rollback_on_failure=rollback_on_failure, discard=discard)
+    return execute(
+        policy,
+        list(command),
+        progress=progress,
+        preflight_seconds=time.perf_counter() - start,
+        options=options,
+    )
 
 
 def snapshot(path: str | os.PathLike[str], *, algorithm: str = DEFAULT_HASH) -> DomainSnapshot:

@@ -26,7 +26,7 @@ from catalytic.errors import (
     RunInterrupted,
     SnapshotError,
 )
-from catalytic.isolation import Facts, Options, Outcome
+from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
 from catalytic.ledger.writer import reserve, write_ledger
@@ -209,7 +209,7 @@ def _execute(
     timer: _Timer,
     started: str,
     ledger_dir: Path,
-    backend: Any,
+    backend: Backend,
     cwd: Path | None,
 ) -> RunResult:
     pre: list[DomainSnapshot] = []
