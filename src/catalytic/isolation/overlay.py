@@ -396,8 +396,14 @@ class OverlayIsolation:
         if ok and self.options.check_determinism:
             ok = self._check_determinism(facts)
         if ok:
-            self._commit(facts)
-            return facts
+            try:
+                self._commit(facts)
+                return facts
+            except (OSError, SnapshotError) as exc:
+                facts.committed = False
+                facts.failed = True
+                facts.reason = f"committing the declared outputs failed: {exc}"
+                self.options.say(f"FAILURE: {facts.reason}")
         if writes:
             facts.failed = True
             facts.reason = (
@@ -461,9 +467,7 @@ class OverlayIsolation:
                         os.chmod(built if e.path == paths.ROOT else built / e.path, int(e.mode, 8))
                 if os.path.lexists(target):
                     if not _exchange(built, target):
-                        os.replace(target, staging / "old") if not target.is_dir() else os.rename(
-                            target, staging / "old"
-                        )
+                        os.rename(target, staging / "old")
                         os.rename(built, target)
                 else:
                     os.rename(built, target)

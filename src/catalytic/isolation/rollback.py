@@ -19,6 +19,7 @@ from typing import Any
 
 from catalytic import paths
 from catalytic.diff import diff_entries
+from catalytic.errors import CatalyticError
 from catalytic.isolation import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.restore import restore_tree
 from catalytic.isolation.store import Store
@@ -151,11 +152,15 @@ class RollbackIsolation:
         elif self.options.rollback_on_failure and failed_command:
             why = f"the command failed (exit {outcome.exit_code}) and --rollback-on-failure is set"
         facts = Facts(rollback={"performed": False, "saved": self.saved})
-        if why is None:
-            return facts
+        if why is None or not self.saved:
+            return facts  # nothing to do, or the pre-state was never saved (the command did not run)
         self.options.say(f"Rollback: {why}; putting the domains and outputs back...")
-        state = self.store.load_state(self.policy.run_id)
-        result = restore_state(self.policy.root, self.store, state)
+        try:
+            state = self.store.load_state(self.policy.run_id)
+            result = restore_state(self.policy.root, self.store, state)
+        except (CatalyticError, OSError) as exc:
+            message = exc.message if isinstance(exc, CatalyticError) else str(exc)
+            result = {"verified": False, "actions": [], "problems": [message], "remaining": {}}
         rollback: dict[str, Any] = {
             "performed": True,
             "trigger": why,
