@@ -109,6 +109,13 @@ def test_undeclared_write_outside_every_root_fails_and_is_quarantined(ws: Path) 
     assert (ws / RUNS / "r1" / "quarantine" / "upper" / "src" / "evil.py").read_text() == "evil\n"
 
 
+def test_mode_change_of_a_directory_outside_the_domains_is_undeclared(ws: Path) -> None:
+    assert run(ws, command="chmod 700 src") == 1
+    status = ledger(ws)["STATUS.json"]
+    assert status["undeclared_writes"] == [{"kind": "dir", "path": "src"}]
+    assert os.stat(ws / "src").st_mode & 0o777 == 0o755
+
+
 def test_discard_drops_the_write_set(ws: Path) -> None:
     assert run(ws, "--discard", command="echo evil > src/evil.py") == 1
     assert not (ws / RUNS / "r1" / "quarantine").exists()

@@ -57,6 +57,7 @@ class UpperEntry:
     rel: str
     kind: str  # file | dir | symlink | whiteout | other
     opaque: bool = False
+    mode: int = 0
 
 
 def rootless() -> bool:
@@ -144,7 +145,7 @@ def scan_upper(upper: Path) -> dict[str, UpperEntry]:
                 found[rel] = UpperEntry(rel, "whiteout")
             elif stat.S_ISDIR(st.st_mode):
                 opaque = xattr(d.path, "opaque") == b"y"
-                found[rel] = UpperEntry(rel, "dir", opaque)
+                found[rel] = UpperEntry(rel, "dir", opaque, stat.S_IMODE(st.st_mode))
                 visit(d.path, rel + "/")
             elif stat.S_ISREG(st.st_mode):
                 white = st.st_size == 0 and xattr(d.path, "whiteout") is not None
@@ -250,7 +251,7 @@ def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict
                 continue  # a parent of a domain or output, copied up or created for it
             try:
                 st = os.lstat(policy.root / rel)
-                if stat.S_ISDIR(st.st_mode):
+                if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == u.mode:
                     continue  # copied up because something below it was written (reported itself)
             except OSError:
                 pass
