@@ -202,6 +202,7 @@ def preflight(decl: Declaration) -> Policy:
     # the command writes reaches the real tree, forbidden paths are read-only (a write to them is an
     # undeclared write) and the runs root and outputs are left out of the domain's snapshot.
     wide = isolation == "overlay"
+    hint = " (allowed inside a domain with --isolation overlay)"
     if decl.hash not in HASH_NAMES:
         problems.append(Problem("BAD_HASH", f"hash {decl.hash!r} is not one of {HASH_NAMES}"))
 
@@ -232,14 +233,22 @@ def preflight(decl: Declaration) -> Policy:
             and not (wide and runs_root != domain and paths.is_within(runs_root, domain))
         ):
             problems.append(
-                Problem("OVERLAP", f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}")
+                Problem(
+                    "OVERLAP",
+                    f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}"
+                    + (hint if paths.is_within(runs_root, domain) and runs_root != domain else ""),
+                )
             )
         for bad in forbidden:
             if wide and paths.is_within(bad, domain) and bad != domain:
                 continue
             if paths.overlaps(domain, bad):
                 problems.append(
-                    Problem("FORBIDDEN", f"catalytic domain {domain!r} overlaps forbidden path {bad!r}")
+                    Problem(
+                        "FORBIDDEN",
+                        f"catalytic domain {domain!r} overlaps forbidden path {bad!r}"
+                        + (hint if paths.is_within(bad, domain) and bad != domain else ""),
+                    )
                 )
     for out in outputs:
         if not any(paths.is_within(out, a) for a in allowed):
