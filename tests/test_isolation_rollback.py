@@ -204,3 +204,13 @@ def test_validator_skips_the_store_and_accepts_rollback_ledgers(ws: Path) -> Non
     assert rb(ws, command="true") == 0
     assert (ws / RUNS / "_store").is_dir()
     assert main(["validate", "--all", "--root", str(ws), "-q"]) == 0
+
+
+def test_restore_outputs_on_request(ws: Path) -> None:
+    (ws / OUT).write_text("v1\n")
+    assert rb(ws, "--durable-outputs", OUT, command=f"echo v2 > {OUT}") == 0
+    assert (ws / OUT).read_text() == "v2\n"
+    assert main(["restore", "r1", "--root", str(ws), "-q"]) == 0
+    assert (ws / OUT).read_text() == "v2\n"  # domains only by default
+    assert main(["restore", "r1", "--root", str(ws), "--outputs", "-q"]) == 0
+    assert (ws / OUT).read_text() == "v1\n"
