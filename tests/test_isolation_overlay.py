@@ -232,6 +232,8 @@ def test_refactor_trial_with_the_whole_repository_as_domain(ws: Path) -> None:
     assert docs["STATUS.json"]["status"] == "restored"
     assert "src/m.py" in docs["PRE_MANIFEST.json"]["."]
     assert not any(p.startswith(RUNS) for p in docs["PRE_MANIFEST.json"]["."])
+    excluded = docs["RUN_INFO.json"]["isolation_details"]["excluded_from_domains"]
+    assert excluded == {".": [proposal, RUNS]}
     assert any(o["path"] == f"{proposal}/README" for o in docs["OUTPUTS.json"])
 
 

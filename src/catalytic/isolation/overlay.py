@@ -385,6 +385,9 @@ class OverlayIsolation:
     def finish(self, outcome: Outcome) -> Facts:
         facts = Facts(undeclared_writes=[], committed=False)
         facts.details["upper_entries"] = len(self.upper)
+        excluded = {d: domain_excludes(self.policy, d) for d in self.policy.catalytic_domains}
+        if any(excluded.values()):
+            facts.details["excluded_from_domains"] = {d: x for d, x in excluded.items() if x}
         if self.mount_failed:
             facts.failed = True
             facts.reason = "the overlay could not be mounted"
