@@ -7,13 +7,11 @@ the command's paths are unchanged and every write lands in an upper directory ke
 (a temporary directory). ``unshare`` and ``sh`` exec in place, so the runner's signal forwarding
 reaches the command itself. The real tree is never modified while the command runs.
 
-Afterwards the upper layer is the exact write set. The post-run snapshot of each domain is the
-pre-run snapshot (the lower layer, unchanged) merged with the upper layer by overlayfs' own rules:
-a whiteout (0/0 character device, or a file with the ``overlay.whiteout`` xattr) deletes an entry and
-everything below it, an opaque directory hides the lower directory's content, any other upper entry
-replaces the lower one. Mounts use ``redirect_dir=off`` and ``metacopy=off`` (the default when
-``userxattr`` is used), so no other overlay metadata exists. Nested mounts inside the workspace are not
-seen through a single overlay: the command sees the underlying directory there.
+Afterwards the upper layer is the exact write set (see :mod:`catalytic.isolation.upper` for how the
+post-run snapshot is computed from it and which writes are undeclared). Declared outputs are committed
+to the real tree only after the proof; otherwise the write set is kept under ``quarantine/``. Nested
+mounts inside the workspace are not seen through a single overlay: the command sees the underlying
+directory there.
 """
 
 from __future__ import annotations
@@ -27,14 +25,23 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from catalytic import paths
 from catalytic.errors import SnapshotError
 from catalytic.isolation import Facts, IsolationError, IsolationName, Options, Outcome
-from catalytic.isolation.restore import _remove
+from catalytic.isolation.restore import remove_tree
+from catalytic.isolation.upper import (
+    UpperEntry,
+    domain_excludes,
+    exclude_entries,
+    exclude_from_snapshot,
+    hidden_from,
+    merged_tree,
+    scan_upper,
+    undeclared_writes,
+)
 from catalytic.ledger.canonical import encode, write_json
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
@@ -48,16 +55,6 @@ MOUNT_SCRIPT = (
 )
 _BAD_CHARS = (",", ":", "\\", "\n")
 _probe_cache: dict[str, str | None] = {}
-
-
-@dataclass(frozen=True)
-class UpperEntry:
-    """One entry of the upper layer: what the command wrote."""
-
-    rel: str
-    kind: str  # file | dir | symlink | whiteout | other
-    opaque: bool = False
-    mode: int = 0
 
 
 def rootless() -> bool:
@@ -114,7 +111,7 @@ def _probe(root: Path) -> str | None:
         except (OSError, subprocess.SubprocessError) as exc:
             return f"cannot start unshare: {exc}"
         with contextlib.suppress(OSError):
-            _remove(base / "work")
+            remove_tree(base / "work")
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             msg = detail[-1] if detail else f"exit {proc.returncode}"
@@ -122,141 +119,6 @@ def _probe(root: Path) -> str | None:
                 return f"unprivileged user namespaces are not available ({msg})"
             return f"the overlay mount was refused ({msg})"
     return None
-
-
-def scan_upper(upper: Path) -> dict[str, UpperEntry]:
-    """Every entry of the upper layer by workspace-relative path (the root itself excluded)."""
-    prefix = _xattr_prefix()
-    found: dict[str, UpperEntry] = {}
-
-    def xattr(p: str, name: str) -> bytes | None:
-        try:
-            return os.getxattr(p, prefix + name, follow_symlinks=False)
-        except OSError:
-            return None
-
-    def visit(directory: str, rel_prefix: str) -> None:
-        with os.scandir(directory) as it:
-            items = sorted(it, key=lambda d: paths.to_bytes(d.name))
-        for d in items:
-            rel = rel_prefix + d.name
-            st = d.stat(follow_symlinks=False)
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                found[rel] = UpperEntry(rel, "whiteout")
-            elif stat.S_ISDIR(st.st_mode):
-                opaque = xattr(d.path, "opaque") == b"y"
-                found[rel] = UpperEntry(rel, "dir", opaque, stat.S_IMODE(st.st_mode))
-                visit(d.path, rel + "/")
-            elif stat.S_ISREG(st.st_mode):
-                white = st.st_size == 0 and xattr(d.path, "whiteout") is not None
-                found[rel] = UpperEntry(rel, "whiteout" if white else "file")
-            elif stat.S_ISLNK(st.st_mode):
-                found[rel] = UpperEntry(rel, "symlink")
-            else:
-                found[rel] = UpperEntry(rel, "other")
-
-    if upper.is_dir():
-        visit(str(upper), "")
-    return found
-
-
-def _hidden_from(upper: dict[str, UpperEntry], target: str) -> tuple[bool, bool, bool]:
-    """For a workspace path: (absent, lower hidden, touched) from its ancestors' and its own upper entries."""
-    segs = paths.parts(target)
-    touched = False
-    hidden = False
-    for i in range(1, len(segs) + 1):
-        rel = "/".join(segs[:i])
-        u = upper.get(rel)
-        if u is None:
-            continue
-        touched = True
-        if u.kind == "whiteout":
-            return True, True, True
-        if u.kind != "dir":
-            if i < len(segs):
-                return True, True, True
-            continue
-        if u.opaque:
-            hidden = True
-    return False, hidden, touched or any(paths.is_within(r, target) for r in upper if target != paths.ROOT)
-
-
-def merged_tree(
-    lower_entries: Sequence[Entry], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
-) -> tuple[list[Entry], bool, dict[str, str]]:
-    """The entries of ``target`` as the command left it (lower + upper).
-
-    Returns the entries (sorted), whether the tree is absent, and for each entry taken from the upper
-    layer its source ("upper").
-    """
-    absent, hidden, touched = _hidden_from(upper, target)
-    if target == paths.ROOT:
-        touched = bool(upper)
-    if absent:
-        return [], True, {}
-    if not touched:
-        return list(lower_entries), not lower_entries, {}
-    base: dict[str, Entry] = {} if hidden else {e.path: e for e in lower_entries}
-    up_snap = snapshot_tree(upper_dir if target == paths.ROOT else upper_dir / target, algorithm)
-    sources: dict[str, str] = {}
-
-    def drop_below(rel: str) -> None:
-        prefix = "" if rel == paths.ROOT else rel + "/"
-        for k in [k for k in base if k != rel and k.startswith(prefix)]:
-            del base[k]
-            sources.pop(k, None)
-
-    for e in up_snap.entries:
-        if e.path == paths.ROOT and target == paths.ROOT:
-            continue  # the workspace root itself: its attributes are the lower one's
-        u = upper.get(paths.join(target, e.path))
-        kind = u.kind if u is not None else ("dir" if e.value == DIR else "file")
-        replaced = e.path in base and base[e.path].value != DIR
-        if kind != "dir" or (u is not None and u.opaque) or replaced:
-            drop_below(e.path)
-        if kind == "whiteout":
-            base.pop(e.path, None)
-            sources.pop(e.path, None)
-            continue
-        base[e.path] = e
-        sources[e.path] = "upper"
-    entries = sorted(base.values(), key=lambda x: paths.sort_key(x.path))
-    return entries, not entries, sources
-
-
-def _declared(policy: Policy, rel: str) -> str | None:
-    """Why a write at ``rel`` is allowed ("output", "domain"), or None when it is undeclared."""
-    if any(paths.is_within(rel, o) for o in policy.durable_outputs):
-        return "output"
-    if any(paths.is_within(rel, f) for f in policy.forbidden_paths):
-        return None
-    if paths.is_within(rel, policy.runs_root):
-        return None
-    if any(paths.is_within(rel, d) for d in policy.catalytic_domains):
-        return "domain"
-    return None
-
-
-def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict[str, str]]:
-    """Upper-layer entries outside the domains and declared outputs (CMP-01 invariant 1)."""
-    roots = [*policy.catalytic_domains, *policy.durable_outputs]
-    found: list[dict[str, str]] = []
-    for rel, u in upper.items():
-        if _declared(policy, rel) is not None:
-            continue
-        kind = "opaque_dir" if u.opaque else u.kind
-        if u.kind == "dir" and not u.opaque:
-            if any(paths.is_within(r, rel) for r in roots):
-                continue  # a parent of a domain or output, copied up or created for it
-            try:
-                st = os.lstat(policy.root / rel)
-                if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == u.mode:
-                    continue  # copied up because something below it was written (reported itself)
-            except OSError:
-                pass
-        found.append({"path": rel, "kind": kind})
-    return sorted(found, key=lambda w: paths.sort_key(w["path"]))
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -354,7 +216,7 @@ class OverlayIsolation:
                 path=paths.ROOT,
                 code="OVERLAY_FAILED",
             )
-        self.upper = scan_upper(self.upper_dir)
+        self.upper = scan_upper(self.upper_dir, _xattr_prefix())
         post: list[DomainSnapshot] = []
         for snap in pre:
             try:
@@ -363,7 +225,7 @@ class OverlayIsolation:
                 )
             except SnapshotError as exc:
                 return post, exc
-            entries = _exclude(self.policy, snap.domain, entries)
+            entries = exclude_entries(self.policy, snap.domain, entries)
             stats = WalkStats(absent=absent)
             stats.files = sum(1 for e in entries if kind_of(e.value) == "file")
             stats.dirs = sum(1 for e in entries if e.value == DIR)
@@ -431,7 +293,7 @@ class OverlayIsolation:
         upper2 = self._layer()
         self.options.say("Determinism check: running the command a second time in its own overlay...")
         child = run_child(self._wrap(self.command, upper2))
-        second_upper = scan_upper(upper2)
+        second_upper = scan_upper(upper2, _xattr_prefix())
         second, _ = self._outputs_digest(upper2, second_upper)
         equal = first == second and child.exit_code == 0
         facts.details["determinism"] = {
@@ -447,7 +309,7 @@ class OverlayIsolation:
         root = self.policy.root
         for out in self.policy.durable_outputs:
             lower = snapshot_tree(root / out, self.policy.hash).entries
-            absent, _hidden, touched = _hidden_from(self.upper, out)
+            absent, _hidden, touched = hidden_from(self.upper, out)
             if not touched and not absent:
                 facts.commits.append({"path": out, "action": "unchanged"})
                 continue
@@ -455,7 +317,7 @@ class OverlayIsolation:
             target = root / out
             if gone:
                 if os.path.lexists(target):
-                    _remove(target)
+                    remove_tree(target)
                 facts.commits.append({"path": out, "action": "deleted"})
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -476,7 +338,7 @@ class OverlayIsolation:
                 else:
                     os.rename(built, target)
             finally:
-                _remove(staging)
+                remove_tree(staging)
             after = snapshot_tree(target, self.policy.hash).entries
             verified = [(e.path, e.value, e.mode) for e in after] == [
                 (e.path, e.value, e.mode) for e in entries
@@ -508,26 +370,7 @@ class OverlayIsolation:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            _remove(self.tmp)
+            remove_tree(self.tmp)
 
 
-def domain_excludes(policy: Policy, domain: str) -> list[str]:
-    """Paths inside ``domain`` that its snapshot leaves out: declared outputs and the runs root."""
-    return [
-        p for p in (*policy.durable_outputs, policy.runs_root) if paths.is_within(p, domain) and p != domain
-    ]
-
-
-def _exclude(policy: Policy, domain: str, entries: Sequence[Entry]) -> list[Entry]:
-    excl = [paths.parts(p)[len(paths.parts(domain)) :] for p in domain_excludes(policy, domain)]
-    if not excl:
-        return list(entries)
-    rels = ["/".join(x) for x in excl]
-    return [e for e in entries if not any(paths.is_within(e.path, r) for r in rels)]
-
-
-def exclude_from_snapshot(policy: Policy, snap: DomainSnapshot) -> DomainSnapshot:
-    """``snap`` without the declared outputs and runs root inside it (overlay mode only)."""
-    if not domain_excludes(policy, snap.domain):
-        return snap
-    return DomainSnapshot(snap.domain, tuple(_exclude(policy, snap.domain, snap.entries)), snap.stats)
+__all__ = ["OverlayIsolation", "exclude_from_snapshot", "unavailable_reason"]

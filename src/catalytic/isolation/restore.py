@@ -41,7 +41,7 @@ def _abs(base: Path, rel: str) -> Path:
     return base if rel == ROOT else base / rel
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -70,7 +70,7 @@ def _write_file(store: Store, algorithm: str, digest: str, path: Path, mode: int
         finally:
             os.close(fd)
         if os.path.isdir(path) and not os.path.islink(path):
-            _remove(path)
+            remove_tree(path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -84,7 +84,7 @@ def _make(entry: Entry, path: Path, store: Store, algorithm: str) -> None:
     mode = int(entry.mode, 8) if entry.mode else 0o644
     if kind == "dir":
         if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
-            _remove(path)
+            remove_tree(path)
         if not os.path.isdir(path):
             os.mkdir(path, 0o700)
         return
@@ -92,7 +92,7 @@ def _make(entry: Entry, path: Path, store: Store, algorithm: str) -> None:
         _write_file(store, algorithm, value, path, mode)
         return
     if os.path.lexists(path):
-        _remove(path)
+        remove_tree(path)
     if kind == "symlink":
         os.symlink(value[len(SYMLINK_PREFIX) :], path)
     elif value == FIFO:
@@ -153,7 +153,7 @@ def restore_tree(
                     os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | 0o700)
     for rel in sorted(doomed, key=sort_key, reverse=True):
         try:
-            _remove(_abs(target, rel))
+            remove_tree(_abs(target, rel))
         except OSError as exc:
             report.problems.append(f"{name(rel)}: cannot remove: {exc.strerror or exc}")
     for rel in build:
