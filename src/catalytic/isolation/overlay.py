@@ -58,7 +58,7 @@ _probe_cache: dict[str, str | None] = {}
 
 
 def rootless() -> bool:
-    return os.geteuid() != 0
+    return bool(os.geteuid() != 0)
 
 
 def _xattr_prefix() -> str:
@@ -82,7 +82,7 @@ def unshare_argv() -> list[str]:
 
 def unavailable_reason(root: Path) -> str | None:
     """None when an overlay over ``root`` can be mounted here, else why not (one line)."""
-    key = f"{root}:{os.geteuid()}"
+    key = f"{root}:{getattr(os, 'geteuid', lambda: -1)()}"
     if key not in _probe_cache:
         _probe_cache[key] = _probe(root)
     return _probe_cache[key]
