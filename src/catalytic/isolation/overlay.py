@@ -275,11 +275,10 @@ class OverlayIsolation:
             facts.reason = (
                 f"{len(writes)} undeclared write(s) outside the domains and outputs (CMP-01 invariant 1)"
             )
-        elif outcome.clean and outcome.exit_code not in (0, None) and not outcome.interrupted:
-            facts.reason = None  # the command failed: its own exit code reports it
         if facts.details.get("determinism") and not facts.details["determinism"]["equal"]:
             facts.failed = True
             facts.reason = "declared deterministic but two runs produced different outputs"
+        # A failed command with clean domains is not a contract violation: its exit code reports it.
         self.options.say("Overlay: nothing committed to the real tree")
         if not self.options.discard and self.upper:
             facts.quarantine = str(self._quarantine())
