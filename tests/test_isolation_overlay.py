@@ -440,10 +440,12 @@ def test_killed_runtime_leaves_the_real_tree_untouched(ws: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert not (ws / RUNS / "r1" / "STATUS.json").exists()
-    import tempfile
+    from catalytic.isolation.overlay import stale_layers
 
-    for stale in Path(tempfile.gettempdir()).glob("catalytic-overlay-r1-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # what a killed runtime leaves (documented)
+    left = [p for p in stale_layers() if p.name.startswith("catalytic-overlay-r1-")]
+    assert left, "a killed runtime leaves its overlay layer behind"
+    assert main(["gc", "--root", str(ws), "-q"]) == 0
+    assert not any(p.exists() for p in left)
     assert [t for t in tree(ws) if not t[0].startswith("CONTRACTS")] == [
         t for t in before if not t[0].startswith("CONTRACTS")
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from catalytic.cli.output import Progress, add_verbosity, print_json
 from catalytic.cli.restore import runs_root_of
@@ -16,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "gc",
         help="prune the store under <runs root>/_store of runs whose ledger is gone",
         description="Drop the saved pre-states of runs whose ledger directory no longer exists, then "
-        "every stored object no remaining pre-state references.",
+        "every stored object no remaining pre-state references, and the temporary overlay layers of "
+        "runtimes that were killed.",
     )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
@@ -37,14 +39,26 @@ def execute_cli(args: argparse.Namespace) -> int:
         else []
     )
     dropped, objects = Store(runs_root).gc(kept, dry_run=args.dry_run)
+    layers: list[str] = []
+    if sys.platform.startswith("linux"):
+        from catalytic.isolation.overlay import remove_layers, stale_layers
+
+        stale = stale_layers()
+        layers = [str(p) for p in stale]
+        if not args.dry_run:
+            remove_layers(stale)
     verb = "would remove" if args.dry_run else "removed"
-    progress(f"{verb} {len(dropped)} pre-state(s) and {len(objects)} object(s); {len(kept)} ledger(s) kept")
+    progress(
+        f"{verb} {len(dropped)} pre-state(s), {len(objects)} object(s) and {len(layers)} stale overlay "
+        f"layer(s); {len(kept)} ledger(s) kept"
+    )
     if args.json:
         print_json(
             {
                 "dry_run": args.dry_run,
                 "states": dropped,
                 "objects": [str(p) for p in objects],
+                "overlay_layers": layers,
                 "kept": len(kept),
             }
         )

@@ -53,6 +53,8 @@ MOUNT_SCRIPT = (
     'cd -- "$3" 2>/dev/null || cd /; '
     'shift 4; exec "$@"'
 )
+TMP_PREFIX = "catalytic-overlay-"
+OWNER_FILE = "owner.pid"
 _BAD_CHARS = (",", ":", "\\", "\n")
 _probe_cache: dict[str, str | None] = {}
 
@@ -165,7 +167,8 @@ class OverlayIsolation:
         self.policy = policy
         self.ledger_dir = ledger_dir
         self.options = options
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"catalytic-overlay-{policy.run_id}-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{policy.run_id}-"))
+        (self.tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.command: list[str] = []
         self.layers: list[Path] = []
         self.upper_dir = self._layer()
@@ -372,4 +375,28 @@ class OverlayIsolation:
             remove_tree(self.tmp)
 
 
-__all__ = ["OverlayIsolation", "exclude_from_snapshot", "unavailable_reason"]
+def stale_layers(tmpdir: Path | None = None) -> list[Path]:
+    """Overlay temporary directories left by runtimes that no longer exist (killed with SIGKILL)."""
+    base = Path(tmpdir or tempfile.gettempdir())
+    stale: list[Path] = []
+    for candidate in sorted(base.glob(f"{TMP_PREFIX}*")):
+        try:
+            pid = int((candidate / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            stale.append(candidate)
+        except PermissionError:
+            continue  # alive, someone else's
+    return stale
+
+
+def remove_layers(layers: Sequence[Path]) -> None:
+    for layer in layers:
+        with contextlib.suppress(OSError):
+            remove_tree(layer)
+
+
+__all__ = ["OverlayIsolation", "exclude_from_snapshot", "remove_layers", "stale_layers", "unavailable_reason"]
