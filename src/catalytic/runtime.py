@@ -259,7 +259,9 @@ def _execute(
             outcome = Outcome(
                 pre, post, diffs, clean, child.exit_code if child else None, interrupted is not None, error
             )
+            finish_start = time.perf_counter()
             facts = backend.finish(outcome)
+            facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
             outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
     if error is not None:
         say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
@@ -381,10 +383,10 @@ def _documents(
         run_info["isolation_requested"] = policy.isolation_requested
         run_info["isolation_reason"] = policy.isolation_reason
         run_info["isolation_details"] = {"commits": facts.commits, **facts.details}
-        status["undeclared_writes"] = facts.undeclared_writes  # type: ignore[typeddict-unknown-key]
-        status["committed"] = facts.committed  # type: ignore[typeddict-unknown-key]
-        status["rollback"] = facts.rollback  # type: ignore[typeddict-unknown-key]
-        status["quarantine"] = facts.quarantine  # type: ignore[typeddict-unknown-key]
+        status["undeclared_writes"] = facts.undeclared_writes
+        status["committed"] = facts.committed
+        status["rollback"] = facts.rollback
+        status["quarantine"] = facts.quarantine
     return {
         fmt.RUN_INFO: run_info,
         fmt.PRE_MANIFEST: pre_manifest,
