@@ -79,3 +79,20 @@ def test_python_api_runs_with_rollback(tmp_path: Path) -> None:
     assert result.facts.rollback["verified"] is True
     assert result.summary()["rollback"]["performed"] is True
     assert tree(ws / DOMAIN) == before
+
+
+def test_restore_recreates_a_deleted_domain_and_removes_a_created_one(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    domain = ws / DOMAIN
+    want = list(snapshot_tree(domain).entries)
+    store = Store(tmp_path / "runs")
+    for e in want:
+        if len(e.value) == 64:
+            store.put_file(domain / e.path, "sha256", e.value)
+    import shutil
+
+    shutil.rmtree(ws / "CORTEX")
+    report = restore_tree(domain, want, [], store, "sha256")
+    assert report.ok and tree(domain) == [(e.path, e.value, e.mode) for e in want]
+    report = restore_tree(domain, [], list(snapshot_tree(domain).entries), store, "sha256")
+    assert report.ok and not domain.exists()

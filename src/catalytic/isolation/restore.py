@@ -159,6 +159,8 @@ def restore_tree(
     for rel in build:
         entry = wanted[rel]
         try:
+            if rel == ROOT:
+                target.parent.mkdir(parents=True, exist_ok=True)
             _make(entry, _abs(target, rel), store, algorithm)
         except (OSError, StoreError) as exc:
             message = exc.message if isinstance(exc, StoreError) else (exc.strerror or str(exc))
