@@ -31,6 +31,9 @@ def run(
     isolation: str | None = None,
     rollback_on_failure: bool = False,
     discard: bool = False,
+    trace: bool | None = None,
+    trace_scope: str | None = None,
+    trace_backend: str | None = None,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
@@ -49,6 +52,9 @@ def run(
         "allowed_roots": allowed_roots,
         "forbidden_paths": forbidden_paths,
         "runs_root": runs_root,
+        "trace": trace,
+        "trace_scope": trace_scope,
+        "trace_backend": trace_backend,
         "hash": hash,
         "isolation": isolation,
     }

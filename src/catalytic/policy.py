@@ -41,6 +41,9 @@ CONFIG_KEYS: dict[str, Any] = {
     "runs_root": "str",
     "hash": HASH_NAMES,
     "isolation": ISOLATION_CHOICES,
+    "trace": "bool",
+    "trace_scope": ("domains", "workspace"),
+    "trace_backend": ("auto", "fanotify", "inotify", "watchdog", "none"),
 }
 _ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
 
@@ -60,6 +63,9 @@ class Declaration:
     hash: str = DEFAULT_HASH
     run_id: str | None = None
     isolation: str = DEFAULT_ISOLATION
+    trace: bool = False
+    trace_scope: str = "domains"
+    trace_backend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,9 @@ class Policy:
     isolation: str = DEFAULT_ISOLATION
     isolation_requested: str = DEFAULT_ISOLATION
     isolation_reason: str | None = None
+    trace: bool = False
+    trace_scope: str = "domains"
+    trace_backend: str = "auto"
 
     @property
     def ledger_dir(self) -> Path:
@@ -134,6 +143,8 @@ def load_config(root: Path) -> dict[str, Any]:
             expected = "a list of strings"
         elif kind == "str":
             ok, expected = isinstance(value, str), "a string"
+        elif kind == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
         elif isinstance(kind, tuple):
             ok, expected = value in kind, "one of " + ", ".join(kind)
         else:  # pragma: no cover - kinds are fixed above
@@ -203,6 +214,10 @@ def preflight(decl: Declaration) -> Policy:
     # undeclared write) and the runs root and outputs are left out of the domain's snapshot.
     wide = isolation == "overlay"
     hint = " (allowed inside a domain with --isolation overlay)"
+    if decl.trace_scope not in CONFIG_KEYS["trace_scope"]:
+        problems.append(Problem("BAD_TRACE", f"trace scope {decl.trace_scope!r} is not domains or workspace"))
+    if decl.trace_backend not in CONFIG_KEYS["trace_backend"]:
+        problems.append(Problem("BAD_TRACE", f"trace backend {decl.trace_backend!r} is unknown"))
     if decl.hash not in HASH_NAMES:
         problems.append(Problem("BAD_HASH", f"hash {decl.hash!r} is not one of {HASH_NAMES}"))
 
@@ -297,4 +312,7 @@ def preflight(decl: Declaration) -> Policy:
         isolation=isolation,
         isolation_requested=decl.isolation,
         isolation_reason=isolation_reason,
+        trace=decl.trace,
+        trace_scope=decl.trace_scope,
+        trace_backend=decl.trace_backend,
     )

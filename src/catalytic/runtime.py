@@ -34,6 +34,8 @@ from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot import DomainSnapshot, manifest_documents, snapshot_domain
+from catalytic.trace import Tracer
+from catalytic.trace.log import TraceLog
 
 ProgressCallback = Callable[[str], None]
 PHASES = ("preflight", "snapshot_pre", "execute", "snapshot_post", "verify", "record")
@@ -57,6 +59,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     isolation: str = "none"
     facts: Facts | None = None
+    trace: TraceLog | None = None
 
     @property
     def restored(self) -> bool:
@@ -88,6 +91,7 @@ class RunResult:
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
             **(_isolation_summary(self) if self.isolation != "none" else {}),
+            "trace": None if self.trace is None else self.trace.summary(),
         }
 
 
@@ -147,7 +151,7 @@ def _snapshot_all(
         except SnapshotError as exc:
             # The path in the error is relative to the domain; name it from the workspace root.
             exc = SnapshotError(
-                exc.message.split(": ", 1)[-1], path=paths.join(domain, exc.path), code=exc.code
+                exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
             )
             return snaps, exc
         if policy.isolation == "overlay":
@@ -220,6 +224,7 @@ def _execute(
     diffs: dict[str, DomainDiff] = {}
     outputs: list[fmt.OutputRecord] = []
     missing: list[str] = []
+    trace_log: TraceLog | None = None
     with interrupt_guard():
         try:
             say("Phase 1: Capturing pre-snapshots...")
@@ -233,7 +238,11 @@ def _execute(
             if error is None:
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
-                    child = run_child(backend.wrap(command))
+                    tracer = _start_trace(policy, say)
+                    try:
+                        child = run_child(backend.wrap(command))
+                    finally:
+                        trace_log = _stop_trace(tracer, policy) if tracer is not None else None
                 if child.error:
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
@@ -292,15 +301,37 @@ def _execute(
         timings=timer.timings,
         isolation=policy.isolation,
         facts=facts,
+        trace=trace_log,
     )
     if facts is not None and facts.failed:
         say(f"FAILURE: {facts.reason}")
+    if trace_log is not None:
+        say(_describe_trace(trace_log))
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
         write_ledger(ledger_dir, documents)
     say(f"Ledger: {ledger_dir}")
     return result
+
+
+def _start_trace(policy: Policy, say: ProgressCallback) -> Tracer | None:
+    if not policy.trace:
+        return None
+    from catalytic.trace.session import start_trace
+
+    return start_trace(policy, say)
+
+
+def _stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
+    from catalytic.trace.session import stop_trace
+
+    return stop_trace(tracer, policy)
+
+
+def _describe_trace(log: TraceLog) -> str:
+    state = "complete" if log.complete else f"INCOMPLETE: {log.reason}"
+    return f"Write trace ({log.backend}): {len(log.events)} events, {state}"
 
 
 def _reason(result: RunResult) -> str | None:
@@ -366,6 +397,7 @@ def _documents(
         "signal": result.interrupted,
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
         "platform": {"system": platform.system(), "python": platform.python_version()},
+        "trace": None if result.trace is None else result.trace.summary(),
     }
     status: fmt.StatusDoc = {
         "status": result.status,
@@ -387,7 +419,7 @@ def _documents(
         status["committed"] = facts.committed
         status["rollback"] = facts.rollback
         status["quarantine"] = facts.quarantine
-    return {
+    documents: dict[str, Any] = {
         fmt.RUN_INFO: run_info,
         fmt.PRE_MANIFEST: pre_manifest,
         fmt.PRE_MODES: pre_modes,
@@ -397,3 +429,6 @@ def _documents(
         fmt.OUTPUTS: result.outputs,
         fmt.STATUS: status,
     }
+    if result.trace is not None:
+        documents[fmt.WRITE_LOG] = result.trace.encode()
+    return documents

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "validate": "catalytic.cli.validate",
     "restore": "catalytic.cli.restore",
     "gc": "catalytic.cli.gc",
+    "show": "catalytic.cli.show",
 }
 
 
