@@ -95,6 +95,13 @@ class LedgerError(CatalyticError):
     exit_code = EXIT_INTERNAL
 
 
+class LockedError(CatalyticError):
+    """Another run holds a catalytic domain that overlaps one of this run's; nothing was run."""
+
+    code = "LOCKED"
+    exit_code = EXIT_USAGE
+
+
 class RunInterrupted(CatalyticError):
     """The runtime received SIGINT or SIGTERM outside the child's lifetime."""
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from catalytic import faults
 from catalytic.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
@@ -88,6 +89,7 @@ def _run_linux(command: Sequence[str]) -> ChildResult:
             )
         except OSError as exc:
             return _not_started(command, exc)
+        faults.point("execute.spawned")
         interrupted: int | None = None
         while True:
             info = signal.sigtimedwait(watched, 1.0)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from catalytic import __version__, paths
+from catalytic import __version__, faults, paths
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import (
     EXIT_DIRTY,
@@ -28,6 +28,7 @@ from catalytic.errors import (
 )
 from catalytic.ledger import format as fmt
 from catalytic.ledger.writer import reserve, write_ledger
+from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
@@ -169,7 +170,22 @@ def execute(
     timer = _Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = _now()
-    ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
+    faults.point("run.begin")
+    with domain_locks(policy.root / policy.runs_root, policy.catalytic_domains, policy.run_id):
+        ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
+        faults.point("ledger.reserved")
+        return _execute_locked(policy, command, ledger_dir, say, timer, started, cwd)
+
+
+def _execute_locked(
+    policy: Policy,
+    command: Sequence[str],
+    ledger_dir: Path,
+    say: ProgressCallback,
+    timer: _Timer,
+    started: str,
+    cwd: Path | None,
+) -> RunResult:
     pre: list[DomainSnapshot] = []
     post: list[DomainSnapshot] = []
     child: ChildResult | None = None
@@ -182,23 +198,30 @@ def execute(
         try:
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
+                faults.point("snapshot_pre.begin")
                 pre, error = _snapshot_all(policy, "pre", say)
+                faults.point("snapshot_pre.end")
             if error is None:
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
+                    faults.point("execute.begin")
                     child = run_child(command)
+                    faults.point("execute.end")
                 if child.error:
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
                 interrupted = child.interrupted_by
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
+                    faults.point("snapshot_post.begin")
                     post, error = _snapshot_all(policy, "post", say)
+                    faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
                     for before, after in zip(pre, post, strict=False):
                         diffs[before.domain] = diff_entries(before.entries, after.entries)
                     outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                faults.point("verify.end")
         except RunInterrupted as exc:
             interrupted = exc.signum
     verified = (
@@ -234,7 +257,9 @@ def execute(
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
+        faults.point("record.begin")
         write_ledger(ledger_dir, documents)
+        faults.point("record.end")
     say(f"Ledger: {ledger_dir}")
     return result
 

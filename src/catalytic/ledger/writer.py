@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from catalytic import faults
 from catalytic.errors import DeclarationError, LedgerError, Problem
 from catalytic.ledger.canonical import fsync_dir, write_json
 from catalytic.ledger.format import STATUS, WRITE_ORDER
@@ -42,7 +43,8 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
         if name == STATUS:
             # Everything STATUS vouches for must be on disk before STATUS itself appears.
             fsync_dir(ledger_dir)
-        write_json(ledger_dir / name, documents[name])
+        faults.point("record.file")
+        write_json(ledger_dir / name, documents[name], exclusive=True)
     fsync_dir(ledger_dir)
 
 
