@@ -171,10 +171,15 @@ def execute(
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = _now()
     faults.point("run.begin")
-    with domain_locks(policy.root / policy.runs_root, policy.catalytic_domains, policy.run_id):
+    # From the moment the ledger directory exists until the phases are guarded, a SIGINT/SIGTERM
+    # waits (blocked), so it is always recorded in the ledger rather than leaving it empty.
+    with (
+        blocked(INTERRUPTS) as mask,
+        domain_locks(policy.root / policy.runs_root, policy.catalytic_domains, policy.run_id),
+    ):
         ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
-        return _execute_locked(policy, command, ledger_dir, say, timer, started, cwd)
+        return _execute_locked(policy, command, ledger_dir, say, timer, started, cwd, mask)
 
 
 def _execute_locked(
@@ -185,6 +190,7 @@ def _execute_locked(
     timer: _Timer,
     started: str,
     cwd: Path | None,
+    mask: set[int],
 ) -> RunResult:
     pre: list[DomainSnapshot] = []
     post: list[DomainSnapshot] = []
@@ -196,6 +202,7 @@ def _execute_locked(
     missing: list[str] = []
     with interrupt_guard():
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
                 faults.point("snapshot_pre.begin")
@@ -224,6 +231,10 @@ def _execute_locked(
                 faults.point("verify.end")
         except RunInterrupted as exc:
             interrupted = exc.signum
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    # A signal that arrived after the guard let go is still this run's: record it.
+    interrupted = interrupted or _pending_interrupt()
     verified = (
         error is None and interrupted is None and len(diffs) == len(pre) == len(policy.catalytic_domains)
     )
@@ -262,6 +273,14 @@ def _execute_locked(
         faults.point("record.end")
     say(f"Ledger: {ledger_dir}")
     return result
+
+
+def _pending_interrupt() -> int | None:
+    """Take a blocked, pending SIGINT/SIGTERM off the queue, if there is one."""
+    if not hasattr(signal, "sigtimedwait"):  # pragma: no cover - non-Linux
+        return None
+    info = signal.sigtimedwait(INTERRUPTS, 0)
+    return info.si_signo if info is not None else None
 
 
 def _reason(result: RunResult) -> str | None:
