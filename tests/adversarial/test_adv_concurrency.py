@@ -47,7 +47,9 @@ def test_overlapping_domains_are_refused(
     tally("concurrency")
     if conflict:
         assert other.returncode == 2
-        assert "LOCKED" in other.stderr and repr(first if len(first) <= len(second) else second) in other.stderr
+        assert (
+            "LOCKED" in other.stderr and repr(first if len(first) <= len(second) else second) in other.stderr
+        )
         assert "Traceback" not in other.stderr
         # Refused before anything was written: no ledger for the second run.
         assert not (nested / "CONTRACTS/_runs/second").exists()

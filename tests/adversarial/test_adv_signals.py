@@ -53,7 +53,9 @@ def test_signal_reaches_the_child(ws: Path, tmp_path: Path, signum: signal.Signa
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    run = Paused(ws, "execute.spawned", run_args("child", ("scratch",), sys.executable, "-c", script), tmp_path)
+    run = Paused(
+        ws, "execute.spawned", run_args("child", ("scratch",), sys.executable, "-c", script), tmp_path
+    )
     run.resume()
     time.sleep(0.5)  # let the child install its handlers
     os.kill(run.proc.pid, signum)
