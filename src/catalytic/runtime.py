@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from catalytic import __version__, faults, paths
+from catalytic import __version__, faults, paths, rootwatch
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import (
     EXIT_DIRTY,
     CatalyticError,
+    DomainMovedError,
+    LingeringError,
     RunInterrupted,
     SnapshotError,
 )
@@ -195,11 +197,12 @@ def _execute_locked(
     pre: list[DomainSnapshot] = []
     post: list[DomainSnapshot] = []
     child: ChildResult | None = None
-    error: SnapshotError | None = None
+    error: CatalyticError | None = None
     interrupted: int | None = None
     diffs: dict[str, DomainDiff] = {}
     outputs: list[fmt.OutputRecord] = []
     missing: list[str] = []
+    roots = rootwatch.start(policy.root, policy.catalytic_domains)
     with interrupt_guard():
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -222,6 +225,19 @@ def _execute_locked(
                 with timer.phase("snapshot_post"):
                     faults.point("snapshot_post.begin")
                     post, error = _snapshot_all(policy, "post", say)
+                    moved = roots.moved()
+                    if error is None and moved:
+                        error = DomainMovedError(
+                            "moved, replaced or unmounted while the command ran: "
+                            + ", ".join(moved)
+                            + "; writes meant for a domain may have gone elsewhere"
+                        )
+                    if error is None and child.lingering:
+                        error = LingeringError(
+                            f"{len(child.lingering)} process(es) started by the command were still "
+                            f"running after it exited (pids {', '.join(map(str, child.lingering))}); "
+                            "they could change the domains after the proof"
+                        )
                     faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
@@ -233,6 +249,7 @@ def _execute_locked(
             interrupted = exc.signum
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+            roots.close()
     # A signal that arrived after the guard let go is still this run's: record it.
     interrupted = interrupted or _pending_interrupt()
     verified = (
@@ -286,6 +303,8 @@ def _pending_interrupt() -> int | None:
 def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
+    if isinstance(result.error, LingeringError | DomainMovedError):
+        return f"restoration not proved: {result.error.code}: {result.error.message}"
     if result.error is not None:
         return f"snapshot failed: {result.error.code}: {result.error.message}"
     if result.interrupted and not result.diff:
