@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -189,7 +188,3 @@ def test_hostile_entries_restored_by_the_command_are_restored(ws: Path, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert st is not None and st["status"] == "restored"
     tally("hostile-baseline")
-
-
-def test_socket_module_available() -> None:
-    assert hasattr(socket, "AF_UNIX")
