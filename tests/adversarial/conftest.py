@@ -113,7 +113,7 @@ class Paused:
         deadline = time.monotonic() + 30
         while not self.ready.exists():
             if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
+                _out, err = self.proc.communicate()
                 raise AssertionError(f"run ended before reaching {point}: {self.proc.returncode}\n{err}")
             if time.monotonic() > deadline:
                 self.proc.kill()
