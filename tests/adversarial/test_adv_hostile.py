@@ -24,6 +24,11 @@ def _verdict(ws: Path, run_id: str, rc: int, err: str, category: str = "hostile"
     assert "Traceback" not in err, err
     assert rc != 0, err
     assert st is None or (st["status"] == "dirty" and st["restoration_verified"] is False), st
+    if st is not None:
+        # The offline validator agrees: the ledger does not pass.
+        check = cli(ws, "validate", "--run-dir", f"CONTRACTS/_runs/{run_id}")
+        assert check.returncode == 1, check.stdout
+        assert "Traceback" not in check.stdout + check.stderr
     return st
 
 

@@ -33,6 +33,15 @@ def test_sigkill_leaves_no_false_success(ws: Path, point: str) -> None:
     assert st is None
     assert our_temp_files(ws) == []
     assert tree_state(ws / "scratch") == before
+    # The validator reports the broken run clearly (and nothing else under the runs root).
+    check = cli(ws, "validate", "--all")
+    assert "Traceback" not in check.stdout + check.stderr
+    if ledger(ws, "killed").exists():
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert "FAIL: killed" in check.stdout
+        assert "INCOMPLETE" in check.stdout or "MISSING_FILE" in check.stdout
+    else:  # killed before the ledger was reserved: there is no run to report
+        assert check.returncode == 2 and ("NOT_FOUND" in check.stderr or "NO_RUNS" in check.stderr)
     # The next run, with a new id, works and is not blocked by the dead run's locks.
     again = cli(ws, *run_args("after"))
     assert again.returncode == 0, again.stderr
