@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -64,6 +65,14 @@ def children() -> set[int]:
     return found
 
 
+# Runs in several threads of one process share the subreaper flag and see each other's children:
+# the flag is set by the first and restored by the last, and each run's main pid is registered so
+# that another run never mistakes it for a lingering process.
+_LOCK = threading.Lock()
+_USERS = {"count": 0, "previous": 0}
+_MAIN_PIDS: set[int] = set()
+
+
 @contextmanager
 def watch() -> Iterator[Watch]:
     """Make this process a child subreaper for the ``with`` block (restored afterwards)."""
@@ -71,17 +80,42 @@ def watch() -> Iterator[Watch]:
     if prctl is None:
         yield Watch(active=False)
         return
-    previous = ctypes.c_int(0)
-    if prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0) != 0:
-        yield Watch(active=False)
-        return
-    if prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    with _LOCK:
+        if _USERS["count"] == 0:
+            previous = ctypes.c_int(0)
+            if prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0) != 0 or (
+                prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0
+            ):
+                active = False
+            else:
+                _USERS["previous"] = previous.value
+                active = True
+        else:
+            active = True
+        if active:
+            _USERS["count"] += 1
+        before = children() if active else set()
+    if not active:
         yield Watch(active=False)
         return
     try:
-        yield Watch(active=True, before=children())
+        yield Watch(active=True, before=before)
     finally:
-        prctl(_PR_SET_CHILD_SUBREAPER, previous.value, 0, 0, 0)
+        with _LOCK:
+            _USERS["count"] -= 1
+            if _USERS["count"] == 0:
+                prctl(_PR_SET_CHILD_SUBREAPER, _USERS["previous"], 0, 0, 0)
+
+
+def register(pid: int) -> None:
+    """Record the main pid of a running command (see :func:`lingering`)."""
+    with _LOCK:
+        _MAIN_PIDS.add(pid)
+
+
+def unregister(pid: int) -> None:
+    with _LOCK:
+        _MAIN_PIDS.discard(pid)
 
 
 def lingering(state: Watch, main_pid: int) -> list[int]:
@@ -92,7 +126,9 @@ def lingering(state: Watch, main_pid: int) -> list[int]:
     if not state.active:
         return []
     alive: list[int] = []
-    for pid in sorted(children() - state.before - {main_pid}):
+    with _LOCK:
+        others = set(_MAIN_PIDS)
+    for pid in sorted(children() - state.before - others - {main_pid}):
         with suppress(ChildProcessError):
             done, _status = os.waitpid(pid, os.WNOHANG)
             if done == pid:

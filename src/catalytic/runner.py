@@ -91,6 +91,7 @@ def _run_linux(command: Sequence[str]) -> ChildResult:
             )
         except OSError as exc:
             return _not_started(command, exc)
+        descendants.register(pid)
         faults.point("execute.spawned")
         interrupted: int | None = None
         while True:
@@ -102,6 +103,7 @@ def _run_linux(command: Sequence[str]) -> ChildResult:
                 continue
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == pid:
+                descendants.unregister(pid)
                 left = tuple(descendants.lingering(tree, pid))
                 return ChildResult(_exit_code(status), True, interrupted, lingering=left)
 
