@@ -11,14 +11,14 @@ Elsewhere (no ``prctl``) the check is not available and :func:`watch` reports ``
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
+
+from catalytic._libc import libc
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
@@ -33,13 +33,8 @@ class Watch:
 
 
 def _prctl() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl
-    except (OSError, AttributeError):
-        return None
+    lib = libc()
+    return getattr(lib, "prctl", None) if lib is not None else None
 
 
 def children() -> set[int]:

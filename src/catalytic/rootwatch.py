@@ -12,15 +12,15 @@ inotify is not available the watch is inactive (documented in docs/adversarial.m
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
-import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from catalytic import paths
+from catalytic._libc import libc
 
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
@@ -32,6 +32,12 @@ _IN_ONLYDIR = 0x01000000
 _IN_DONT_FOLLOW = 0x02000000
 _EVENT = struct.Struct("iIII")
 _MOVED = _IN_MOVE_SELF | _IN_DELETE_SELF | _IN_UNMOUNT
+
+
+# Closing an inotify descriptor waits for the kernel (~8 ms here, an RCU grace period), so
+# descriptors are kept and reused, one per run in progress; the process's exit closes them cheaply.
+_POOL: list[int] = []
+_POOL_LOCK = threading.Lock()
 
 
 class RootWatch:
@@ -47,14 +53,26 @@ class RootWatch:
         return self.fd is not None
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        """Remove this run's watches and hand the descriptor back for the next run."""
+        if self.fd is None:
+            return
+        lib = _inotify()
+        for wd in self.watches:
+            lib.inotify_rm_watch(self.fd, wd)  # fails harmlessly for watches the kernel removed
+        self._drain()
+        with _POOL_LOCK:
+            _POOL.append(self.fd)
+        self.fd = None
 
     def moved(self) -> list[str]:
         """Watched directories (relative to the root) moved, deleted or unmounted so far."""
         if self.fd is None:
             return []
+        self._drain()
+        return sorted(self._moved, key=paths.sort_key)
+
+    def _drain(self) -> None:
+        assert self.fd is not None
         while True:
             try:
                 data = os.read(self.fd, 65536)
@@ -70,18 +88,14 @@ class RootWatch:
                     self._moved.add("(inotify queue overflow)")
                 elif mask & _MOVED and wd in self.watches:
                     self._moved.add(self.watches[wd])
-        return sorted(self._moved, key=paths.sort_key)
 
 
-def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
+def _inotify() -> Any:
+    lib = libc()
+    if lib is None or not hasattr(lib, "inotify_init1"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        return libc
-    except (OSError, AttributeError):
-        return None
+    lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    return lib
 
 
 def watched_dirs(domains: Sequence[str]) -> list[str]:
@@ -96,14 +110,19 @@ def watched_dirs(domains: Sequence[str]) -> list[str]:
 
 def start(root: Path, domains: Sequence[str]) -> RootWatch:
     """Start watching the domains of a run and the directories above them; call ``close()`` after."""
-    libc = _libc()
-    fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC) if libc is not None else -1
+    lib = _inotify()
+    if lib is None:
+        return RootWatch(None, {})
+    with _POOL_LOCK:
+        fd = _POOL.pop() if _POOL else -1
+    if fd < 0:
+        fd = lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
     if fd < 0:
         return RootWatch(None, {})
     watches: dict[int, str] = {}
     for rel in watched_dirs(domains):
         target = root if rel == paths.ROOT else root / rel
-        wd = libc.inotify_add_watch(fd, os.fsencode(target), _MOVED | _IN_ONLYDIR | _IN_DONT_FOLLOW)
+        wd = lib.inotify_add_watch(fd, os.fsencode(target), _MOVED | _IN_ONLYDIR | _IN_DONT_FOLLOW)
         if wd >= 0:  # absent domains (or not directories) have nothing to watch
             watches[wd] = rel
     return RootWatch(fd, watches)

@@ -99,3 +99,19 @@ def test_root_watch_sees_a_swap_and_back(tmp_path: Path) -> None:
         assert roots.moved() == ["a"]
     finally:
         roots.close()
+
+
+@pytest.mark.linux
+def test_root_watch_descriptors_are_reused_without_stale_events(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    first = start(tmp_path, ["a"])
+    fd = first.fd
+    (tmp_path / "a").rename(tmp_path / "a2")
+    first.close()
+    (tmp_path / "a2").rename(tmp_path / "a")  # after close: nobody is told
+    second = start(tmp_path, ["a"])
+    try:
+        assert second.fd == fd
+        assert second.moved() == []
+    finally:
+        second.close()
