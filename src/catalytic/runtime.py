@@ -35,6 +35,8 @@ from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot import DomainSnapshot, manifest_documents, snapshot_domain
+from catalytic.trace import Tracer
+from catalytic.trace.log import TraceLog
 
 ProgressCallback = Callable[[str], None]
 PHASES = ("preflight", "snapshot_pre", "execute", "snapshot_post", "verify", "record")
@@ -56,6 +58,7 @@ class RunResult:
     error: CatalyticError | None = None
     command_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    trace: TraceLog | None = None
 
     @property
     def restored(self) -> bool:
@@ -86,6 +89,7 @@ class RunResult:
             "outputs": len(self.outputs),
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
+            "trace": None if self.trace is None else self.trace.summary(),
         }
 
 
@@ -134,7 +138,7 @@ def _snapshot_all(
         except SnapshotError as exc:
             # The path in the error is relative to the domain; name it from the workspace root.
             exc = SnapshotError(
-                exc.message.split(": ", 1)[-1], path=paths.join(domain, exc.path), code=exc.code
+                exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
             )
             return snaps, exc
         state = "absent" if snap.absent else f"{snap.stats.files} files"
@@ -202,6 +206,7 @@ def _execute_locked(
     diffs: dict[str, DomainDiff] = {}
     outputs: list[fmt.OutputRecord] = []
     missing: list[str] = []
+    trace_log: TraceLog | None = None
     roots = rootwatch.start(policy.root, policy.catalytic_domains)
     with interrupt_guard():
         try:
@@ -215,7 +220,11 @@ def _execute_locked(
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
                     faults.point("execute.begin")
-                    child = run_child(command)
+                    tracer = _start_trace(policy, say)
+                    try:
+                        child = run_child(command)
+                    finally:
+                        trace_log = _stop_trace(tracer, policy) if tracer is not None else None
                     faults.point("execute.end")
                 if child.error:
                     say(f"ERROR: {child.error}")
@@ -226,24 +235,15 @@ def _execute_locked(
                     faults.point("snapshot_post.begin")
                     post, error = _snapshot_all(policy, "post", say)
                     moved = roots.moved()
-                    if error is None and moved:
-                        error = DomainMovedError(
-                            "moved, replaced or unmounted while the command ran: "
-                            + ", ".join(moved)
-                            + "; writes meant for a domain may have gone elsewhere"
-                        )
-                    if error is None and child.lingering:
-                        error = LingeringError(
-                            f"{len(child.lingering)} process(es) started by the command were still "
-                            f"running after it exited (pids {', '.join(map(str, child.lingering))}); "
-                            "they could change the domains after the proof"
-                        )
                     faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
                     for before, after in zip(pre, post, strict=False):
                         diffs[before.domain] = diff_entries(before.entries, after.entries)
                     outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                    if error is None and all(d.clean for d in diffs.values()):
+                        # The snapshots match, but they cannot be trusted as a proof.
+                        error = _unprovable(moved, child.lingering)
                 faults.point("verify.end")
         except RunInterrupted as exc:
             interrupted = exc.signum
@@ -281,7 +281,10 @@ def _execute_locked(
         error=error,
         command_error=child.error if child else None,
         timings=timer.timings,
+        trace=trace_log,
     )
+    if trace_log is not None:
+        say(_describe_trace(trace_log))
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
@@ -292,12 +295,46 @@ def _execute_locked(
     return result
 
 
+def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:
+    """Why matching snapshots are still no proof: a domain moved, or the command left processes."""
+    if moved:
+        return DomainMovedError(
+            f"moved, replaced or unmounted while the command ran: {', '.join(moved)}; "
+            "writes meant for a domain may have gone elsewhere"
+        )
+    if lingering:
+        return LingeringError(
+            f"{len(lingering)} process(es) started by the command were still running after it "
+            f"exited (pids {', '.join(map(str, lingering))}); they could change the domains after the proof"
+        )
+    return None
+
+
 def _pending_interrupt() -> int | None:
     """Take a blocked, pending SIGINT/SIGTERM off the queue, if there is one."""
     if not hasattr(signal, "sigtimedwait"):  # pragma: no cover - non-Linux
         return None
     info = signal.sigtimedwait(INTERRUPTS, 0)
     return info.si_signo if info is not None else None
+
+
+def _start_trace(policy: Policy, say: ProgressCallback) -> Tracer | None:
+    if not policy.trace:
+        return None
+    from catalytic.trace.session import start_trace
+
+    return start_trace(policy, say)
+
+
+def _stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
+    from catalytic.trace.session import stop_trace
+
+    return stop_trace(tracer, policy)
+
+
+def _describe_trace(log: TraceLog) -> str:
+    state = "complete" if log.complete else f"INCOMPLETE: {log.reason}"
+    return f"Write trace ({log.backend}): {len(log.events)} events, {state}"
 
 
 def _reason(result: RunResult) -> str | None:
@@ -357,6 +394,7 @@ def _documents(
         "signal": result.interrupted,
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
         "platform": {"system": platform.system(), "python": platform.python_version()},
+        "trace": None if result.trace is None else result.trace.summary(),
     }
     status: fmt.StatusDoc = {
         "status": result.status,
@@ -369,7 +407,7 @@ def _documents(
         if result.error is None
         else {"code": result.error.code, "message": result.error.message},
     }
-    return {
+    documents: dict[str, Any] = {
         fmt.RUN_INFO: run_info,
         fmt.PRE_MANIFEST: pre_manifest,
         fmt.PRE_MODES: pre_modes,
@@ -379,3 +417,6 @@ def _documents(
         fmt.OUTPUTS: result.outputs,
         fmt.STATUS: status,
     }
+    if result.trace is not None:
+        documents[fmt.WRITE_LOG] = result.trace.encode()
+    return documents
