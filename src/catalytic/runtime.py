@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from catalytic import __version__, paths
+from catalytic import __version__, faults, paths, rootwatch
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import (
     EXIT_DIRTY,
     CatalyticError,
+    DomainMovedError,
+    LingeringError,
     RunInterrupted,
     SnapshotError,
 )
@@ -30,6 +32,7 @@ from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
 from catalytic.ledger.writer import reserve, write_ledger
+from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
@@ -198,12 +201,20 @@ def execute(
     timer = _Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = _now()
-    ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
-    backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
-    try:
-        return _execute(policy, command, say, timer, started, ledger_dir, backend, cwd)
-    finally:
-        backend.close()
+    faults.point("run.begin")
+    # From the moment the ledger directory exists until the phases are guarded, a SIGINT/SIGTERM
+    # waits (blocked), so it is always recorded in the ledger rather than leaving it empty.
+    with (
+        blocked(INTERRUPTS) as mask,
+        domain_locks(policy.root / policy.runs_root, policy.catalytic_domains, policy.run_id),
+    ):
+        ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
+        faults.point("ledger.reserved")
+        backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
+        try:
+            return _execute(policy, command, say, timer, started, ledger_dir, backend, cwd, mask)
+        finally:
+            backend.close()
 
 
 def _execute(
@@ -215,6 +226,7 @@ def _execute(
     ledger_dir: Path,
     backend: Backend,
     cwd: Path | None,
+    mask: set[int],
 ) -> RunResult:
     pre: list[DomainSnapshot] = []
     post: list[DomainSnapshot] = []
@@ -225,39 +237,57 @@ def _execute(
     outputs: list[fmt.OutputRecord] = []
     missing: list[str] = []
     trace_log: TraceLog | None = None
+    roots = rootwatch.start(policy.root, policy.catalytic_domains)
     with interrupt_guard():
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
+                faults.point("snapshot_pre.begin")
                 pre, error = _snapshot_all(policy, "pre", say)
                 if error is None:
                     try:
                         backend.prepare(pre)
                     except CatalyticError as exc:
                         error = exc
+                faults.point("snapshot_pre.end")
             if error is None:
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
+                    faults.point("execute.begin")
                     tracer = _start_trace(policy, say)
                     try:
                         child = run_child(backend.wrap(command))
                     finally:
                         trace_log = _stop_trace(tracer, policy) if tracer is not None else None
+                    faults.point("execute.end")
                 if child.error:
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
                 interrupted = child.interrupted_by
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
+                    faults.point("snapshot_post.begin")
                     computed = backend.post_snapshots(pre)
                     post, error = computed if computed is not None else _snapshot_all(policy, "post", say)
+                    moved = roots.moved()
+                    faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
                     for before, after in zip(pre, post, strict=False):
                         diffs[before.domain] = diff_entries(before.entries, after.entries)
                     outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                    if error is None and all(d.clean for d in diffs.values()):
+                        # The snapshots match, but they cannot be trusted as a proof.
+                        error = _unprovable(moved, child.lingering)
+                faults.point("verify.end")
         except RunInterrupted as exc:
             interrupted = exc.signum
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+            roots.close()
+    # A signal that arrived after the guard let go is still this run's: record it.
+    interrupted = interrupted or _pending_interrupt()
     verified = (
         error is None and interrupted is None and len(diffs) == len(pre) == len(policy.catalytic_domains)
     )
@@ -310,9 +340,34 @@ def _execute(
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
+        faults.point("record.begin")
         write_ledger(ledger_dir, documents)
+        faults.point("record.end")
     say(f"Ledger: {ledger_dir}")
     return result
+
+
+def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:
+    """Why matching snapshots are still no proof: a domain moved, or the command left processes."""
+    if moved:
+        return DomainMovedError(
+            f"moved, replaced or unmounted while the command ran: {', '.join(moved)}; "
+            "writes meant for a domain may have gone elsewhere"
+        )
+    if lingering:
+        return LingeringError(
+            f"{len(lingering)} process(es) started by the command were still running after it "
+            f"exited (pids {', '.join(map(str, lingering))}); they could change the domains after the proof"
+        )
+    return None
+
+
+def _pending_interrupt() -> int | None:
+    """Take a blocked, pending SIGINT/SIGTERM off the queue, if there is one."""
+    if not hasattr(signal, "sigtimedwait"):  # pragma: no cover - non-Linux
+        return None
+    info = signal.sigtimedwait(INTERRUPTS, 0)
+    return info.si_signo if info is not None else None
 
 
 def _start_trace(policy: Policy, say: ProgressCallback) -> Tracer | None:
@@ -345,6 +400,8 @@ def _reason(result: RunResult) -> str | None:
 
 
 def _seed_reason(result: RunResult) -> str | None:
+    if isinstance(result.error, LingeringError | DomainMovedError):
+        return f"restoration not proved: {result.error.code}: {result.error.message}"
     if result.error is not None:
         return f"snapshot failed: {result.error.code}: {result.error.message}"
     if result.interrupted and not result.diff:
