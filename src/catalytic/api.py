@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from catalytic.isolation import Options
 from catalytic.policy import declare, preflight
 from catalytic.runtime import ProgressCallback, RunResult, execute
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
@@ -27,6 +28,9 @@ def run(
     runs_root: str | None = None,
     hash: str | None = None,
     progress: ProgressCallback | None = None,
+    isolation: str | None = None,
+    rollback_on_failure: bool = False,
+    discard: bool = False,
     trace: bool | None = None,
     trace_scope: str | None = None,
     trace_backend: str | None = None,
@@ -37,7 +41,8 @@ def run(
 
     ``jobs`` hashing processes (0: one per core); ``use_cache=False`` hashes every file (``--no-cache``).
     Settings not given come from ``catalytic.toml`` / ``[tool.catalytic]`` at ``root`` and then
-    from the seed's defaults. Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
+    from the seed's defaults. ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
+    (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails.
     """
     start = time.perf_counter()
@@ -54,16 +59,19 @@ def run(
         "trace_scope": trace_scope,
         "trace_backend": trace_backend,
         "hash": hash,
+        "isolation": isolation,
     }
     policy = preflight(declare(Path(root), overrides))
     from catalytic.runtime import SnapshotSettings
 
+    options = Options(rollback_on_failure=rollback_on_failure, discard=discard)
     return execute(
         policy,
         list(command),
         progress=progress,
         preflight_seconds=time.perf_counter() - start,
         snapshots=SnapshotSettings(jobs=jobs, use_cache=use_cache),
+        options=options,
     )
 
 

@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "validate": "catalytic.cli.validate",
     "snapshot": "catalytic.cli.snapshot",
     "diff": "catalytic.cli.diff",
+    "restore": "catalytic.cli.restore",
+    "gc": "catalytic.cli.gc",
     "show": "catalytic.cli.show",
 }
 

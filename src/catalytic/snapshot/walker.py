@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from catalytic import faults
 from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot.digest import Hasher
@@ -103,6 +104,8 @@ def describe_stat(
     counts: WalkStats,
 ) -> tuple[Entry, os.stat_result]:
     """Like :func:`describe`, also returning the stat the entry was observed with (for the cache)."""
+    if faults.ACTIVE:
+        faults.point("entry")
     for _ in range(RETRIES):
         fmt = stat.S_IFMT(st.st_mode)
         if fmt == stat.S_IFREG:
