@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from catalytic import faults
 from catalytic.errors import SnapshotError
 from catalytic.paths import sort_key
 from catalytic.snapshot.cache import CacheReader, CacheWriter, Row, cache_path
@@ -248,6 +249,8 @@ class Scanner:
 
         def visit(fd: int, dir_path: bytes, name: str, rel: str, st: os.stat_result) -> Any:
             nonlocal last_dir
+            if faults.ACTIVE:
+                faults.point("entry")
             if stat.S_ISREG(st.st_mode):
                 if last_dir[0] != dir_path:
                     dst = os.fstat(fd)
