@@ -494,7 +494,9 @@ def _check_merkle(docs: dict[str, Any], problems: list[Problem]) -> None:
             ("post", fmt.POST_MANIFEST, fmt.POST_MODES),
         ):
             expected = recorded.get(phase) if isinstance(recorded, dict) else None
-            manifest = (docs.get(manifest_name) or {}).get(domain)
+            if docs.get(manifest_name) is None:
+                continue  # missing or unreadable: already reported, nothing to recompute from
+            manifest = docs[manifest_name].get(domain)
             if expected is None:
                 if phase == "pre" or manifest is not None:
                     problems.append(
