@@ -40,6 +40,12 @@ POINTS = (
     "snapshot_post.entry",
     "snapshot_post.end",
     "verify.end",
+    "finish.begin",  # isolation backend about to commit / roll back (verdict known, nothing written)
+    "overlay.staged",  # overlay: every output built in staging, commit journal written, nothing swapped
+    "overlay.swap",  # overlay: before swapping each declared output into the real tree (n-th output)
+    "overlay.swapped",  # overlay: every output swapped in, staging and journal not yet removed
+    "rollback.tree",  # rollback: before restoring each domain / output tree (n-th tree)
+    "rollback.entry",  # rollback: before each removal or re-creation inside a restored tree
     "record.begin",  # ledger documents built, nothing of the ledger written yet
     "record.file",  # before each ledger file (the n-th is the n-th file of WRITE_ORDER)
     "record.synced",  # a ledger file's bytes are on disk but not yet under their name
