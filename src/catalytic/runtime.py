@@ -208,6 +208,12 @@ def execute(
         blocked(INTERRUPTS) as mask,
         domain_locks(policy.root / policy.runs_root, policy.catalytic_domains, policy.run_id),
     ):
+        # Finish (or undo) the output commits of overlay runs that were killed while committing.
+        if (policy.root / policy.runs_root / "_commits").is_dir():
+            from catalytic.isolation.journal import recover
+
+            for done in recover(policy.root / policy.runs_root):
+                say(f"Recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
         ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
         backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
@@ -299,6 +305,7 @@ def _execute(
                 pre, post, diffs, clean, child.exit_code if child else None, interrupted is not None, error
             )
             finish_start = time.perf_counter()
+            faults.point("finish.begin")
             facts = backend.finish(outcome)
             facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
             outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
