@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.isolation_helpers import overlay_skip_reason
 
 from .conftest import FULL, RUNS, cli, ledger, status, tally, tree_state
