@@ -63,6 +63,7 @@ class RunResult:
     isolation: str = "none"
     facts: Facts | None = None
     trace: TraceLog | None = None
+    domain_move_check: dict[str, Any] | None = None
 
     @property
     def restored(self) -> bool:
@@ -244,6 +245,9 @@ def _execute(
     missing: list[str] = []
     trace_log: TraceLog | None = None
     roots = rootwatch.start(policy.root, policy.catalytic_domains)
+    move_check = roots.describe()
+    if roots.reason is not None:
+        say(f"WARNING: domain-move check {'off' if not roots.active else 'partial'}: {roots.reason}")
     with interrupt_guard():
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -339,6 +343,7 @@ def _execute(
         isolation=policy.isolation,
         facts=facts,
         trace=trace_log,
+        domain_move_check=move_check,
     )
     if facts is not None and facts.failed:
         say(f"FAILURE: {facts.reason}")
@@ -462,6 +467,7 @@ def _documents(
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
         "platform": {"system": platform.system(), "python": platform.python_version()},
         "trace": None if result.trace is None else result.trace.summary(),
+        "domain_move_check": result.domain_move_check,
     }
     status: fmt.StatusDoc = {
         "status": result.status,

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from tests.isolation_helpers import overlay_skip_reason
 
+from catalytic.faults import ISOLATION_POINTS
+
 from .conftest import FULL, RUNS, cli, ledger, status, tally, tree_state
 
 OVERLAY_SKIP = overlay_skip_reason()
@@ -38,6 +40,7 @@ COMMON = [
     "finish.begin",
 ]
 RECORD = ["record.begin", *(f"record.file@{n}" for n in (1, 4, 8)), "record.synced@8"]
+OVERLAY_BUILD = ["overlay.build@1", "overlay.build@2"]
 OVERLAY_COMMIT = ["overlay.staged", "overlay.swap@1", "overlay.swap@2", "overlay.swapped"]
 ROLLBACK_RESTORE = [
     *(f"rollback.tree@{n}" for n in (1, 2, 3)),
@@ -46,13 +49,14 @@ ROLLBACK_RESTORE = [
 
 # (isolation, variant, points): the full suite kills at every point, the quick one at a sample.
 CASES_FULL: list[tuple[str, str, str]] = [
-    *(("overlay", "clean", p) for p in [*COMMON, *OVERLAY_COMMIT, *RECORD]),
+    *(("overlay", "clean", p) for p in [*COMMON, *OVERLAY_BUILD, *OVERLAY_COMMIT, *RECORD]),
     *(("overlay", "leaky", p) for p in [*COMMON, *RECORD]),
     *(("rollback", "clean", p) for p in [*COMMON, *RECORD]),
     *(("rollback", "dirty", p) for p in [*COMMON, *ROLLBACK_RESTORE, *RECORD]),
 ]
 CASES_QUICK: list[tuple[str, str, str]] = [
     ("overlay", "clean", "execute.spawned"),
+    ("overlay", "clean", "overlay.build@2"),
     ("overlay", "clean", "overlay.staged"),
     ("overlay", "clean", "overlay.swap@2"),
     ("overlay", "leaky", "finish.begin"),
@@ -163,3 +167,8 @@ def test_sigkill_with_isolation_never_half_commits(
     if variant in ("leaky", "dirty"):
         assert final == pre
     assert our_leftovers(ws) == []
+
+
+def test_every_isolation_point_is_killed_at_in_the_full_suite() -> None:
+    killed = {p.split("@")[0] for _iso, _variant, p in CASES_FULL}
+    assert set(ISOLATION_POINTS) <= killed

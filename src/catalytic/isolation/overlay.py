@@ -331,6 +331,7 @@ class OverlayIsolation:
         path = journal.write(runs_root, self.policy.run_id, "staging", root, entries_doc)
         try:
             for out, staged, entries, sources, gone in plan:
+                faults.point("overlay.build")
                 if not gone:
                     self._build(out, staged, entries, sources)
         except BaseException:
