@@ -179,3 +179,46 @@ def test_inotify_out_of_instances_is_recorded_in_the_ledger(ws: Path) -> None:
     # The validator accepts both ledgers (the new key is in the schema).
     check_all = cli(ws, "validate", "--all")
     assert check_all.returncode == 0, check_all.stdout + check_all.stderr
+
+
+def test_commit_journal_recovery_is_idempotent(tmp_path: Path) -> None:
+    from catalytic.isolation import journal
+
+    root, runs = tmp_path / "ws", tmp_path / "ws" / RUNS
+    stage = runs / "r1" / "commit"
+    stage.mkdir(parents=True)
+    (root / "a").mkdir()
+    (root / "a" / "old.txt").write_text("old")
+    # Output a: old tree already moved aside, new one still staged (killed between the two renames).
+    (stage / "0").mkdir()
+    (stage / "0" / "new.txt").write_text("new a")
+    os.rename(root / "a", stage / "0.old")
+    # Output b: not swapped at all. Output c: to be deleted.
+    (stage / "1").mkdir()
+    (stage / "1" / "b.txt").write_text("new b")
+    (root / "c").write_text("gone")
+    entries = [
+        {"path": "a", "action": "committed", "staged": str(stage / "0")},
+        {"path": "b", "action": "committed", "staged": str(stage / "1")},
+        {"path": "c", "action": "deleted", "staged": str(stage / "2")},
+    ]
+    path = journal.write(runs, "r1", "swapping", root, entries)
+    # A journal whose process is alive is left alone.
+    doc = path.read_text().replace(f'"pid":{os.getpid()}', f'"pid":{os.getppid()}')
+    path.write_text(doc)
+    assert journal.recover(runs) == []
+    path.write_text(doc.replace(f'"pid":{os.getppid()}', '"pid":999999999'))
+    assert journal.recover(runs) == [{"run_id": "r1", "action": "completed"}]
+    assert (root / "a" / "new.txt").read_text() == "new a" and not (root / "a" / "old.txt").exists()
+    assert (root / "b" / "b.txt").read_text() == "new b"
+    assert not (root / "c").exists()
+    assert not path.exists() and sorted(os.listdir(stage)) == []
+    assert journal.recover(runs) == []
+    # A journal still 'staging' is undone: the real tree is not touched.
+    (stage / "0").mkdir()
+    (stage / "0" / "x").write_text("x")
+    path = journal.write(runs, "r2", "staging", root, entries[:1])
+    path.write_text(path.read_text().replace(f'"pid":{os.getpid()}', '"pid":999999999'))
+    assert journal.recover(runs) == [{"run_id": "r2", "action": "undone"}]
+    assert (root / "a" / "new.txt").read_text() == "new a"
+    assert not (stage / "0").exists() and not path.exists()
