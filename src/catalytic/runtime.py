@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic import __version__, paths
 from catalytic.diff import DomainDiff, diff_entries
@@ -27,11 +27,15 @@ from catalytic.errors import (
     SnapshotError,
 )
 from catalytic.ledger import format as fmt
+from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import reserve, write_ledger
 from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot import DomainSnapshot, manifest_documents, snapshot_domain
+
+if TYPE_CHECKING:
+    from catalytic.integrations.signing import SigningKey
 
 ProgressCallback = Callable[[str], None]
 PHASES = ("preflight", "snapshot_pre", "execute", "snapshot_post", "verify", "record")
@@ -53,6 +57,7 @@ class RunResult:
     error: CatalyticError | None = None
     command_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    ledger_digest: str | None = None
 
     @property
     def restored(self) -> bool:
@@ -83,6 +88,7 @@ class RunResult:
             "outputs": len(self.outputs),
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
+            "ledger_digest": self.ledger_digest,
         }
 
 
@@ -163,6 +169,7 @@ def execute(
     progress: ProgressCallback | None = None,
     preflight_seconds: float = 0.0,
     cwd: Path | None = None,
+    sign_key: SigningKey | None = None,
 ) -> RunResult:
     """Run ``command`` under ``policy`` through phases 1-5 and write the ledger."""
     say = progress or (lambda _message: None)
@@ -235,6 +242,8 @@ def execute(
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
         write_ledger(ledger_dir, documents)
+        root_digest = seal(ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key)
+    result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
 

@@ -19,6 +19,10 @@ from catalytic.errors import EXIT_INTERNAL, EXIT_USAGE, CatalyticError
 SUBCOMMANDS: dict[str, str] = {
     "run": "catalytic.cli.run",
     "validate": "catalytic.cli.validate",
+    "runs": "catalytic.cli.runs",
+    "export": "catalytic.cli.export",
+    "keygen": "catalytic.cli.keygen",
+    "completion": "catalytic.cli.completion",
 }
 
 

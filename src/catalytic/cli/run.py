@@ -58,6 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
     p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
     p.add_argument("--hash", choices=HASH_NAMES, help="digest for files (default sha256)")
+    p.add_argument(
+        "--sign-key",
+        metavar="PREFIX",
+        help="sign the ledger digest with this Ed25519 private key (from catalytic keygen)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_verbosity(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
@@ -90,12 +95,19 @@ def execute_cli(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = Path(args.root) if args.root else Path.cwd()
     policy = preflight(declare(root, overrides_from(args)))
+    sign_key = None
+    if args.sign_key:
+        from catalytic.integrations.signing import load_signing_key
+
+        sign_key = load_signing_key(args.sign_key)
     domains = len(policy.catalytic_domains)
     progress(
         f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
         f"domain{'s' * (domains != 1)}, {len(policy.durable_outputs)} durable outputs"
     )
-    result = execute(policy, command, progress=progress, preflight_seconds=time.perf_counter() - start)
+    result = execute(
+        policy, command, progress=progress, preflight_seconds=time.perf_counter() - start, sign_key=sign_key
+    )
     if result.command_error:
         sys.stderr.write(f"catalytic: {result.command_error}\n")
     if args.json:
