@@ -1,0 +1,174 @@
+"""Tamper evidence: check a ledger's digest and signature, and a runs root's hash chain.
+
+Every check returns :class:`~catalytic.errors.Problem` records with stable codes:
+
+=====================  ==========================================================================
+``DIGEST_MISSING``     a chained (or signed) ledger has no ``LEDGER_DIGEST.json``
+``DIGEST_MALFORMED``   ``LEDGER_DIGEST.json`` is not a digest document
+``DIGEST_FILE``        a file was added to or removed from the ledger after it was sealed
+``DIGEST_MISMATCH``    a ledger file's bytes (or the recorded root) differ from the digest
+``SIGNATURE_MISSING``  ``--trusted-key`` was given but the ledger is not signed
+``SIGNATURE_INVALID``  the signature does not verify with a trusted key (or signs something else)
+``CHAIN_MALFORMED``    a line of ``LEDGER.jsonl`` is not a chain entry (or is torn)
+``CHAIN_BROKEN``       a line's ``prev`` is not the hash of the line before it (rewritten/removed line)
+``CHAIN_ORDER``        ``seq`` numbers are not 0, 1, 2, ... (reordered or removed lines)
+``CHAIN_DUPLICATE``    a run appears twice in the chain
+``CHAIN_RUN_MISSING``  the chain names a run whose ledger is gone
+``CHAIN_DIGEST``       the chain's digest for a run differs from the ledger's digest
+``UNCHAINED``          a sealed ledger is not in the chain (its line was removed)
+=====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from catalytic.errors import LedgerError, Problem
+from catalytic.ledger import chain, digest
+from catalytic.ledger.canonical import loads
+
+if TYPE_CHECKING:
+    from catalytic.integrations.signing import PublicKey
+
+
+def _load(path: Path) -> Any:
+    return loads(path.read_bytes())
+
+
+def recorded_root(ledger_dir: Path) -> str | None:
+    """The root recorded in the ledger's ``LEDGER_DIGEST.json`` (None when absent or unreadable)."""
+    try:
+        doc = _load(ledger_dir / digest.DIGEST_FILE)
+    except (OSError, ValueError):
+        return None
+    root = doc.get("root") if isinstance(doc, dict) else None
+    return root if isinstance(root, str) else None
+
+
+def check_seal(
+    ledger_dir: Path,
+    *,
+    trusted_keys: Sequence[PublicKey] = (),
+    require_digest: bool = False,
+) -> list[Problem]:
+    """Check ``LEDGER_DIGEST.json`` against the files, and ``SIGNATURE.json`` against trusted keys."""
+    name = ledger_dir.name
+    path = ledger_dir / digest.DIGEST_FILE
+    if not path.exists():
+        if require_digest or trusted_keys:
+            return [Problem("DIGEST_MISSING", f"{name}: no {digest.DIGEST_FILE}: the ledger is not sealed")]
+        return []
+    try:
+        doc = _load(path)
+    except (OSError, ValueError) as exc:
+        return [Problem("DIGEST_MALFORMED", f"{name}: cannot read {digest.DIGEST_FILE}: {exc}")]
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if (
+        not isinstance(files, dict)
+        or not all(isinstance(v, str) for v in files.values())
+        or not isinstance(doc.get("root"), str)
+    ):
+        return [Problem("DIGEST_MALFORMED", f"{name}: {digest.DIGEST_FILE} is not a digest document")]
+    problems: list[Problem] = []
+    try:
+        actual = digest.file_hashes(ledger_dir)
+    except LedgerError as exc:
+        return [Problem("DIGEST_MISMATCH", f"{name}: {exc.message}")]
+    for file in sorted(set(files) | set(actual)):
+        if file not in actual:
+            problems.append(Problem("DIGEST_FILE", f"{name}: {file} was removed after the ledger was sealed"))
+        elif file not in files:
+            problems.append(Problem("DIGEST_FILE", f"{name}: {file} was added after the ledger was sealed"))
+        elif files[file] != actual[file]:
+            problems.append(
+                Problem("DIGEST_MISMATCH", f"{name}: {file} was modified after the ledger was sealed")
+            )
+    root = digest.root_of(files)
+    if doc["root"] != root:
+        problems.append(
+            Problem("DIGEST_MISMATCH", f"{name}: the recorded ledger digest is not the files' root")
+        )
+    if doc.get("run_id") != name:
+        problems.append(
+            Problem("DIGEST_MISMATCH", f"{name}: the digest was made for run {doc.get('run_id')!r}")
+        )
+    if trusted_keys:
+        problems.extend(_check_signature(ledger_dir, name, doc["root"], trusted_keys))
+    return problems
+
+
+def _check_signature(ledger_dir: Path, name: str, root: str, trusted: Sequence[PublicKey]) -> list[Problem]:
+    from catalytic.integrations.signing import verify_ledger_signature
+
+    path = ledger_dir / digest.SIGNATURE_FILE
+    if not path.exists():
+        return [Problem("SIGNATURE_MISSING", f"{name}: not signed, but a trusted key was given")]
+    try:
+        doc = _load(path)
+    except (OSError, ValueError) as exc:
+        return [Problem("SIGNATURE_INVALID", f"{name}: cannot read {digest.SIGNATURE_FILE}: {exc}")]
+    why = verify_ledger_signature(doc, name, root, list(trusted))
+    return [] if why is None else [Problem("SIGNATURE_INVALID", f"{name}: {why}")]
+
+
+def check_chain(runs_root: Path) -> list[Problem]:
+    """Check ``LEDGER.jsonl`` line by line and against the ledgers in ``runs_root``."""
+    try:
+        lines = chain.read_lines(runs_root)
+    except LedgerError as exc:
+        return [Problem("CHAIN_MALFORMED", exc.message)]
+    problems: list[Problem] = []
+    where = chain.CHAIN_FILE
+    prev = chain.GENESIS
+    seen: set[str] = set()
+    for index, line in enumerate(lines):
+        value = line.value
+        if not line.complete:
+            problems.append(Problem("CHAIN_MALFORMED", f"{where}:{line.number}: torn line (no newline)"))
+        if value is None or not isinstance(value.get("run_id"), str):
+            problems.append(Problem("CHAIN_MALFORMED", f"{where}:{line.number}: not a chain entry"))
+            prev = line.hash
+            continue
+        run_id = value["run_id"]
+        if value.get("prev") != prev:
+            problems.append(
+                Problem(
+                    "CHAIN_BROKEN",
+                    f"{where}:{line.number} ({run_id}): prev is not the hash of the line before "
+                    "(a line was rewritten, removed or inserted)",
+                )
+            )
+        if value.get("seq") != index:
+            problems.append(
+                Problem(
+                    "CHAIN_ORDER",
+                    f"{where}:{line.number} ({run_id}): seq {value.get('seq')!r}, expected {index}",
+                )
+            )
+        if run_id in seen:
+            problems.append(Problem("CHAIN_DUPLICATE", f"{where}:{line.number}: run {run_id} appears twice"))
+        seen.add(run_id)
+        ledger_dir = runs_root / run_id
+        if os.sep in run_id or run_id in {"", ".", ".."} or not ledger_dir.is_dir():
+            problems.append(
+                Problem("CHAIN_RUN_MISSING", f"{where}:{line.number}: the ledger of run {run_id} is gone")
+            )
+        else:
+            root = recorded_root(ledger_dir)
+            if root is None:
+                problems.append(
+                    Problem("DIGEST_MISSING", f"{run_id}: chained but has no {digest.DIGEST_FILE}")
+                )
+            elif root != value.get("ledger_digest"):
+                problems.append(
+                    Problem("CHAIN_DIGEST", f"{run_id}: the ledger digest differs from the chain's")
+                )
+        prev = line.hash
+    for name in sorted(os.listdir(runs_root)) if runs_root.is_dir() else []:
+        if name in seen or not (runs_root / name / digest.DIGEST_FILE).exists():
+            continue
+        problems.append(Problem("UNCHAINED", f"{name}: sealed but not in {where} (its line was removed)"))
+    return problems
