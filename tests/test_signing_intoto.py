@@ -152,7 +152,10 @@ def test_in_toto_link_round_trip(tmp_path: Path) -> None:
     assert link.products["out/result.txt"] == {"sha256": _sha256(b"product\n")}
     assert link.products["scratch/input.txt"] == link.materials["scratch/input.txt"]
     assert link.byproducts["return-value"] == 0
-    assert link.byproducts["catalytic"]["ledger_digest"] == loads((ledger / digest.DIGEST_FILE).read_bytes())["root"]
+    assert (
+        link.byproducts["catalytic"]["ledger_digest"]
+        == loads((ledger / digest.DIGEST_FILE).read_bytes())["root"]
+    )
 
     # securesystemslib computes the same key id from the PEM public key as catalytic does.
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -193,8 +196,11 @@ def test_in_toto_verify_accepts_the_link_under_a_layout(tmp_path: Path) -> None:
     step.pubkeys = [keyid]
     step.expected_command = ["sh", "-c", "echo product > out/result.txt"]
     step.expected_materials = [["ALLOW", "scratch/*"], ["DISALLOW", "*"]]
-    step.expected_products = [["MATCH", "scratch/*", "WITH", "MATERIALS", "FROM", "catalytic-run"],
-                              ["CREATE", "out/result.txt"], ["DISALLOW", "*"]]
+    step.expected_products = [
+        ["MATCH", "scratch/*", "WITH", "MATERIALS", "FROM", "catalytic-run"],
+        ["CREATE", "out/result.txt"],
+        ["DISALLOW", "*"],
+    ]
     layout.steps = [step]
     layout.set_relative_expiration(days=1)
     metablock = Metablock(signed=layout)
