@@ -1,10 +1,138 @@
-"""Placeholder until the validator lands on main (replaced by main's module on merge)."""
+"""``catalytic validate``: re-check run ledgers offline and print the seed's PASS / FAIL blocks.
+
+Exit codes: 0 every run passed; 1 at least one run failed, including a ``--run-dir`` that does not
+exist (it is reported as a FAIL with the code ``NOT_FOUND``, so one bad path never hides the other
+runs); 2 usage problems: bad flags, an ``--all`` runs root that does not exist or holds no runs.
+
+``--all`` takes the runs root relative to ``--root`` (as ``catalytic run --runs-root`` does); every
+entry in it whose name does not start with ``_`` or ``.`` is a run. ``--run-dir`` paths are relative
+to the current directory.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+from catalytic.cli.output import Progress, add_verbosity, print_json
+from catalytic.errors import EXIT_DIRTY, EXIT_OK, UsageError
+from catalytic.ledger.format import DEFAULT_RUNS_ROOT
+
+PREFIX = "[catalytic-validator]"
+
+EPILOG = """\
+exit codes: 0 every run passed; 1 at least one run failed (a --run-dir that does not exist is a FAIL
+with NOT_FOUND); 2 usage problems (including an --all runs root that is missing or empty).
+"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("validate", help="check run ledgers")
-    p.set_defaults(execute=lambda _args: 3)
+    """Register ``catalytic validate``."""
+    p = subparsers.add_parser(
+        "validate",
+        help="re-check run ledgers offline (CI)",
+        description="Check run ledgers: every file present and schema-valid, the restoration proof "
+        "recomputed from the manifests, STATUS honest, outputs under allowed roots and unchanged.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-dir", nargs="+", metavar="DIR", help="ledger directories to check")
+    which.add_argument(
+        "--all",
+        nargs="?",
+        const="",
+        metavar="RUNS_ROOT",
+        help=f"check every run under RUNS_ROOT (default {DEFAULT_RUNS_ROOT} under --root)",
+    )
+    p.add_argument("--root", metavar="DIR", help="workspace root the outputs are checked in")
+    p.add_argument(
+        "--no-outputs-check",
+        dest="check_outputs",
+        action="store_false",
+        help="do not compare the outputs with the files on disk",
+    )
+    p.add_argument(
+        "--allowed-roots",
+        nargs="+",
+        metavar="PATH",
+        help="where outputs may be (default: the ledger's allowed_roots, else the seed's roots)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document with every report")
+    add_verbosity(p)
+    p.set_defaults(execute=execute)
+
+
+def find_runs(runs_root: Path) -> list[Path]:
+    """Every run under ``runs_root``: entries not starting with ``_`` or ``.``, sorted by name."""
+    try:
+        names = os.listdir(runs_root)
+    except FileNotFoundError:
+        raise UsageError(f"runs root {str(runs_root)!r} does not exist", code="NOT_FOUND") from None
+    except OSError as exc:
+        raise UsageError(f"runs root {str(runs_root)!r} cannot be read: {exc.strerror}") from None
+    runs = sorted(runs_root / n for n in names if not n.startswith(("_", ".")))
+    if not runs:
+        raise UsageError(f"no runs under {str(runs_root)!r}: nothing to validate", code="NO_RUNS")
+    return runs
+
+
+def _printable(text: str) -> str:
+    # Ledger strings may hold newlines, escape codes or lone surrogates: one line each, always encodable.
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def format_report(report: dict[str, object], *, verbose: int = 0) -> list[str]:
+    """The seed's block for one report: a PASS / FAIL line, then indented detail lines."""
+    run_id = _printable(str(report["run_id"]))
+    if report["passed"]:
+        lines = [
+            f"{PREFIX} PASS: {run_id}",
+            f"  Intent: {_printable(str(report['intent']))}",
+            f"  Exit code: {report['exit_code']}",
+            f"  Outputs: {report['outputs']}",
+        ]
+    else:
+        lines = [f"{PREFIX} FAIL: {run_id}"]
+        errors = report["errors"]
+        assert isinstance(errors, list)
+        lines += [f"  {_printable(e['code'])}: {_printable(e['message'])}" for e in errors]
+    if verbose:
+        lines.append(f"  Run dir: {_printable(str(report['run_dir']))}")
+    return lines
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Validate the selected runs; print one block each (or JSON); return the exit code."""
+    from catalytic.validate import CatalyticLedgerValidator
+
+    progress = Progress(quiet=args.quiet, verbose=args.verbose)
+    root = Path(args.root) if args.root else None
+    if args.run_dir is not None:
+        run_dirs = [Path(d) for d in args.run_dir]
+    else:
+        runs_root = Path(args.all or DEFAULT_RUNS_ROOT)
+        if not runs_root.is_absolute():
+            runs_root = (root or Path.cwd()) / runs_root
+        run_dirs = find_runs(runs_root)
+    reports = []
+    for run_dir in run_dirs:
+        progress.debug(f"validating {run_dir}")
+        validator = CatalyticLedgerValidator(
+            run_dir, root=root, check_outputs=args.check_outputs, allowed_roots=args.allowed_roots
+        )
+        _, report = validator.validate()
+        reports.append(report)
+    failed = [r for r in reports if not r["passed"]]
+    if args.json:
+        print_json({"passed": not failed, "reports": reports})
+    else:
+        for report in reports:
+            if report["passed"] and args.quiet:
+                continue
+            sys.stdout.write("\n".join(format_report(dict(report), verbose=args.verbose)) + "\n")
+        sys.stdout.flush()
+        progress(f"{len(reports)} run(s): {len(reports) - len(failed)} passed, {len(failed)} failed")
+    return EXIT_DIRTY if failed else EXIT_OK

@@ -1,0 +1,522 @@
+"""The validator: re-check a run ledger offline, reporting every broken rule with a stable code.
+
+``CatalyticLedgerValidator(run_dir).validate()`` returns ``(passed, report)``; it never prints, never
+exits and never raises on a hostile ledger (anything unexpected becomes an ``INTERNAL`` error entry).
+A ledger passes only when every file is present, parses, matches its schema, agrees with the others,
+proves that every catalytic domain was restored, and every output is still what the ledger recorded.
+
+Error codes:
+
+=================  ==============================================================================
+NOT_FOUND          the run directory does not exist or is not a directory
+BAD_FILE           a ledger file (or the run directory) is a symlink, not a regular file, or unreadable
+MISSING_FILE       a required ledger file is missing (the MODES files only for ``catalytic.ledger/1``)
+INCOMPLETE         ``STATUS.json`` is missing: the run never finished
+BAD_JSON           a file is not strict JSON (bad UTF-8, truncated, duplicate keys, NaN)
+SCHEMA             a file does not match its JSON Schema (the message has the JSON path)
+NOT_CANONICAL      a ``catalytic.ledger/1`` file is not canonical JSON, or OUTPUTS is not sorted
+BAD_PATH           a domain, manifest or output path is unsafe (absolute, ``..``, NUL, backslash)
+RUN_ID_MISMATCH    ``RUN_INFO.run_id`` is not the name of the run directory
+DOMAIN_MISMATCH    the domains of RUN_INFO, the manifests and RESTORE_DIFF disagree
+MODES_MISMATCH     a MODES file does not describe the entries of its manifest
+NOT_VERIFIED       a declared domain has no before/after snapshot or no diff
+DIFF_MISMATCH      RESTORE_DIFF is not the diff recomputed from the manifests and modes
+NOT_RESTORED       a domain's diff is not empty
+STATUS_MISMATCH    STATUS claims something the rest of the ledger contradicts
+DIRTY              STATUS says the run is dirty
+INTERRUPTED        the run was stopped by a signal
+NOT_ALLOWED        an output (or declared output) is not under an allowed root
+UNDECLARED         an output is not under any declared durable output
+OUTPUT_UNLISTED    a declared output is neither in OUTPUTS nor in RUN_INFO.missing_outputs
+OUTPUT_MISSING     an output no longer exists in the workspace
+OUTPUT_CHANGED     an output's type, sha256 or symlink target differs from the ledger
+INTERNAL           the validator itself failed (a bug: please report it)
+=================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+from catalytic import paths
+from catalytic.diff import DomainDiff, diff_entries
+from catalytic.errors import Problem
+from catalytic.ledger import format as fmt
+from catalytic.ledger.canonical import encode
+from catalytic.ledger.reader import (
+    LedgerFile,
+    open_dir,
+    outputs_on_disk,
+    read_ledger_file,
+    schema_problems,
+)
+from catalytic.snapshot import entries_from_documents
+from catalytic.snapshot.entry import SYMLINK_PREFIX, kind_of
+
+#: Where durable outputs may go when neither the caller nor RUN_INFO says (the seed's roots).
+SEED_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
+#: Hex digest length per manifest hash algorithm.
+DIGEST_LENGTHS = {"sha256": 64, "blake3": 64}
+
+_SCHEMAS = {
+    fmt.RUN_INFO: "run_info.schema.json",
+    fmt.PRE_MANIFEST: "manifest.schema.json",
+    fmt.POST_MANIFEST: "manifest.schema.json",
+    fmt.PRE_MODES: "modes.schema.json",
+    fmt.POST_MODES: "modes.schema.json",
+    fmt.RESTORE_DIFF: "restore_diff.schema.json",
+    fmt.OUTPUTS: "outputs.schema.json",
+    fmt.STATUS: "status.schema.json",
+}
+_V1_STATUS_KEYS = ("run_id", "exit_code", "interrupted", "reason", "error")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class ErrorEntry(TypedDict):
+    """One broken rule: a stable code and a message naming the file."""
+
+    code: str
+    message: str
+
+
+class ValidationReport(TypedDict):
+    """What ``validate()`` found; canonical-JSON serialisable."""
+
+    run_dir: str
+    run_id: str
+    intent: str | None
+    exit_code: int | None
+    outputs: int
+    status: str | None
+    passed: bool
+    errors: list[ErrorEntry]
+
+
+def path_problem(path: str, *, workspace: bool) -> str | None:
+    """Why ``path`` is unsafe as a ledger path, or None. ``workspace`` adds the output-path rules."""
+    if not path:
+        return "is empty"
+    if "\0" in path:
+        return "contains a NUL byte"
+    if path.startswith("/") or (workspace and _DRIVE.match(path)):
+        return "is absolute"
+    if workspace and "\\" in path:
+        return "contains a backslash"
+    segments = path.split("/")
+    if ".." in segments:
+        return "goes through '..'"
+    if path != paths.ROOT and any(s in ("", ".") for s in segments):
+        return "is not normalised (empty or '.' segment)"
+    return None
+
+
+def _str_list(value: Any) -> list[str] | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def _normalise_root(root: str) -> str:
+    stripped = root.rstrip("/")
+    return stripped or paths.ROOT
+
+
+class CatalyticLedgerValidator:
+    """Re-checks one run ledger directory offline (see the module docstring for the error codes).
+
+    ``root`` is the workspace the outputs are checked in (default: derived from the run directory and
+    ``RUN_INFO.runs_root``, else the current directory). ``allowed_roots`` overrides the ledger's.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        root: str | os.PathLike[str] | None = None,
+        check_outputs: bool = True,
+        allowed_roots: Sequence[str] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.root = Path(root) if root is not None else None
+        self.check_outputs = check_outputs
+        self.allowed_roots = tuple(allowed_roots) if allowed_roots is not None else None
+        self._docs: dict[str, Any] = {}
+        self._parsed: dict[str, Any] = {}
+        self._outputs_count = 0
+
+    def validate(self) -> tuple[bool, ValidationReport]:
+        """Check everything; return whether the ledger passes and the full report."""
+        problems: list[Problem] = []
+        self._docs = {}
+        self._parsed = {}
+        self._outputs_count = 0
+        try:
+            self._validate(problems)
+        except Exception as exc:  # a hostile ledger must never become a traceback
+            problems.append(Problem("INTERNAL", f"validator failed: {type(exc).__name__}: {exc}"))
+        # Parsed but schema-invalid documents still fill in what they can of the report.
+        info = self._parsed.get(fmt.RUN_INFO)
+        status = self._parsed.get(fmt.STATUS)
+        info = info if isinstance(info, dict) else {}
+        status = status if isinstance(status, dict) else {}
+        run_id = info.get("run_id")
+        exit_code = info.get("exit_code")
+        report: ValidationReport = {
+            "run_dir": str(self.run_dir),
+            "run_id": run_id if isinstance(run_id, str) else Path(os.path.abspath(self.run_dir)).name,
+            "intent": info["intent"] if isinstance(info.get("intent"), str) else None,
+            "exit_code": exit_code if type(exit_code) is int else None,
+            "outputs": self._outputs_count,
+            "status": status["status"] if isinstance(status.get("status"), str) else None,
+            "passed": not problems,
+            "errors": [{"code": p.code, "message": p.message} for p in problems],
+        }
+        return not problems, report
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _validate(self, problems: list[Problem]) -> None:
+        abs_dir = Path(os.path.abspath(self.run_dir))
+        if abs_dir.is_symlink():
+            problems.append(Problem("BAD_FILE", f"run directory {str(self.run_dir)!r} is a symbolic link"))
+            return
+        if not abs_dir.is_dir():
+            problems.append(Problem("NOT_FOUND", f"run directory {str(self.run_dir)!r} does not exist"))
+            return
+        try:
+            dir_fd = open_dir(abs_dir)
+        except OSError as exc:
+            problems.append(Problem("BAD_FILE", f"run directory cannot be opened: {exc.strerror}"))
+            return
+        try:
+            files = {name: read_ledger_file(dir_fd, name) for name in _SCHEMAS}
+        finally:
+            os.close(dir_fd)
+        info_file = files[fmt.RUN_INFO]
+        info = info_file.document if isinstance(info_file.document, dict) else None
+        v1 = info is not None and "schema_version" in info
+        for loaded in files.values():
+            self._accept(loaded, v1, problems)
+        self._check(abs_dir, v1, problems)
+
+    def _accept(self, loaded: LedgerFile, v1: bool, problems: list[Problem]) -> None:
+        name = loaded.name
+        if loaded.problem is not None:
+            if loaded.problem.code != "MISSING_FILE":
+                problems.append(loaded.problem)
+            elif name == fmt.STATUS:
+                problems.append(Problem("INCOMPLETE", f"{name} is missing: the run never finished"))
+            elif name not in (fmt.PRE_MODES, fmt.POST_MODES) or v1:
+                # Seed ledgers have no MODES files: they are required only from catalytic.ledger/1 on.
+                problems.append(loaded.problem)
+            return
+        found = schema_problems(loaded.document, _SCHEMAS[name], name)
+        if v1 and name == fmt.STATUS and isinstance(loaded.document, dict):
+            found += [
+                Problem("SCHEMA", f"{name} at $: {key!r} is required by {fmt.SCHEMA_VERSION}")
+                for key in _V1_STATUS_KEYS
+                if key not in loaded.document
+            ]
+        problems.extend(found)
+        if v1 and not found and loaded.raw != encode(loaded.document):
+            problems.append(Problem("NOT_CANONICAL", f"{name} is not in canonical JSON form"))
+        if name == fmt.OUTPUTS and isinstance(loaded.document, list):
+            self._outputs_count = len(loaded.document)
+        self._parsed[name] = loaded.document
+        if not found:
+            # Only schema-valid documents feed the cross-checks, so one broken file is one error.
+            self._docs[name] = loaded.document
+
+    # -- cross-checks ----------------------------------------------------------------------------
+
+    def _check(self, abs_dir: Path, v1: bool, problems: list[Problem]) -> None:
+        docs = self._docs
+        info: dict[str, Any] | None = docs.get(fmt.RUN_INFO)
+        if info is not None:
+            if info["run_id"] != abs_dir.name:
+                problems.append(
+                    Problem(
+                        "RUN_ID_MISMATCH",
+                        f"{fmt.RUN_INFO}: run_id {info['run_id']!r} is not the directory {abs_dir.name!r}",
+                    )
+                )
+            for domain in info["catalytic_domains"]:
+                why = path_problem(domain, workspace=True)
+                if why:
+                    problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: catalytic domain {domain!r} {why}"))
+        proof = _check_restoration(docs, v1, problems)
+        _check_status(docs, proof, problems)
+        self._check_outputs(abs_dir, v1, problems)
+
+    def _allowed(self) -> tuple[str, ...]:
+        if self.allowed_roots is not None:
+            return tuple(_normalise_root(r) for r in self.allowed_roots)
+        info = self._parsed.get(fmt.RUN_INFO)
+        declared = _str_list(info.get("allowed_roots")) if isinstance(info, dict) else None
+        if declared is not None:
+            return tuple(_normalise_root(r) for r in declared)
+        return SEED_ALLOWED_ROOTS
+
+    def workspace_root(self, abs_dir: Path) -> Path:
+        """Where outputs are checked: ``root``, else derived from ``runs_root``, else the cwd."""
+        if self.root is not None:
+            return self.root
+        info = self._parsed.get(fmt.RUN_INFO)
+        runs_root = info.get("runs_root", fmt.DEFAULT_RUNS_ROOT) if isinstance(info, dict) else None
+        if isinstance(runs_root, str) and path_problem(runs_root, workspace=True) is None:
+            segments = paths.parts(runs_root)
+            k = len(segments)
+            parent = abs_dir.parent
+            if len(abs_dir.parents) > k and (k == 0 or parent.parts[-k:] == segments):
+                return abs_dir.parents[k]
+        return Path.cwd()
+
+    def _check_outputs(self, abs_dir: Path, v1: bool, problems: list[Problem]) -> None:
+        info = self._docs.get(fmt.RUN_INFO)
+        outputs: list[dict[str, Any]] | None = self._docs.get(fmt.OUTPUTS)
+        allowed = self._allowed()
+        declared: list[str] = []
+        if info is not None:
+            for key in ("durable_output_roots", "durable_outputs"):
+                for out in _str_list(info.get(key)) or []:
+                    if out not in declared:
+                        declared.append(out)
+        for out in declared:
+            why = path_problem(out, workspace=True)
+            if why:
+                problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: declared output {out!r} {why}"))
+            elif not any(paths.is_within(out, r) for r in allowed):
+                problems.append(
+                    Problem(
+                        "NOT_ALLOWED", f"{fmt.RUN_INFO}: declared output {out!r} is not under {list(allowed)}"
+                    )
+                )
+        if outputs is None:
+            return
+        listed = [r["path"] for r in outputs]
+        if v1 and listed != sorted(listed, key=paths.sort_key):
+            problems.append(Problem("NOT_CANONICAL", f"{fmt.OUTPUTS} is not sorted by path"))
+        missing = _str_list(info.get("missing_outputs")) if info is not None else None
+        if missing is not None:
+            for out in declared:
+                if (out in listed) == (out in missing):
+                    which = "both" if out in listed else "neither"
+                    lists = f"{fmt.OUTPUTS} and RUN_INFO.missing_outputs"
+                    message = f"declared output {out!r} is in {which} {lists}"
+                    problems.append(Problem("OUTPUT_UNLISTED", message))
+        seen: set[str] = set()
+        safe: list[dict[str, Any]] = []
+        for record in outputs:
+            path = record["path"]
+            if path in seen:
+                problems.append(Problem("SCHEMA", f"{fmt.OUTPUTS}: {path!r} is listed twice"))
+                continue
+            seen.add(path)
+            why = path_problem(path, workspace=True)
+            if why:
+                problems.append(Problem("BAD_PATH", f"{fmt.OUTPUTS}: output {path!r} {why}"))
+                continue
+            if not any(paths.is_within(path, r) for r in allowed):
+                problems.append(
+                    Problem("NOT_ALLOWED", f"{fmt.OUTPUTS}: output {path!r} is not under {list(allowed)}")
+                )
+            if info is not None and not any(paths.is_within(path, d) for d in declared):
+                problems.append(
+                    Problem("UNDECLARED", f"{fmt.OUTPUTS}: output {path!r} is not under a declared output")
+                )
+            safe.append(record)
+        if self.check_outputs and safe:
+            problems.extend(outputs_on_disk(self.workspace_root(abs_dir), safe))
+
+
+# -- restoration and STATUS: pure functions over the schema-valid documents ---------------------------
+
+_MAX_PER_KIND = 100
+
+
+def _capped(found: list[Problem], problems: list[Problem], what: str) -> None:
+    # One rewritten manifest can break a rule once per entry; list the first ones and count the rest.
+    problems.extend(found[:_MAX_PER_KIND])
+    if len(found) > _MAX_PER_KIND:
+        problems.append(Problem(found[0].code, f"{what}: {len(found) - _MAX_PER_KIND} more not listed"))
+
+
+def _summary(d: DomainDiff) -> str:
+    first = d.paths()[0] if d.paths() else None
+    counts = f"{len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed"
+    return counts + (f" (first: {first!r})" if first is not None else "")
+
+
+def _check_entries(docs: dict[str, Any], v1: bool, algorithm: str, problems: list[Problem]) -> None:
+    """Manifest paths are safe, digests have the algorithm's length, MODES describe their manifest."""
+    length = DIGEST_LENGTHS.get(algorithm, 64)
+    pairs = ((fmt.PRE_MANIFEST, fmt.PRE_MODES), (fmt.POST_MANIFEST, fmt.POST_MODES))
+    for man_name, modes_name in pairs:
+        manifest: dict[str, dict[str, str]] | None = docs.get(man_name)
+        if manifest is None:
+            continue
+        found: list[Problem] = []
+        for domain, entries in manifest.items():
+            for path, value in entries.items():
+                why = path_problem(path, workspace=False)
+                if why:
+                    found.append(Problem("BAD_PATH", f"{man_name}: path {path!r} in domain {domain!r} {why}"))
+                elif kind_of(value) == "file" and len(value) != length:
+                    found.append(Problem("SCHEMA", f"{man_name}: {path!r} is not a {algorithm} digest"))
+        _capped(found, problems, man_name)
+        modes: dict[str, dict[str, str]] | None = docs.get(modes_name)
+        if modes is None:
+            continue
+        found = [
+            Problem("MODES_MISMATCH", f"{modes_name}: domain {d!r} is not in {man_name}")
+            for d in modes
+            if d not in manifest
+        ]
+        for domain, entries in manifest.items():
+            domain_modes = modes.get(domain, {})
+            for path in domain_modes:
+                if path not in entries or entries[path].startswith(SYMLINK_PREFIX):
+                    found.append(
+                        Problem(
+                            "MODES_MISMATCH",
+                            f"{modes_name}: {path!r} in {domain!r} is not a {man_name} entry",
+                        )
+                    )
+            if v1:
+                found += [
+                    Problem("MODES_MISMATCH", f"{modes_name}: no mode for {path!r} in domain {domain!r}")
+                    for path, value in entries.items()
+                    if path not in domain_modes and not value.startswith(SYMLINK_PREFIX)
+                ]
+        _capped(found, problems, modes_name)
+
+
+def _check_restoration(docs: dict[str, Any], v1: bool, problems: list[Problem]) -> bool | None:
+    """Check domains, the recomputed diff and RESTORE_DIFF; True/False: restoration proven or not."""
+    info: dict[str, Any] | None = docs.get(fmt.RUN_INFO)
+    pre: dict[str, dict[str, str]] | None = docs.get(fmt.PRE_MANIFEST)
+    post: dict[str, dict[str, str]] | None = docs.get(fmt.POST_MANIFEST)
+    recorded: dict[str, dict[str, Any]] | None = docs.get(fmt.RESTORE_DIFF)
+    pre_modes: dict[str, dict[str, str]] | None = docs.get(fmt.PRE_MODES)
+    post_modes: dict[str, dict[str, str]] | None = docs.get(fmt.POST_MODES)
+    algorithm = info.get("hash_algorithm", "sha256") if info is not None else "sha256"
+    _check_entries(docs, v1, algorithm, problems)
+
+    declared: list[str] | None = info["catalytic_domains"] if info is not None else None
+    sources = ((fmt.PRE_MANIFEST, pre), (fmt.POST_MANIFEST, post), (fmt.RESTORE_DIFF, recorded))
+    for name, doc in sources:
+        for domain in doc or {}:
+            if declared is not None and domain not in declared:
+                problems.append(
+                    Problem("DOMAIN_MISMATCH", f"{name}: domain {domain!r} is not declared in RUN_INFO")
+                )
+    if post is not None and recorded is not None:
+        for domain in sorted(set(post) ^ set(recorded), key=paths.sort_key):
+            problems.append(
+                Problem(
+                    "DOMAIN_MISMATCH", f"domain {domain!r} is in only one of POST_MANIFEST and RESTORE_DIFF"
+                )
+            )
+    if pre is not None and post is not None:
+        for domain in sorted(set(post) - set(pre), key=paths.sort_key):
+            problems.append(
+                Problem("DOMAIN_MISMATCH", f"{fmt.POST_MANIFEST}: domain {domain!r} is not in PRE")
+            )
+
+    proof: bool | None = None if any(doc is None for _, doc in sources) or declared is None else True
+    for domain in declared or []:
+        absent = [name for name, doc in sources if doc is not None and domain not in doc]
+        if absent:
+            problems.append(
+                Problem(
+                    "NOT_VERIFIED", f"no restoration proof for domain {domain!r}: not in {', '.join(absent)}"
+                )
+            )
+            proof = False
+
+    # Without the MODES files a catalytic.ledger/1 diff cannot be recomputed (mode changes are in it).
+    can_recompute = (
+        pre is not None and post is not None and (not v1 or (pre_modes and post_modes) is not None)
+    )
+    if can_recompute and pre is not None and post is not None:
+        for domain in sorted(set(pre) & set(post), key=paths.sort_key):
+            before = entries_from_documents(pre[domain], (pre_modes or {}).get(domain))
+            after = entries_from_documents(post[domain], (post_modes or {}).get(domain))
+            diff = diff_entries(before, after)
+            if recorded is not None and domain in recorded and recorded[domain] != diff.to_json():
+                problems.append(
+                    Problem(
+                        "DIFF_MISMATCH",
+                        f"{fmt.RESTORE_DIFF}: domain {domain!r} is not the diff of the manifests "
+                        f"(recomputed: {_summary(diff)})",
+                    )
+                )
+            if not diff.clean:
+                problems.append(
+                    Problem("NOT_RESTORED", f"domain {domain!r} was not restored: {_summary(diff)}")
+                )
+                proof = False
+    elif recorded is not None:
+        for domain, record in recorded.items():
+            diff = DomainDiff(record["added"], record["removed"], record["changed"])
+            if not diff.clean:
+                problems.append(
+                    Problem(
+                        "NOT_RESTORED",
+                        f"{fmt.RESTORE_DIFF}: domain {domain!r} was not restored: {_summary(diff)}",
+                    )
+                )
+                proof = False
+    return proof
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _check_status(docs: dict[str, Any], proof: bool | None, problems: list[Problem]) -> None:
+    """STATUS agrees with RUN_INFO and with the proof; interrupted and dirty runs fail."""
+    info: dict[str, Any] | None = docs.get(fmt.RUN_INFO)
+    status: dict[str, Any] | None = docs.get(fmt.STATUS)
+    if (info is not None and info.get("interrupted") is True) or (
+        status is not None and status.get("interrupted") is True
+    ):
+        signal = info.get("signal") if info is not None else None
+        problems.append(Problem("INTERRUPTED", f"the run was interrupted (signal {signal!r})"))
+    if status is None:
+        return
+    if info is not None:
+        for key in ("run_id", "exit_code", "interrupted"):
+            if key in status and key in info and not _same(status[key], info[key]):
+                problems.append(
+                    Problem(
+                        "STATUS_MISMATCH",
+                        f"{fmt.STATUS}: {key} is {status[key]!r} but {fmt.RUN_INFO} says {info[key]!r}",
+                    )
+                )
+    verified, state = status["restoration_verified"], status["status"]
+    if proof is False and (verified or state == "restored"):
+        problems.append(
+            Problem(
+                "STATUS_MISMATCH",
+                f"{fmt.STATUS} claims status {state!r}, restoration_verified {verified!r}, "
+                "but the manifests do not prove every domain restored",
+            )
+        )
+    elif state == "restored" and not verified:
+        problems.append(
+            Problem("STATUS_MISMATCH", f"{fmt.STATUS}: 'restored' with restoration_verified false")
+        )
+    if state == "dirty" and verified:
+        problems.append(Problem("STATUS_MISMATCH", f"{fmt.STATUS}: 'dirty' with restoration_verified true"))
+    if state == "restored" and status.get("error") is not None:
+        problems.append(Problem("STATUS_MISMATCH", f"{fmt.STATUS}: 'restored' but it records an error"))
+    if state == "dirty":
+        reason = status.get("reason")
+        problems.append(
+            Problem("DIRTY", f"{fmt.STATUS}: the run is dirty" + (f": {reason}" if reason else ""))
+        )
