@@ -68,6 +68,7 @@ def test_seed_usage_verbatim_in_process(tmp_path: Path, monkeypatch: pytest.Monk
             "RESTORE_DIFF.json",
             "OUTPUTS.json",
             "STATUS.json",
+            "LEDGER_DIGEST.json",
         ]
     )
     status = read(ledger, "STATUS.json")
@@ -281,7 +282,7 @@ def test_generated_run_ids_sort_by_time(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     for _ in range(3):
         assert main(["run", "-q", "--", "true"]) == 0
-    ids = [p.name for p in (tmp_path / "CONTRACTS/_runs").iterdir()]
+    ids = [p.name for p in (tmp_path / "CONTRACTS/_runs").iterdir() if p.is_dir()]
     created = sorted(
         ids, key=lambda i: (tmp_path / "CONTRACTS/_runs" / i / "RUN_INFO.json").stat().st_mtime_ns
     )

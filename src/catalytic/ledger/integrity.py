@@ -65,13 +65,12 @@ def check_seal(
         doc = _load(path)
     except (OSError, ValueError) as exc:
         return [Problem("DIGEST_MALFORMED", f"{name}: cannot read {digest.DIGEST_FILE}: {exc}")]
-    files = doc.get("files") if isinstance(doc, dict) else None
-    if (
-        not isinstance(files, dict)
-        or not all(isinstance(v, str) for v in files.values())
-        or not isinstance(doc.get("root"), str)
-    ):
-        return [Problem("DIGEST_MALFORMED", f"{name}: {digest.DIGEST_FILE} is not a digest document")]
+    from catalytic.ledger.reader import schema_problems
+
+    found = schema_problems(doc, "ledger_digest.schema.json", digest.DIGEST_FILE)
+    if found:
+        return [Problem("DIGEST_MALFORMED", f"{name}: {p.message}") for p in found]
+    files = doc["files"]
     problems: list[Problem] = []
     try:
         actual = digest.file_hashes(ledger_dir)
@@ -110,6 +109,11 @@ def _check_signature(ledger_dir: Path, name: str, root: str, trusted: Sequence[P
         doc = _load(path)
     except (OSError, ValueError) as exc:
         return [Problem("SIGNATURE_INVALID", f"{name}: cannot read {digest.SIGNATURE_FILE}: {exc}")]
+    from catalytic.ledger.reader import schema_problems
+
+    found = schema_problems(doc, "signature.schema.json", digest.SIGNATURE_FILE)
+    if found:
+        return [Problem("SIGNATURE_INVALID", f"{name}: {p.message}") for p in found]
     why = verify_ledger_signature(doc, name, root, list(trusted))
     return [] if why is None else [Problem("SIGNATURE_INVALID", f"{name}: {why}")]
 
@@ -120,6 +124,8 @@ def check_chain(runs_root: Path) -> list[Problem]:
         lines = chain.read_lines(runs_root)
     except LedgerError as exc:
         return [Problem("CHAIN_MALFORMED", exc.message)]
+    from catalytic.ledger.reader import schema_problems
+
     problems: list[Problem] = []
     where = chain.CHAIN_FILE
     prev = chain.GENESIS
@@ -128,8 +134,10 @@ def check_chain(runs_root: Path) -> list[Problem]:
         value = line.value
         if not line.complete:
             problems.append(Problem("CHAIN_MALFORMED", f"{where}:{line.number}: torn line (no newline)"))
-        if value is None or not isinstance(value.get("run_id"), str):
-            problems.append(Problem("CHAIN_MALFORMED", f"{where}:{line.number}: not a chain entry"))
+        shape = schema_problems(value, "chain_line.schema.json", f"{where}:{line.number}") if value else []
+        if value is None or shape:
+            detail = f": {shape[0].message}" if shape else ": not a JSON object"
+            problems.append(Problem("CHAIN_MALFORMED", f"{where}:{line.number} is not a chain entry{detail}"))
             prev = line.hash
             continue
         run_id = value["run_id"]
