@@ -178,7 +178,8 @@ def test_torn_last_line_is_reported_and_cut_by_the_next_append(tmp_path: Path) -
 
 def _append_many(runs_root: str, worker: int) -> None:
     for i in range(25):
-        chain.append(Path(runs_root), f"w{worker}-{i}", "0" * 64, "restored")
+        with chain.locked(Path(runs_root)):
+            chain.append(Path(runs_root), f"w{worker}-{i}", "0" * 64, "restored")
 
 
 def test_concurrent_appends_keep_the_chain_whole(tmp_path: Path) -> None:
@@ -196,6 +197,14 @@ def test_concurrent_appends_keep_the_chain_whole(tmp_path: Path) -> None:
     # The run directories do not exist; everything else about the chain must be intact.
     assert codes(check_chain(runs_root)) == {"CHAIN_RUN_MISSING"}
     assert len({line.value["run_id"] for line in lines if line.value}) == 150
+
+
+def test_a_fifo_in_place_of_a_seal_file_never_blocks_the_validator(tmp_path: Path) -> None:
+    ledger = make_run(tmp_path, "r1")
+    (ledger / digest.DIGEST_FILE).unlink()
+    os.mkfifo(ledger / digest.DIGEST_FILE)
+    assert codes(check_seal(ledger)) == {"DIGEST_MALFORMED"}
+    assert "DIGEST_MISSING" in codes(check_chain(tmp_path / RUNS))
 
 
 def test_runs_of_the_seed_without_a_seal_pass_unless_required(tmp_path: Path) -> None:

@@ -49,14 +49,20 @@ class ChainLine:
 
 
 @contextlib.contextmanager
-def locked(runs_root: Path) -> Iterator[None]:
-    """Hold the runs root's chain lock (exclusive, blocking)."""
+def locked(runs_root: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold the runs root's chain lock: exclusive to seal and append, shared to read a consistent chain.
+
+    A reader that cannot create or open the lock file (a read-only checkout) goes on without it.
+    """
     try:
         fd = os.open(runs_root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
+        if shared:
+            yield
+            return
         raise LedgerError(f"cannot open the chain lock in {runs_root}: {exc.strerror or exc}") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -64,12 +70,14 @@ def locked(runs_root: Path) -> Iterator[None]:
 
 def read_lines(runs_root: Path) -> list[ChainLine]:
     """Every line of the chain (an empty list when there is no chain yet)."""
-    try:
-        data = (runs_root / CHAIN_FILE).read_bytes()
-    except FileNotFoundError:
+    from catalytic.ledger.digest import read_regular
+
+    path = runs_root / CHAIN_FILE
+    data = read_regular(path)
+    if data is None:
+        if os.path.lexists(path):
+            raise LedgerError(f"{path} is not a regular file")
         return []
-    except OSError as exc:
-        raise LedgerError(f"cannot read {runs_root / CHAIN_FILE}: {exc.strerror or exc}") from exc
     lines: list[ChainLine] = []
     parts = data.split(b"\n")
     for number, raw in enumerate(parts, start=1):
@@ -87,35 +95,36 @@ def read_lines(runs_root: Path) -> list[ChainLine]:
 
 
 def append(runs_root: Path, run_id: str, ledger_digest: str, status: str) -> dict[str, Any]:
-    """Append the line of a sealed run under the lock; returns the line written.
+    """Append the line of a sealed run; the caller holds :func:`locked`. Returns the line written.
 
     A torn last line (a crash mid-append: no newline) is cut off first; the run it named is then
     reported by ``catalytic validate`` as not chained.
     """
     path = runs_root / CHAIN_FILE
-    with locked(runs_root):
-        lines = read_lines(runs_root)
-        if lines and not lines[-1].complete:
-            with open(path, "r+b") as handle:
-                handle.truncate(sum(len(x.raw) + 1 for x in lines[:-1]))
-            lines = lines[:-1]
-        prev = lines[-1].hash if lines else GENESIS
-        entry = {
-            "chain": CHAIN_SCHEMA,
-            "ledger_digest": ledger_digest,
-            "prev": prev,
-            "run_id": run_id,
-            "seq": len(lines),
-            "status": status,
-        }
-        data = dumps(entry).encode("utf-8")
+    lines = read_lines(runs_root)
+    if lines and not lines[-1].complete:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            os.truncate(path, sum(len(x.raw) + 1 for x in lines[:-1]))
         except OSError as exc:
-            raise LedgerError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+            raise LedgerError(f"cannot cut the torn last line of {path}: {exc.strerror or exc}") from exc
+        lines = lines[:-1]
+    prev = lines[-1].hash if lines else GENESIS
+    entry = {
+        "chain": CHAIN_SCHEMA,
+        "ledger_digest": ledger_digest,
+        "prev": prev,
+        "run_id": run_id,
+        "seq": len(lines),
+        "status": status,
+    }
+    data = dumps(entry).encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise LedgerError(f"cannot append to {path}: {exc.strerror or exc}") from exc
     return entry

@@ -9,8 +9,10 @@ per-file hashes and the root; ``SIGNATURE.json`` (optional) signs the root. See 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypedDict
@@ -32,6 +34,31 @@ class DigestDoc(TypedDict):
     root: str
 
 
+def read_regular(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file (never following a symlink, never blocking on a
+    FIFO); ``None`` when it is missing or something else. Ledgers may be hostile: see ledger/reader.py."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO):
+            return None
+        raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
 def file_hashes(ledger_dir: Path) -> dict[str, str]:
     """sha256 of every top-level regular file of the ledger except the seal files and temp files."""
     hashes: dict[str, str] = {}
@@ -42,13 +69,9 @@ def file_hashes(ledger_dir: Path) -> dict[str, str]:
     for name in names:
         if name in SEAL_FILES or name.startswith("."):
             continue
-        path = ledger_dir / name
-        if not path.is_file() or path.is_symlink():
-            continue
-        try:
-            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as exc:
-            raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        data = read_regular(ledger_dir / name)
+        if data is not None:  # directories (quarantine/), symlinks and special files are not covered
+            hashes[name] = hashlib.sha256(data).hexdigest()
     return hashes
 
 

@@ -35,14 +35,17 @@ if TYPE_CHECKING:
 
 
 def _load(path: Path) -> Any:
-    return loads(path.read_bytes())
+    data = digest.read_regular(path)
+    if data is None:
+        raise ValueError(f"{path.name} is not a regular file")
+    return loads(data)
 
 
 def recorded_root(ledger_dir: Path) -> str | None:
     """The root recorded in the ledger's ``LEDGER_DIGEST.json`` (None when absent or unreadable)."""
     try:
         doc = _load(ledger_dir / digest.DIGEST_FILE)
-    except (OSError, ValueError):
+    except (OSError, ValueError, LedgerError):
         return None
     root = doc.get("root") if isinstance(doc, dict) else None
     return root if isinstance(root, str) else None
@@ -57,13 +60,13 @@ def check_seal(
     """Check ``LEDGER_DIGEST.json`` against the files, and ``SIGNATURE.json`` against trusted keys."""
     name = ledger_dir.name
     path = ledger_dir / digest.DIGEST_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         if require_digest or trusted_keys:
             return [Problem("DIGEST_MISSING", f"{name}: no {digest.DIGEST_FILE}: the ledger is not sealed")]
         return []
     try:
         doc = _load(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, LedgerError) as exc:
         return [Problem("DIGEST_MALFORMED", f"{name}: cannot read {digest.DIGEST_FILE}: {exc}")]
     from catalytic.ledger.reader import schema_problems
 
@@ -103,11 +106,11 @@ def _check_signature(ledger_dir: Path, name: str, root: str, trusted: Sequence[P
     from catalytic.integrations.signing import verify_ledger_signature
 
     path = ledger_dir / digest.SIGNATURE_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return [Problem("SIGNATURE_MISSING", f"{name}: not signed, but a trusted key was given")]
     try:
         doc = _load(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, LedgerError) as exc:
         return [Problem("SIGNATURE_INVALID", f"{name}: cannot read {digest.SIGNATURE_FILE}: {exc}")]
     from catalytic.ledger.reader import schema_problems
 
@@ -119,7 +122,15 @@ def _check_signature(ledger_dir: Path, name: str, root: str, trusted: Sequence[P
 
 
 def check_chain(runs_root: Path) -> list[Problem]:
-    """Check ``LEDGER.jsonl`` line by line and against the ledgers in ``runs_root``."""
+    """Check ``LEDGER.jsonl`` line by line and against the ledgers in ``runs_root``.
+
+    Holds the chain lock shared, so runs sealing at the same time never show up half-sealed.
+    """
+    with chain.locked(runs_root, shared=True):
+        return _check_chain(runs_root)
+
+
+def _check_chain(runs_root: Path) -> list[Problem]:
     try:
         lines = chain.read_lines(runs_root)
     except LedgerError as exc:
@@ -176,7 +187,7 @@ def check_chain(runs_root: Path) -> list[Problem]:
                 )
         prev = line.hash
     for name in sorted(os.listdir(runs_root)) if runs_root.is_dir() else []:
-        if name in seen or not (runs_root / name / digest.DIGEST_FILE).exists():
+        if name in seen or not os.path.lexists(runs_root / name / digest.DIGEST_FILE):
             continue
         problems.append(Problem("UNCHAINED", f"{name}: sealed but not in {where} (its line was removed)"))
     return problems

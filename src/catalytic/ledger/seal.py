@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 def seal(ledger_dir: Path, runs_root: Path, run_id: str, status: str, key: SigningKey | None = None) -> str:
     """Write the digest (and signature), append the run to the chain; returns the ledger digest."""
     doc = digest.compute(ledger_dir, run_id)
-    write_json(ledger_dir / digest.DIGEST_FILE, doc)
+    signature = None
     if key is not None:
         from catalytic.integrations.signing import sign_ledger
 
-        write_json(ledger_dir / digest.SIGNATURE_FILE, sign_ledger(key, run_id, doc["root"]))
-    fsync_dir(ledger_dir)
-    chain.append(runs_root, run_id, doc["root"], status)
+        signature = sign_ledger(key, run_id, doc["root"])
+    # The seal and the chain line appear together under the lock, so a validator holding the shared
+    # lock never sees a sealed ledger that is not chained yet.
+    with chain.locked(runs_root):
+        write_json(ledger_dir / digest.DIGEST_FILE, doc)
+        if signature is not None:
+            write_json(ledger_dir / digest.SIGNATURE_FILE, signature)
+        fsync_dir(ledger_dir)
+        chain.append(runs_root, run_id, doc["root"], status)
     return doc["root"]
