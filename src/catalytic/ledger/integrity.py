@@ -62,40 +62,38 @@ def check_seal(
     path = ledger_dir / digest.DIGEST_FILE
     if not os.path.lexists(path):
         if require_digest or trusted_keys:
-            return [Problem("DIGEST_MISSING", f"{name}: no {digest.DIGEST_FILE}: the ledger is not sealed")]
+            return [Problem("DIGEST_MISSING", f"no {digest.DIGEST_FILE}: the ledger is not sealed")]
         return []
     try:
         doc = _load(path)
     except (OSError, ValueError, LedgerError) as exc:
-        return [Problem("DIGEST_MALFORMED", f"{name}: cannot read {digest.DIGEST_FILE}: {exc}")]
+        return [Problem("DIGEST_MALFORMED", f"cannot read {digest.DIGEST_FILE}: {exc}")]
     from catalytic.ledger.reader import schema_problems
 
     found = schema_problems(doc, "ledger_digest.schema.json", digest.DIGEST_FILE)
     if found:
-        return [Problem("DIGEST_MALFORMED", f"{name}: {p.message}") for p in found]
+        return [Problem("DIGEST_MALFORMED", f"{p.message}") for p in found]
     files = doc["files"]
     problems: list[Problem] = []
     try:
         actual = digest.file_hashes(ledger_dir)
     except LedgerError as exc:
-        return [Problem("DIGEST_MISMATCH", f"{name}: {exc.message}")]
+        return [Problem("DIGEST_MISMATCH", f"{exc.message}")]
     for file in sorted(set(files) | set(actual)):
         if file not in actual:
-            problems.append(Problem("DIGEST_FILE", f"{name}: {file} was removed after the ledger was sealed"))
+            problems.append(Problem("DIGEST_FILE", f"{file} was removed after the ledger was sealed"))
         elif file not in files:
-            problems.append(Problem("DIGEST_FILE", f"{name}: {file} was added after the ledger was sealed"))
+            problems.append(Problem("DIGEST_FILE", f"{file} was added after the ledger was sealed"))
         elif files[file] != actual[file]:
-            problems.append(
-                Problem("DIGEST_MISMATCH", f"{name}: {file} was modified after the ledger was sealed")
-            )
+            problems.append(Problem("DIGEST_MISMATCH", f"{file} was modified after the ledger was sealed"))
     root = digest.root_of(files)
     if doc["root"] != root:
         problems.append(
-            Problem("DIGEST_MISMATCH", f"{name}: the recorded ledger digest is not the files' root")
+            Problem("DIGEST_MISMATCH", f"{digest.DIGEST_FILE}: root is not the Merkle root of its files")
         )
     if doc.get("run_id") != name:
         problems.append(
-            Problem("DIGEST_MISMATCH", f"{name}: the digest was made for run {doc.get('run_id')!r}")
+            Problem("DIGEST_MISMATCH", f"{digest.DIGEST_FILE} was made for run {doc.get('run_id')!r}")
         )
     if trusted_keys:
         problems.extend(_check_signature(ledger_dir, name, doc["root"], trusted_keys))
@@ -107,18 +105,23 @@ def _check_signature(ledger_dir: Path, name: str, root: str, trusted: Sequence[P
 
     path = ledger_dir / digest.SIGNATURE_FILE
     if not os.path.lexists(path):
-        return [Problem("SIGNATURE_MISSING", f"{name}: not signed, but a trusted key was given")]
+        return [
+            Problem(
+                "SIGNATURE_MISSING",
+                f"no {digest.SIGNATURE_FILE}: the ledger is not signed, but a trusted key was given",
+            )
+        ]
     try:
         doc = _load(path)
     except (OSError, ValueError, LedgerError) as exc:
-        return [Problem("SIGNATURE_INVALID", f"{name}: cannot read {digest.SIGNATURE_FILE}: {exc}")]
+        return [Problem("SIGNATURE_INVALID", f"cannot read {digest.SIGNATURE_FILE}: {exc}")]
     from catalytic.ledger.reader import schema_problems
 
     found = schema_problems(doc, "signature.schema.json", digest.SIGNATURE_FILE)
     if found:
-        return [Problem("SIGNATURE_INVALID", f"{name}: {p.message}") for p in found]
+        return [Problem("SIGNATURE_INVALID", f"{p.message}") for p in found]
     why = verify_ledger_signature(doc, name, root, list(trusted))
-    return [] if why is None else [Problem("SIGNATURE_INVALID", f"{name}: {why}")]
+    return [] if why is None else [Problem("SIGNATURE_INVALID", f"{digest.SIGNATURE_FILE}: {why}")]
 
 
 def check_chain(runs_root: Path) -> list[Problem]:
