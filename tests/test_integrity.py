@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import catalytic
 from catalytic.ledger import chain, digest
@@ -213,3 +215,22 @@ def test_runs_of_the_seed_without_a_seal_pass_unless_required(tmp_path: Path) ->
         os.unlink(ledger / name)
     assert check_seal(ledger) == []
     assert codes(check_seal(ledger, require_digest=True)) == {"DIGEST_MISSING"}
+
+
+_names = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_.json", min_size=1, max_size=12)
+_hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
+
+
+@given(st.dictionaries(_names, _hashes, min_size=1, max_size=12), st.data())
+def test_any_single_change_to_the_files_changes_the_root(files: dict[str, str], data: st.DataObject) -> None:
+    root = digest.root_of(files)
+    assert digest.root_of(dict(reversed(list(files.items())))) == root  # order of the mapping is irrelevant
+    victim = data.draw(st.sampled_from(sorted(files)))
+    changed = dict(files)
+    changed[victim] = data.draw(_hashes.filter(lambda h: h != files[victim]))
+    assert digest.root_of(changed) != root
+    removed = {k: v for k, v in files.items() if k != victim}
+    assert digest.root_of(removed) != root
+    renamed = dict(removed)
+    renamed[victim + "x"] = files[victim]
+    assert victim + "x" in files or digest.root_of(renamed) != root

@@ -110,7 +110,9 @@ def list_runs(root: Path) -> list[RunRow]:
     except FileNotFoundError:
         return []
     rows = [
-        read_row(root / n) for n in names if not n.startswith(".") and (root / n / fmt.RUN_INFO).is_file()
+        read_row(root / n)
+        for n in names
+        if not n.startswith((".", "_")) and (root / n / fmt.RUN_INFO).is_file()
     ]
     rows.sort(key=lambda r: (r.timestamp or "", r.run_id), reverse=True)
     return rows
