@@ -226,3 +226,12 @@ def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_export_of_an_unfinished_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("in_toto", reason="in-toto is in the dev extra")
+    ledger = signed_run(tmp_path, None)
+    (ledger / "STATUS.json").unlink()
+    assert main(["export", str(ledger), "-o", str(tmp_path / "x.link")]) == 2
+    assert "INCOMPLETE" in capsys.readouterr().err
+    assert not (tmp_path / "x.link").exists()

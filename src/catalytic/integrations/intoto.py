@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from catalytic import paths
-from catalytic.errors import CatalyticError, LedgerError
+from catalytic.errors import EXIT_USAGE, CatalyticError
 from catalytic.ledger import format as fmt
 from catalytic.ledger.canonical import loads, write_atomic
-from catalytic.ledger.digest import DIGEST_FILE
+from catalytic.ledger.digest import DIGEST_FILE, read_regular
 
 INSTALL_HINT = "in-toto export needs the 'in-toto' package: pip install 'catalytic[intoto]'"
 DEFAULT_STEP = "catalytic-run"
@@ -29,15 +29,19 @@ class ExportError(CatalyticError):
     """A ledger cannot be exported."""
 
     code = "EXPORT"
+    exit_code = EXIT_USAGE
 
 
 def _read(ledger_dir: Path, name: str) -> Any:
+    data = read_regular(ledger_dir / name)  # never follows a symlink or blocks on a FIFO
+    if data is None:
+        raise ExportError(
+            f"{ledger_dir} has no regular file {name}: not a complete ledger", code="INCOMPLETE"
+        )
     try:
-        return loads((ledger_dir / name).read_bytes())
-    except FileNotFoundError:
-        raise LedgerError(f"{ledger_dir} has no {name}: not a complete ledger", code="INCOMPLETE") from None
-    except (OSError, ValueError) as exc:
-        raise LedgerError(f"cannot read {ledger_dir / name}: {exc}") from exc
+        return loads(data)
+    except ValueError as exc:
+        raise ExportError(f"cannot read {ledger_dir / name}: {exc}", code="BAD_JSON") from exc
 
 
 def _artifacts(manifest: Any, algorithm: str) -> dict[str, dict[str, str]]:
