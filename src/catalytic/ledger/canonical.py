@@ -36,10 +36,11 @@ def iter_canonical(value: Any) -> Iterator[str]:
     elif value is None or isinstance(value, bool | int | float):
         yield _ENCODER.encode(value)
     elif isinstance(value, dict):
-        yield "{"
-        for i, key in enumerate(sorted(value, key=sort_key)):
+        for key in value:
             if not isinstance(key, str):
                 raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+        yield "{"
+        for i, key in enumerate(sorted(value, key=sort_key)):
             yield ("," if i else "") + _string(key) + ":"
             yield from iter_canonical(value[key])
         yield "}"
