@@ -91,3 +91,10 @@ def test_marker(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2, errors=1)
     assert "scratch/x" in result.stdout.str()
     assert "test_unmarked_leaks_unnoticed left" not in result.stdout.str()
+
+
+def test_plugin_is_registered_through_its_entry_point(project: pytest.Pytester) -> None:
+    # A separate interpreter: only the installed pytest11 entry point can bring the option in.
+    result = project.runpytest_subprocess("--catalytic-domain", "scratch", "-k", "leaky")
+    result.assert_outcomes(passed=1, errors=1)
+    assert "scratch/leftover.txt" in result.stdout.str()
