@@ -109,3 +109,35 @@ def test_bad_trusted_key_is_a_usage_error(tmp_path: Path, capsys: pytest.Capture
     assert (
         main(["validate", "--root", str(tmp_path), "--all", "--trusted-key", str(tmp_path / "junk.pub")]) == 2
     )
+
+
+def test_anchor_catches_a_consistently_rewritten_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from catalytic.ledger import chain, digest
+
+    for run_id in ("r1", "r2"):
+        run(tmp_path, run_id)
+    runs = tmp_path / "CONTRACTS/_runs"
+    anchor = tmp_path / "anchored.jsonl"
+    shutil.copy(runs / "LEDGER.jsonl", anchor)
+    run(tmp_path, "r3")
+    capsys.readouterr()
+    code, doc = validate(tmp_path, capsys, "--anchor", str(anchor))
+    assert code == 0, doc
+    # A forger edits r2, re-seals it and rebuilds the whole chain: consistent, so only the anchor sees it.
+    info = loads((runs / "r2/RUN_INFO.json").read_bytes())
+    (runs / "r2/RUN_INFO.json").write_text(dumps({**info, "intent": "forged"}))
+    (runs / "LEDGER.jsonl").unlink()
+    for run_id in ("r1", "r2", "r3"):
+        doc_ = digest.compute(runs / run_id, run_id)
+        (runs / run_id / digest.DIGEST_FILE).write_text(dumps(doc_))
+        with chain.locked(runs):
+            chain.append(runs, run_id, doc_["root"], "restored")
+    code, doc = validate(tmp_path, capsys)
+    assert code == 0, doc
+    code, doc = validate(tmp_path, capsys, "--anchor", str(anchor))
+    assert code == 1 and errors(doc) == {"CHAIN_ANCHOR"}
+    assert "line 2" in doc["chain"]["errors"][0]["message"]

@@ -73,6 +73,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="fail ledgers without LEDGER_DIGEST.json (ledgers of the seed and of older versions have none)",
     )
     p.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="with --all: an earlier copy of LEDGER.jsonl (from git or CI); the chain must extend it",
+    )
+    p.add_argument(
         "--no-chain-check",
         dest="check_chain",
         action="store_false",
@@ -161,7 +166,16 @@ def execute(args: argparse.Namespace) -> int:
     if runs_root is not None and args.check_chain:
         from catalytic.ledger.integrity import check_chain
 
-        chain_errors = [{"code": p.code, "message": p.message} for p in check_chain(runs_root)]
+        found = check_chain(runs_root)
+        if args.anchor:
+            from catalytic.ledger.integrity import check_anchor
+
+            try:
+                anchor = Path(args.anchor).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read the anchor {args.anchor}: {exc.strerror}") from None
+            found += check_anchor(runs_root, anchor)
+        chain_errors = [{"code": p.code, "message": p.message} for p in found]
     if args.json:
         document: dict[str, object] = {"passed": not failed and not chain_errors, "reports": reports}
         if runs_root is not None and args.check_chain:

@@ -16,6 +16,7 @@ Every check returns :class:`~catalytic.errors.Problem` records with stable codes
 ``CHAIN_RUN_MISSING``  the chain names a run whose ledger is gone
 ``CHAIN_DIGEST``       the chain's digest for a run differs from the ledger's digest
 ``UNCHAINED``          a sealed ledger is not in the chain (its line was removed)
+``CHAIN_ANCHOR``       the chain does not extend an earlier copy of it (history was rewritten)
 =====================  ==========================================================================
 """
 
@@ -122,6 +123,29 @@ def _check_signature(ledger_dir: Path, name: str, root: str, trusted: Sequence[P
         return [Problem("SIGNATURE_INVALID", f"{p.message}") for p in found]
     why = verify_ledger_signature(doc, name, root, list(trusted))
     return [] if why is None else [Problem("SIGNATURE_INVALID", f"{digest.SIGNATURE_FILE}: {why}")]
+
+
+def check_anchor(runs_root: Path, anchor: bytes) -> list[Problem]:
+    """Check that ``LEDGER.jsonl`` extends ``anchor``, an earlier copy of it (e.g. from git or CI)."""
+    try:
+        lines = chain.read_lines(runs_root)
+    except LedgerError as exc:
+        return [Problem("CHAIN_ANCHOR", exc.message)]
+    current = b"".join(line.raw + b"\n" for line in lines if line.complete)
+    if current.startswith(anchor):
+        return []
+    kept = 0
+    for old, new in zip(anchor.split(b"\n"), current.split(b"\n"), strict=False):
+        if old != new:
+            break
+        kept += 1
+    return [
+        Problem(
+            "CHAIN_ANCHOR",
+            f"{chain.CHAIN_FILE} does not extend the anchored copy: it differs from line {kept + 1} on "
+            "(runs were rewritten or removed)",
+        )
+    ]
 
 
 def check_chain(runs_root: Path) -> list[Problem]:
