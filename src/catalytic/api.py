@@ -134,25 +134,28 @@ def catalytic_domains(
     policy = preflight(declare(Path(root), overrides))
     key = _signing_key(sign_key)
     check = DomainCheck(policy)
-    with _Block(policy, label, time.perf_counter() - start, key) as block:
-        try:
-            yield check
-        except BaseException:
-            block.exit_code = 1
-            raise
-        finally:
-            check._result = block.finish()
+    block = _Block(policy, label, time.perf_counter() - start, key)
+    block.start()
+    try:
+        yield check
+    except BaseException:
+        block.exit_code = 1
+        raise
+    finally:
+        check._result = block.finish()
 
 
 @dataclass
 class _Block:
+    """Phases 1 and 3-5 of a run around a Python block (phase 2), mirroring runtime.execute."""
+
     policy: Policy
     label: str
     preflight_seconds: float
     key: SigningKey | None
     exit_code: int = 0
 
-    def __enter__(self) -> _Block:
+    def start(self) -> None:
         from catalytic.ledger.writer import reserve
         from catalytic.runtime import _now, _snapshot_all, _Timer
 
@@ -163,10 +166,6 @@ class _Block:
         with self.timer.phase("snapshot_pre"):
             self.pre, self.error = _snapshot_all(self.policy, "pre", lambda _m: None)
         self.block_start = time.perf_counter()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
 
     def finish(self) -> RunResult:
         from dataclasses import replace
