@@ -40,6 +40,9 @@ def run(
     runs_root: str | None = None,
     hash: str | None = None,
     progress: ProgressCallback | None = None,
+    trace: bool | None = None,
+    trace_scope: str | None = None,
+    trace_backend: str | None = None,
     sign_key: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
@@ -58,6 +61,9 @@ def run(
         "allowed_roots": allowed_roots,
         "forbidden_paths": forbidden_paths,
         "runs_root": runs_root,
+        "trace": trace,
+        "trace_scope": trace_scope,
+        "trace_backend": trace_backend,
         "hash": hash,
     }
     policy = preflight(declare(Path(root), overrides))

@@ -107,3 +107,10 @@ class RunInterrupted(CatalyticError):
         super().__init__(f"interrupted by {name}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+class TraceUnavailable(CatalyticError):
+    """A write-tracing backend cannot run here (missing module, privilege or kernel feature)."""
+
+    code = "TRACE_UNAVAILABLE"
+    exit_code = EXIT_USAGE

@@ -9,6 +9,7 @@ back without loss. Ordering is always by the raw bytes (:func:`sort_key`).
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path, PurePosixPath
 
@@ -80,16 +81,30 @@ def lexical(root: Path, user_path: str, *, what: str) -> tuple[str | None, Probl
     return (ROOT if rel in ("", ".") else rel), None
 
 
+def _real(path: Path) -> Path:
+    """``path`` with every existing symlink followed; a symlink loop raises on every Python."""
+    try:
+        return path.resolve(strict=True)
+    except OSError as exc:  # missing (or unreadable) parts: resolve what exists
+        if exc.errno == errno.ELOOP:
+            raise
+        return path.resolve(strict=False)
+
+
 def resolve(root: Path, user_path: str, *, what: str) -> tuple[str | None, Problem | None]:
     """Normalise ``user_path`` and follow any symlinks in it that exist.
 
-    Returns the canonical relative path. A symlink whose target lies outside the root is ESCAPE.
+    Returns the canonical relative path. A symlink whose target lies outside the root is ESCAPE; a
+    symlink loop is BAD_PATH.
     """
     rel, problem = lexical(root, user_path, what=what)
     if rel is None:
         return None, problem
     real_root = root.resolve()
-    real = (real_root / rel).resolve(strict=False) if rel != ROOT else real_root
+    try:
+        real = _real(real_root / rel) if rel != ROOT else real_root
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        return None, Problem("BAD_PATH", f"{what} {user_path!r} cannot be resolved: {exc}")
     try:
         inside = real.relative_to(real_root)
     except ValueError:

@@ -39,6 +39,9 @@ CONFIG_KEYS: dict[str, Any] = {
     "forbidden_paths": "list",
     "runs_root": "str",
     "hash": HASH_NAMES,
+    "trace": "bool",
+    "trace_scope": ("domains", "workspace"),
+    "trace_backend": ("auto", "fanotify", "inotify", "watchdog", "none"),
 }
 _ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
 
@@ -57,6 +60,9 @@ class Declaration:
     runs_root: str = DEFAULT_RUNS_ROOT
     hash: str = DEFAULT_HASH
     run_id: str | None = None
+    trace: bool = False
+    trace_scope: str = "domains"
+    trace_backend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class Policy:
     runs_root: str
     hash: str
     extras: Mapping[str, Any] = field(default_factory=dict)
+    trace: bool = False
+    trace_scope: str = "domains"
+    trace_backend: str = "auto"
 
     @property
     def ledger_dir(self) -> Path:
@@ -127,6 +136,8 @@ def load_config(root: Path) -> dict[str, Any]:
             expected = "a list of strings"
         elif kind == "str":
             ok, expected = isinstance(value, str), "a string"
+        elif kind == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
         elif isinstance(kind, tuple):
             ok, expected = value in kind, "one of " + ", ".join(kind)
         else:  # pragma: no cover - kinds are fixed above
@@ -183,6 +194,10 @@ def preflight(decl: Declaration) -> Policy:
                 f"determinism {decl.determinism!r} is not one of {', '.join(DETERMINISM_VALUES)}",
             )
         )
+    if decl.trace_scope not in CONFIG_KEYS["trace_scope"]:
+        problems.append(Problem("BAD_TRACE", f"trace scope {decl.trace_scope!r} is not domains or workspace"))
+    if decl.trace_backend not in CONFIG_KEYS["trace_backend"]:
+        problems.append(Problem("BAD_TRACE", f"trace backend {decl.trace_backend!r} is unknown"))
     if decl.hash not in HASH_NAMES:
         problems.append(Problem("BAD_HASH", f"hash {decl.hash!r} is not one of {HASH_NAMES}"))
 
@@ -258,4 +273,7 @@ def preflight(decl: Declaration) -> Policy:
         forbidden_paths=forbidden,
         runs_root=runs_root,
         hash=decl.hash,
+        trace=decl.trace,
+        trace_scope=decl.trace_scope,
+        trace_backend=decl.trace_backend,
     )

@@ -33,6 +33,8 @@ from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot import DomainSnapshot, manifest_documents, snapshot_domain
+from catalytic.trace import Tracer
+from catalytic.trace.log import TraceLog
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import SigningKey
@@ -58,6 +60,7 @@ class RunResult:
     command_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     ledger_digest: str | None = None
+    trace: TraceLog | None = None
 
     @property
     def restored(self) -> bool:
@@ -89,6 +92,7 @@ class RunResult:
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
             "ledger_digest": self.ledger_digest,
+            "trace": None if self.trace is None else self.trace.summary(),
         }
 
 
@@ -137,7 +141,7 @@ def _snapshot_all(
         except SnapshotError as exc:
             # The path in the error is relative to the domain; name it from the workspace root.
             exc = SnapshotError(
-                exc.message.split(": ", 1)[-1], path=paths.join(domain, exc.path), code=exc.code
+                exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
             )
             return snaps, exc
         state = "absent" if snap.absent else f"{snap.stats.files} files"
@@ -185,6 +189,7 @@ def execute(
     diffs: dict[str, DomainDiff] = {}
     outputs: list[fmt.OutputRecord] = []
     missing: list[str] = []
+    trace_log: TraceLog | None = None
     with interrupt_guard():
         try:
             say("Phase 1: Capturing pre-snapshots...")
@@ -193,7 +198,11 @@ def execute(
             if error is None:
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
-                    child = run_child(command)
+                    tracer = _start_trace(policy, say)
+                    try:
+                        child = run_child(command)
+                    finally:
+                        trace_log = _stop_trace(tracer, policy) if tracer is not None else None
                 if child.error:
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
@@ -237,7 +246,10 @@ def execute(
         error=error,
         command_error=child.error if child else None,
         timings=timer.timings,
+        trace=trace_log,
     )
+    if trace_log is not None:
+        say(_describe_trace(trace_log))
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
@@ -246,6 +258,25 @@ def execute(
     result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
+
+
+def _start_trace(policy: Policy, say: ProgressCallback) -> Tracer | None:
+    if not policy.trace:
+        return None
+    from catalytic.trace.session import start_trace
+
+    return start_trace(policy, say)
+
+
+def _stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
+    from catalytic.trace.session import stop_trace
+
+    return stop_trace(tracer, policy)
+
+
+def _describe_trace(log: TraceLog) -> str:
+    state = "complete" if log.complete else f"INCOMPLETE: {log.reason}"
+    return f"Write trace ({log.backend}): {len(log.events)} events, {state}"
 
 
 def _reason(result: RunResult) -> str | None:
@@ -303,6 +334,7 @@ def _documents(
         "signal": result.interrupted,
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
         "platform": {"system": platform.system(), "python": platform.python_version()},
+        "trace": None if result.trace is None else result.trace.summary(),
     }
     status: fmt.StatusDoc = {
         "status": result.status,
@@ -315,7 +347,7 @@ def _documents(
         if result.error is None
         else {"code": result.error.code, "message": result.error.message},
     }
-    return {
+    documents: dict[str, Any] = {
         fmt.RUN_INFO: run_info,
         fmt.PRE_MANIFEST: pre_manifest,
         fmt.PRE_MODES: pre_modes,
@@ -325,3 +357,6 @@ def _documents(
         fmt.OUTPUTS: result.outputs,
         fmt.STATUS: status,
     }
+    if result.trace is not None:
+        documents[fmt.WRITE_LOG] = result.trace.encode()
+    return documents

@@ -78,6 +78,7 @@ _SCHEMAS = {
     fmt.RESTORE_DIFF: "restore_diff.schema.json",
     fmt.OUTPUTS: "outputs.schema.json",
     fmt.STATUS: "status.schema.json",
+    fmt.WRITE_LOG: "write_log.schema.json",
 }
 _V1_STATUS_KEYS = ("run_id", "exit_code", "interrupted", "reason", "error")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -222,6 +223,8 @@ class CatalyticLedgerValidator:
                 problems.append(loaded.problem)
             elif name == fmt.STATUS:
                 problems.append(Problem("INCOMPLETE", f"{name} is missing: the run never finished"))
+            elif name in fmt.OPTIONAL_FILES:
+                pass  # optional documents (WRITE_LOG.json) are checked only when present
             elif name not in (fmt.PRE_MODES, fmt.POST_MODES) or v1:
                 # Seed ledgers have no MODES files: they are required only from catalytic.ledger/1 on.
                 problems.append(loaded.problem)

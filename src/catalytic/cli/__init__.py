@@ -19,6 +19,7 @@ from catalytic.errors import EXIT_INTERNAL, EXIT_USAGE, CatalyticError
 SUBCOMMANDS: dict[str, str] = {
     "run": "catalytic.cli.run",
     "validate": "catalytic.cli.validate",
+    "show": "catalytic.cli.show",
     "runs": "catalytic.cli.runs",
     "export": "catalytic.cli.export",
     "keygen": "catalytic.cli.keygen",

@@ -63,6 +63,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PREFIX",
         help="sign the ledger digest with this Ed25519 private key (from catalytic keygen)",
     )
+    p.add_argument(
+        "--trace",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="record every write (path, op, time, process) in WRITE_LOG.json; see docs/tracing.md",
+    )
+    p.add_argument(
+        "--trace-scope",
+        choices=("domains", "workspace"),
+        help="trace the catalytic domains (default) or the whole workspace minus the runs root",
+    )
+    p.add_argument(
+        "--trace-backend",
+        choices=("auto", "fanotify", "inotify", "watchdog", "none"),
+        help="tracing backend (default auto: fanotify if permitted, else watchdog/inotify)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_verbosity(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
@@ -81,6 +97,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "forbidden_paths": args.forbidden_paths,
         "runs_root": args.runs_root,
         "hash": args.hash,
+        "trace": args.trace,
+        "trace_scope": args.trace_scope,
+        "trace_backend": args.trace_backend,
     }
 
 

@@ -18,6 +18,7 @@ POST_MODES = "POST_MODES.json"
 RESTORE_DIFF = "RESTORE_DIFF.json"
 OUTPUTS = "OUTPUTS.json"
 STATUS = "STATUS.json"
+WRITE_LOG = "WRITE_LOG.json"
 
 #: The seed's six files: every ledger has them.
 SEED_FILES = (RUN_INFO, PRE_MANIFEST, POST_MANIFEST, RESTORE_DIFF, OUTPUTS, STATUS)
@@ -33,6 +34,8 @@ REQUIRED_FILES = (
 )
 #: Order in which the writer creates them; STATUS.json is always written last.
 WRITE_ORDER = (*REQUIRED_FILES, STATUS)
+#: Optional documents a run may add (written after the required ones, before STATUS.json).
+OPTIONAL_FILES = (WRITE_LOG,)
 
 Status = Literal["restored", "dirty"]
 Determinism = Literal["deterministic", "bounded_nondeterministic", "nondeterministic"]

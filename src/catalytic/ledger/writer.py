@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from catalytic.errors import DeclarationError, LedgerError, Problem
-from catalytic.ledger.canonical import fsync_dir, write_json
-from catalytic.ledger.format import STATUS, WRITE_ORDER
+from catalytic.ledger.canonical import fsync_dir, write_atomic, write_json
+from catalytic.ledger.format import OPTIONAL_FILES, STATUS, WRITE_ORDER
 
 
 def reserve(runs_root: Path, run_id: str) -> Path:
@@ -33,16 +33,25 @@ def reserve(runs_root: Path, run_id: str) -> Path:
 
 
 def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
-    """Write every ledger document; ``STATUS.json`` last so a crash never leaves a false success."""
+    """Write every ledger document; ``STATUS.json`` last so a crash never leaves a false success.
+
+    Optional documents (:data:`~catalytic.ledger.format.OPTIONAL_FILES`, e.g. ``WRITE_LOG.json``)
+    are written after the required ones and before ``STATUS.json``.
+    """
     missing = [name for name in WRITE_ORDER if name not in documents]
-    extra = sorted(set(documents) - set(WRITE_ORDER))
+    extra = sorted(set(documents) - set(WRITE_ORDER) - set(OPTIONAL_FILES))
     if missing or extra:
         raise LedgerError(f"ledger documents missing {missing} or unknown {extra}")
-    for name in WRITE_ORDER:
+    optional = [name for name in OPTIONAL_FILES if name in documents]
+    for name in (*WRITE_ORDER[:-1], *optional, STATUS):
         if name == STATUS:
             # Everything STATUS vouches for must be on disk before STATUS itself appears.
             fsync_dir(ledger_dir)
-        write_json(ledger_dir / name, documents[name])
+        document = documents[name]
+        if isinstance(document, bytes):
+            write_atomic(ledger_dir / name, document)  # already canonical JSON (e.g. a large WRITE_LOG)
+        else:
+            write_json(ledger_dir / name, document)
     fsync_dir(ledger_dir)
 
 

@@ -1,0 +1,39 @@
+"""Tracing for one run: the scope a policy asks for, started before the child and stopped after it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from catalytic import paths
+from catalytic.policy import Policy
+from catalytic.trace import Tracer, open_tracer
+from catalytic.trace.log import TraceLog, TraceScope, now_iso
+
+
+def scope_for(policy: Policy) -> TraceScope:
+    """``domains``: the catalytic domains; ``workspace``: the whole root. The runs root never."""
+    traced = (paths.ROOT,) if policy.trace_scope == "workspace" else policy.catalytic_domains
+    return TraceScope(policy.root, policy.trace_scope, tuple(traced), (policy.runs_root,))  # type: ignore[arg-type]
+
+
+def start_trace(policy: Policy, say: Callable[[str], None]) -> Tracer:
+    """Start the policy's backend (falling back as :func:`open_tracer` does) and say which one runs."""
+    tracer, failures = open_tracer(policy.trace_backend, scope_for(policy))
+    for line in failures:
+        say(f"WARNING: trace backend {line}")
+    if tracer.name == "none":
+        say("WARNING: writes are not traced (no backend can watch here); the run goes on untraced")
+    else:
+        say(f"Tracing writes with {tracer.name} (scope: {policy.trace_scope})")
+    return tracer
+
+
+def stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
+    """Stop ``tracer``; a tracer that fails never costs the run its ledger, only its log."""
+    try:
+        return tracer.stop()
+    except Exception as exc:  # the snapshot is the authority: record the failure and go on
+        scope = scope_for(policy)
+        log = TraceLog(tracer.name, scope.name, list(scope.paths), now_iso(), now_iso())
+        log.incomplete(f"the {tracer.name} tracer failed: {type(exc).__name__}: {exc}")
+        return log
