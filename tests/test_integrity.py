@@ -234,3 +234,13 @@ def test_any_single_change_to_the_files_changes_the_root(files: dict[str, str], 
     renamed = dict(removed)
     renamed[victim + "x"] = files[victim]
     assert victim + "x" in files or digest.root_of(renamed) != root
+
+
+def test_extension_files_such_as_the_write_log_are_sealed_too(tmp_path: Path) -> None:
+    ledger = make_run(tmp_path, "traced", trace=True, trace_backend="none")
+    files = loads((ledger / digest.DIGEST_FILE).read_bytes())["files"]
+    assert fmt.WRITE_LOG in files
+    log = loads((ledger / fmt.WRITE_LOG).read_bytes())
+    log["events"] = []
+    (ledger / fmt.WRITE_LOG).write_text(dumps(log) + " ")
+    assert [p.code for p in check_seal(ledger)] == ["DIGEST_MISMATCH"]
