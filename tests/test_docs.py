@@ -3,6 +3,7 @@ parses, the ledger tables match the JSON Schemas, error codes are documented, an
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 SCHEMAS = REPO / "src/catalytic/ledger/schemas"
 #: Written by other topics (and the bundled example) in parallel; links to them may come first.
+SUBCOMMAND_NAMES = {"run", "validate", "runs", "export", "keygen", "completion", "show"}
 PENDING = {"isolation.md", "tracing.md", "performance.md", "cortex"}
 
 
@@ -37,27 +39,45 @@ def test_cli_reference_names_every_option() -> None:
                 assert f"`{flag}`" in text, (name, flag)
 
 
-def _command_lines() -> list[tuple[str, str]]:
+def _command_lines() -> list[tuple[str, str, bool]]:
+    """(source, command, complete): code blocks hold complete commands; inline code in prose may
+    name an option without its value, so only its option names are checked."""
     sources = [*DOCS.glob("*.md"), REPO / "README.md", REPO / ".github/workflows/catalytic.yml"]
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, bool]] = []
     for path in sources:
         text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+        pieces = [(text, True)]
         if path.suffix == ".md":
-            # Code blocks, and inline code that gives options (prose may name a bare subcommand).
             blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
             inline = [m for m in re.findall(r"`(catalytic [^`]*)`", text) if " -" in m]
-            text = "\n".join([*blocks, *inline])
-        for line in text.splitlines():
-            if "usage:" in line:  # the generated reference, checked above
-                continue
-            line = re.sub(r" \[[^\]]*\]", "", line)  # optional parts in synopses
-            for match in re.finditer(r"(?:^|[\s(`$])catalytic ([a-z][^`)#\n]*)", line):
-                command = match.group(1).split(" > ")[0].split(" | ")[0].strip().rstrip('"')
-                if command.split()[0] not in {"run", "validate", "runs", "export", "keygen", "completion"}:
-                    continue
-                found.append((path.name, command))
+            pieces = [("\n".join(blocks), True), ("\n".join(inline), False)]
+        for piece, complete in pieces:
+            found += [(path.name, c, complete) for c in _commands_in(piece)]
     hooks = (REPO / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
-    found += [(".pre-commit-hooks.yaml", m) for m in re.findall(r"entry: catalytic (.*)", hooks)]
+    found += [(".pre-commit-hooks.yaml", m, True) for m in re.findall(r"entry: catalytic (.*)", hooks)]
+    return found
+
+
+def _commands_in(text: str) -> list[str]:
+    found: list[str] = []
+    for line in text.splitlines():
+        if "usage:" in line:  # the generated reference, checked above
+            continue
+        line = re.sub(r" \[[^\]]*\]", "", line)  # optional parts in synopses
+        for match in re.finditer(r"(?:^|[\s(`$])catalytic ([a-z][^`)#\n]*)", line):
+            command = match.group(1).split(" > ")[0].split(" | ")[0].strip().rstrip('"')
+            if command.split()[0] in SUBCOMMAND_NAMES:
+                found.append(command)
+    return found
+
+
+def options_of(parser: argparse.ArgumentParser, name: str) -> dict[str, list[str]]:
+    """Option string -> its choices (empty when free), for the subcommand ``name``."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    found: dict[str, list[str]] = {}
+    for action in sub.choices[name]._actions:
+        for flag in action.option_strings:
+            found[flag] = [str(c) for c in action.choices] if action.choices else []
     return found
 
 
@@ -65,9 +85,21 @@ def test_every_documented_command_line_parses() -> None:
     lines = _command_lines()
     assert len(lines) > 15
     parser = build_parser()
-    for source, command in lines:
+    for source, command, complete in lines:
         command = command.replace("$SIGN_ARGS", "--sign-key key")  # the workflow's optional flags
+        command = re.sub(r"<[^>]*>", "X", command)  # placeholders such as <run id>
         words = [re.sub(r"\$\{?[A-Z_]+\}?", "X", w) for w in shlex.split(command)]
+        # A synopsis may name a value by its metavar (`--isolation MODE`): use a valid choice instead.
+        options = options_of(parser, words[0])
+        if not complete:
+            flags = words[: words.index("--")] if "--" in words else words  # not the command's own
+            unknown = [w for w in flags if w.startswith("-") and w.split("=")[0] not in options]
+            assert not unknown, f"{source}: 'catalytic {command}' names unknown options {unknown}"
+            continue
+        words = [
+            options[words[i - 1]][0] if w.isupper() and i and options.get(words[i - 1]) else w
+            for i, w in enumerate(words)
+        ]
         try:
             parser.parse_args(words)
         except SystemExit as exc:  # pragma: no cover - the message names the offender

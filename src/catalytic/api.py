@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalytic.errors import UsageError
+from catalytic.isolation import Options
 from catalytic.policy import Policy, declare, preflight
 from catalytic.runtime import ProgressCallback, RunResult, execute
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
@@ -40,6 +41,9 @@ def run(
     runs_root: str | None = None,
     hash: str | None = None,
     progress: ProgressCallback | None = None,
+    isolation: str | None = None,
+    rollback_on_failure: bool = False,
+    discard: bool = False,
     trace: bool | None = None,
     trace_scope: str | None = None,
     trace_backend: str | None = None,
@@ -48,7 +52,8 @@ def run(
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
     Settings not given come from ``catalytic.toml`` / ``[tool.catalytic]`` at ``root`` and then
-    from the seed's defaults. Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
+    from the seed's defaults. ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
+    (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails. ``sign_key`` is the private key file of ``catalytic keygen``.
     """
     start = time.perf_counter()
@@ -65,11 +70,18 @@ def run(
         "trace_scope": trace_scope,
         "trace_backend": trace_backend,
         "hash": hash,
+        "isolation": isolation,
     }
     policy = preflight(declare(Path(root), overrides))
     key = _signing_key(sign_key)
+    options = Options(rollback_on_failure=rollback_on_failure, discard=discard)
     return execute(
-        policy, list(command), progress=progress, preflight_seconds=time.perf_counter() - start, sign_key=key
+        policy,
+        list(command),
+        progress=progress,
+        preflight_seconds=time.perf_counter() - start,
+        options=options,
+        sign_key=key,
     )
 
 
@@ -136,6 +148,9 @@ def catalytic_domains(
         "intent": intent,
         "runs_root": runs_root,
         "hash": hash,
+        # The block runs in this process, on the real tree: no isolation backend, no tracer.
+        "isolation": "none",
+        "trace": False,
     }
     policy = preflight(declare(Path(root), overrides))
     key = _signing_key(sign_key)

@@ -95,6 +95,27 @@ class LedgerError(CatalyticError):
     exit_code = EXIT_INTERNAL
 
 
+class LingeringError(CatalyticError):
+    """Processes the command started were still running after it exited; no proof is possible."""
+
+    code = "LINGERING"
+    exit_code = EXIT_DIRTY
+
+
+class DomainMovedError(CatalyticError):
+    """A domain, or a directory above it, was moved or replaced during the run; no proof is possible."""
+
+    code = "DOMAIN_MOVED"
+    exit_code = EXIT_DIRTY
+
+
+class LockedError(CatalyticError):
+    """Another run holds a catalytic domain that overlaps one of this run's; nothing was run."""
+
+    code = "LOCKED"
+    exit_code = EXIT_USAGE
+
+
 class RunInterrupted(CatalyticError):
     """The runtime received SIGINT or SIGTERM outside the child's lifetime."""
 

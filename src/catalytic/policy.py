@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from catalytic import paths
-from catalytic.errors import ConfigError, DeclarationError, Problem
+from catalytic.errors import CatalyticError, ConfigError, DeclarationError, Problem
+from catalytic.isolation import DEFAULT_ISOLATION, ISOLATION_CHOICES
 from catalytic.ledger.format import DEFAULT_RUNS_ROOT, DETERMINISM_VALUES
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
 
@@ -39,6 +40,7 @@ CONFIG_KEYS: dict[str, Any] = {
     "forbidden_paths": "list",
     "runs_root": "str",
     "hash": HASH_NAMES,
+    "isolation": ISOLATION_CHOICES,
     "trace": "bool",
     "trace_scope": ("domains", "workspace"),
     "trace_backend": ("auto", "fanotify", "inotify", "watchdog", "none"),
@@ -60,6 +62,7 @@ class Declaration:
     runs_root: str = DEFAULT_RUNS_ROOT
     hash: str = DEFAULT_HASH
     run_id: str | None = None
+    isolation: str = DEFAULT_ISOLATION
     trace: bool = False
     trace_scope: str = "domains"
     trace_backend: str = "auto"
@@ -80,6 +83,10 @@ class Policy:
     runs_root: str
     hash: str
     extras: Mapping[str, Any] = field(default_factory=dict)
+    #: Effective isolation (never ``auto``), what was asked for, and why ``auto`` chose it.
+    isolation: str = DEFAULT_ISOLATION
+    isolation_requested: str = DEFAULT_ISOLATION
+    isolation_reason: str | None = None
     trace: bool = False
     trace_scope: str = "domains"
     trace_backend: str = "auto"
@@ -194,6 +201,19 @@ def preflight(decl: Declaration) -> Policy:
                 f"determinism {decl.determinism!r} is not one of {', '.join(DETERMINISM_VALUES)}",
             )
         )
+    isolation, isolation_reason = decl.isolation, None
+    if decl.isolation != DEFAULT_ISOLATION:
+        from catalytic.isolation import resolve
+
+        try:
+            isolation, isolation_reason = resolve(decl.isolation, root)
+        except CatalyticError as exc:
+            problems.append(Problem(exc.code, exc.message))
+    # Under overlay a domain may contain forbidden paths, the runs root and declared outputs: nothing
+    # the command writes reaches the real tree, forbidden paths are read-only (a write to them is an
+    # undeclared write) and the runs root and outputs are left out of the domain's snapshot.
+    wide = isolation == "overlay"
+    hint = " (allowed inside a domain with --isolation overlay)"
     if decl.trace_scope not in CONFIG_KEYS["trace_scope"]:
         problems.append(Problem("BAD_TRACE", f"trace scope {decl.trace_scope!r} is not domains or workspace"))
     if decl.trace_backend not in CONFIG_KEYS["trace_backend"]:
@@ -216,18 +236,34 @@ def preflight(decl: Declaration) -> Policy:
             if paths.overlaps(domain, other):
                 problems.append(Problem("OVERLAP", f"catalytic domains {domain!r} and {other!r} overlap"))
         for out in outputs:
+            if wide and paths.is_within(out, domain) and out != domain:
+                continue
             if paths.overlaps(domain, out):
                 problems.append(
                     Problem("OVERLAP", f"catalytic domain {domain!r} overlaps durable output {out!r}")
                 )
-        if runs_roots and paths.overlaps(domain, runs_root):
+        if (
+            runs_roots
+            and paths.overlaps(domain, runs_root)
+            and not (wide and runs_root != domain and paths.is_within(runs_root, domain))
+        ):
             problems.append(
-                Problem("OVERLAP", f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}")
+                Problem(
+                    "OVERLAP",
+                    f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}"
+                    + (hint if paths.is_within(runs_root, domain) and runs_root != domain else ""),
+                )
             )
         for bad in forbidden:
+            if wide and paths.is_within(bad, domain) and bad != domain:
+                continue
             if paths.overlaps(domain, bad):
                 problems.append(
-                    Problem("FORBIDDEN", f"catalytic domain {domain!r} overlaps forbidden path {bad!r}")
+                    Problem(
+                        "FORBIDDEN",
+                        f"catalytic domain {domain!r} overlaps forbidden path {bad!r}"
+                        + (hint if paths.is_within(bad, domain) and bad != domain else ""),
+                    )
                 )
     for out in outputs:
         if not any(paths.is_within(out, a) for a in allowed):
@@ -273,6 +309,9 @@ def preflight(decl: Declaration) -> Policy:
         forbidden_paths=forbidden,
         runs_root=runs_root,
         hash=decl.hash,
+        isolation=isolation,
+        isolation_requested=decl.isolation,
+        isolation_reason=isolation_reason,
         trace=decl.trace,
         trace_scope=decl.trace_scope,
         trace_backend=decl.trace_backend,

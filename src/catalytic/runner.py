@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from catalytic import descendants, faults
 from catalytic.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
@@ -35,6 +36,8 @@ class ChildResult:
     started: bool
     interrupted_by: int | None = None
     error: str | None = None
+    #: Pids of processes the command started that were still running when it exited.
+    lingering: tuple[int, ...] = ()
 
     @property
     def interrupted_name(self) -> str | None:
@@ -77,7 +80,7 @@ def run_child(command: Sequence[str]) -> ChildResult:
 
 def _run_linux(command: Sequence[str]) -> ChildResult:
     watched = {*INTERRUPTS, signal.SIGCHLD}
-    with blocked(sorted(watched)) as previous:
+    with blocked(sorted(watched)) as previous, descendants.watch() as tree:
         try:
             pid = os.posix_spawnp(
                 command[0],
@@ -88,6 +91,8 @@ def _run_linux(command: Sequence[str]) -> ChildResult:
             )
         except OSError as exc:
             return _not_started(command, exc)
+        descendants.register(pid)
+        faults.point("execute.spawned")
         interrupted: int | None = None
         while True:
             info = signal.sigtimedwait(watched, 1.0)
@@ -98,7 +103,9 @@ def _run_linux(command: Sequence[str]) -> ChildResult:
                 continue
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == pid:
-                return ChildResult(_exit_code(status), True, interrupted)
+                descendants.unregister(pid)
+                left = tuple(descendants.lingering(tree, pid))
+                return ChildResult(_exit_code(status), True, interrupted, lingering=left)
 
 
 def _forward(pid: int, signum: int) -> None:

@@ -18,17 +18,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalytic import __version__, paths
+from catalytic import __version__, faults, paths, rootwatch
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import (
     EXIT_DIRTY,
     CatalyticError,
+    DomainMovedError,
+    LingeringError,
     RunInterrupted,
     SnapshotError,
 )
+from catalytic.isolation import Backend, Facts, Options, Outcome
+from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
 from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import reserve, write_ledger
+from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
@@ -59,6 +64,8 @@ class RunResult:
     error: CatalyticError | None = None
     command_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    isolation: str = "none"
+    facts: Facts | None = None
     ledger_digest: str | None = None
     trace: TraceLog | None = None
 
@@ -92,8 +99,20 @@ class RunResult:
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
             "ledger_digest": self.ledger_digest,
+            **(_isolation_summary(self) if self.isolation != "none" else {}),
             "trace": None if self.trace is None else self.trace.summary(),
         }
+
+
+def _isolation_summary(result: RunResult) -> dict[str, Any]:
+    facts = result.facts or Facts()
+    return {
+        "isolation": result.isolation,
+        "undeclared_writes": facts.undeclared_writes,
+        "committed": facts.committed,
+        "rollback": facts.rollback,
+        "quarantine": facts.quarantine,
+    }
 
 
 def _now() -> str:
@@ -133,7 +152,7 @@ class _Timer:
 
 def _snapshot_all(
     policy: Policy, label: str, progress: ProgressCallback
-) -> tuple[list[DomainSnapshot], SnapshotError | None]:
+) -> tuple[list[DomainSnapshot], CatalyticError | None]:
     snaps: list[DomainSnapshot] = []
     for domain in policy.catalytic_domains:
         try:
@@ -144,6 +163,10 @@ def _snapshot_all(
                 exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
             )
             return snaps, exc
+        if policy.isolation == "overlay":
+            from catalytic.isolation.overlay import exclude_from_snapshot
+
+            snap = exclude_from_snapshot(policy, snap)
         state = "absent" if snap.absent else f"{snap.stats.files} files"
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)
@@ -173,54 +196,120 @@ def execute(
     progress: ProgressCallback | None = None,
     preflight_seconds: float = 0.0,
     cwd: Path | None = None,
+    options: Options | None = None,
     sign_key: SigningKey | None = None,
 ) -> RunResult:
-    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger."""
+    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger.
+
+    ``policy.isolation`` picks the backend (see :mod:`catalytic.isolation`); ``none`` is the seed's
+    behaviour, the others add their own steps around the command.
+    """
     say = progress or (lambda _message: None)
     timer = _Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = _now()
-    ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
+    faults.point("run.begin")
+    # From the moment the ledger directory exists until the phases are guarded, a SIGINT/SIGTERM
+    # waits (blocked), so it is always recorded in the ledger rather than leaving it empty.
+    with (
+        blocked(INTERRUPTS) as mask,
+        domain_locks(policy.root / policy.runs_root, policy.catalytic_domains, policy.run_id),
+    ):
+        ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
+        faults.point("ledger.reserved")
+        backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
+        try:
+            return _execute(policy, command, say, timer, started, ledger_dir, backend, cwd, mask, sign_key)
+        finally:
+            backend.close()
+
+
+def _execute(
+    policy: Policy,
+    command: Sequence[str],
+    say: ProgressCallback,
+    timer: _Timer,
+    started: str,
+    ledger_dir: Path,
+    backend: Backend,
+    cwd: Path | None,
+    mask: set[int],
+    sign_key: SigningKey | None = None,
+) -> RunResult:
     pre: list[DomainSnapshot] = []
     post: list[DomainSnapshot] = []
     child: ChildResult | None = None
-    error: SnapshotError | None = None
+    error: CatalyticError | None = None
     interrupted: int | None = None
     diffs: dict[str, DomainDiff] = {}
     outputs: list[fmt.OutputRecord] = []
     missing: list[str] = []
     trace_log: TraceLog | None = None
+    roots = rootwatch.start(policy.root, policy.catalytic_domains)
     with interrupt_guard():
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
+                faults.point("snapshot_pre.begin")
                 pre, error = _snapshot_all(policy, "pre", say)
+                if error is None:
+                    try:
+                        backend.prepare(pre)
+                    except CatalyticError as exc:
+                        error = exc
+                faults.point("snapshot_pre.end")
             if error is None:
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
+                    faults.point("execute.begin")
                     tracer = _start_trace(policy, say)
                     try:
-                        child = run_child(command)
+                        child = run_child(backend.wrap(command))
                     finally:
                         trace_log = _stop_trace(tracer, policy) if tracer is not None else None
+                    faults.point("execute.end")
                 if child.error:
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
                 interrupted = child.interrupted_by
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
-                    post, error = _snapshot_all(policy, "post", say)
+                    faults.point("snapshot_post.begin")
+                    computed = backend.post_snapshots(pre)
+                    post, error = computed if computed is not None else _snapshot_all(policy, "post", say)
+                    moved = roots.moved()
+                    faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
                     for before, after in zip(pre, post, strict=False):
                         diffs[before.domain] = diff_entries(before.entries, after.entries)
                     outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                    if error is None and all(d.clean for d in diffs.values()):
+                        # The snapshots match, but they cannot be trusted as a proof.
+                        error = _unprovable(moved, child.lingering)
+                faults.point("verify.end")
         except RunInterrupted as exc:
             interrupted = exc.signum
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+            roots.close()
+    # A signal that arrived after the guard let go is still this run's: record it.
+    interrupted = interrupted or _pending_interrupt()
     verified = (
         error is None and interrupted is None and len(diffs) == len(pre) == len(policy.catalytic_domains)
     )
     clean = verified and all(d.clean for d in diffs.values())
+    facts: Facts | None = None
+    if backend.name != "none":
+        with blocked(INTERRUPTS):
+            outcome = Outcome(
+                pre, post, diffs, clean, child.exit_code if child else None, interrupted is not None, error
+            )
+            finish_start = time.perf_counter()
+            facts = backend.finish(outcome)
+            facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
+            outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
     if error is not None:
         say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
     elif clean:
@@ -236,8 +325,10 @@ def execute(
     result = RunResult(
         run_id=policy.run_id,
         ledger_dir=ledger_dir,
-        status="restored" if clean else "dirty",
-        restoration_verified=clean,
+        # An isolation failure (undeclared writes, a rollback that could not finish) fails the run
+        # even when the domains matched: STATUS is then dirty and unverified, with the reason.
+        status="restored" if clean and not (facts and facts.failed) else "dirty",
+        restoration_verified=clean and not (facts and facts.failed),
         exit_code=child.exit_code if child else None,
         diff=diffs,
         outputs=outputs,
@@ -246,18 +337,48 @@ def execute(
         error=error,
         command_error=child.error if child else None,
         timings=timer.timings,
+        isolation=policy.isolation,
+        facts=facts,
         trace=trace_log,
     )
+    if facts is not None and facts.failed:
+        say(f"FAILURE: {facts.reason}")
     if trace_log is not None:
         say(_describe_trace(trace_log))
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         documents = _documents(policy, command, result, pre, post, started, cwd)
+        faults.point("record.begin")
         write_ledger(ledger_dir, documents)
+        faults.point("record.end")
+        # After STATUS: the seal (LEDGER_DIGEST.json, SIGNATURE.json) and the LEDGER.jsonl line.
         root_digest = seal(ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key)
     result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
+
+
+def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:
+    """Why matching snapshots are still no proof: a domain moved, or the command left processes."""
+    if moved:
+        return DomainMovedError(
+            f"moved, replaced or unmounted while the command ran: {', '.join(moved)}; "
+            "writes meant for a domain may have gone elsewhere"
+        )
+    if lingering:
+        return LingeringError(
+            f"{len(lingering)} process(es) started by the command were still running after it "
+            f"exited (pids {', '.join(map(str, lingering))}); they could change the domains after the proof"
+        )
+    return None
+
+
+def _pending_interrupt() -> int | None:
+    """Take a blocked, pending SIGINT/SIGTERM off the queue, if there is one."""
+    if not hasattr(signal, "sigtimedwait"):  # pragma: no cover - non-Linux
+        return None
+    info = signal.sigtimedwait(INTERRUPTS, 0)
+    return info.si_signo if info is not None else None
 
 
 def _start_trace(policy: Policy, say: ProgressCallback) -> Tracer | None:
@@ -282,6 +403,16 @@ def _describe_trace(log: TraceLog) -> str:
 def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
+    if result.facts is not None and result.facts.failed:
+        if all(d.clean for d in result.diff.values()) and result.error is None and result.diff:
+            return result.facts.reason
+        return f"{_seed_reason(result)}; {result.facts.reason}"
+    return _seed_reason(result)
+
+
+def _seed_reason(result: RunResult) -> str | None:
+    if isinstance(result.error, LingeringError | DomainMovedError):
+        return f"restoration not proved: {result.error.code}: {result.error.message}"
     if result.error is not None:
         return f"snapshot failed: {result.error.code}: {result.error.message}"
     if result.interrupted and not result.diff:
@@ -329,7 +460,7 @@ def _documents(
         "tool_version": __version__,
         "schema_version": fmt.SCHEMA_VERSION,
         "hash_algorithm": policy.hash,
-        "isolation": "none",
+        "isolation": policy.isolation,
         "interrupted": result.interrupted is not None,
         "signal": result.interrupted,
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
@@ -347,6 +478,15 @@ def _documents(
         if result.error is None
         else {"code": result.error.code, "message": result.error.message},
     }
+    if policy.isolation != "none" or policy.isolation_requested != "none":
+        facts = result.facts or Facts()
+        run_info["isolation_requested"] = policy.isolation_requested
+        run_info["isolation_reason"] = policy.isolation_reason
+        run_info["isolation_details"] = {"commits": facts.commits, **facts.details}
+        status["undeclared_writes"] = facts.undeclared_writes
+        status["committed"] = facts.committed
+        status["rollback"] = facts.rollback
+        status["quarantine"] = facts.quarantine
     documents: dict[str, Any] = {
         fmt.RUN_INFO: run_info,
         fmt.PRE_MANIFEST: pre_manifest,

@@ -19,6 +19,8 @@ from catalytic.errors import EXIT_INTERNAL, EXIT_USAGE, CatalyticError
 SUBCOMMANDS: dict[str, str] = {
     "run": "catalytic.cli.run",
     "validate": "catalytic.cli.validate",
+    "restore": "catalytic.cli.restore",
+    "gc": "catalytic.cli.gc",
     "show": "catalytic.cli.show",
     "runs": "catalytic.cli.runs",
     "export": "catalytic.cli.export",

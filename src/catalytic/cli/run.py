@@ -10,6 +10,7 @@ from typing import Any
 
 from catalytic.cli.output import Progress, add_verbosity, print_json
 from catalytic.errors import UsageError
+from catalytic.isolation import ISOLATION_CHOICES, Options
 from catalytic.ledger.format import DETERMINISM_VALUES
 from catalytic.policy import declare, preflight
 from catalytic.runtime import execute
@@ -64,6 +65,27 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="sign the ledger digest with this Ed25519 private key (from catalytic keygen)",
     )
     p.add_argument(
+        "--isolation",
+        choices=ISOLATION_CHOICES,
+        help="none (default: run on the real tree, verify after), rollback (save the pre-state, put it "
+        "back if dirty), overlay (Linux: run on an overlay, commit outputs after the proof), auto",
+    )
+    p.add_argument(
+        "--rollback-on-failure",
+        action="store_true",
+        help="rollback: also put everything back when the command fails",
+    )
+    p.add_argument(
+        "--discard",
+        action="store_true",
+        help="overlay: drop the write set of a failed run instead of keeping it under quarantine/",
+    )
+    p.add_argument(
+        "--check-determinism",
+        action="store_true",
+        help="overlay, deterministic runs: run twice, each in its own overlay; fail if outputs differ",
+    )
+    p.add_argument(
         "--trace",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -97,6 +119,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "forbidden_paths": args.forbidden_paths,
         "runs_root": args.runs_root,
         "hash": args.hash,
+        "isolation": args.isolation,
         "trace": args.trace,
         "trace_scope": args.trace_scope,
         "trace_backend": args.trace_backend,
@@ -114,6 +137,11 @@ def execute_cli(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = Path(args.root) if args.root else Path.cwd()
     policy = preflight(declare(root, overrides_from(args)))
+    if args.check_determinism and (policy.isolation != "overlay" or policy.determinism != "deterministic"):
+        raise UsageError(
+            "--check-determinism needs --isolation overlay (or auto resolving to it) and a run "
+            f"declared deterministic (this one: {policy.isolation}, {policy.determinism})"
+        )
     sign_key = None
     if args.sign_key:
         from catalytic.integrations.signing import load_signing_key
@@ -124,8 +152,21 @@ def execute_cli(args: argparse.Namespace) -> int:
         f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
         f"domain{'s' * (domains != 1)}, {len(policy.durable_outputs)} durable outputs"
     )
+    if policy.isolation_requested != "none":
+        why = f" ({policy.isolation_reason})" if policy.isolation_reason else ""
+        progress(f"Isolation: {policy.isolation}{why}")
+    options = Options(
+        rollback_on_failure=args.rollback_on_failure,
+        discard=args.discard,
+        check_determinism=args.check_determinism,
+    )
     result = execute(
-        policy, command, progress=progress, preflight_seconds=time.perf_counter() - start, sign_key=sign_key
+        policy,
+        command,
+        progress=progress,
+        preflight_seconds=time.perf_counter() - start,
+        options=options,
+        sign_key=sign_key,
     )
     if result.command_error:
         sys.stderr.write(f"catalytic: {result.command_error}\n")

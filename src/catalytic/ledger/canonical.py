@@ -9,13 +9,15 @@ file itself is always valid UTF-8. Finite numbers only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from catalytic import faults
 from catalytic.errors import LedgerError
 from catalytic.paths import sort_key
 
@@ -71,11 +73,84 @@ def loads(data: bytes | str) -> Any:
     return json.loads(text)
 
 
-def write_atomic(path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644) -> None:
+def _write_chunks(out: BinaryIO, chunks: Iterable[str] | bytes) -> None:
+    if isinstance(chunks, bytes):
+        out.write(chunks)
+        return
+    buffer: list[str] = []
+    size = 0
+    for chunk in chunks:
+        buffer.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 16:
+            out.write("".join(buffer).encode("utf-8"))
+            buffer.clear()
+            size = 0
+    out.write("".join(buffer).encode("utf-8"))
+
+
+def _write_unnamed(path: Path, chunks: Iterable[str] | bytes, mode: int) -> bytes | None:
+    """Write an unnamed file (``O_TMPFILE``) and link it in as ``path``.
+
+    Until the link the file has no name, so a crash (even ``SIGKILL``) leaves nothing behind.
+    Returns None when done, or the bytes written when this file system cannot link such a file
+    (the caller then writes them the classic way).
+    """
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return _as_bytes(chunks)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        try:
+            fd = os.open(".", flag | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return _as_bytes(chunks)
+            raise
+        with os.fdopen(fd, "w+b") as out:
+            _write_chunks(out, chunks)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+            faults.point("synced")
+            try:
+                # linkat(AT_SYMLINK_FOLLOW) through /proc gives the unnamed file its name.
+                os.link(f"/proc/self/fd/{out.fileno()}", path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOENT, errno.EOPNOTSUPP):
+                    raise
+                out.seek(0)
+                return out.read()
+    except FileExistsError:
+        raise LedgerError(f"cannot write {path}: it already exists") from None
+    except OSError as exc:
+        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(dir_fd)
+    return None
+
+
+def _as_bytes(chunks: Iterable[str] | bytes) -> bytes:
+    return chunks if isinstance(chunks, bytes) else "".join(chunks).encode("utf-8")
+
+
+def write_atomic(
+    path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644, exclusive: bool = False
+) -> None:
     """Write ``path`` atomically: temp file in the same directory, fsync, ``os.replace``.
 
     A crash leaves either the old file (or nothing) or the complete new one, never a torn file.
+    With ``exclusive`` the file must not exist yet; where the kernel supports ``O_TMPFILE`` it is
+    then written without any temporary name, so not even a ``SIGKILL`` leaves a stray file.
     """
+    if exclusive:
+        leftover = _write_unnamed(path, chunks, mode)
+        if leftover is None:
+            return
+        chunks = leftover
     directory = path.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -83,22 +158,11 @@ def write_atomic(path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644
         raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
-            if isinstance(chunks, bytes):
-                out.write(chunks)
-            else:
-                buffer: list[str] = []
-                size = 0
-                for chunk in chunks:
-                    buffer.append(chunk)
-                    size += len(chunk)
-                    if size >= 1 << 16:
-                        out.write("".join(buffer).encode("utf-8"))
-                        buffer.clear()
-                        size = 0
-                out.write("".join(buffer).encode("utf-8"))
+            _write_chunks(out, chunks)
             out.flush()
             os.fchmod(out.fileno(), mode)
             os.fsync(out.fileno())
+            faults.point("synced")
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -108,9 +172,9 @@ def write_atomic(path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644
         raise
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as canonical JSON to ``path`` atomically."""
-    write_atomic(path, _with_newline(iter_canonical(value)))
+def write_json(path: Path, value: Any, *, exclusive: bool = False) -> None:
+    """Write ``value`` as canonical JSON to ``path`` atomically (see :func:`write_atomic`)."""
+    write_atomic(path, _with_newline(iter_canonical(value)), exclusive=exclusive)
 
 
 def _with_newline(chunks: Iterator[str]) -> Iterator[str]:

@@ -77,6 +77,11 @@ class StatusDoc(TypedDict, total=False):
     interrupted: bool
     reason: str | None
     error: dict[str, str] | None
+    # Isolation extensions (only when the run used rollback or overlay; docs/isolation.md).
+    undeclared_writes: list[dict[str, str]] | None
+    committed: bool | None
+    rollback: dict[str, Any] | None
+    quarantine: str | None
 
 
 RunInfoDoc = dict[str, Any]

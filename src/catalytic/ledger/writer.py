@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from catalytic import faults
 from catalytic.errors import DeclarationError, LedgerError, Problem
 from catalytic.ledger.canonical import fsync_dir, write_atomic, write_json
 from catalytic.ledger.format import OPTIONAL_FILES, STATUS, WRITE_ORDER
@@ -47,11 +48,13 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
         if name == STATUS:
             # Everything STATUS vouches for must be on disk before STATUS itself appears.
             fsync_dir(ledger_dir)
+        faults.point("record.file")
         document = documents[name]
         if isinstance(document, bytes):
-            write_atomic(ledger_dir / name, document)  # already canonical JSON (e.g. a large WRITE_LOG)
+            # Already canonical JSON (e.g. a large WRITE_LOG).
+            write_atomic(ledger_dir / name, document, exclusive=True)
         else:
-            write_json(ledger_dir / name, document)
+            write_json(ledger_dir / name, document, exclusive=True)
     fsync_dir(ledger_dir)
 
 

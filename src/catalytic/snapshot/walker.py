@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalytic import faults
 from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot.digest import Hasher
@@ -89,6 +90,8 @@ def describe(
     counts: WalkStats,
 ) -> Entry:
     """The manifest entry of ``name`` in ``dir_fd`` whose ``lstat`` was ``st``."""
+    if faults.ACTIVE:
+        faults.point("entry")
     for _ in range(RETRIES):
         fmt = stat.S_IFMT(st.st_mode)
         if fmt == stat.S_IFREG:

@@ -1,0 +1,65 @@
+"""``catalytic gc``: prune the content-addressed store of what no kept ledger references."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from catalytic.cli.output import Progress, add_verbosity, print_json
+from catalytic.cli.restore import runs_root_of
+from catalytic.errors import EXIT_OK
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``catalytic gc``."""
+    p = subparsers.add_parser(
+        "gc",
+        help="prune the store under <runs root>/_store of runs whose ledger is gone",
+        description="Drop the saved pre-states of runs whose ledger directory no longer exists, then "
+        "every stored object no remaining pre-state references, and the temporary overlay layers of "
+        "runtimes that were killed.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
+    p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    add_verbosity(p)
+    p.set_defaults(execute=execute_cli)
+
+
+def execute_cli(args: argparse.Namespace) -> int:
+    from catalytic.isolation.store import Store
+
+    progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
+    _root, runs_root = runs_root_of(args)
+    kept = (
+        [n for n in os.listdir(runs_root) if not n.startswith("_") and (runs_root / n).is_dir()]
+        if runs_root.is_dir()
+        else []
+    )
+    dropped, objects = Store(runs_root).gc(kept, dry_run=args.dry_run)
+    layers: list[str] = []
+    if sys.platform.startswith("linux"):
+        from catalytic.isolation.overlay import remove_layers, stale_layers
+
+        stale = stale_layers()
+        layers = [str(p) for p in stale]
+        if not args.dry_run:
+            remove_layers(stale)
+    verb = "would remove" if args.dry_run else "removed"
+    progress(
+        f"{verb} {len(dropped)} pre-state(s), {len(objects)} object(s) and {len(layers)} stale overlay "
+        f"layer(s); {len(kept)} ledger(s) kept"
+    )
+    if args.json:
+        print_json(
+            {
+                "dry_run": args.dry_run,
+                "states": dropped,
+                "objects": [str(p) for p in objects],
+                "overlay_layers": layers,
+                "kept": len(kept),
+            }
+        )
+    return EXIT_OK

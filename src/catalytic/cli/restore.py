@@ -1,0 +1,71 @@
+"""``catalytic restore RUN_ID``: put domains back to a run's pre-state from the content-addressed store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from catalytic.cli.output import Progress, add_verbosity, print_json
+from catalytic.errors import EXIT_DIRTY, EXIT_OK, UsageError
+from catalytic.ledger.format import DEFAULT_RUNS_ROOT
+from catalytic.policy import load_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``catalytic restore``."""
+    p = subparsers.add_parser(
+        "restore",
+        help="put catalytic domains back to a run's pre-state (runs made with --isolation rollback)",
+        description="Restore the catalytic domains (and with --outputs the declared outputs) of a run "
+        "to what they held before it ran, from the store under <runs root>/_store, then prove it "
+        "with a fresh snapshot. Exit 0 when proven (or on --dry-run), 1 otherwise.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--domain", action="append", metavar="PATH", help="restore only this domain (repeatable)")
+    p.add_argument("--outputs", action="store_true", help="also put the declared outputs back")
+    p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
+    p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
+    p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    add_verbosity(p)
+    p.set_defaults(execute=execute_cli)
+
+
+def runs_root_of(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The workspace root and the runs root a command line names (flags, then the config file)."""
+    root = Path(args.root).resolve() if args.root else Path.cwd().resolve()
+    runs_root = args.runs_root or load_config(root).get("runs_root") or DEFAULT_RUNS_ROOT
+    return root, root / runs_root
+
+
+def execute_cli(args: argparse.Namespace) -> int:
+    from catalytic.isolation.rollback import restore_state
+    from catalytic.isolation.store import Store
+
+    progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
+    root, runs_root = runs_root_of(args)
+    store = Store(runs_root)
+    state = store.load_state(args.run_id)
+    domains = list(state.get("domains", {}))
+    wanted = args.domain or domains
+    unknown = [d for d in wanted if d not in domains]
+    if unknown:
+        raise UsageError(f"run {args.run_id} has no domain {unknown[0]!r} (domains: {', '.join(domains)})")
+    only = [*wanted, *(state.get("outputs", {}) if args.outputs else [])]
+    result = restore_state(root, store, state, only=only, dry_run=args.dry_run)
+    for op, path in result["actions"]:
+        progress(f"{'would ' if args.dry_run else ''}{op} {path}")
+    for problem in result["problems"]:
+        sys.stderr.write(f"catalytic: error: RESTORE: {problem}\n")
+    if args.json:
+        print_json({"run_id": args.run_id, "dry_run": args.dry_run, **result})
+    if args.dry_run:
+        progress(f"dry run: {len(result['actions'])} change(s) needed")
+        return EXIT_OK
+    if result["verified"]:
+        progress(f"restored {', '.join(only)} to the pre-state of {args.run_id} (proven by a fresh snapshot)")
+        return EXIT_OK
+    for tree, rels in result["remaining"].items():
+        progress(f"NOT restored in {tree}: {', '.join(rels[:10])}")
+    return EXIT_DIRTY

@@ -1,0 +1,402 @@
+"""``overlay`` (Linux): the command sees the workspace root through overlayfs in its own mount namespace.
+
+The command is spawned as ``unshare -m --propagation private [-r] sh -c 'mount -t overlay ... ROOT;
+cd CWD; exec COMMAND'``: the overlay is mounted over the workspace root inside a private mount
+namespace (as root directly, rootless through an unprivileged user namespace with ``userxattr``), so
+the command's paths are unchanged and every write lands in an upper directory kept outside the root
+(a temporary directory). ``unshare`` and ``sh`` exec in place, so the runner's signal forwarding
+reaches the command itself. The real tree is never modified while the command runs.
+
+Afterwards the upper layer is the exact write set (see :mod:`catalytic.isolation.upper` for how the
+post-run snapshot is computed from it and which writes are undeclared). Declared outputs are committed
+to the real tree only after the proof; otherwise the write set is kept under ``quarantine/``. Nested
+mounts inside the workspace are not seen through a single overlay: the command sees the underlying
+directory there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from catalytic import paths
+from catalytic.errors import SnapshotError
+from catalytic.isolation import Facts, IsolationError, IsolationName, Options, Outcome
+from catalytic.isolation.restore import remove_tree
+from catalytic.isolation.upper import (
+    UpperEntry,
+    domain_excludes,
+    exclude_entries,
+    exclude_from_snapshot,
+    hidden_from,
+    merged_tree,
+    scan_upper,
+    undeclared_writes,
+)
+from catalytic.ledger.canonical import encode, write_json
+from catalytic.policy import Policy
+from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
+from catalytic.snapshot.entry import DIR, kind_of
+
+MOUNT_SCRIPT = (
+    'mount -t overlay overlay -o "$1" "$2" || exit 125; '
+    ': > "$4" || exit 125; '
+    'cd -- "$3" 2>/dev/null || cd /; '
+    'shift 4; exec "$@"'
+)
+TMP_PREFIX = "catalytic-overlay-"
+OWNER_FILE = "owner.pid"
+_BAD_CHARS = (",", ":", "\\", "\n")
+_probe_cache: dict[str, str | None] = {}
+
+
+def rootless() -> bool:
+    return bool(os.geteuid() != 0)
+
+
+def _xattr_prefix() -> str:
+    return "user.overlay." if rootless() else "trusted.overlay."
+
+
+def mount_options(lower: Path, upper: Path, work: Path) -> str:
+    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    if rootless():
+        return opts + ",userxattr"
+    return opts + ",redirect_dir=off,metacopy=off,index=off"
+
+
+def unshare_argv() -> list[str]:
+    unshare = shutil.which("unshare") or "unshare"
+    argv = [unshare, "--mount", "--propagation", "private"]
+    if rootless():
+        argv.insert(1, "--map-root-user")
+    return argv
+
+
+def unavailable_reason(root: Path) -> str | None:
+    """None when an overlay over ``root`` can be mounted here, else why not (one line)."""
+    key = f"{root}:{getattr(os, 'geteuid', lambda: -1)()}"
+    if key not in _probe_cache:
+        _probe_cache[key] = _probe(root)
+    return _probe_cache[key]
+
+
+def _probe(root: Path) -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"overlayfs is Linux-only (this is {sys.platform})"
+    if shutil.which("unshare") is None:
+        return "the util-linux 'unshare' program is not installed"
+    bad = [c for c in _BAD_CHARS if c in str(root)]
+    if bad:
+        return (
+            f"the workspace root {str(root)!r} contains {bad[0]!r}, which overlay mount options cannot carry"
+        )
+    with tempfile.TemporaryDirectory(prefix="catalytic-probe-") as tmp:
+        base = Path(tmp)
+        if paths.is_within(str(base), str(root)) or str(base).startswith(str(root) + "/"):
+            return f"the temporary directory {tmp} is inside the workspace root"
+        for name in ("upper", "work", "mnt"):
+            (base / name).mkdir()
+        opts = mount_options(root, base / "upper", base / "work")
+        cmd = [*unshare_argv(), "--", "mount", "-t", "overlay", "overlay", "-o", opts, str(base / "mnt")]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"cannot start unshare: {exc}"
+        with contextlib.suppress(OSError):
+            remove_tree(base / "work")
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            msg = detail[-1] if detail else f"exit {proc.returncode}"
+            if rootless() and "unshare" in msg:
+                return f"unprivileged user namespaces are not available ({msg})"
+            return f"the overlay mount was refused ({msg})"
+    return None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return bool(rc == 0)
+
+
+def _copy_entry(src: Path, dst: Path, entry: Entry) -> None:
+    kind = kind_of(entry.value)
+    if kind == "dir":
+        dst.mkdir(exist_ok=True)
+    elif kind == "symlink":
+        os.symlink(os.readlink(src), dst)
+    elif kind == "file":
+        shutil.copyfile(src, dst, follow_symlinks=False)
+        with open(dst, "rb+") as fh:
+            os.fsync(fh.fileno())
+    else:
+        raise OSError(f"{entry.path}: a {kind} is not a durable artifact")
+    if entry.mode is not None and kind != "dir":
+        os.chmod(dst, int(entry.mode, 8))
+
+
+class OverlayIsolation:
+    """The ``overlay`` backend."""
+
+    name: IsolationName = "overlay"
+
+    def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
+        why = unavailable_reason(policy.root)
+        if why is not None:
+            raise IsolationError(
+                f"--isolation overlay cannot be used here: {why}; use --isolation rollback instead"
+            )
+        self.policy = policy
+        self.ledger_dir = ledger_dir
+        self.options = options
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{policy.run_id}-"))
+        (self.tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        self.command: list[str] = []
+        self.layers: list[Path] = []
+        self.upper_dir = self._layer()
+        self.upper: dict[str, UpperEntry] = {}
+        self.mount_failed = False
+
+    def _layer(self) -> Path:
+        layer = self.tmp / f"layer{len(self.layers)}"
+        for name in ("upper", "work"):
+            (layer / name).mkdir(parents=True)
+        # The merged root takes the upper root's attributes: make them the workspace root's.
+        os.chmod(layer / "upper", stat.S_IMODE(os.stat(self.policy.root).st_mode))
+        self.layers.append(layer)
+        return layer / "upper"
+
+    def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
+        del pre
+
+    def _wrap(self, command: Sequence[str], upper: Path) -> list[str]:
+        work = upper.parent / "work"
+        marker = upper.parent / "mounted"
+        opts = mount_options(self.policy.root, upper, work)
+        return [
+            *unshare_argv(),
+            "--",
+            "/bin/sh",
+            "-c",
+            MOUNT_SCRIPT,
+            "catalytic-overlay",
+            opts,
+            str(self.policy.root),
+            os.getcwd(),
+            str(marker),
+            *command,
+        ]
+
+    def wrap(self, command: Sequence[str]) -> list[str]:
+        self.command = list(command)
+        return self._wrap(command, self.upper_dir)
+
+    def post_snapshots(
+        self, pre: Sequence[DomainSnapshot]
+    ) -> tuple[list[DomainSnapshot], SnapshotError | None] | None:
+        if not (self.upper_dir.parent / "mounted").exists():
+            self.mount_failed = True
+            return [], SnapshotError(
+                "the overlay could not be mounted for the command (see its stderr)",
+                path=paths.ROOT,
+                code="OVERLAY_FAILED",
+            )
+        self.upper = scan_upper(self.upper_dir, _xattr_prefix())
+        post: list[DomainSnapshot] = []
+        for snap in pre:
+            try:
+                entries, absent, _src = merged_tree(
+                    snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash
+                )
+            except SnapshotError as exc:
+                return post, exc
+            entries = exclude_entries(self.policy, snap.domain, entries)
+            stats = WalkStats(absent=absent)
+            stats.files = sum(1 for e in entries if kind_of(e.value) == "file")
+            stats.dirs = sum(1 for e in entries if e.value == DIR)
+            post.append(DomainSnapshot(snap.domain, tuple(entries), stats))
+            self.options.say(
+                f"Snapshots post: {snap.domain} ({'absent' if absent else f'{stats.files} files'}, "
+                "lower + upper)"
+            )
+        return post, None
+
+    def _outputs_digest(self, upper_dir: Path, upper: dict[str, UpperEntry]) -> tuple[str, dict[str, Any]]:
+        manifest: dict[str, Any] = {}
+        for out in self.policy.durable_outputs:
+            lower = snapshot_tree(self.policy.root / out, self.policy.hash).entries
+            entries, absent, _ = merged_tree(lower, upper_dir, upper, out, self.policy.hash)
+            manifest[out] = None if absent else {e.path: [e.value, e.mode] for e in entries}
+        return hashlib.sha256(encode(manifest)).hexdigest(), manifest
+
+    def finish(self, outcome: Outcome) -> Facts:
+        facts = Facts(undeclared_writes=[], committed=False)
+        facts.details["upper_entries"] = len(self.upper)
+        excluded = {d: domain_excludes(self.policy, d) for d in self.policy.catalytic_domains}
+        if any(excluded.values()):
+            facts.details["excluded_from_domains"] = {d: x for d, x in excluded.items() if x}
+        if self.mount_failed:
+            facts.failed = True
+            facts.reason = "the overlay could not be mounted"
+            return facts
+        writes = undeclared_writes(self.policy, self.upper)
+        facts.undeclared_writes = writes
+        for w in writes:
+            self.options.say(f"  undeclared write: {w['path']} ({w['kind']})")
+        ok = outcome.clean and not writes and outcome.exit_code == 0 and not outcome.interrupted
+        if ok and self.options.check_determinism:
+            ok = self._check_determinism(facts)
+        if ok:
+            try:
+                self._commit(facts)
+                return facts
+            except (OSError, SnapshotError) as exc:
+                facts.committed = False
+                facts.failed = True
+                facts.reason = f"committing the declared outputs failed: {exc}"
+                self.options.say(f"FAILURE: {facts.reason}")
+        if writes:
+            facts.failed = True
+            facts.reason = (
+                f"{len(writes)} undeclared write(s) outside the domains and outputs (CMP-01 invariant 1)"
+            )
+        if facts.details.get("determinism") and not facts.details["determinism"]["equal"]:
+            facts.failed = True
+            facts.reason = "declared deterministic but two runs produced different outputs"
+        # A failed command with clean domains is not a contract violation: its exit code reports it.
+        self.options.say("Overlay: nothing committed to the real tree")
+        if not self.options.discard and self.upper:
+            facts.quarantine = str(self._quarantine())
+            self.options.say(f"Overlay: the write set is kept in {facts.quarantine}")
+        return facts
+
+    def _check_determinism(self, facts: Facts) -> bool:
+        from catalytic.runner import run_child
+
+        first, _ = self._outputs_digest(self.upper_dir, self.upper)
+        upper2 = self._layer()
+        self.options.say("Determinism check: running the command a second time in its own overlay...")
+        child = run_child(self._wrap(self.command, upper2))
+        second_upper = scan_upper(upper2, _xattr_prefix())
+        second, _ = self._outputs_digest(upper2, second_upper)
+        equal = first == second and child.exit_code == 0
+        facts.details["determinism"] = {
+            "first": first,
+            "second": second,
+            "second_exit_code": child.exit_code,
+            "equal": equal,
+        }
+        self.options.say(f"Determinism check: outputs {'identical' if equal else 'DIFFER'}")
+        return equal
+
+    def _commit(self, facts: Facts) -> None:
+        root = self.policy.root
+        for out in self.policy.durable_outputs:
+            lower = snapshot_tree(root / out, self.policy.hash).entries
+            absent, _hidden, touched = hidden_from(self.upper, out)
+            if not touched and not absent:
+                facts.commits.append({"path": out, "action": "unchanged"})
+                continue
+            entries, gone, sources = merged_tree(lower, self.upper_dir, self.upper, out, self.policy.hash)
+            target = root / out
+            if gone:
+                if os.path.lexists(target):
+                    remove_tree(target)
+                facts.commits.append({"path": out, "action": "deleted"})
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.commit-", dir=target.parent))
+            built = staging / "new"
+            try:
+                for e in entries:
+                    src_base = self.upper_dir if sources.get(e.path) == "upper" else root
+                    rel = paths.join(out, e.path)
+                    _copy_entry(src_base / rel, built if e.path == paths.ROOT else built / e.path, e)
+                for e in sorted(entries, key=lambda x: paths.sort_key(x.path), reverse=True):
+                    if e.value == DIR and e.mode is not None:
+                        os.chmod(built if e.path == paths.ROOT else built / e.path, int(e.mode, 8))
+                if os.path.lexists(target):
+                    if not _exchange(built, target):
+                        os.rename(target, staging / "old")
+                        os.rename(built, target)
+                else:
+                    os.rename(built, target)
+            finally:
+                remove_tree(staging)
+            after = snapshot_tree(target, self.policy.hash).entries
+            verified = [(e.path, e.value, e.mode) for e in after] == [
+                (e.path, e.value, e.mode) for e in entries
+            ]
+            facts.commits.append({"path": out, "action": "committed", "verified": verified})
+            if not verified:
+                facts.failed = True
+                facts.reason = f"the committed output {out} does not match what the command wrote"
+        facts.committed = not facts.failed
+        self.options.say(f"Overlay: declared outputs committed ({len(facts.commits)} checked)")
+
+    def _quarantine(self) -> Path:
+        quarantine = self.ledger_dir / "quarantine"
+        tree = quarantine / "upper"
+        tree.mkdir(parents=True, exist_ok=True)
+        listing: list[dict[str, Any]] = []
+        for rel, u in self.upper.items():
+            listing.append({"path": rel, "kind": u.kind, "opaque": u.opaque})
+            src, dst = self.upper_dir / rel, tree / rel
+            with contextlib.suppress(OSError):
+                if u.kind == "dir":
+                    dst.mkdir(parents=True, exist_ok=True)
+                elif u.kind == "symlink":
+                    os.symlink(os.readlink(src), dst)
+                elif u.kind == "file":
+                    shutil.copy2(src, dst, follow_symlinks=False)
+        write_json(quarantine / "WRITE_SET.json", listing)
+        return quarantine
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            remove_tree(self.tmp)
+
+
+def stale_layers(tmpdir: Path | None = None) -> list[Path]:
+    """Overlay temporary directories left by runtimes that no longer exist (killed with SIGKILL)."""
+    base = Path(tmpdir or tempfile.gettempdir())
+    stale: list[Path] = []
+    for candidate in sorted(base.glob(f"{TMP_PREFIX}*")):
+        try:
+            pid = int((candidate / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            stale.append(candidate)
+        except PermissionError:
+            continue  # alive, someone else's
+    return stale
+
+
+def remove_layers(layers: Sequence[Path]) -> None:
+    for layer in layers:
+        with contextlib.suppress(OSError):
+            remove_tree(layer)
+
+
+__all__ = ["OverlayIsolation", "exclude_from_snapshot", "remove_layers", "stale_layers", "unavailable_reason"]

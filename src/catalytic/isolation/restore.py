@@ -1,0 +1,178 @@
+"""Put a directory tree back to a recorded state, byte for byte, from the content-addressed store.
+
+The wanted state is a list of manifest entries (value + mode, as in PRE_MANIFEST / PRE_MODES); the
+current state is a fresh snapshot. Entries that should not be there are removed (deepest first),
+missing or different ones are recreated (parents first: files through a temporary file and a rename,
+symlinks likewise), and permission bits are set last (directories deepest first, so a read-only
+directory is still writable while its content is restored). What cannot be recreated (a socket, a
+device without privilege, an object missing from the store) is reported, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from catalytic.diff import diff_entries
+from catalytic.isolation.store import Store, StoreError
+from catalytic.paths import ROOT, sort_key
+from catalytic.snapshot.entry import DIR, FIFO, SYMLINK_PREFIX, Entry, kind_of
+
+
+@dataclass
+class RestoreReport:
+    """What a restoration did (or would do, in a dry run) and what it could not do."""
+
+    actions: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _abs(base: Path, rel: str) -> Path:
+    return base if rel == ROOT else base / rel
+
+
+def remove_tree(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    # A read-only directory inside would stop rmtree: open every directory up first.
+    os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+    for dirpath, dirnames, _files in os.walk(path):
+        for d in dirnames:
+            sub = os.path.join(dirpath, d)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(sub):
+                    os.chmod(sub, stat.S_IMODE(os.lstat(sub).st_mode) | 0o700)
+    shutil.rmtree(path)
+
+
+def _write_file(store: Store, algorithm: str, digest: str, path: Path, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".restore", dir=path.parent)
+    try:
+        try:
+            store.copy_out(algorithm, digest, fd)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if os.path.isdir(path) and not os.path.islink(path):
+            remove_tree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _make(entry: Entry, path: Path, store: Store, algorithm: str) -> None:
+    value = entry.value
+    kind = kind_of(value)
+    mode = int(entry.mode, 8) if entry.mode else 0o644
+    if kind == "dir":
+        if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
+            remove_tree(path)
+        if not os.path.isdir(path):
+            os.mkdir(path, 0o700)
+        return
+    if kind == "file":
+        _write_file(store, algorithm, value, path, mode)
+        return
+    if os.path.lexists(path):
+        remove_tree(path)
+    if kind == "symlink":
+        os.symlink(value[len(SYMLINK_PREFIX) :], path)
+    elif value == FIFO:
+        os.mkfifo(path, mode)
+    elif kind in ("chardev", "blockdev"):
+        _, major, minor = value.split(":")
+        kind_bits = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+        os.mknod(path, mode | kind_bits, os.makedev(int(major), int(minor)))
+    else:
+        raise OSError(f"a {kind} cannot be recreated")
+
+
+def restore_tree(
+    target: Path,
+    want: Sequence[Entry],
+    have: Sequence[Entry],
+    store: Store,
+    algorithm: str,
+    *,
+    dry_run: bool = False,
+    label: str = "",
+) -> RestoreReport:
+    """Make the tree at ``target`` hold exactly ``want`` (it holds ``have`` now).
+
+    ``want`` empty means the tree must not exist. ``label`` prefixes paths in the report.
+    """
+    report = RestoreReport()
+
+    def name(rel: str) -> str:
+        return (label if rel == ROOT else f"{label}/{rel}" if label and label != ROOT else rel) or rel
+
+    diff = diff_entries(have, want)
+    wanted = {e.path: e for e in want}
+    # Entries that must go: present now and not wanted, or wanted with another type.
+    doomed = set(diff.removed)
+    for rel, change in diff.changed.items():
+        if kind_of(change["before"]) != kind_of(change["after"]):
+            doomed.add(rel)
+    build = sorted(
+        [*diff.added, *(r for r, c in diff.changed.items() if c["before"] != c["after"])], key=sort_key
+    )
+    chmods = [r for r, c in diff.changed.items() if "mode_before" in c]
+    for rel in sorted(doomed, key=sort_key, reverse=True):
+        report.actions.append(("remove", name(rel)))
+    for rel in build:
+        report.actions.append(("create" if rel in diff.added else "replace", name(rel)))
+    for rel in sorted(set(chmods) - set(build), key=sort_key):
+        report.actions.append(("chmod", name(rel)))
+    if dry_run:
+        return report
+
+    # Open up directories we will write into (their real modes are put back at the end).
+    for entry in have:
+        if entry.value == DIR and entry.path not in doomed:
+            p = _abs(target, entry.path)
+            with contextlib.suppress(OSError):
+                if stat.S_IMODE(os.lstat(p).st_mode) & 0o700 != 0o700:
+                    os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | 0o700)
+    for rel in sorted(doomed, key=sort_key, reverse=True):
+        try:
+            remove_tree(_abs(target, rel))
+        except OSError as exc:
+            report.problems.append(f"{name(rel)}: cannot remove: {exc.strerror or exc}")
+    for rel in build:
+        entry = wanted[rel]
+        try:
+            if rel == ROOT:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            _make(entry, _abs(target, rel), store, algorithm)
+        except (OSError, StoreError) as exc:
+            message = exc.message if isinstance(exc, StoreError) else (exc.strerror or str(exc))
+            report.problems.append(f"{name(rel)}: cannot recreate {kind_of(entry.value)}: {message}")
+    # Permission bits last; directories deepest first.
+    for entry in sorted(want, key=lambda e: sort_key(e.path), reverse=True):
+        if entry.mode is None:
+            continue
+        p = _abs(target, entry.path)
+        try:
+            if stat.S_IMODE(os.lstat(p).st_mode) != int(entry.mode, 8):
+                os.chmod(p, int(entry.mode, 8))
+        except OSError as exc:
+            report.problems.append(f"{name(entry.path)}: cannot set mode {entry.mode}: {exc.strerror or exc}")
+    return report

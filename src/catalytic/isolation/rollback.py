@@ -1,0 +1,200 @@
+"""``rollback``: save the pre-state in the content-addressed store, put it back when the run is dirty.
+
+Portable (no kernel feature needed). Before the command starts, every regular file of every domain
+and of every existing declared output is saved in the store (deduplicated across runs) and the
+entries (values, modes, symlink targets) are recorded as the run's pre-state. When the run is dirty,
+interrupted, its post snapshot failed, or (``--rollback-on-failure``) the command failed, every domain
+and output is put back and a fresh snapshot proves it. What cannot be put back is copied to
+``<ledger>/quarantine/`` and the run stops for a human.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from catalytic import paths
+from catalytic.diff import diff_entries
+from catalytic.errors import CatalyticError
+from catalytic.isolation import Facts, IsolationName, Options, Outcome
+from catalytic.isolation.restore import restore_tree
+from catalytic.isolation.store import Store
+from catalytic.policy import Policy
+from catalytic.snapshot import DomainSnapshot, Entry, entries_from_documents, snapshot_tree
+from catalytic.snapshot.entry import kind_of
+
+
+def _tree_doc(entries: Sequence[Entry], absent: bool) -> dict[str, Any]:
+    return {
+        "absent": absent,
+        "manifest": {e.path: e.value for e in entries},
+        "modes": {e.path: e.mode for e in entries if e.mode is not None},
+    }
+
+
+def tree_entries(doc: dict[str, Any]) -> list[Entry]:
+    """The entries of a tree saved in a pre-state document."""
+    return list(entries_from_documents(doc.get("manifest", {}), doc.get("modes", {})))
+
+
+def save_tree(store: Store, base: Path, entries: Sequence[Entry], algorithm: str) -> int:
+    """Store every regular file of a snapshotted tree; return how many objects were new."""
+    jobs = {
+        e.value: (base if e.path == paths.ROOT else base / e.path)
+        for e in entries
+        if kind_of(e.value) == "file" and not store.has(algorithm, e.value)
+    }
+    if len(jobs) < 64:
+        return sum(store.put_file(path, algorithm, digest) for digest, path in jobs.items())
+    # File creation dominates for small files and releases the GIL: a few threads overlap it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = pool.map(lambda item: store.put_file(item[1], algorithm, item[0]), jobs.items())
+        return sum(done)
+
+
+def restore_state(
+    root: Path,
+    store: Store,
+    state: dict[str, Any],
+    *,
+    only: Sequence[str] | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Put the domains and outputs of a saved pre-state back; prove it with fresh snapshots.
+
+    Returns ``{"actions", "problems", "verified", "remaining": {tree: [paths]}}``.
+    """
+    algorithm = str(state.get("algorithm", "sha256"))
+    actions: list[list[str]] = []
+    problems: list[str] = []
+    remaining: dict[str, list[str]] = {}
+    for section in ("domains", "outputs"):
+        for name, doc in sorted(state.get(section, {}).items()):
+            if only is not None and name not in only:
+                continue
+            target = root if name == paths.ROOT else root / name
+            want = tree_entries(doc)
+            have = list(snapshot_tree(target, algorithm).entries)
+            report = restore_tree(target, want, have, store, algorithm, dry_run=dry_run, label=name)
+            actions.extend([op, p] for op, p in report.actions)
+            problems.extend(report.problems)
+            if not dry_run:
+                after = list(snapshot_tree(target, algorithm).entries)
+                diff = diff_entries(want, after)
+                if not diff.clean:
+                    remaining[name] = diff.paths()
+    return {
+        "actions": actions,
+        "problems": problems,
+        "verified": not dry_run and not problems and not remaining,
+        "remaining": remaining,
+    }
+
+
+class RollbackIsolation:
+    """The ``rollback`` backend."""
+
+    name: IsolationName = "rollback"
+
+    def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
+        self.policy = policy
+        self.ledger_dir = ledger_dir
+        self.options = options
+        self.store = Store(policy.root / policy.runs_root)
+        self.saved: dict[str, Any] = {}
+
+    def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
+        root, algorithm = self.policy.root, self.policy.hash
+        new = files = 0
+        domains: dict[str, Any] = {}
+        for snap in pre:
+            base = root if snap.domain == paths.ROOT else root / snap.domain
+            new += save_tree(self.store, base, snap.entries, algorithm)
+            files += snap.stats.files
+            domains[snap.domain] = _tree_doc(snap.entries, snap.absent)
+        outputs: dict[str, Any] = {}
+        for out in self.policy.durable_outputs:
+            snap = snapshot_tree(root / out, algorithm)
+            new += save_tree(self.store, root / out, snap.entries, algorithm)
+            files += snap.stats.files
+            outputs[out] = _tree_doc(snap.entries, snap.absent)
+        if new:
+            self.store.sync()
+        state = {"run_id": self.policy.run_id, "algorithm": algorithm, "domains": domains, "outputs": outputs}
+        self.store.save_state(self.policy.run_id, state)
+        self.saved = {
+            "files": files,
+            "new_objects": new,
+            "state": str(self.store.state_path(self.policy.run_id)),
+        }
+        self.options.say(f"Rollback: pre-state saved ({files} files, {new} new objects in the store)")
+
+    def wrap(self, command: Sequence[str]) -> list[str]:
+        return list(command)
+
+    def post_snapshots(self, pre: Sequence[DomainSnapshot]) -> tuple[list[DomainSnapshot], Any] | None:
+        del pre
+        return None
+
+    def finish(self, outcome: Outcome) -> Facts:
+        failed_command = outcome.exit_code not in (0, None) or outcome.exit_code is None
+        why: str | None = None
+        if not outcome.clean:
+            why = "the run is dirty" if outcome.error is None else "the restoration could not be proven"
+            if outcome.interrupted:
+                why = "the run was interrupted"
+        elif self.options.rollback_on_failure and failed_command:
+            why = f"the command failed (exit {outcome.exit_code}) and --rollback-on-failure is set"
+        facts = Facts(rollback={"performed": False, "saved": self.saved})
+        if why is None or not self.saved:
+            return facts  # nothing to do, or the pre-state was never saved (the command did not run)
+        self.options.say(f"Rollback: {why}; putting the domains and outputs back...")
+        try:
+            state = self.store.load_state(self.policy.run_id)
+            result = restore_state(self.policy.root, self.store, state)
+        except (CatalyticError, OSError) as exc:
+            message = exc.message if isinstance(exc, CatalyticError) else str(exc)
+            result = {"verified": False, "actions": [], "problems": [message], "remaining": {}}
+        rollback: dict[str, Any] = {
+            "performed": True,
+            "trigger": why,
+            "saved": self.saved,
+            "verified": result["verified"],
+            "actions": len(result["actions"]),
+            "problems": result["problems"],
+            "remaining": result["remaining"],
+        }
+        facts.rollback = rollback
+        if result["verified"]:
+            self.options.say("Rollback: restoration proven by a fresh snapshot")
+            return facts
+        quarantine = self.ledger_dir / "quarantine"
+        self._quarantine(result["remaining"], quarantine)
+        facts.quarantine = str(quarantine)
+        facts.failed = True
+        facts.reason = "rollback could not restore everything; quarantined, a human must look"
+        self.options.say(f"Rollback: FAILED to restore everything; leftovers copied to {quarantine}")
+        return facts
+
+    def _quarantine(self, remaining: dict[str, list[str]], quarantine: Path) -> None:
+        for tree, rels in remaining.items():
+            for rel in rels:
+                src = self.policy.root / paths.join(tree, rel)
+                dst = quarantine / paths.join(tree, rel)
+                with contextlib.suppress(OSError):
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    if os.path.islink(src):
+                        os.symlink(os.readlink(src), dst)
+                    elif os.path.isfile(src):
+                        shutil.copy2(src, dst)
+                    elif os.path.isdir(src):
+                        dst.mkdir(exist_ok=True)
+
+    def close(self) -> None:
+        pass

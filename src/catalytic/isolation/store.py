@@ -1,0 +1,249 @@
+"""A content-addressed store of file contents and per-run pre-states, shared by every run.
+
+Layout under the runs root (names starting with ``_`` under the runs root are not runs)::
+
+    <runs root>/_store/objects/<algorithm>/<ab>/<rest of the hex digest>   file contents
+    <runs root>/_store/states/<run_id>.json                               what a run's domains and
+                                                                          outputs held before it ran
+
+An object is named by the digest of its bytes in the run's manifest algorithm, so the same bytes are
+stored once across runs. Objects are copied with a reflink (``FICLONE``) where the file system offers
+one, else ``copy_file_range`` (in-kernel copy), else a plain read/write loop; every copy is re-hashed
+before it enters the store, so an object is never stored under a wrong name, even when the source
+changes while it is copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from catalytic.errors import CatalyticError
+from catalytic.ledger.canonical import loads, write_json
+from catalytic.snapshot.digest import hasher_factory
+from catalytic.snapshot.entry import kind_of
+
+STORE_DIR = "_store"
+STATE_VERSION = "catalytic.state/1"
+_FICLONE = 0x40049409  # _IOW(0x94, 9, int) on Linux
+_CHUNK = 1 << 20
+_SMALL = 1 << 20
+
+
+class StoreError(CatalyticError):
+    """The store could not save or give back a file's contents."""
+
+    code = "STORE"
+    exit_code = 1
+
+
+def _clone(src_fd: int, dst_fd: int, size: int) -> None:
+    """Copy ``src_fd`` into ``dst_fd``: reflink, else copy_file_range, else read/write."""
+    try:
+        import fcntl
+
+        fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+        return
+    except (OSError, ImportError):
+        pass
+    copied = 0
+    if hasattr(os, "copy_file_range"):
+        try:
+            while copied < size:
+                n = os.copy_file_range(src_fd, dst_fd, size - copied)
+                if n == 0:
+                    break
+                copied += n
+            if copied >= size:
+                return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    os.lseek(src_fd, copied, os.SEEK_SET)
+    os.lseek(dst_fd, copied, os.SEEK_SET)
+    while True:
+        chunk = os.read(src_fd, _CHUNK)
+        if not chunk:
+            break
+        os.write(dst_fd, chunk)
+
+
+def _hash_fd(fd: int, algorithm: str) -> str:
+    h = hasher_factory(algorithm)()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while True:
+        chunk = os.read(fd, _CHUNK)
+        if not chunk:
+            break
+        h.update(chunk)
+    return h.hexdigest()
+
+
+class Store:
+    """The content-addressed store at ``<runs root>/_store``."""
+
+    def __init__(self, runs_root: Path) -> None:
+        self.runs_root = runs_root
+        self.path = runs_root / STORE_DIR
+
+    def object_path(self, algorithm: str, digest: str) -> Path:
+        return self.path / "objects" / algorithm / digest[:2] / digest[2:]
+
+    def state_path(self, run_id: str) -> Path:
+        return self.path / "states" / f"{run_id}.json"
+
+    def has(self, algorithm: str, digest: str) -> bool:
+        return self.object_path(algorithm, digest).is_file()
+
+    def put_file(self, source: Path, algorithm: str, digest: str) -> bool:
+        """Store the file ``source`` whose bytes must hash to ``digest``; False if already stored.
+
+        Objects are not fsynced one by one (that dominates for small files); call :meth:`sync`
+        once after a batch, before relying on the objects.
+        """
+        target = self.object_path(algorithm, digest)
+        if target.is_file():
+            return False
+        try:
+            src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreError(f"cannot save {source}: {exc.strerror or exc}") from exc
+        tmp = target.parent / f".{digest[2:]}.{os.getpid()}.tmp"
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
+            try:
+                size = os.fstat(src).st_size
+                if size <= _SMALL:
+                    # Small files: one read, hashed as it is copied (no second pass).
+                    data = os.read(src, size + 1)
+                    h = hasher_factory(algorithm)()
+                    h.update(data)
+                    got = h.hexdigest()
+                    os.write(fd, data)
+                else:
+                    _clone(src, fd, size)
+                    os.close(fd)
+                    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+                    got = _hash_fd(fd, algorithm)
+                if got != digest:
+                    raise StoreError(
+                        f"{source} changed while it was saved (expected {digest[:12]}, got {got[:12]})",
+                        code="STORE_UNSTABLE",
+                    )
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            os.close(src)
+        return True
+
+    def sync(self) -> None:
+        """Make every object written so far durable (one ``sync`` for the whole batch)."""
+        if hasattr(os, "sync"):
+            os.sync()
+
+    def copy_out(self, algorithm: str, digest: str, dest_fd: int) -> None:
+        """Write the stored object ``digest`` into the open file ``dest_fd``."""
+        path = self.object_path(algorithm, digest)
+        try:
+            src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreError(
+                f"object {digest[:12]} is not in the store {self.path}", code="STORE_MISSING"
+            ) from exc
+        try:
+            _clone(src, dest_fd, os.fstat(src).st_size)
+        finally:
+            os.close(src)
+
+    def save_state(self, run_id: str, state: dict[str, Any]) -> Path:
+        """Record what a run's domains and outputs held before it ran."""
+        path = self.state_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"version": STATE_VERSION, **state})
+        return path
+
+    def load_state(self, run_id: str) -> dict[str, Any]:
+        path = self.state_path(run_id)
+        try:
+            data = loads(path.read_bytes())
+        except FileNotFoundError:
+            raise StoreError(
+                f"no saved pre-state for run {run_id!r} in {self.path} (was it run with "
+                "--isolation rollback, or collected by catalytic gc?)",
+                code="NO_STATE",
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise StoreError(f"{path} is not a {STATE_VERSION} document")
+        return data
+
+    def states(self) -> list[str]:
+        directory = self.path / "states"
+        if not directory.is_dir():
+            return []
+        return sorted(n[: -len(".json")] for n in os.listdir(directory) if n.endswith(".json"))
+
+    def gc(self, keep: Iterable[str], *, dry_run: bool = False) -> tuple[list[str], list[Path]]:
+        """Drop the states of runs not in ``keep`` and every object no kept state references.
+
+        Returns the dropped run ids and object paths.
+        """
+        keep_set = set(keep)
+        dropped = [r for r in self.states() if r not in keep_set]
+        referenced: set[Path] = set()
+        for run_id in self.states():
+            if run_id in dropped:
+                continue
+            state = self.load_state(run_id)
+            algorithm = str(state.get("algorithm", "sha256"))
+            for tree in _trees(state):
+                for value in tree.get("manifest", {}).values():
+                    if kind_of(value) == "file":
+                        referenced.add(self.object_path(algorithm, value))
+        removed: list[Path] = []
+        objects = self.path / "objects"
+        if objects.is_dir():
+            for dirpath, _dirs, files in os.walk(objects):
+                for name in files:
+                    p = Path(dirpath) / name
+                    if p not in referenced:
+                        removed.append(p)
+        if not dry_run:
+            for run_id in dropped:
+                with contextlib.suppress(FileNotFoundError):
+                    self.state_path(run_id).unlink()
+            for p in removed:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        return dropped, sorted(removed)
+
+
+def _trees(state: dict[str, Any]) -> list[dict[str, Any]]:
+    trees: list[dict[str, Any]] = []
+    for key in ("domains", "outputs"):
+        section = state.get(key, {})
+        if isinstance(section, dict):
+            trees.extend(t for t in section.values() if isinstance(t, dict))
+    return trees
+
+
+def is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

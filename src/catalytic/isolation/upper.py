@@ -1,0 +1,190 @@
+"""The upper layer of an overlay run: the exact write set, the merged view, and undeclared writes.
+
+The post-run snapshot of a domain is the pre-run snapshot (the lower layer, unchanged by the run) merged
+with the upper layer by overlayfs' own rules: a whiteout (0/0 character device, or a zero-size file with
+the ``overlay.whiteout`` xattr) deletes an entry and everything below it, an opaque directory hides the
+lower directory's content, any other upper entry replaces the lower one. The mounts rule out redirects
+and metacopy, so no other overlay metadata exists.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from catalytic import paths
+from catalytic.policy import Policy
+from catalytic.snapshot import DomainSnapshot, Entry, snapshot_tree
+from catalytic.snapshot.entry import DIR
+
+
+@dataclass(frozen=True)
+class UpperEntry:
+    """One entry of the upper layer: what the command wrote."""
+
+    rel: str
+    kind: str  # file | dir | symlink | whiteout | other
+    opaque: bool = False
+    mode: int = 0
+
+
+def scan_upper(upper: Path, prefix: str) -> dict[str, UpperEntry]:
+    """Every entry of the upper layer by workspace-relative path (the root itself excluded).
+
+    ``prefix`` is the overlay xattr namespace: ``trusted.overlay.`` or (userxattr) ``user.overlay.``.
+    """
+    found: dict[str, UpperEntry] = {}
+
+    def xattr(p: str, name: str) -> bytes | None:
+        try:
+            return os.getxattr(p, prefix + name, follow_symlinks=False)
+        except OSError:
+            return None
+
+    def visit(directory: str, rel_prefix: str) -> None:
+        with os.scandir(directory) as it:
+            items = sorted(it, key=lambda d: paths.to_bytes(d.name))
+        for d in items:
+            rel = rel_prefix + d.name
+            st = d.stat(follow_symlinks=False)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                found[rel] = UpperEntry(rel, "whiteout")
+            elif stat.S_ISDIR(st.st_mode):
+                opaque = xattr(d.path, "opaque") == b"y"
+                found[rel] = UpperEntry(rel, "dir", opaque, stat.S_IMODE(st.st_mode))
+                visit(d.path, rel + "/")
+            elif stat.S_ISREG(st.st_mode):
+                white = st.st_size == 0 and xattr(d.path, "whiteout") is not None
+                found[rel] = UpperEntry(rel, "whiteout" if white else "file")
+            elif stat.S_ISLNK(st.st_mode):
+                found[rel] = UpperEntry(rel, "symlink")
+            else:
+                found[rel] = UpperEntry(rel, "other")
+
+    if upper.is_dir():
+        visit(str(upper), "")
+    return found
+
+
+def hidden_from(upper: dict[str, UpperEntry], target: str) -> tuple[bool, bool, bool]:
+    """For a workspace path: (absent, lower hidden, touched) from its ancestors' and its own upper entries."""
+    segs = paths.parts(target)
+    touched = False
+    hidden = False
+    for i in range(1, len(segs) + 1):
+        rel = "/".join(segs[:i])
+        u = upper.get(rel)
+        if u is None:
+            continue
+        touched = True
+        if u.kind == "whiteout":
+            return True, True, True
+        if u.kind != "dir":
+            if i < len(segs):
+                return True, True, True
+            continue
+        if u.opaque:
+            hidden = True
+    return False, hidden, touched or any(paths.is_within(r, target) for r in upper if target != paths.ROOT)
+
+
+def merged_tree(
+    lower_entries: Sequence[Entry], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
+) -> tuple[list[Entry], bool, dict[str, str]]:
+    """The entries of ``target`` as the command left it (lower + upper).
+
+    Returns the entries (sorted), whether the tree is absent, and for each entry taken from the upper
+    layer its source ("upper").
+    """
+    absent, hidden, touched = hidden_from(upper, target)
+    if target == paths.ROOT:
+        touched = bool(upper)
+    if absent:
+        return [], True, {}
+    if not touched:
+        return list(lower_entries), not lower_entries, {}
+    base: dict[str, Entry] = {} if hidden else {e.path: e for e in lower_entries}
+    up_snap = snapshot_tree(upper_dir if target == paths.ROOT else upper_dir / target, algorithm)
+    sources: dict[str, str] = {}
+
+    def drop_below(rel: str) -> None:
+        prefix = "" if rel == paths.ROOT else rel + "/"
+        for k in [k for k in base if k != rel and k.startswith(prefix)]:
+            del base[k]
+            sources.pop(k, None)
+
+    for e in up_snap.entries:
+        if e.path == paths.ROOT and target == paths.ROOT:
+            continue  # the workspace root itself: its attributes are the lower one's
+        u = upper.get(paths.join(target, e.path))
+        kind = u.kind if u is not None else ("dir" if e.value == DIR else "file")
+        replaced = e.path in base and base[e.path].value != DIR
+        if kind != "dir" or (u is not None and u.opaque) or replaced:
+            drop_below(e.path)
+        if kind == "whiteout":
+            base.pop(e.path, None)
+            sources.pop(e.path, None)
+            continue
+        base[e.path] = e
+        sources[e.path] = "upper"
+    entries = sorted(base.values(), key=lambda x: paths.sort_key(x.path))
+    return entries, not entries, sources
+
+
+def _declared(policy: Policy, rel: str) -> str | None:
+    """Why a write at ``rel`` is allowed ("output", "domain"), or None when it is undeclared."""
+    if any(paths.is_within(rel, o) for o in policy.durable_outputs):
+        return "output"
+    if any(paths.is_within(rel, f) for f in policy.forbidden_paths):
+        return None
+    if paths.is_within(rel, policy.runs_root):
+        return None
+    if any(paths.is_within(rel, d) for d in policy.catalytic_domains):
+        return "domain"
+    return None
+
+
+def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict[str, str]]:
+    """Upper-layer entries outside the domains and declared outputs (CMP-01 invariant 1)."""
+    roots = [*policy.catalytic_domains, *policy.durable_outputs]
+    found: list[dict[str, str]] = []
+    for rel, u in upper.items():
+        if _declared(policy, rel) is not None:
+            continue
+        kind = "opaque_dir" if u.opaque else u.kind
+        if u.kind == "dir" and not u.opaque:
+            if any(paths.is_within(r, rel) for r in roots):
+                continue  # a parent of a domain or output, copied up or created for it
+            try:
+                st = os.lstat(policy.root / rel)
+                if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == u.mode:
+                    continue  # copied up because something below it was written (reported itself)
+            except OSError:
+                pass
+        found.append({"path": rel, "kind": kind})
+    return sorted(found, key=lambda w: paths.sort_key(w["path"]))
+
+
+def domain_excludes(policy: Policy, domain: str) -> list[str]:
+    """Paths inside ``domain`` that its snapshot leaves out: declared outputs and the runs root."""
+    return [
+        p for p in (*policy.durable_outputs, policy.runs_root) if paths.is_within(p, domain) and p != domain
+    ]
+
+
+def exclude_entries(policy: Policy, domain: str, entries: Sequence[Entry]) -> list[Entry]:
+    excl = [paths.parts(p)[len(paths.parts(domain)) :] for p in domain_excludes(policy, domain)]
+    if not excl:
+        return list(entries)
+    rels = ["/".join(x) for x in excl]
+    return [e for e in entries if not any(paths.is_within(e.path, r) for r in rels)]
+
+
+def exclude_from_snapshot(policy: Policy, snap: DomainSnapshot) -> DomainSnapshot:
+    """``snap`` without the declared outputs and runs root inside it (overlay mode only)."""
+    if not domain_excludes(policy, snap.domain):
+        return snap
+    return DomainSnapshot(snap.domain, tuple(exclude_entries(policy, snap.domain, snap.entries)), snap.stats)

@@ -1,0 +1,216 @@
+"""--isolation rollback: pre-state in the content-addressed store, byte-for-byte restoration, restore, gc."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from catalytic.cli import main
+from isolation_helpers import DOMAIN, OUT, RUNS, ledger, make_workspace, run, tree
+
+CATALYTIC_RUN = [sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "rollback", "--run-id", "r1"]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path / "ws")
+
+
+def rb(root: Path, *args: str, command: str, run_id: str = "r1") -> int:
+    return run(root, *args, command=command, run_id=run_id, isolation="rollback")
+
+
+def test_rollback_restores_content_mode_symlink_and_new_empty_dir(ws: Path) -> None:
+    before = tree(ws / DOMAIN)
+    cmd = (
+        f"cd {DOMAIN} && echo changed > a.txt && chmod 600 run.sh && rm link && ln -s sub link && "
+        "mkdir emptydir && rm sub/b.txt && chmod 500 sub && mkfifo pipe"
+    )
+    assert rb(ws, command=cmd) == 1
+    assert tree(ws / DOMAIN) == before
+    docs = ledger(ws)
+    status = docs["STATUS.json"]
+    # The command broke the contract...
+    assert status["status"] == "dirty" and status["restoration_verified"] is False
+    diff = docs["RESTORE_DIFF.json"][DOMAIN]
+    assert {"emptydir", "pipe"} <= set(diff["added"]) and "sub/b.txt" in diff["removed"]
+    assert {"a.txt", "run.sh", "link", "sub"} <= set(diff["changed"])
+    # ...and the runtime put everything back, with the proof.
+    rollback = status["rollback"]
+    assert rollback["performed"] is True and rollback["verified"] is True
+    assert rollback["remaining"] == {} and rollback["problems"] == []
+
+
+def test_clean_run_is_not_rolled_back_and_keeps_outputs(ws: Path) -> None:
+    assert rb(ws, "--durable-outputs", OUT, command=f"echo r > {OUT}") == 0
+    assert (ws / OUT).read_text() == "r\n"
+    status = ledger(ws)["STATUS.json"]
+    assert status["status"] == "restored" and status["rollback"]["performed"] is False
+    assert status["rollback"]["saved"]["files"] == 3
+
+
+def test_dirty_run_puts_outputs_back(ws: Path) -> None:
+    (ws / "CORTEX/_generated/old.json").write_text("old\n")
+    cmd = f"echo new > CORTEX/_generated/old.json; echo r > {OUT}; echo junk > {DOMAIN}/junk"
+    code = rb(ws, "--durable-outputs", OUT, "CORTEX/_generated/old.json", command=cmd)
+    assert code == 1
+    assert (ws / "CORTEX/_generated/old.json").read_text() == "old\n"
+    assert not (ws / OUT).exists()
+    assert not (ws / DOMAIN / "junk").exists()
+    assert ledger(ws)["STATUS.json"]["rollback"]["verified"] is True
+
+
+def test_rollback_on_failure_puts_back_a_command_killed_mid_write(ws: Path) -> None:
+    (ws / OUT).write_text("previous\n")
+    before = tree(ws / DOMAIN)
+    cmd = f"printf partial > {OUT}; echo half > {DOMAIN}/a.txt; kill -KILL $$"
+    assert rb(ws, "--durable-outputs", OUT, "--rollback-on-failure", command=cmd) == 1
+    assert (ws / OUT).read_text() == "previous\n"
+    assert tree(ws / DOMAIN) == before
+    assert ledger(ws)["STATUS.json"]["rollback"]["trigger"] == "the run is dirty"
+
+
+def test_rollback_on_failure_with_clean_domains(ws: Path) -> None:
+    (ws / OUT).write_text("previous\n")
+    code = rb(ws, "--durable-outputs", OUT, "--rollback-on-failure", command=f"echo bad > {OUT}; exit 4")
+    assert code == 4
+    assert (ws / OUT).read_text() == "previous\n"
+    rollback = ledger(ws)["STATUS.json"]["rollback"]
+    assert rollback["performed"] is True and "exit 4" in rollback["trigger"]
+    # Without the flag a failed command keeps what it wrote.
+    assert rb(ws, "--durable-outputs", OUT, run_id="r2", command=f"echo bad > {OUT}; exit 4") == 4
+    assert (ws / OUT).read_text() == "bad\n"
+
+
+def test_store_deduplicates_across_runs(ws: Path) -> None:
+    assert rb(ws, command="true") == 0
+    first = ledger(ws)["STATUS.json"]["rollback"]["saved"]
+    assert rb(ws, command="true", run_id="r2") == 0
+    second = ledger(ws, "r2")["STATUS.json"]["rollback"]["saved"]
+    # a.txt, sub/b.txt, run.sh: run.sh and a.txt differ, so three objects the first time, none after.
+    assert first["new_objects"] == 3 and second["new_objects"] == 0
+    objects = list((ws / RUNS / "_store" / "objects" / "sha256").rglob("*"))
+    assert len([p for p in objects if p.is_file()]) == 3
+
+
+def test_unrestorable_entry_is_quarantined_and_stops_the_run(ws: Path) -> None:
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(ws / DOMAIN / "sock"))
+    finally:
+        sock.close()
+    assert rb(ws, command=f"rm {DOMAIN}/sock; echo junk > {DOMAIN}/junk") == 1
+    status = ledger(ws)["STATUS.json"]
+    assert status["rollback"]["verified"] is False
+    assert any("sock" in p for p in status["rollback"]["problems"])
+    assert status["quarantine"] and "human" in status["reason"]
+    assert not (ws / DOMAIN / "junk").exists()  # the rest was still put back
+
+
+def test_restore_command_puts_a_domain_back_with_dry_run(
+    ws: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = tree(ws / DOMAIN)
+    assert rb(ws, command="true") == 0
+    (ws / DOMAIN / "a.txt").write_text("edited later\n")
+    (ws / DOMAIN / "extra").mkdir()
+    os.unlink(ws / DOMAIN / "link")
+    edited = tree(ws / DOMAIN)
+    assert main(["restore", "r1", "--root", str(ws), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "would remove" in err and "extra" in err and "would create" in err
+    assert tree(ws / DOMAIN) == edited
+    assert main(["restore", "r1", "--root", str(ws)]) == 0
+    assert tree(ws / DOMAIN) == before
+    assert main(["restore", "nope", "--root", str(ws)]) == 1
+    assert main(["restore", "r1", "--root", str(ws), "--domain", "other"]) == 2
+
+
+def test_restore_after_the_runtime_was_killed(ws: Path) -> None:
+    before = tree(ws / DOMAIN)
+    marker = ws.parent / "started"
+    cmd = f"rm -r {DOMAIN}/sub; echo x > {DOMAIN}/a.txt; touch {marker}; sleep 30"
+    proc = subprocess.Popen(
+        [*CATALYTIC_RUN, "--catalytic-domains", DOMAIN, "--", "sh", "-c", cmd],
+        cwd=ws,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not (ws / RUNS / "r1" / "STATUS.json").exists()
+    assert tree(ws / DOMAIN) != before
+    assert main(["restore", "r1", "--root", str(ws), "-q"]) == 0
+    assert tree(ws / DOMAIN) == before
+
+
+def test_interrupted_runtime_rolls_back(ws: Path) -> None:
+    before = tree(ws / DOMAIN)
+    marker = ws.parent / "started"
+    cmd = f"echo x > {DOMAIN}/x; touch {marker}; sleep 30"
+    proc = subprocess.Popen(
+        [*CATALYTIC_RUN, "--catalytic-domains", DOMAIN, "--", "sh", "-c", cmd],
+        cwd=ws,
+    )
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert tree(ws / DOMAIN) == before
+    rollback = ledger(ws)["STATUS.json"]["rollback"]
+    assert rollback["performed"] is True and rollback["verified"] is True
+
+
+def test_gc_drops_states_and_objects_of_removed_ledgers(ws: Path) -> None:
+    assert rb(ws, command="true") == 0
+    (ws / DOMAIN / "a.txt").write_text("only in r2\n")
+    assert rb(ws, command="true", run_id="r2") == 0
+    store = ws / RUNS / "_store"
+    objects = lambda: {p.name for p in (store / "objects").rglob("*") if p.is_file()}  # noqa: E731
+    assert len(objects()) == 4
+    shutil.rmtree(ws / RUNS / "r1")
+    assert main(["gc", "--root", str(ws), "--dry-run", "-q"]) == 0
+    assert len(objects()) == 4 and (store / "states" / "r1.json").exists()
+    assert main(["gc", "--root", str(ws), "-q"]) == 0
+    assert not (store / "states" / "r1.json").exists() and (store / "states" / "r2.json").exists()
+    assert len(objects()) == 3
+    assert main(["restore", "r2", "--root", str(ws), "-q"]) == 0
+
+
+def test_none_stays_the_default_and_writes_no_isolation_extensions(ws: Path) -> None:
+    code = main(
+        ["run", "-q", "--root", str(ws), "--run-id", "r1", "--catalytic-domains", DOMAIN, "--", "true"]
+    )
+    assert code == 0
+    docs = ledger(ws)
+    assert docs["RUN_INFO.json"]["isolation"] == "none"
+    assert "isolation_requested" not in docs["RUN_INFO.json"]
+    assert "rollback" not in docs["STATUS.json"]
+    assert not (ws / RUNS / "_store").exists()
+
+
+def test_validator_skips_the_store_and_accepts_rollback_ledgers(ws: Path) -> None:
+    assert rb(ws, command="true") == 0
+    assert (ws / RUNS / "_store").is_dir()
+    assert main(["validate", "--all", "--root", str(ws), "-q"]) == 0
+
+
+def test_restore_outputs_on_request(ws: Path) -> None:
+    (ws / OUT).write_text("v1\n")
+    assert rb(ws, "--durable-outputs", OUT, command=f"echo v2 > {OUT}") == 0
+    assert (ws / OUT).read_text() == "v2\n"
+    assert main(["restore", "r1", "--root", str(ws), "-q"]) == 0
+    assert (ws / OUT).read_text() == "v2\n"  # domains only by default
+    assert main(["restore", "r1", "--root", str(ws), "--outputs", "-q"]) == 0
+    assert (ws / OUT).read_text() == "v1\n"

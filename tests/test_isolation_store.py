@@ -1,0 +1,98 @@
+"""The content-addressed store and the tree restorer, directly."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+import catalytic
+from catalytic.isolation.restore import restore_tree
+from catalytic.isolation.store import Store, StoreError
+from catalytic.snapshot import snapshot_tree
+from isolation_helpers import DOMAIN, make_workspace, tree
+
+
+def test_put_file_refuses_bytes_that_do_not_match_their_name(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs")
+    src = tmp_path / "f"
+    src.write_bytes(b"actual")
+    wrong = hashlib.sha256(b"expected").hexdigest()
+    with pytest.raises(StoreError) as info:
+        store.put_file(src, "sha256", wrong)
+    assert info.value.code == "STORE_UNSTABLE"
+    assert not store.has("sha256", wrong)
+    right = hashlib.sha256(b"actual").hexdigest()
+    assert store.put_file(src, "sha256", right) is True
+    assert store.put_file(src, "sha256", right) is False
+    assert store.object_path("sha256", right).read_bytes() == b"actual"
+
+
+def test_large_files_go_through_the_kernel_copy_path(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs")
+    data = os.urandom(3 << 20)
+    src = tmp_path / "big"
+    src.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    assert store.put_file(src, "sha256", digest)
+    assert store.object_path("sha256", digest).read_bytes() == data
+
+
+def test_restore_tree_dry_run_changes_nothing_and_then_restores(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    domain = ws / DOMAIN
+    want = list(snapshot_tree(domain).entries)
+    store = Store(tmp_path / "runs")
+    for e in want:
+        if len(e.value) == 64:
+            store.put_file(domain / e.path, "sha256", e.value)
+    (domain / "a.txt").write_text("other\n")
+    os.chmod(domain / "sub", 0o500)
+    (domain / "new").mkdir()
+    edited = tree(domain)
+    have = list(snapshot_tree(domain).entries)
+    plan = restore_tree(domain, want, have, store, "sha256", dry_run=True)
+    assert ("remove", "new") in plan.actions and ("replace", "a.txt") in plan.actions
+    assert ("chmod", "sub") in plan.actions
+    assert tree(domain) == edited
+    report = restore_tree(domain, want, have, store, "sha256")
+    assert report.ok
+    assert [(e.path, e.value, e.mode) for e in snapshot_tree(domain).entries] == [
+        (e.path, e.value, e.mode) for e in want
+    ]
+
+
+def test_python_api_runs_with_rollback(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    before = tree(ws / DOMAIN)
+    result = catalytic.run(
+        ["sh", "-c", f"echo junk > {ws / DOMAIN}/junk"],
+        root=ws,
+        run_id="api",
+        catalytic_domains=[DOMAIN],
+        isolation="rollback",
+    )
+    assert result.status == "dirty" and result.isolation == "rollback"
+    assert result.facts is not None and result.facts.rollback is not None
+    assert result.facts.rollback["verified"] is True
+    assert result.summary()["rollback"]["performed"] is True
+    assert tree(ws / DOMAIN) == before
+
+
+def test_restore_recreates_a_deleted_domain_and_removes_a_created_one(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    domain = ws / DOMAIN
+    want = list(snapshot_tree(domain).entries)
+    store = Store(tmp_path / "runs")
+    for e in want:
+        if len(e.value) == 64:
+            store.put_file(domain / e.path, "sha256", e.value)
+    import shutil
+
+    shutil.rmtree(ws / "CORTEX")
+    report = restore_tree(domain, want, [], store, "sha256")
+    assert report.ok and tree(domain) == [(e.path, e.value, e.mode) for e in want]
+    report = restore_tree(domain, [], list(snapshot_tree(domain).entries), store, "sha256")
+    assert report.ok and not domain.exists()
