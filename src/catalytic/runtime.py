@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic import __version__, faults, paths, rootwatch
 from catalytic.diff import DomainDiff, diff_entries
@@ -31,6 +31,7 @@ from catalytic.errors import (
 from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
+from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import reserve, write_ledger
 from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs
@@ -39,6 +40,9 @@ from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command,
 from catalytic.snapshot import DomainSnapshot, manifest_documents, snapshot_domain
 from catalytic.trace import Tracer
 from catalytic.trace.log import TraceLog
+
+if TYPE_CHECKING:
+    from catalytic.integrations.signing import SigningKey
 
 ProgressCallback = Callable[[str], None]
 PHASES = ("preflight", "snapshot_pre", "execute", "snapshot_post", "verify", "record")
@@ -62,6 +66,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     isolation: str = "none"
     facts: Facts | None = None
+    ledger_digest: str | None = None
     trace: TraceLog | None = None
     domain_move_check: dict[str, Any] | None = None
 
@@ -94,6 +99,7 @@ class RunResult:
             "outputs": len(self.outputs),
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
+            "ledger_digest": self.ledger_digest,
             **(_isolation_summary(self) if self.isolation != "none" else {}),
             "trace": None if self.trace is None else self.trace.summary(),
         }
@@ -192,6 +198,7 @@ def execute(
     preflight_seconds: float = 0.0,
     cwd: Path | None = None,
     options: Options | None = None,
+    sign_key: SigningKey | None = None,
 ) -> RunResult:
     """Run ``command`` under ``policy`` through phases 1-5 and write the ledger.
 
@@ -219,7 +226,7 @@ def execute(
         faults.point("ledger.reserved")
         backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
         try:
-            return _execute(policy, command, say, timer, started, ledger_dir, backend, cwd, mask)
+            return _execute(policy, command, say, timer, started, ledger_dir, backend, cwd, mask, sign_key)
         finally:
             backend.close()
 
@@ -234,6 +241,7 @@ def _execute(
     backend: Backend,
     cwd: Path | None,
     mask: set[int],
+    sign_key: SigningKey | None = None,
 ) -> RunResult:
     pre: list[DomainSnapshot] = []
     post: list[DomainSnapshot] = []
@@ -355,6 +363,9 @@ def _execute(
         faults.point("record.begin")
         write_ledger(ledger_dir, documents)
         faults.point("record.end")
+        # After STATUS: the seal (LEDGER_DIGEST.json, SIGNATURE.json) and the LEDGER.jsonl line.
+        root_digest = seal(ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key)
+    result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
 
