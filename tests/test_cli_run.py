@@ -68,6 +68,7 @@ def test_seed_usage_verbatim_in_process(tmp_path: Path, monkeypatch: pytest.Monk
             "RESTORE_DIFF.json",
             "OUTPUTS.json",
             "STATUS.json",
+            "LEDGER_DIGEST.json",
         ]
     )
     status = read(ledger, "STATUS.json")
@@ -282,7 +283,9 @@ def test_generated_run_ids_sort_by_time(tmp_path: Path, monkeypatch: pytest.Monk
     for _ in range(3):
         assert main(["run", "-q", "--", "true"]) == 0
     # Names starting with "_" (the lock directory) are never runs (see catalytic validate --all).
-    ids = [p.name for p in (tmp_path / "CONTRACTS/_runs").iterdir() if not p.name.startswith("_")]
+    ids = [
+        p.name for p in (tmp_path / "CONTRACTS/_runs").iterdir() if not p.name.startswith("_") and p.is_dir()
+    ]
     created = sorted(
         ids, key=lambda i: (tmp_path / "CONTRACTS/_runs" / i / "RUN_INFO.json").stat().st_mtime_ns
     )

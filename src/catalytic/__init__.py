@@ -27,6 +27,7 @@ __all__ = [
     "RunResult",
     "SnapshotError",
     "__version__",
+    "catalytic_domains",
     "run",
     "snapshot",
 ]
@@ -41,11 +42,12 @@ _LAZY = {
     "Policy": "catalytic.policy",
     "RunResult": "catalytic.runtime",
     "run": "catalytic.api",
+    "catalytic_domains": "catalytic.api",
     "snapshot": "catalytic.api",
 }
 
 if TYPE_CHECKING:
-    from catalytic.api import run, snapshot
+    from catalytic.api import catalytic_domains, run, snapshot
     from catalytic.diff import DomainDiff
     from catalytic.errors import CatalyticError, ConfigError, DeclarationError, SnapshotError
     from catalytic.policy import Policy

@@ -9,7 +9,8 @@ Set ``CATALYTIC_FAULT=<point>[@<n>]:<action>`` in the environment of a run: when
   domain, remount the runs root) and then let it go on.
 
 The variable is read once, at import; when it is unset every :func:`point` call is a single global
-check, so the hooks cost nothing in normal runs. The points are listed in :data:`POINTS`. Points in
+check, so the hooks cost nothing in normal runs. The points are listed in :data:`POINTS` and
+:data:`ISOLATION_POINTS`. Points in
 the walker (``entry``) are named after the phase that is walking: ``snapshot_pre.entry`` or
 ``snapshot_post.entry``.
 """
@@ -44,6 +45,19 @@ POINTS = (
     "record.file",  # before each ledger file (the n-th is the n-th file of WRITE_ORDER)
     "record.synced",  # a ledger file's bytes are on disk but not yet under their name
     "record.end",  # STATUS.json written
+)
+
+#: The points only runs with ``--isolation rollback`` or ``overlay`` reach (between ``verify.end`` and
+#: ``record.begin``; the overlay ones only when outputs are committed, the rollback ones only when a
+#: dirty run is put back).
+ISOLATION_POINTS = (
+    "finish.begin",  # backend about to commit / roll back (verdict known, nothing written yet)
+    "overlay.build",  # journal 'staging' written; before building each output in staging (n-th output)
+    "overlay.staged",  # every output built in staging, commit journal 'swapping' written, nothing swapped
+    "overlay.swap",  # before swapping each changed declared output into the real tree (n-th output)
+    "overlay.swapped",  # every output swapped in; staging and journal not yet removed
+    "rollback.tree",  # before restoring each domain / output tree (n-th tree)
+    "rollback.entry",  # before each removal or re-creation inside a restored tree (n-th overall)
 )
 
 

@@ -12,6 +12,7 @@ inotify is not available the watch is inactive (documented in docs/adversarial.m
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 import threading
@@ -43,10 +44,16 @@ _POOL_LOCK = threading.Lock()
 class RootWatch:
     """The watches of one run; :meth:`moved` lists the watched directories that moved."""
 
-    def __init__(self, fd: int | None, watches: dict[int, str]) -> None:
+    def __init__(self, fd: int | None, watches: dict[int, str], reason: str | None = None) -> None:
         self.fd = fd
         self.watches = watches
+        #: Why the check is off (no inotify, no instance left) or partial; None when fully on.
+        self.reason = reason
         self._moved: set[str] = set()
+
+    def describe(self) -> dict[str, Any]:
+        """For RUN_INFO ``domain_move_check``: ``{"active", "reason"}``."""
+        return {"active": self.fd is not None and self.reason is None, "reason": self.reason}
 
     @property
     def active(self) -> bool:
@@ -112,17 +119,27 @@ def start(root: Path, domains: Sequence[str]) -> RootWatch:
     """Start watching the domains of a run and the directories above them; call ``close()`` after."""
     lib = _inotify()
     if lib is None:
-        return RootWatch(None, {})
+        return RootWatch(None, {}, "inotify is not available on this platform")
     with _POOL_LOCK:
         fd = _POOL.pop() if _POOL else -1
     if fd < 0:
         fd = lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
     if fd < 0:
-        return RootWatch(None, {})
+        err = ctypes.get_errno()
+        detail = os.strerror(err) if err else "inotify_init1 failed"
+        if err == errno.EMFILE:
+            detail += " (inotify instance limit: fs.inotify.max_user_instances)"
+        return RootWatch(None, {}, f"inotify could not be started: {detail}")
     watches: dict[int, str] = {}
+    unwatched: list[str] = []
     for rel in watched_dirs(domains):
         target = root if rel == paths.ROOT else root / rel
         wd = lib.inotify_add_watch(fd, os.fsencode(target), _MOVED | _IN_ONLYDIR | _IN_DONT_FOLLOW)
-        if wd >= 0:  # absent domains (or not directories) have nothing to watch
+        if wd >= 0:
             watches[wd] = rel
-    return RootWatch(fd, watches)
+        elif ctypes.get_errno() not in (errno.ENOENT, errno.ENOTDIR):
+            unwatched.append(rel)  # absent domains (or not directories) have nothing to watch
+    reason = None
+    if unwatched:
+        reason = f"not watched (inotify watch limit?): {', '.join(unwatched)}"
+    return RootWatch(fd, watches, reason)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic import __version__, faults, paths, rootwatch
 from catalytic.diff import DomainDiff, diff_entries
@@ -31,6 +31,7 @@ from catalytic.errors import (
 from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
+from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import reserve, write_ledger
 from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs
@@ -39,6 +40,9 @@ from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command,
 from catalytic.snapshot import DomainSnapshot, manifest_documents, snapshot_domain
 from catalytic.trace import Tracer
 from catalytic.trace.log import TraceLog
+
+if TYPE_CHECKING:
+    from catalytic.integrations.signing import SigningKey
 
 ProgressCallback = Callable[[str], None]
 PHASES = ("preflight", "snapshot_pre", "execute", "snapshot_post", "verify", "record")
@@ -62,7 +66,9 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     isolation: str = "none"
     facts: Facts | None = None
+    ledger_digest: str | None = None
     trace: TraceLog | None = None
+    domain_move_check: dict[str, Any] | None = None
 
     @property
     def restored(self) -> bool:
@@ -93,6 +99,7 @@ class RunResult:
             "outputs": len(self.outputs),
             "missing_outputs": self.missing_outputs,
             "timings": self.timings,
+            "ledger_digest": self.ledger_digest,
             **(_isolation_summary(self) if self.isolation != "none" else {}),
             "trace": None if self.trace is None else self.trace.summary(),
         }
@@ -215,6 +222,7 @@ def execute(
     cwd: Path | None = None,
     snapshots: SnapshotSettings | None = None,
     options: Options | None = None,
+    sign_key: SigningKey | None = None,
 ) -> RunResult:
     """Run ``command`` under ``policy`` through phases 1-5 and write the ledger.
 
@@ -233,11 +241,19 @@ def execute(
         blocked(INTERRUPTS) as mask,
         domain_locks(policy.root / policy.runs_root, policy.catalytic_domains, policy.run_id),
     ):
+        # Finish (or undo) the output commits of overlay runs that were killed while committing.
+        if (policy.root / policy.runs_root / "_commits").is_dir():
+            from catalytic.isolation.journal import recover
+
+            for done in recover(policy.root / policy.runs_root):
+                say(f"Recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
         ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
         backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
         try:
-            return _execute(policy, command, say, timer, started, ledger_dir, backend, cwd, mask, settings)
+            return _execute(
+                policy, command, say, timer, started, ledger_dir, backend, cwd, mask, sign_key, settings
+            )
         finally:
             backend.close()
 
@@ -252,6 +268,7 @@ def _execute(
     backend: Backend,
     cwd: Path | None,
     mask: set[int],
+    sign_key: SigningKey | None = None,
     settings: SnapshotSettings | None = None,
 ) -> RunResult:
     settings = settings or SnapshotSettings()
@@ -265,6 +282,9 @@ def _execute(
     missing: list[str] = []
     trace_log: TraceLog | None = None
     roots = rootwatch.start(policy.root, policy.catalytic_domains)
+    move_check = roots.describe()
+    if roots.reason is not None:
+        say(f"WARNING: domain-move check {'off' if not roots.active else 'partial'}: {roots.reason}")
     with interrupt_guard():
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -328,6 +348,7 @@ def _execute(
                 pre, post, diffs, clean, child.exit_code if child else None, interrupted is not None, error
             )
             finish_start = time.perf_counter()
+            faults.point("finish.begin")
             facts = backend.finish(outcome)
             facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
             outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
@@ -361,6 +382,7 @@ def _execute(
         isolation=policy.isolation,
         facts=facts,
         trace=trace_log,
+        domain_move_check=move_check,
     )
     if facts is not None and facts.failed:
         say(f"FAILURE: {facts.reason}")
@@ -372,6 +394,9 @@ def _execute(
         faults.point("record.begin")
         write_ledger(ledger_dir, documents)
         faults.point("record.end")
+        # After STATUS: the seal (LEDGER_DIGEST.json, SIGNATURE.json) and the LEDGER.jsonl line.
+        root_digest = seal(ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key)
+    result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
 
@@ -509,6 +534,7 @@ def _documents(
         "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
         "platform": {"system": platform.system(), "python": platform.python_version()},
         "trace": None if result.trace is None else result.trace.summary(),
+        "domain_move_check": result.domain_move_check,
     }
     status: fmt.StatusDoc = {
         "status": result.status,

@@ -31,6 +31,9 @@ OUTPUT_UNLISTED    a declared output is neither in OUTPUTS nor in RUN_INFO.missi
 OUTPUT_MISSING     an output no longer exists in the workspace
 OUTPUT_CHANGED     an output's type, sha256 or symlink target differs from the ledger
 MERKLE_MISMATCH    a Merkle root in RUN_INFO is not the one recomputed from the manifest and modes
+DIGEST_*           the ledger's seal (``LEDGER_DIGEST.json``) does not match its files, is malformed,
+                   or is missing although required (see :mod:`catalytic.ledger.integrity`)
+SIGNATURE_*        ``SIGNATURE.json`` is missing or does not verify with a trusted key
 INTERNAL           the validator itself failed (a bug: please report it)
 =================  ==============================================================================
 """
@@ -41,13 +44,14 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from catalytic import paths
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import Problem
 from catalytic.ledger import format as fmt
 from catalytic.ledger.canonical import encode
+from catalytic.ledger.integrity import check_seal
 from catalytic.ledger.reader import (
     LedgerFile,
     open_dir,
@@ -57,6 +61,9 @@ from catalytic.ledger.reader import (
 )
 from catalytic.snapshot import entries_from_documents
 from catalytic.snapshot.entry import SYMLINK_PREFIX, kind_of
+
+if TYPE_CHECKING:
+    from catalytic.integrations.signing import PublicKey
 
 #: Where durable outputs may go when neither the caller nor RUN_INFO says (the seed's roots).
 SEED_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
@@ -141,8 +148,12 @@ class CatalyticLedgerValidator:
         root: str | os.PathLike[str] | None = None,
         check_outputs: bool = True,
         allowed_roots: Sequence[str] | None = None,
+        trusted_keys: Sequence[PublicKey] = (),
+        require_seal: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.trusted_keys = tuple(trusted_keys)
+        self.require_seal = require_seal
         self.root = Path(root) if root is not None else None
         self.check_outputs = check_outputs
         self.allowed_roots = tuple(allowed_roots) if allowed_roots is not None else None
@@ -204,6 +215,7 @@ class CatalyticLedgerValidator:
         for loaded in files.values():
             self._accept(loaded, v1, problems)
         self._check(abs_dir, v1, problems)
+        problems.extend(check_seal(abs_dir, trusted_keys=self.trusted_keys, require_digest=self.require_seal))
 
     def _accept(self, loaded: LedgerFile, v1: bool, problems: list[Problem]) -> None:
         name = loaded.name

@@ -15,6 +15,8 @@ from catalytic import faults
 from catalytic.rootwatch import start, watched_dirs
 from catalytic.runner import ChildResult, run_child
 
+from .conftest import RUNS, cli, run_args, tally
+
 
 def test_fault_spec_parsing() -> None:
     assert faults._parse("record.file@3:kill") == ("record.file", 3, "kill")
@@ -115,3 +117,108 @@ def test_root_watch_descriptors_are_reused_without_stale_events(tmp_path: Path) 
         assert second.moved() == []
     finally:
         second.close()
+
+
+def _private_userns_works() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-U", "-r", "sh", "-c", "echo 0 > /proc/sys/user/max_inotify_instances"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify limits are Linux sysctls")
+def test_inotify_out_of_instances_is_recorded_in_the_ledger(ws: Path) -> None:
+    import json
+    import subprocess
+
+    if not _private_userns_works():
+        pytest.skip("cannot lower max_inotify_instances in a private user namespace here")
+    # In a private user namespace with no inotify instance allowed, the domain-move check cannot start:
+    # the run still works, and both its progress and RUN_INFO say the check was off, and why.
+    script = 'echo 0 > /proc/sys/user/max_inotify_instances && exec "$@"'
+    argv = [sys.executable, "-m", "catalytic", "run", "--run-id", "noinotify"]
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-U",
+            "-r",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *argv,
+            "--catalytic-domains",
+            "scratch",
+            "--",
+            "true",
+        ],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING: domain-move check off: inotify could not be started" in proc.stderr
+    info = json.loads((ws / RUNS / "noinotify" / "RUN_INFO.json").read_text())
+    check = info["domain_move_check"]
+    assert check["active"] is False and "max_user_instances" in check["reason"]
+    tally("hostile")
+    # A normal run has the check on.
+    ok = cli(ws, *run_args("withinotify"))
+    assert ok.returncode == 0, ok.stderr
+    info = json.loads((ws / RUNS / "withinotify" / "RUN_INFO.json").read_text())
+    assert info["domain_move_check"] == {"active": True, "reason": None}
+    # The validator accepts both ledgers (the new key is in the schema).
+    check_all = cli(ws, "validate", "--all")
+    assert check_all.returncode == 0, check_all.stdout + check_all.stderr
+
+
+def test_commit_journal_recovery_is_idempotent(tmp_path: Path) -> None:
+    from catalytic.isolation import journal
+
+    root, runs = tmp_path / "ws", tmp_path / "ws" / RUNS
+    stage = runs / "r1" / "commit"
+    stage.mkdir(parents=True)
+    (root / "a").mkdir()
+    (root / "a" / "old.txt").write_text("old")
+    # Output a: old tree already moved aside, new one still staged (killed between the two renames).
+    (stage / "0").mkdir()
+    (stage / "0" / "new.txt").write_text("new a")
+    os.rename(root / "a", stage / "0.old")
+    # Output b: not swapped at all. Output c: to be deleted.
+    (stage / "1").mkdir()
+    (stage / "1" / "b.txt").write_text("new b")
+    (root / "c").write_text("gone")
+    entries = [
+        {"path": "a", "action": "committed", "staged": str(stage / "0")},
+        {"path": "b", "action": "committed", "staged": str(stage / "1")},
+        {"path": "c", "action": "deleted", "staged": str(stage / "2")},
+    ]
+    path = journal.write(runs, "r1", "swapping", root, entries)
+    # A journal whose process is alive is left alone.
+    doc = path.read_text().replace(f'"pid":{os.getpid()}', f'"pid":{os.getppid()}')
+    path.write_text(doc)
+    assert journal.recover(runs) == []
+    path.write_text(doc.replace(f'"pid":{os.getppid()}', '"pid":999999999'))
+    assert journal.recover(runs) == [{"run_id": "r1", "action": "completed"}]
+    assert (root / "a" / "new.txt").read_text() == "new a" and not (root / "a" / "old.txt").exists()
+    assert (root / "b" / "b.txt").read_text() == "new b"
+    assert not (root / "c").exists()
+    assert not path.exists() and sorted(os.listdir(stage)) == []
+    assert journal.recover(runs) == []
+    # A journal still 'staging' is undone: the real tree is not touched.
+    (stage / "0").mkdir()
+    (stage / "0" / "x").write_text("x")
+    path = journal.write(runs, "r2", "staging", root, entries[:1])
+    path.write_text(path.read_text().replace(f'"pid":{os.getpid()}', '"pid":999999999'))
+    assert journal.recover(runs) == [{"run_id": "r2", "action": "undone"}]
+    assert (root / "a" / "new.txt").read_text() == "new a"
+    assert not (stage / "0").exists() and not path.exists()

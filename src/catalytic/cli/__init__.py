@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, str] = {
     "restore": "catalytic.cli.restore",
     "gc": "catalytic.cli.gc",
     "show": "catalytic.cli.show",
+    "runs": "catalytic.cli.runs",
+    "export": "catalytic.cli.export",
+    "keygen": "catalytic.cli.keygen",
+    "completion": "catalytic.cli.completion",
 }
 
 

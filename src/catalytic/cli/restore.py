@@ -40,11 +40,14 @@ def runs_root_of(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def execute_cli(args: argparse.Namespace) -> int:
+    from catalytic.isolation.journal import recover
     from catalytic.isolation.rollback import restore_state
     from catalytic.isolation.store import Store
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
     root, runs_root = runs_root_of(args)
+    for done in recover(runs_root):
+        progress(f"recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
     store = Store(runs_root)
     state = store.load_state(args.run_id)
     domains = list(state.get("domains", {}))

@@ -61,6 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--hash", choices=HASH_NAMES, help="digest for files (default sha256)")
     add_snapshot_options(p)
     p.add_argument(
+        "--sign-key",
+        metavar="PREFIX",
+        help="sign the ledger digest with this Ed25519 private key (from catalytic keygen)",
+    )
+    p.add_argument(
         "--isolation",
         choices=ISOLATION_CHOICES,
         help="none (default: run on the real tree, verify after), rollback (save the pre-state, put it "
@@ -138,6 +143,11 @@ def execute_cli(args: argparse.Namespace) -> int:
             "--check-determinism needs --isolation overlay (or auto resolving to it) and a run "
             f"declared deterministic (this one: {policy.isolation}, {policy.determinism})"
         )
+    sign_key = None
+    if args.sign_key:
+        from catalytic.integrations.signing import load_signing_key
+
+        sign_key = load_signing_key(args.sign_key)
     domains = len(policy.catalytic_domains)
     progress(
         f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
@@ -159,6 +169,7 @@ def execute_cli(args: argparse.Namespace) -> int:
             preflight_seconds=time.perf_counter() - start,
             options=options,
             snapshots=settings,
+            sign_key=sign_key,
         )
     if result.command_error:
         sys.stderr.write(f"catalytic: {result.command_error}\n")

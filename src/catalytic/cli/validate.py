@@ -5,8 +5,8 @@ exist (it is reported as a FAIL with the code ``NOT_FOUND``, so one bad path nev
 runs); 2 usage problems: bad flags, an ``--all`` runs root that does not exist or holds no runs.
 
 ``--all`` takes the runs root relative to ``--root`` (as ``catalytic run --runs-root`` does); every
-entry in it whose name does not start with ``_`` or ``.`` is a run. ``--run-dir`` paths are relative
-to the current directory.
+entry in it whose name does not start with ``_`` or ``.`` is a run (except the chain ``LEDGER.jsonl``,
+which ``--all`` checks too). ``--run-dir`` paths are relative to the current directory.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ PREFIX = "[catalytic-validator]"
 
 EPILOG = """\
 exit codes: 0 every run passed; 1 at least one run failed (a --run-dir that does not exist is a FAIL
-with NOT_FOUND); 2 usage problems (including an --all runs root that is missing or empty).
+with NOT_FOUND) or the LEDGER.jsonl chain is broken; 2 usage problems (including an --all runs root
+that is missing or empty, or an unreadable --trusted-key).
 """
 
 
@@ -60,6 +61,28 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PATH",
         help="where outputs may be (default: the ledger's allowed_roots, else the seed's roots)",
     )
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        metavar="PUBKEY",
+        help="every ledger must carry a valid signature by this Ed25519 public key (repeatable: any of them)",
+    )
+    p.add_argument(
+        "--require-seal",
+        action="store_true",
+        help="fail ledgers without LEDGER_DIGEST.json (ledgers of the seed and of older versions have none)",
+    )
+    p.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="with --all: an earlier copy of LEDGER.jsonl (from git or CI); the chain must extend it",
+    )
+    p.add_argument(
+        "--no-chain-check",
+        dest="check_chain",
+        action="store_false",
+        help="with --all: do not check the LEDGER.jsonl hash chain",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document with every report")
     add_verbosity(p)
     p.set_defaults(execute=execute)
@@ -73,7 +96,9 @@ def find_runs(runs_root: Path) -> list[Path]:
         raise UsageError(f"runs root {str(runs_root)!r} does not exist", code="NOT_FOUND") from None
     except OSError as exc:
         raise UsageError(f"runs root {str(runs_root)!r} cannot be read: {exc.strerror}") from None
-    runs = sorted(runs_root / n for n in names if not n.startswith(("_", ".")))
+    from catalytic.ledger.chain import CHAIN_FILE
+
+    runs = sorted(runs_root / n for n in names if not n.startswith(("_", ".")) and n != CHAIN_FILE)
     if not runs:
         raise UsageError(f"no runs under {str(runs_root)!r}: nothing to validate", code="NO_RUNS")
     return runs
@@ -110,6 +135,12 @@ def execute(args: argparse.Namespace) -> int:
 
     progress = Progress(quiet=args.quiet, verbose=args.verbose)
     root = Path(args.root) if args.root else None
+    trusted = []
+    if args.trusted_key:
+        from catalytic.integrations.signing import load_public_key
+
+        trusted = [load_public_key(k) for k in args.trusted_key]
+    runs_root: Path | None = None
     if args.run_dir is not None:
         run_dirs = [Path(d) for d in args.run_dir]
     else:
@@ -121,18 +152,51 @@ def execute(args: argparse.Namespace) -> int:
     for run_dir in run_dirs:
         progress.debug(f"validating {run_dir}")
         validator = CatalyticLedgerValidator(
-            run_dir, root=root, check_outputs=args.check_outputs, allowed_roots=args.allowed_roots
+            run_dir,
+            root=root,
+            check_outputs=args.check_outputs,
+            allowed_roots=args.allowed_roots,
+            trusted_keys=trusted,
+            require_seal=args.require_seal,
         )
         _, report = validator.validate()
         reports.append(report)
     failed = [r for r in reports if not r["passed"]]
+    chain_errors: list[dict[str, str]] = []
+    if runs_root is not None and args.check_chain:
+        from catalytic.ledger.integrity import check_chain
+
+        found = check_chain(runs_root)
+        if args.anchor:
+            from catalytic.ledger.integrity import check_anchor
+
+            try:
+                anchor = Path(args.anchor).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read the anchor {args.anchor}: {exc.strerror}") from None
+            found += check_anchor(runs_root, anchor)
+        chain_errors = [{"code": p.code, "message": p.message} for p in found]
     if args.json:
-        print_json({"passed": not failed, "reports": reports})
+        document: dict[str, object] = {"passed": not failed and not chain_errors, "reports": reports}
+        if runs_root is not None and args.check_chain:
+            document["chain"] = {"passed": not chain_errors, "errors": chain_errors}
+        print_json(document)
     else:
         for report in reports:
             if report["passed"] and args.quiet:
                 continue
             sys.stdout.write("\n".join(format_report(dict(report), verbose=args.verbose)) + "\n")
         sys.stdout.flush()
+        if chain_errors:
+            sys.stdout.write(f"{PREFIX} FAIL: chain LEDGER.jsonl\n")
+            for e in chain_errors:
+                sys.stdout.write(f"  {_printable(e['code'])}: {_printable(e['message'])}\n")
+        elif (
+            runs_root is not None
+            and args.check_chain
+            and not args.quiet
+            and (runs_root / "LEDGER.jsonl").exists()
+        ):
+            sys.stdout.write(f"{PREFIX} PASS: chain LEDGER.jsonl\n")
         progress(f"{len(reports)} run(s): {len(reports) - len(failed)} passed, {len(failed)} failed")
-    return EXIT_DIRTY if failed else EXIT_OK
+    return EXIT_DIRTY if failed or chain_errors else EXIT_OK

@@ -123,20 +123,6 @@ def _probe(root: Path) -> str | None:
     return None
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return bool(rc == 0)
-
-
 def _copy_entry(src: Path, dst: Path, entry: Entry) -> None:
     kind = kind_of(entry.value)
     if kind == "dir":
@@ -307,41 +293,61 @@ class OverlayIsolation:
         self.options.say(f"Determinism check: outputs {'identical' if equal else 'DIFFER'}")
         return equal
 
+    def _staging_for(self, index: int, target: Path) -> Path:
+        """Where output ``index`` is built: the ledger directory, or next to it across filesystems."""
+        stage = self.ledger_dir / "commit"
+        stage.mkdir(exist_ok=True)
+        parent = target.parent
+        while not parent.exists():
+            parent = parent.parent
+        if os.stat(stage).st_dev == os.stat(parent).st_dev:
+            return stage / str(index)
+        return target.parent / f".{target.name}.catalytic-commit-{self.policy.run_id}"
+
     def _commit(self, facts: Facts) -> None:
+        """Commit every declared output the command changed, all or none (see :mod:`.journal`)."""
+        from catalytic import faults
+        from catalytic.isolation import journal
+
         root = self.policy.root
-        for out in self.policy.durable_outputs:
+        runs_root = root / self.policy.runs_root
+        plan: list[tuple[str, Path, list[Entry], dict[str, str], bool]] = []
+        entries_doc: list[dict[str, Any]] = []
+        for index, out in enumerate(self.policy.durable_outputs):
             lower = snapshot_tree(root / out, self.policy.hash).entries
             absent, _hidden, touched = hidden_from(self.upper, out)
             if not touched and not absent:
                 facts.commits.append({"path": out, "action": "unchanged"})
                 continue
             entries, gone, sources = merged_tree(lower, self.upper_dir, self.upper, out, self.policy.hash)
-            target = root / out
+            staged = self._staging_for(index, root / out)
+            plan.append((out, staged, list(entries), sources, gone))
+            action = "deleted" if gone else "committed"
+            entries_doc.append({"path": out, "action": action, "staged": str(staged)})
+        if not plan:
+            facts.committed = True
+            self.options.say(f"Overlay: declared outputs committed ({len(facts.commits)} checked)")
+            return
+        path = journal.write(runs_root, self.policy.run_id, "staging", root, entries_doc)
+        try:
+            for out, staged, entries, sources, gone in plan:
+                faults.point("overlay.build")
+                if not gone:
+                    self._build(out, staged, entries, sources)
+        except BaseException:
+            journal.cleanup(path, entries_doc)
+            raise
+        journal.write(runs_root, self.policy.run_id, "swapping", root, entries_doc)
+        faults.point("overlay.staged")
+        journal.swap_all(root, entries_doc)
+        journal.cleanup(path, entries_doc)
+        with contextlib.suppress(OSError):
+            (self.ledger_dir / "commit").rmdir()
+        for out, _staged, entries, _sources, gone in plan:
             if gone:
-                if os.path.lexists(target):
-                    remove_tree(target)
                 facts.commits.append({"path": out, "action": "deleted"})
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.commit-", dir=target.parent))
-            built = staging / "new"
-            try:
-                for e in entries:
-                    src_base = self.upper_dir if sources.get(e.path) == "upper" else root
-                    rel = paths.join(out, e.path)
-                    _copy_entry(src_base / rel, built if e.path == paths.ROOT else built / e.path, e)
-                for e in sorted(entries, key=lambda x: paths.sort_key(x.path), reverse=True):
-                    if e.value == DIR and e.mode is not None:
-                        os.chmod(built if e.path == paths.ROOT else built / e.path, int(e.mode, 8))
-                if os.path.lexists(target):
-                    if not _exchange(built, target):
-                        os.rename(target, staging / "old")
-                        os.rename(built, target)
-                else:
-                    os.rename(built, target)
-            finally:
-                remove_tree(staging)
-            after = snapshot_tree(target, self.policy.hash).entries
+            after = snapshot_tree(root / out, self.policy.hash).entries
             verified = [(e.path, e.value, e.mode) for e in after] == [
                 (e.path, e.value, e.mode) for e in entries
             ]
@@ -351,6 +357,18 @@ class OverlayIsolation:
                 facts.reason = f"the committed output {out} does not match what the command wrote"
         facts.committed = not facts.failed
         self.options.say(f"Overlay: declared outputs committed ({len(facts.commits)} checked)")
+
+    def _build(self, out: str, built: Path, entries: list[Entry], sources: dict[str, str]) -> None:
+        """Build the complete new tree of output ``out`` at ``built`` (which must not exist)."""
+        root = self.policy.root
+        remove_tree(built)
+        for e in entries:
+            src_base = self.upper_dir if sources.get(e.path) == "upper" else root
+            rel = paths.join(out, e.path)
+            _copy_entry(src_base / rel, built if e.path == paths.ROOT else built / e.path, e)
+        for e in sorted(entries, key=lambda x: paths.sort_key(x.path), reverse=True):
+            if e.value == DIR and e.mode is not None:
+                os.chmod(built if e.path == paths.ROOT else built / e.path, int(e.mode, 8))
 
     def _quarantine(self) -> Path:
         quarantine = self.ledger_dir / "quarantine"

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalytic import faults
 from catalytic.diff import diff_entries
 from catalytic.isolation.store import Store, StoreError
 from catalytic.paths import ROOT, sort_key
@@ -152,12 +153,14 @@ def restore_tree(
                 if stat.S_IMODE(os.lstat(p).st_mode) & 0o700 != 0o700:
                     os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | 0o700)
     for rel in sorted(doomed, key=sort_key, reverse=True):
+        faults.point("rollback.entry")
         try:
             remove_tree(_abs(target, rel))
         except OSError as exc:
             report.problems.append(f"{name(rel)}: cannot remove: {exc.strerror or exc}")
     for rel in build:
         entry = wanted[rel]
+        faults.point("rollback.entry")
         try:
             if rel == ROOT:
                 target.parent.mkdir(parents=True, exist_ok=True)

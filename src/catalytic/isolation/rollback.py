@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from catalytic import paths
+from catalytic import faults, paths
 from catalytic.diff import diff_entries
 from catalytic.errors import CatalyticError
 from catalytic.isolation import Facts, IsolationName, Options, Outcome
@@ -79,6 +79,8 @@ def restore_state(
             if only is not None and name not in only:
                 continue
             target = root if name == paths.ROOT else root / name
+            if not dry_run:
+                faults.point("rollback.tree")
             want = tree_entries(doc)
             have = list(snapshot_tree(target, algorithm).entries)
             report = restore_tree(target, want, have, store, algorithm, dry_run=dry_run, label=name)

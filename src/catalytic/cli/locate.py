@@ -1,0 +1,38 @@
+"""Finding the runs root and a run's ledger from the shared ``--root`` / ``--runs-root`` flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from catalytic.errors import UsageError
+from catalytic.ledger import format as fmt
+from catalytic.policy import declare
+
+
+def add_location(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--root`` and ``--runs-root`` flags."""
+    parser.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
+    parser.add_argument(
+        "--runs-root",
+        metavar="PATH",
+        help="where ledgers are (default from the config, else CONTRACTS/_runs)",
+    )
+
+
+def runs_root(args: argparse.Namespace) -> Path:
+    """The runs root named by the flags and the config file."""
+    root = Path(args.root) if args.root else Path.cwd()
+    decl = declare(root, {"runs_root": args.runs_root})
+    return decl.root / decl.runs_root
+
+
+def ledger_dir(args: argparse.Namespace, run: str) -> Path:
+    """A run's ledger: ``run`` is a run id in the runs root or a path to a ledger directory."""
+    candidate = Path(run)
+    if (candidate / fmt.RUN_INFO).is_file():
+        return candidate
+    directory = runs_root(args) / run
+    if not directory.is_dir():
+        raise UsageError(f"no ledger for run {run!r} in {directory.parent}", code="NO_SUCH_RUN")
+    return directory

@@ -1,0 +1,1 @@
+"""Integrations with the tools around catalytic: signing keys, in-toto, pytest."""
