@@ -23,6 +23,7 @@ import pytest
 
 from catalytic import api
 from catalytic.validate import CatalyticLedgerValidator
+from unprivileged import run_unprivileged
 
 DOMAIN = "scratch"
 
@@ -340,29 +341,6 @@ def test_two_domains_and_an_absent_one(workspace: Path) -> None:
     assert _ledger(result, "PRE_MANIFEST.json")["later"] == {}
 
 
-def _run_in_child(func: Any) -> dict[str, Any]:
-    """Call ``func()`` in a forked child (as uid/gid 65534 when we are root); its JSON result."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.close(read_fd)
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setresgid(65534, 65534, 65534)
-                os.setresuid(65534, 65534, 65534)
-            os.write(write_fd, json.dumps(func()).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    result: dict[str, Any] = json.loads(data)
-    return result
-
-
 def test_unreadable_entry_fails_the_run_naming_it() -> None:
     top = Path(tempfile.mkdtemp(prefix="catalytic-matrix-"))
     locked = top / DOMAIN / "sub" / "odd: name"
@@ -387,7 +365,7 @@ def test_unreadable_entry_fails_the_run_naming_it() -> None:
                 "ledger": str(result.ledger_dir),
             }
 
-        outcome = _run_in_child(attempt)
+        outcome = run_unprivileged(attempt)
         assert outcome["status"] == "dirty"
         assert outcome["exit_status"] == 1
         assert outcome["exit_code"] is None  # the command never ran

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -18,6 +17,7 @@ from catalytic.errors import SnapshotError
 from catalytic.snapshot import snapshot_domain, snapshot_tree
 from catalytic.snapshot.digest import Hasher
 from catalytic.snapshot.walker import RETRIES, WalkStats, walk
+from unprivileged import run_unprivileged
 
 BAD = b"\xff".decode("utf-8", "surrogateescape")
 
@@ -203,31 +203,13 @@ def test_directory_vanishing_during_walk_is_an_error(tmp_path: Path) -> None:
     assert info.value.path == "d"
 
 
-def _snapshot_as_nobody(tree: Path) -> dict[str, str]:
-    """Snapshot ``tree`` in a forked child that dropped to uid/gid 65534; its outcome as a dict."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            try:
-                snapshot_tree(tree)
-                result = {"outcome": "ok"}
-            except SnapshotError as exc:
-                result = {"outcome": "error", "code": exc.code, "path": exc.path, "message": exc.message}
-            os.write(write_fd, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    result: dict[str, str] = json.loads(data)
-    return result
+def _snapshot_outcome(tree: Path) -> dict[str, str]:
+    """Snapshot ``tree``; its outcome as a JSON-ready dict."""
+    try:
+        snapshot_tree(tree)
+    except SnapshotError as exc:
+        return {"outcome": "error", "code": exc.code, "path": exc.path, "message": exc.message}
+    return {"outcome": "ok"}
 
 
 def test_unreadable_file_is_an_error_naming_it() -> None:
@@ -243,14 +225,7 @@ def test_unreadable_file_is_an_error_naming_it() -> None:
         locked = tree / "sub" / "locked"
         locked.write_bytes(b"secret")
         os.chmod(locked, 0o000)
-        if os.geteuid() == 0:
-            result = _snapshot_as_nobody(tree)
-        else:
-            try:
-                snapshot_tree(tree)
-                result = {"outcome": "ok"}
-            except SnapshotError as exc:
-                result = {"outcome": "error", "code": exc.code, "path": exc.path, "message": exc.message}
+        result = run_unprivileged(lambda: _snapshot_outcome(tree))
         assert result["outcome"] == "error"
         assert result["code"] == "UNREADABLE"
         assert result["path"] == "sub/locked"
@@ -268,14 +243,7 @@ def test_unreadable_directory_is_an_error_naming_it() -> None:
         (tree / "closed").mkdir(parents=True)
         os.chmod(tree, 0o777)
         os.chmod(tree / "closed", 0o000)
-        if os.geteuid() == 0:
-            result = _snapshot_as_nobody(tree)
-        else:
-            try:
-                snapshot_tree(tree)
-                result = {"outcome": "ok"}
-            except SnapshotError as exc:
-                result = {"outcome": "error", "code": exc.code, "path": exc.path, "message": exc.message}
+        result = run_unprivileged(lambda: _snapshot_outcome(tree))
         assert result["outcome"] == "error"
         assert result["code"] == "UNREADABLE"
         assert result["path"] == "closed"
