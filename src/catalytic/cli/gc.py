@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 
+from catalytic.cli import locate
+from catalytic.cli.locate import add_location
 from catalytic.cli.output import Progress, add_verbosity, print_json
-from catalytic.cli.restore import runs_root_of
 from catalytic.errors import EXIT_OK
 
 
@@ -21,8 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "runtimes that were killed.",
     )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
-    p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
-    p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
+    add_location(p)
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     add_verbosity(p)
     p.set_defaults(execute=execute_cli)
@@ -32,7 +32,7 @@ def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.store import Store
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
-    _root, runs_root = runs_root_of(args)
+    runs_root = locate.runs_root(args)
     kept = (
         [n for n in os.listdir(runs_root) if not n.startswith("_") and (runs_root / n).is_dir()]
         if runs_root.is_dir()

@@ -20,11 +20,16 @@ def add_location(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def runs_root(args: argparse.Namespace) -> Path:
-    """The runs root named by the flags and the config file."""
+def workspace(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The workspace root and the runs root named by the flags and the config file."""
     root = Path(args.root) if args.root else Path.cwd()
     decl = declare(root, {"runs_root": args.runs_root})
-    return decl.root / decl.runs_root
+    return decl.root, decl.root / decl.runs_root
+
+
+def runs_root(args: argparse.Namespace) -> Path:
+    """The runs root named by the flags and the config file."""
+    return workspace(args)[1]
 
 
 def ledger_dir(args: argparse.Namespace, run: str) -> Path:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from catalytic.cli.locate import add_location, workspace
 from catalytic.cli.output import Progress, add_verbosity, print_json
 from catalytic.errors import EXIT_DIRTY, EXIT_OK, UsageError
-from catalytic.ledger.format import DEFAULT_RUNS_ROOT
-from catalytic.policy import load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,18 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--domain", action="append", metavar="PATH", help="restore only this domain (repeatable)")
     p.add_argument("--outputs", action="store_true", help="also put the declared outputs back")
     p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
-    p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
-    p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
+    add_location(p)
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     add_verbosity(p)
     p.set_defaults(execute=execute_cli)
-
-
-def runs_root_of(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The workspace root and the runs root a command line names (flags, then the config file)."""
-    root = Path(args.root).resolve() if args.root else Path.cwd().resolve()
-    runs_root = args.runs_root or load_config(root).get("runs_root") or DEFAULT_RUNS_ROOT
-    return root, root / runs_root
 
 
 def execute_cli(args: argparse.Namespace) -> int:
@@ -45,7 +35,7 @@ def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.store import Store
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
-    root, runs_root = runs_root_of(args)
+    root, runs_root = workspace(args)
     for done in recover(runs_root):
         progress(f"recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
     store = Store(runs_root)
