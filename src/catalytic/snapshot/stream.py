@@ -361,7 +361,7 @@ def _scan_domain(
     stats = WalkStats()
     state = prepare(store, directory, algorithm)
     if compare and state != "used":
-        raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="IO_ERROR")
+        raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
     config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare)
     scheduler = _Scheduler(config, jobs or default_jobs())
     scheduler.report.cache = state if trust else "disabled"
