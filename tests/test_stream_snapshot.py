@@ -6,6 +6,7 @@ splitting, the stored listings and the per-directory differences are all exercis
 
 from __future__ import annotations
 
+import marshal
 import os
 import sqlite3
 import sys
@@ -237,9 +238,10 @@ def test_damaged_store_is_rebuilt_never_trusted(tmp_path: Path, eager: None, dam
         conn = sqlite3.connect(path)
         if damage == "foreign":
             conn.execute("UPDATE meta SET value = '/elsewhere' WHERE name = 'directory'")
-        else:  # a digest changed behind the CRC's back, and the listing that would repeat it dropped
-            conn.execute("UPDATE files SET value = ? WHERE name = ?", (forged, b"f02"))
-            conn.execute("DELETE FROM listings")
+        else:  # a stored digest changed behind the CRC's back
+            blob = conn.execute("SELECT rows FROM parts WHERE dir = ?", (b"a",)).fetchone()[0]
+            rows = [(*r[:8], forged, r[9]) if r[0] == b"f02" else r for r in marshal.loads(blob)]
+            conn.execute("UPDATE parts SET rows = ? WHERE dir = ?", (marshal.dumps(rows), b"a"))
         conn.commit()
         conn.close()
     snap = scan(tree, store)
@@ -314,11 +316,20 @@ def materialise(root: Path, tree: object) -> None:
         root.write_bytes(tree)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(before=TREES, after=TREES)
+def rebuild(tree: Path, shape: object) -> None:
+    if tree.exists():
+        for p in sorted(tree.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+        tree.rmdir()
+    materialise(tree, {"top": shape})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(older=TREES, before=TREES, after=TREES)
 def test_generated_trees_and_diffs(
-    tmp_path_factory: pytest.TempPathFactory, before: object, after: object
+    tmp_path_factory: pytest.TempPathFactory, older: object, before: object, after: object
 ) -> None:
+    """A store left by an older tree, a pre-run snapshot, another tree, the post-run comparison."""
     base = tmp_path_factory.mktemp("gen")
     store = base / "runs" / "_cache"
     store.mkdir(parents=True)
@@ -326,13 +337,12 @@ def test_generated_trees_and_diffs(
     stream.POOL_MIN_ENTRIES, dirscan.SPLIT = 0, 2
     try:
         tree = base / "t"
-        materialise(tree, {"top": before})
+        rebuild(tree, older)
+        scan(tree / "top", store)
+        rebuild(tree, before)
         pre = scan(tree / "top", store)
         first = check_equal(tree / "top", pre)
-        for p in sorted(tree.rglob("*"), reverse=True):
-            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
-        tree.rmdir()
-        materialise(tree, {"top": after})
+        rebuild(tree, after)
         post = scan(tree / "top", store, compare=True)
         second = check_equal(tree / "top", post)
         assert post.diff == diff_entries(first, second)

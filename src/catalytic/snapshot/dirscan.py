@@ -33,7 +33,7 @@ from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import Hasher, hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string, special_value
-from catalytic.snapshot.rowstore import Listing, Row, Rows, trusted
+from catalytic.snapshot.rowstore import Part, Row, Rows, trusted
 from catalytic.snapshot.walker import WalkStats, describe_stat
 
 #: Directories with more entries than this are split into parts of about this size.
@@ -54,6 +54,7 @@ class ScanConfig:
     store: Path
     trust: bool  # may rows stand for unchanged files (False: --no-cache)
     compare: bool  # compare with the rows (the post-run snapshot)
+    snap: int  # this snapshot's mark on the parts it writes
 
 
 #: (kind, path, before, after, mode before, mode after); kind: added | removed | changed
@@ -166,14 +167,11 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         store = _rows(config)
         if config.trust:
             # The whole part is as the store last saw it: its answer is the stored one.
-            cached = store.cached(to_bytes(rel), lo, hi)
-            fingerprint, newest = _fingerprint(items) if cached is not None else (b"", 0)
-            if (
-                cached is not None
-                and cached.fingerprint == fingerprint
-                and not racy(newest, newest, cached.taken_ns)
-            ):
-                found = _from_payload(cached.payload)
+            cached = _exact(store.parts(to_bytes(rel)), lo, hi)
+            if cached is not None:
+                fingerprint, newest = _fingerprint(items)
+                fresh = not racy(newest, newest, cached.taken_ns)
+                found = _from_payload(cached.payload) if fresh and cached.fingerprint == fingerprint else None
                 if found is not None:
                     return found
         return _describe(config, fd, rel, items, lo, hi, taken, store)
@@ -230,15 +228,22 @@ def _fingerprint(items: list[Item]) -> tuple[bytes, int]:
     numbers = array("q")
     extend = numbers.extend
     newest = 0
-    for _key, sub, _name, st in items:
-        if sub:
-            continue  # the same lstat as its entry
+    for _key, _sub, _name, st in items:
+        # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
         mtime = st.st_mtime_ns
         ctime = st.st_ctime_ns
         extend((st.st_ino, st.st_dev, st.st_size, st.st_mode, mtime, ctime))
         newest = max(newest, mtime, ctime)
     keys = b"\0".join([item[0] for item in items])
     return hashlib.sha256(keys + b"\0\0" + numbers.tobytes()).digest(), newest
+
+
+def _exact(parts: list[Part], lo: bytes | None, hi: bytes | None) -> Part | None:
+    """The newest stored part with exactly these bounds."""
+    for part in parts:  # newest first for equal lo
+        if part.lo == (lo or b"") and part.hi == hi:
+            return part
+    return None
 
 
 def _payload(result: DirResult, counts: tuple[int, int, int]) -> bytes:
@@ -272,14 +277,11 @@ def _describe(
 ) -> DirResult:
     prefix = rel + "/" if rel else ""
     dir_key = to_bytes(rel)
-    bad_before = store.bad_rows
-    # The rows of this part: entries are in it by their names.
-    rows = store.listing(dir_key, lo, hi)
-    if config.compare and store.bad_rows != bad_before:
+    bad_before = store.bad
+    rows = store.entries(dir_key, lo, hi, config.snap)
+    if config.compare and store.bad != bad_before:
         raise SnapshotError(
-            "the store of the pre-run snapshot was damaged during the run",
-            path=rel or ".",
-            code="IO_ERROR",
+            "the store of the pre-run snapshot was damaged during the run", path=rel or ".", code="STORE"
         )
 
     new_hasher = hasher_factory(config.algorithm)
@@ -289,7 +291,7 @@ def _describe(
     manifest: list[str] = []
     modes: list[str] = []
     records: list[bytes] = []
-    upserts: list[Row] = []
+    now: list[Row] = []
     seen: set[bytes] = set()
     dirs_now: set[bytes] = set()
     diff = result.diff
@@ -341,8 +343,7 @@ def _describe(
             mode,
         )
         observed.append((key, False, name, final))
-        if fresh != row:
-            upserts.append(fresh)
+        now.append(fresh)
         if value == DIR:
             dirs_now.add(key)
         if compare:
@@ -353,51 +354,41 @@ def _describe(
     if manifest or modes:
         result.items.append(("t", ",".join(manifest), ",".join(modes)))
 
-    deletes: list[bytes] = []
-    subtrees: list[bytes] = []
+    emptied: list[bytes] = []
     for key, row in rows.items():
-        current = key in seen
-        if not current:
-            deletes.append(key)
-            if compare:
-                diff.append(
-                    (
-                        "removed",
-                        prefix + row[0].decode("utf-8", "surrogateescape"),
-                        row[8],
-                        None,
-                        row[9],
-                        None,
-                    )
-                )
+        if key not in seen and compare:
+            name = row[0].decode("utf-8", "surrogateescape")
+            diff.append(("removed", prefix + name, row[8], None, row[9], None))
         if row[8] == DIR and key not in dirs_now:
             sub = (prefix + row[0].decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
-            subtrees.append(sub)
+            emptied.append(sub)
             if compare:
                 _removed_below(store, sub, diff)
     result.records = b"".join(records)
     result.counts = (counts.files, counts.dirs, counts.other, counts.bytes_hashed, hits, hashed)
-    listing = Listing(
+    part = Part(
         lo or b"",
         hi,
+        config.snap,
         _fingerprint(observed)[0],
         taken,
         _payload(result, (counts.files, counts.dirs, counts.other)),
+        marshal.dumps(now),
     )
-    store.write(dir_key, upserts, deletes, subtrees, listing)
+    store.write(dir_key, part, replace=lo is None and hi is None, emptied=emptied)
     return result
 
 
 def _removed_below(store: Rows, sub: bytes, diff: list[Any]) -> None:
-    before = store.bad_rows
-    for dir_key, row in store.subtree(sub):
+    before = store.bad
+    for dir_key, row in store.below(sub):
         path = (dir_key + b"/" + row[0]).decode("utf-8", "surrogateescape")
         diff.append(("removed", path, row[8], None, row[9], None))
-    if store.bad_rows != before:
+    if store.bad != before:
         raise SnapshotError(
             "the store of the pre-run snapshot was damaged during the run",
             path=sub.decode("utf-8", "surrogateescape"),
-            code="IO_ERROR",
+            code="STORE",
         )
 
 

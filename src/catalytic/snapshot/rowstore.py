@@ -1,23 +1,25 @@
-"""The row store: what the last snapshot of a domain saw, one SQLite row per entry, keyed by directory.
+"""The row store: what the last snapshot of a domain saw, one SQLite row per part of a directory.
 
 It is both the stat cache across runs and, within a run, the pre-run snapshot that the post-run snapshot is
 compared with, directory by directory, in the worker processes (:mod:`catalytic.snapshot.dirscan`). One file
 per (domain directory, hash algorithm) under ``<runs root>/_cache/``; WAL mode, so the workers of a snapshot
-read and write it at the same time, each directory in its own transaction.
+read and write it at the same time, each part of a directory in its own transaction.
 
-A row holds the entry's name, the ``lstat`` fields the cache key needs (inode, device, size, mode,
-``mtime_ns``, ``ctime_ns``), the moment the snapshot started listing its directory (``taken``), its
-manifest value and permission bits, and a CRC over all of them. A row stands for a file without hashing it
-again only under the rules in :func:`trusted`. After each directory is listed its rows are made to match
-what was seen (new and changed rows written, vanished ones deleted with everything below them), so the
-store is always a set of true observations: a corrupt or foreign file is deleted and rebuilt, a row whose
-CRC does not match is ignored. The store can only cost time, never correctness.
+A part (a whole directory, or a slice of walk keys of a huge one) is stored with a fingerprint of what its
+listing looked like (every name and the ``lstat`` fields the cache key needs: inode, device, size, mode,
+``mtime_ns``, ``ctime_ns``), the moment its listing started, its answer (the manifest text, Merkle records
+and subdirectories the snapshot produced), its entries (name, ``lstat`` fields, manifest value, permission
+bits) and a CRC over all of it. A part whose listing is unchanged and not racily clean gives its stored
+answer without describing any entry again; otherwise each entry whose row is trusted (:func:`trusted`)
+keeps its digest and every other file is hashed. A corrupt or foreign file is deleted and rebuilt, a part
+whose CRC does not match is ignored: the store can only cost time, never correctness.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import marshal
 import os
 import stat
 import struct
@@ -31,41 +33,40 @@ from catalytic.snapshot.cache import racy
 if TYPE_CHECKING:
     import sqlite3
 
-FORMAT = "catalytic.rowstore/1"
+FORMAT = "catalytic.rowstore/2"
 #: The directory key of the domain's own entry (``.``): no real directory key contains a NUL byte.
 TOP_DIR = b"\0"
-_PACK = struct.Struct("<7q")
 _BUSY_MS = 600_000
 
 # name, ino, dev, size, st_mode, mtime_ns, ctime_ns, taken_ns, value, mode (None for symlinks)
 Row = tuple[bytes, int, int, int, int, int, int, int, str, str | None]
 
-_COLUMNS = "name, ino, dev, size, mode, mtime_ns, ctime_ns, taken_ns, value, vmode, crc"
-_LISTING = "hi, fingerprint, taken_ns, payload, crc"
+_COLUMNS = "lo, snap, hi, fingerprint, taken_ns, payload, rows, crc"
+_HEAD = struct.Struct("<3q")
 
 
 @dataclass(frozen=True)
-class Listing:
-    """What one part of a directory looked like (``fingerprint``) and what it gave (``payload``)."""
+class Part:
+    """What one part of a directory (walk keys ``[lo, hi)``) looked like and what it gave.
+
+    ``fingerprint`` hashes every walk key and ``lstat`` of the part; ``payload`` is the part's answer
+    (:mod:`catalytic.snapshot.dirscan`); ``rows`` its entries (marshalled :data:`Row` tuples by name);
+    ``snap`` the snapshot that wrote it.
+    """
 
     lo: bytes
     hi: bytes | None
+    snap: int
     fingerprint: bytes
     taken_ns: int
     payload: bytes
+    rows: bytes
 
 
-def _listing_crc(dir_key: bytes, listing: Listing) -> int:
-    head = _PACK.pack(listing.taken_ns, len(dir_key), len(listing.lo), len(listing.hi or b""), 0, 0, 0)
-    return zlib.crc32(
-        head + dir_key + listing.lo + (listing.hi or b"") + listing.fingerprint + listing.payload
-    )
-
-
-def crc(dir_key: bytes, row: Row) -> int:
-    name, ino, dev, size, mode, mtime, ctime, taken, value, vmode = row
-    packed = _PACK.pack(ino, dev, size, mode, mtime, ctime, taken)
-    return zlib.crc32(b"%b\0%b\0%b%b\0%b" % (dir_key, name, packed, value.encode(), (vmode or "-").encode()))
+def _crc(dir_key: bytes, part: Part) -> int:
+    head = _HEAD.pack(part.snap, part.taken_ns, -1 if part.hi is None else len(part.hi))
+    bounds = b"%b\0%b\0%b\0" % (dir_key, part.lo, part.hi or b"")
+    return zlib.crc32(part.rows, zlib.crc32(part.payload, zlib.crc32(head + bounds + part.fingerprint)))
 
 
 def trusted(row: Row | None, st: os.stat_result) -> bool:
@@ -123,8 +124,7 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
             conn = _connect(path)
             try:
                 found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-                conn.execute(f"SELECT {_COLUMNS} FROM files LIMIT 1").fetchall()
-                conn.execute(f"SELECT {_LISTING} FROM listings LIMIT 1").fetchall()
+                conn.execute(f"SELECT {_COLUMNS} FROM parts LIMIT 1").fetchall()
             finally:
                 conn.close()
             if found == meta:
@@ -140,13 +140,9 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
         conn.execute("BEGIN")
         conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         conn.execute(
-            "CREATE TABLE files (dir BLOB NOT NULL, name BLOB NOT NULL, ino INTEGER, dev INTEGER,"
-            " size INTEGER, mode INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, taken_ns INTEGER,"
-            " value TEXT, vmode TEXT, crc INTEGER, PRIMARY KEY (dir, name)) WITHOUT ROWID"
-        )
-        conn.execute(
-            "CREATE TABLE listings (dir BLOB NOT NULL, lo BLOB NOT NULL, hi BLOB, fingerprint BLOB,"
-            " taken_ns INTEGER, payload BLOB, crc INTEGER, PRIMARY KEY (dir, lo)) WITHOUT ROWID"
+            "CREATE TABLE parts (dir BLOB NOT NULL, lo BLOB NOT NULL, snap INTEGER NOT NULL, hi BLOB,"
+            " fingerprint BLOB, taken_ns INTEGER, payload BLOB, rows BLOB, crc INTEGER,"
+            " PRIMARY KEY (dir, lo, snap)) WITHOUT ROWID"
         )
         conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
         conn.execute("COMMIT")
@@ -158,16 +154,13 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
     return "rebuilt"
 
 
-def discard(path: Path) -> None:
-    """Delete a store that turned out to be unusable mid-snapshot (the next run rebuilds it)."""
-    _remove(path)
-
-
-def _decode(dir_key: bytes, record: tuple[Any, ...]) -> Row | None:
-    row: Row = record[:10]
-    if record[10] != crc(dir_key, row):
+def rows_of(part: Part) -> list[Row] | None:
+    """The entries of a part, or None when they cannot be read back."""
+    try:
+        rows = marshal.loads(part.rows)
+    except (ValueError, EOFError, TypeError):
         return None
-    return row
+    return rows if isinstance(rows, list) else None
 
 
 class Rows:
@@ -177,117 +170,120 @@ class Rows:
         self.path = path
         self.pid = os.getpid()
         self.conn = _connect(path)
-        self.bad_rows = 0
+        self.bad = 0
 
-    def listing(self, dir_key: bytes, lo: bytes | None = None, hi: bytes | None = None) -> dict[bytes, Row]:
-        """The rows of the entries of directory ``dir_key`` whose names lie in ``[lo, hi)``."""
-        query = f"SELECT {_COLUMNS} FROM files WHERE dir = ?"
-        args: list[bytes] = [dir_key]
-        if lo is not None:
-            query += " AND name >= ?"
-            args.append(lo)
-        if hi is not None:
-            query += " AND name < ?"
-            args.append(hi)
-        found: dict[bytes, Row] = {}
-        for record in self.conn.execute(query, args):
-            row = _decode(dir_key, record)
-            if row is None:
-                self.bad_rows += 1
-                found[record[0]] = (record[0], -1, -1, -1, -1, -1, -1, -1, "", None)  # deleted on write
+    def _parts(self, where: str, args: tuple[Any, ...]) -> list[tuple[bytes, Part]]:
+        out: list[tuple[bytes, Part]] = []
+        for record in self.conn.execute(f"SELECT dir, {_COLUMNS} FROM parts WHERE {where}", args):
+            dir_key, lo, snap, hi, fingerprint, taken, payload, rows, check = record
+            try:
+                part = Part(lo, hi, snap, fingerprint, taken, payload, rows)
+                intact = check == _crc(dir_key, part)
+            except (TypeError, struct.error):
+                intact = False
+            if not intact:
+                self.bad += 1
                 continue
-            found[row[0]] = row
+            out.append((dir_key, part))
+        return out
+
+    def parts(self, dir_key: bytes) -> list[Part]:
+        """Every intact part of directory ``dir_key``, newest snapshot first for equal ``lo``."""
+        found = [part for _d, part in self._parts("dir = ?", (dir_key,))]
+        found.sort(key=lambda part: (part.lo, -part.snap))
         return found
 
-    def cached(self, dir_key: bytes, lo: bytes | None, hi: bytes | None) -> Listing | None:
-        """The stored listing of this part of directory ``dir_key``, if it is intact."""
-        found = self.conn.execute(
-            f"SELECT {_LISTING} FROM listings WHERE dir = ? AND lo = ?", (dir_key, lo or b"")
-        ).fetchone()
-        if found is None:
-            return None
-        stored_hi, fingerprint, taken, payload, check = found
-        if stored_hi != hi or not isinstance(fingerprint, bytes) or not isinstance(payload, bytes):
-            return None
-        listing = Listing(lo or b"", hi, fingerprint, taken, payload)
-        if not isinstance(taken, int) or check != _listing_crc(dir_key, listing):
-            self.bad_rows += 1
-            return None
-        return listing
+    def entries(self, dir_key: bytes, lo: bytes | None, hi: bytes | None, snap: int = 0) -> dict[bytes, Row]:
+        """The stored entries of directory ``dir_key`` whose names lie in ``[lo, hi)``.
 
-    def subtree(self, dir_key: bytes) -> list[tuple[bytes, Row]]:
-        """Every row below directory ``dir_key`` (its entries and theirs), unordered."""
-        query = f"SELECT dir, {_COLUMNS} FROM files WHERE dir = ? OR (dir >= ? AND dir < ?)"
-        out: list[tuple[bytes, Row]] = []
-        for record in self.conn.execute(query, (dir_key, dir_key + b"/", dir_key + b"0")):
-            row = _decode(record[0], record[1:])
-            if row is None:
-                self.bad_rows += 1
+        Parts the snapshot ``snap`` already wrote are left out: they are not the state it compares with.
+        """
+        found: dict[bytes, Row] = {}
+        seen: set[bytes] = set()
+        for part in self.parts(dir_key):
+            if part.snap == snap or part.lo in seen:
+                continue  # an older copy of a part rewritten since
+            seen.add(part.lo)
+            rows = rows_of(part)
+            if rows is None:
+                self.bad += 1
                 continue
-            out.append((record[0], row))
-        return out
+            for row in rows:
+                name = row[0]
+                if (lo is None or name >= lo) and (hi is None or name < hi):
+                    found[name] = row
+        return found
+
+    def below(self, dir_key: bytes) -> list[tuple[bytes, Row]]:
+        """Every stored entry below directory ``dir_key`` (its entries and theirs), unordered."""
+        return self._rows_of(self._parts("dir = ? OR (dir >= ? AND dir < ?)", _below(dir_key)))
 
     def everything(self) -> list[tuple[bytes, Row]]:
-        """Every row but the domain's own, unordered."""
+        """Every stored entry but the domain's own, unordered."""
+        return self._rows_of(self._parts("dir != ?", (TOP_DIR,)))
+
+    def _rows_of(self, parts: list[tuple[bytes, Part]]) -> list[tuple[bytes, Row]]:
+        newest: dict[tuple[bytes, bytes], Part] = {}
+        for dir_key, part in parts:
+            kept = newest.get((dir_key, part.lo))
+            if kept is None or kept.snap < part.snap:
+                newest[(dir_key, part.lo)] = part
         out: list[tuple[bytes, Row]] = []
-        for record in self.conn.execute(f"SELECT dir, {_COLUMNS} FROM files WHERE dir != ?", (TOP_DIR,)):
-            row = _decode(record[0], record[1:])
-            if row is None:
-                self.bad_rows += 1
+        for (dir_key, _lo), part in newest.items():
+            rows = rows_of(part)
+            if rows is None:
+                self.bad += 1
                 continue
-            out.append((record[0], row))
+            out.extend((dir_key, row) for row in rows)
         return out
 
-    def write(
-        self,
-        dir_key: bytes,
-        upserts: list[Row],
-        deletes: list[bytes],
-        subtrees: list[bytes],
-        listing: Listing | None = None,
-    ) -> None:
-        """Apply one directory's changes in one transaction (``subtrees``: directory keys to empty)."""
-        if not (upserts or deletes or subtrees or listing):
-            return
+    def write(self, dir_key: bytes, part: Part, *, replace: bool, emptied: list[bytes]) -> None:
+        """Store one part in one transaction.
+
+        ``replace``: the part is the whole directory, every other part of it goes. ``emptied``: directories
+        (keys) that are gone, with everything below them.
+        """
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sub in subtrees:
-                for table in ("files", "listings"):
+            for sub in emptied:
+                conn.execute("DELETE FROM parts WHERE dir = ? OR (dir >= ? AND dir < ?)", _below(sub))
+            if replace:
+                conn.execute("DELETE FROM parts WHERE dir = ?", (dir_key,))
+            conn.execute(
+                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dir_key,
+                    part.lo,
+                    part.snap,
+                    part.hi,
+                    part.fingerprint,
+                    part.taken_ns,
+                    part.payload,
+                    part.rows,
+                    _crc(dir_key, part),
+                ),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+
+    def keep_parts(self, dir_key: bytes, los: list[bytes]) -> None:
+        """After a split directory: keep the newest copy of each of its parts ``los``, drop the rest."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            newest: dict[bytes, int] = {}
+            for lo, snap in conn.execute("SELECT lo, snap FROM parts WHERE dir = ?", (dir_key,)).fetchall():
+                if lo in los:
+                    newest[lo] = max(newest.get(lo, snap), snap)
+            for lo, snap in conn.execute("SELECT lo, snap FROM parts WHERE dir = ?", (dir_key,)).fetchall():
+                if newest.get(lo) != snap:
                     conn.execute(
-                        f"DELETE FROM {table} WHERE dir = ? OR (dir >= ? AND dir < ?)",
-                        (sub, sub + b"/", sub + b"0"),
+                        "DELETE FROM parts WHERE dir = ? AND lo = ? AND snap = ?", (dir_key, lo, snap)
                     )
-            if listing is not None:
-                # Parts of this directory cut at other points are gone now.
-                if listing.hi is None:
-                    conn.execute("DELETE FROM listings WHERE dir = ? AND lo >= ?", (dir_key, listing.lo))
-                else:
-                    conn.execute(
-                        "DELETE FROM listings WHERE dir = ? AND lo >= ? AND lo < ?",
-                        (dir_key, listing.lo, listing.hi),
-                    )
-                conn.execute(
-                    "INSERT INTO listings VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        dir_key,
-                        listing.lo,
-                        listing.hi,
-                        listing.fingerprint,
-                        listing.taken_ns,
-                        listing.payload,
-                        _listing_crc(dir_key, listing),
-                    ),
-                )
-            if deletes:
-                conn.executemany(
-                    "DELETE FROM files WHERE dir = ? AND name = ?", [(dir_key, n) for n in deletes]
-                )
-            if upserts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(dir_key, *row, crc(dir_key, row)) for row in upserts],
-                )
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -295,12 +291,13 @@ class Rows:
             raise
 
     def clear(self) -> None:
-        """Delete every row but the domain's own (the domain is gone or is not a directory)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute("DELETE FROM files WHERE dir != ?", (TOP_DIR,))
-        self.conn.execute("DELETE FROM listings")
-        self.conn.execute("COMMIT")
+        """Delete every part but the domain's own (the domain is gone or is not a directory)."""
+        self.conn.execute("DELETE FROM parts WHERE dir != ?", (TOP_DIR,))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
+
+
+def _below(dir_key: bytes) -> tuple[bytes, bytes, bytes]:
+    return dir_key, dir_key + b"/", dir_key + b"0"

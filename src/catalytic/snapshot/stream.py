@@ -15,9 +15,11 @@ snapshot compares every directory with them and brings them up to date for the n
 from __future__ import annotations
 
 import heapq
+import marshal
 import os
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from catalytic.paths import ROOT, sort_key, to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.merkle import MerkleBuilder
-from catalytic.snapshot.rowstore import TOP_DIR, Row, Rows, prepare, store_path
+from catalytic.snapshot.rowstore import TOP_DIR, Part, Row, Rows, prepare, store_path
 from catalytic.snapshot.walker import WalkStats, describe_stat
 
 if TYPE_CHECKING:
@@ -157,6 +159,7 @@ class _Dir:
     hasher: Hasher
     parts: deque[int]
     listed: bool = False
+    split: list[bytes] | None = None  # the lower bounds of its parts, when split
 
 
 @dataclass
@@ -362,7 +365,7 @@ def _scan_domain(
     state = prepare(store, directory, algorithm)
     if compare and state != "used":
         raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
-    config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare)
+    config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare, time.time_ns())
     scheduler = _Scheduler(config, jobs or default_jobs())
     scheduler.report.cache = state if trust else "disabled"
     diff = DomainDiff() if compare else None
@@ -372,30 +375,20 @@ def _scan_domain(
     rows = Rows(store)
     try:
         top = _top(directory, algorithm, stats)
-        before = rows.listing(TOP_DIR).get(b"")
+        before = rows.entries(TOP_DIR, None, None).get(b"")
+        now: list[Row] = []
         if top is None:
             if diff is not None:
                 _everything_removed(rows, before, diff)
             rows.clear()
-            rows.write(TOP_DIR, [], [b""], [])
         else:
             value, mode, st = top
             builder.set_top(value, mode)
             body.add(json_string(ROOT) + ":" + json_string(value))
             if mode is not None:
                 mode_body.add(json_string(ROOT) + ':"' + mode + '"')
-            row: Row = (
-                b"",
-                st.st_ino,
-                st.st_dev,
-                st.st_size,
-                st.st_mode,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                0,
-                value,
-                mode,
-            )
+            stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
+            now.append((b"", *stamp, 0, value, mode))
             if diff is not None:
                 if before is None:
                     _changed(diff, ("added", ROOT, None, value, None, mode))
@@ -405,9 +398,11 @@ def _scan_domain(
                 if diff is not None and before is not None and before[8] == "dir":
                     _everything_removed(rows, None, diff)
                 rows.clear()
-            rows.write(TOP_DIR, [row] if row != before else [], [], [])
-            if value == "dir":
-                _walk(scheduler, st, body, mode_body, builder, stats, diff, progress)
+        rows.write(
+            TOP_DIR, Part(b"", None, config.snap, b"", 0, b"", marshal.dumps(now)), replace=True, emptied=[]
+        )
+        if top is not None and top[0] == "dir":
+            _walk(scheduler, rows, top[2], body, mode_body, builder, stats, diff, progress)
     finally:
         rows.close()
         scheduler.close()
@@ -434,6 +429,7 @@ def _everything_removed(rows: Rows, top: Row | None, diff: DomainDiff) -> None:
 
 def _walk(
     scheduler: _Scheduler,
+    rows: Rows,
     st: os.stat_result,
     body: _Object,
     mode_body: _Object,
@@ -458,6 +454,8 @@ def _walk(
             directory = frame.directory
             if not directory.parts:
                 stack.pop()
+                if directory.split is not None:
+                    rows.keep_parts(to_bytes(directory.rel), directory.split)
                 if directory.listed:
                     builder.add_listing(directory.rel or ROOT, directory.hasher.digest())
                 continue
@@ -466,6 +464,7 @@ def _walk(
             if result.split is not None:
                 rel, dev, ino, _lo, _hi = scheduler.tasks[tid]
                 bounds: list[bytes | None] = [None, *result.split, None]
+                directory.split = [lo or b"" for lo in bounds[:-1]]
                 parts = [
                     scheduler.add((rel, dev, ino, bounds[i], bounds[i + 1])) for i in range(len(bounds) - 1)
                 ]
