@@ -182,7 +182,8 @@ class _Scheduler:
     def __init__(self, config: dirscan.ScanConfig, jobs: int) -> None:
         self.config = config
         self.jobs = jobs
-        self.tasks: dict[int, dirscan.Task] = {}
+        self.tasks: dict[int, dirscan.Task] = {}  # not yet answered
+        self.count = 0
         self.heap: list[tuple[bytes, int]] = []
         self.sent: dict[int, int] = {}  # task -> worker
         self.queues: list[deque[int]] = []
@@ -192,7 +193,8 @@ class _Scheduler:
         self.report = StreamReport()
 
     def add(self, task: dirscan.Task) -> int:
-        tid = len(self.tasks)
+        tid = self.count
+        self.count += 1
         self.tasks[tid] = task
         rel, _dev, _ino, lo, _hi = task
         key = (to_bytes(rel) + b"/" if rel else b"") + (lo or b"")
@@ -243,8 +245,8 @@ class _Scheduler:
             if tid not in self.sent and tid not in self.results:
                 self._send(tid)
 
-    def take(self, tid: int) -> dirscan.DirResult:
-        """The answer of task ``tid`` (sending it first if it is not out yet)."""
+    def take(self, tid: int) -> tuple[dirscan.Task, dirscan.DirResult]:
+        """Task ``tid`` and its answer (sending it first if it is not out yet)."""
         while tid not in self.results:
             if tid not in self.sent:
                 self._maybe_start_pool()
@@ -257,7 +259,7 @@ class _Scheduler:
             del self.sent[done]
             self._store(done, *self.pool.result(worker))
         self._fill()
-        return self.results.pop(tid)
+        return self.tasks.pop(tid), self.results.pop(tid)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -460,9 +462,9 @@ def _walk(
                     builder.add_listing(directory.rel or ROOT, directory.hasher.digest())
                 continue
             tid = directory.parts.popleft()
-            result = scheduler.take(tid)
+            task, result = scheduler.take(tid)
             if result.split is not None:
-                rel, dev, ino, _lo, _hi = scheduler.tasks[tid]
+                rel, dev, ino, _lo, _hi = task
                 bounds: list[bytes | None] = [None, *result.split, None]
                 directory.split = [lo or b"" for lo in bounds[:-1]]
                 parts = [
