@@ -312,18 +312,17 @@ def _describe(
             continue
         seen.add(key)
         row = rows.get(key)
-        fmt = stat.S_IFMT(st.st_mode)
-        if fmt == stat.S_IFREG and trust and trusted(row, st):
+        regular = st.st_mode & 0o170000 == stat.S_IFREG
+        if regular and trust and trusted(row, st):
             assert row is not None
             value: str = row[8]
             mode: str | None = row[9]
             final = st
+            stamp = row[7]  # the digest is as old as the row
             hits += 1
             counts.files += 1
         else:
-            quick = (
-                _hash_small(fd, name, st, new_hasher) if fmt == stat.S_IFREG and st.st_size < CHUNK else None
-            )
+            quick = _hash_small(fd, name, st, new_hasher) if regular and st.st_size < CHUNK else None
             if quick is not None:
                 value, final = quick
                 mode = mode_string(st.st_mode)
@@ -331,14 +330,13 @@ def _describe(
                 counts.bytes_hashed += st.st_size
             else:
                 value, mode, final = _describe_one(fd, name, path, st, new_hasher, counts)
-            if stat.S_ISREG(final.st_mode):
-                hashed += 1
+                regular = final.st_mode & 0o170000 == stat.S_IFREG
+            stamp = taken if regular else 0
+            hashed += regular
         jpath = json_string(path)
-        manifest.append(
-            jpath + ":" + (f'"{value}"' if final.st_mode & 0o170000 == stat.S_IFREG else json_string(value))
-        )
+        manifest.append(jpath + (f':"{value}"' if regular else ":" + json_string(value)))
         if mode is not None:
-            modes.append(jpath + ':"' + mode + '"')
+            modes.append(f'{jpath}:"{mode}"')
         records.append(f"{name}\0{value}\0{mode or ''}\0".encode("utf-8", "surrogateescape"))
         fresh: Row = (
             key,
@@ -348,9 +346,7 @@ def _describe(
             final.st_mode,
             final.st_mtime_ns,
             final.st_ctime_ns,
-            (row[7] if final is st and row is not None and trust and trusted(row, st) else taken)
-            if stat.S_ISREG(final.st_mode)
-            else 0,
+            stamp,
             value,
             mode,
         )
