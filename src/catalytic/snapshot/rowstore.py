@@ -43,9 +43,10 @@ Row = tuple[bytes, int, int, int, int, int, int, int, str, str | None]
 
 _COLUMNS = "lo, snap, hi, fingerprint, taken_ns, payload, crc"
 _ROWS = "rows, rows_crc"
-#: Large pages and a memory map: a part is one row of a few hundred KiB, read without a syscall per page.
+#: Large pages: a part is one row of a few hundred KiB, read in a few syscalls. No memory map: mapped pages
+#: would count in the resident size of every worker that reads them.
 _PAGE_SIZE = 65536
-_MMAP_SIZE = 1 << 30
+_MMAP_SIZE = 0
 _HEAD = struct.Struct("<3q")
 
 
