@@ -184,11 +184,17 @@ class _Spools:
 
 
 def _scan_all(
-    policy: Policy, label: str, progress: ProgressCallback, settings: SnapshotSettings, spools: _Spools
+    policy: Policy,
+    label: str,
+    progress: ProgressCallback,
+    settings: SnapshotSettings,
+    spools: _Spools,
+    pre: Sequence[Snapshot] = (),
 ) -> tuple[list[Snapshot], CatalyticError | None]:
     """The parallel, streaming snapshots of every domain (``post``: compared with ``pre``)."""
     from catalytic.snapshot.stream import scan_domain
 
+    before = {snap.domain: snap for snap in pre}
     snaps: list[Snapshot] = []
     for domain in policy.catalytic_domains:
         try:
@@ -200,7 +206,7 @@ def _scan_all(
                 manifest=spools.manifest[label],
                 modes=spools.modes[label],
                 trust=settings.use_cache,
-                compare=label == "post",
+                before=before.get(domain),
                 jobs=settings.jobs,
                 progress=settings.progress,
             )
@@ -406,7 +412,7 @@ def _execute(
                 with timer.phase("snapshot_post"):
                     faults.point("snapshot_post.begin")
                     if streamed is not None:
-                        post, error = _scan_all(policy, "post", say, settings, streamed)
+                        post, error = _scan_all(policy, "post", say, settings, streamed, pre)
                         if _store_failed(error, say):
                             streamed = None
                             pre = [_in_memory(snap) for snap in pre]
