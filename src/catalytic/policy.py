@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -103,6 +102,8 @@ def _config_table(root: Path) -> tuple[dict[str, Any], str | None]:
     for path in (toml_path, pyproject):
         if not path.is_file():
             continue
+        import tomllib  # only when there is a file to read: the import alone costs a run ~3 ms
+
         try:
             with path.open("rb") as fh:
                 data = tomllib.load(fh)
@@ -167,10 +168,9 @@ def declare(root: Path, overrides: Mapping[str, Any]) -> Declaration:
 
 def generate_run_id() -> str:
     """A run id that sorts by time: ``YYYYMMDDTHHMMSSffffffZ-xxxxxx``."""
-    from datetime import UTC, datetime
+    from catalytic._sysinfo import utc_compact
 
-    now = datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S%f}Z-{os.urandom(3).hex()}"
+    return f"{utc_compact()}Z-{os.urandom(3).hex()}"
 
 
 def _normalise(

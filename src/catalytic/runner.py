@@ -13,9 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -114,6 +112,9 @@ def _forward(pid: int, signum: int) -> None:
 
 
 def _run_portable(command: Sequence[str]) -> ChildResult:  # pragma: no cover - non-Linux
+    import subprocess
+    import threading
+
     try:
         proc = subprocess.Popen(list(command))
     except OSError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
@@ -39,8 +40,28 @@ class Subcommand(Protocol):
         """Run the subcommand; return the exit code."""
 
 
+def _help_width() -> int:
+    """The width argparse's formatter picks by default: ``shutil.get_terminal_size().columns - 2``."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return columns - 2
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors exit with catalytic's code 2 and one clear line."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse builds a formatter for every add_argument() (to check the metavar); the default
+        # width would import shutil each run (~2 ms) for a value only help output uses.
+        return self.formatter_class(prog=self.prog, width=_help_width())
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring as _encode_basestring
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,9 +20,12 @@ from catalytic import faults
 from catalytic.errors import LedgerError
 from catalytic.paths import sort_key
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+try:  # the C function behind json.encoder.encode_basestring, without importing the json package
+    from _json import encode_basestring as _encode_basestring
+except ImportError:  # pragma: no cover - CPython always has _json
+    from json.encoder import encode_basestring as _encode_basestring
 
-
+_INFINITY = float("inf")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
@@ -40,12 +40,27 @@ def _string(s: str) -> str:
     return text
 
 
+def _scalar(value: None | bool | int | float) -> str:
+    """What ``json.dumps(value, allow_nan=False)`` gives for a number, a boolean or None."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if value != value or value in (_INFINITY, -_INFINITY):
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    return float.__repr__(value)
+
+
 def iter_canonical(value: Any) -> Iterator[str]:
     """Yield the canonical JSON text of ``value`` in pieces (so large manifests can stream)."""
     if isinstance(value, str):
         yield _string(value)
     elif value is None or isinstance(value, bool | int | float):
-        yield _ENCODER.encode(value)
+        yield _scalar(value)
     elif isinstance(value, dict) and all(type(v) is str for v in value.values()):
         # Manifests and modes: one flat object of strings, by far the largest documents.
         for key in value:
@@ -89,6 +104,8 @@ def encode(value: Any) -> bytes:
 
 def loads(data: bytes | str) -> Any:
     """Parse JSON written by :func:`dumps` (or any JSON); surrogate escapes come back as names."""
+    import json
+
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     return json.loads(text)
 
@@ -171,11 +188,7 @@ def write_atomic(
         if leftover is None:
             return
         chunks = leftover
-    directory = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "wb") as out:
             _write_chunks(out, chunks)
@@ -190,6 +203,21 @@ def write_atomic(
         if isinstance(exc, OSError):
             raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
+
+
+def _temp_file(path: Path) -> tuple[int, str]:
+    """Create ``.<name>.<random>.tmp`` beside ``path`` exclusively (what ``tempfile.mkstemp`` does,
+    without the cost of importing tempfile)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    for _attempt in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    raise LedgerError(f"cannot write {path}: no free temporary name")  # pragma: no cover
 
 
 def write_json(path: Path, value: Any, *, exclusive: bool = False) -> None:
