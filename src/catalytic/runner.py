@@ -143,7 +143,19 @@ def _run_portable(command: Sequence[str]) -> ChildResult:  # pragma: no cover - 
 
 
 def describe_command(command: Sequence[str]) -> str:
-    """The command as a shell-quoted line, for progress messages."""
-    import shlex
+    """The command as a shell-quoted line, for progress messages (``shlex.quote`` of each part)."""
+    if sys.platform == "win32":  # pragma: no cover - POSIX only
+        return " ".join(command)
+    return " ".join(_quote(part) for part in command)
 
-    return " ".join(shlex.quote(part) for part in command) if sys.platform != "win32" else " ".join(command)
+
+def _quote(part: str) -> str:
+    # shlex.quote without importing shlex (every run formats this line, even with -q).
+    if not part:
+        return "''"
+    if all(c in _SAFE for c in part):
+        return part
+    return "'" + part.replace("'", "'\"'\"'") + "'"
+
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
