@@ -15,8 +15,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from catalytic._libc import libc
 
@@ -24,12 +23,11 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 
 
-@dataclass
-class Watch:
+class Watch(NamedTuple):
     """Our children before the command started, and whether orphans come back to us."""
 
     active: bool
-    before: set[int] = field(default_factory=set)
+    before: frozenset[int] = frozenset()
 
 
 def _prctl() -> Any:
@@ -109,7 +107,7 @@ def watch() -> Iterator[Watch]:
         yield Watch(active=False)
         return
     try:
-        yield Watch(active=True, before=before)
+        yield Watch(active=True, before=frozenset(before))
     finally:
         with _LOCK:
             _USERS["count"] -= 1

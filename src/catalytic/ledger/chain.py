@@ -16,9 +16,8 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from catalytic.errors import LedgerError
 from catalytic.ledger.canonical import dumps, loads
@@ -34,8 +33,7 @@ def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-@dataclass(frozen=True)
-class ChainLine:
+class ChainLine(NamedTuple):
     """One parsed line of ``LEDGER.jsonl`` (``raw`` without the newline)."""
 
     number: int
