@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import re
@@ -26,7 +27,11 @@ try:  # the C function behind json.encoder.encode_basestring, without importing 
 except ImportError:  # pragma: no cover - CPython always has _json
     from json.encoder import encode_basestring as _encode_basestring
 
-_SURROGATE = re.compile("[\udc80-\udcff]")
+
+@functools.cache
+def _surrogates() -> re.Pattern[str]:
+    # Compiled on first use: most runs never write a name that is not ASCII.
+    return re.compile("[\udc80-\udcff]")
 
 
 def _escape_surrogate(match: re.Match[str]) -> str:
@@ -35,8 +40,10 @@ def _escape_surrogate(match: re.Match[str]) -> str:
 
 def _string(s: str) -> str:
     text: str = _encode_basestring(s)
-    if not s.isascii() and _SURROGATE.search(text):
-        text = _SURROGATE.sub(_escape_surrogate, text)
+    if not s.isascii():
+        surrogates = _surrogates()
+        if surrogates.search(text):
+            text = surrogates.sub(_escape_surrogate, text)
     return text
 
 
