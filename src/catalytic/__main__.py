@@ -1,5 +1,5 @@
 """``python -m catalytic``: the same entry point as the ``catalytic`` console script."""
 
-from catalytic.cli import exit_process, main
+from catalytic.cli import console
 
-exit_process(main())
+console()

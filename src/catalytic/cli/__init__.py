@@ -116,6 +116,11 @@ def exit_process(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def console() -> NoReturn:
+    """The process entry point (``python -m catalytic``): :func:`main`, then :func:`exit_process`."""
+    exit_process(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``catalytic`` command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)

@@ -263,11 +263,17 @@ def sync_all(files: Sequence[StagedFile]) -> None:
         except BaseException as exc:  # reported by the caller's thread below
             errors.append(exc)
 
-    threads = [threading.Thread(target=sync, args=(staged,), daemon=True) for staged in files[1:]]
-    for thread in threads:
-        thread.start()
+    started: list[threading.Thread] = []
+    for staged in files[1:]:
+        thread = threading.Thread(target=sync, args=(staged,), daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: this file is synced below, in this thread
+            sync(staged)
+            continue
+        started.append(thread)
     sync(files[0])
-    for thread in threads:
+    for thread in started:
         thread.join()
     if errors:
         raise errors[0]
