@@ -62,6 +62,11 @@ def _scalar(value: bool | int | float | None) -> str:
     return float.__repr__(value)
 
 
+def json_string(s: str) -> str:
+    """The canonical JSON text of one string (the parallel snapshot writes manifests with it)."""
+    return _string(s)
+
+
 def iter_canonical(value: Any) -> Iterator[str]:
     """Yield the canonical JSON text of ``value`` in pieces (so large manifests can stream)."""
     if isinstance(value, str):
@@ -117,13 +122,19 @@ def loads(data: bytes | str) -> Any:
     return json.loads(text)
 
 
-def _write_chunks(out: BinaryIO, chunks: Iterable[str] | bytes) -> None:
+def _write_chunks(out: BinaryIO, chunks: Iterable[str] | Iterable[bytes] | bytes) -> None:
     if isinstance(chunks, bytes):
         out.write(chunks)
         return
     buffer: list[str] = []
     size = 0
     for chunk in chunks:
+        if isinstance(chunk, bytes):  # already encoded (a spooled document)
+            out.write("".join(buffer).encode("utf-8"))
+            buffer.clear()
+            size = 0
+            out.write(chunk)
+            continue
         buffer.append(chunk)
         size += len(chunk)
         if size >= 1 << 16:
@@ -208,7 +219,7 @@ class StagedFile:
 
 
 def stage(
-    path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644, exclusive: bool = False
+    path: Path, chunks: Iterable[str] | Iterable[bytes] | bytes, *, mode: int = 0o644, exclusive: bool = False
 ) -> StagedFile:
     """Write ``chunks`` into a new file that will become ``path`` (not synced, not named yet)."""
     staged = _create(path, mode, exclusive)
@@ -280,7 +291,7 @@ def sync_all(files: Sequence[StagedFile]) -> None:
 
 
 def write_atomic(
-    path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644, exclusive: bool = False
+    path: Path, chunks: Iterable[str] | Iterable[bytes] | bytes, *, mode: int = 0o644, exclusive: bool = False
 ) -> None:
     """Write ``path`` atomically: temp file in the same directory, fsync, ``os.replace``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,25 @@ def reserve(runs_root: Path, run_id: str) -> Path:
     return ledger_dir
 
 
+class Spooled:
+    """A document whose objects were written ahead (one canonical JSON object text per key, in order).
+
+    The parallel snapshot spools each domain's manifest as it goes; the ledger copies it from there.
+    """
+
+    def __init__(self, parts: list[tuple[str, Callable[[], Iterable[bytes]]]]) -> None:
+        self.parts = parts
+
+    def chunks(self) -> Iterator[bytes]:
+        from catalytic.ledger.canonical import json_string
+
+        yield b"{"
+        for i, (key, text) in enumerate(self.parts):
+            yield (("," if i else "") + json_string(key) + ":").encode("utf-8")
+            yield from text()
+        yield b"}\n"
+
+
 def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
     """Write every ledger document; ``STATUS.json`` last so a crash never leaves a false success.
 
@@ -51,8 +70,13 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
         for name in (*WRITE_ORDER[:-1], *optional, STATUS):
             faults.point("record.file")
             document = documents[name]
-            # bytes: already canonical JSON (e.g. a large WRITE_LOG).
-            chunks = document if isinstance(document, bytes) else json_chunks(document)
+            chunks: Iterable[str] | Iterable[bytes] | bytes
+            if isinstance(document, Spooled):
+                chunks = document.chunks()
+            elif isinstance(document, bytes):  # already canonical JSON (e.g. a large WRITE_LOG)
+                chunks = document
+            else:
+                chunks = json_chunks(document)
             staged.append(stage(ledger_dir / name, chunks, exclusive=True))
         sync_all(staged)
         for file in staged:
