@@ -8,9 +8,11 @@ loaded for nothing, or the process exit losing output.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,49 @@ def test_run_id_rule_without_a_regex(run_id: str) -> None:
     # The rule as a regular expression (compiling it cost every run ~0.2 ms).
     rule = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
     assert valid_run_id(run_id) == bool(rule.fullmatch(run_id))
+
+
+@pytest.mark.linux
+@pytest.mark.parametrize("sigchld", ["default", "ignored"])
+def test_lingering_check_reads_the_kernels_child_list_only_when_it_is_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sigchld: str
+) -> None:
+    # A run's lingering check reads /proc/self/task/*/children instead of every process's stat; with
+    # SIGCHLD ignored (children reaped by the kernel while the list is read) it scans every process.
+    import signal
+
+    from catalytic import descendants
+    from catalytic.runner import run_child
+
+    scans: list[int] = []
+    real = descendants.children
+
+    def counting() -> set[int]:
+        scans.append(1)
+        return real()
+
+    monkeypatch.setattr(descendants, "children", counting)
+    if sigchld == "ignored":
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        try:
+            assert descendants._children_listed(exact=True) == real()
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+        assert scans == [1]
+        return
+    pidfile = tmp_path / "pid"
+    script = (
+        "import subprocess, sys\n"
+        "sleeper = [sys.executable, '-c', 'import time; time.sleep(30)']\n"
+        "p = subprocess.Popen(sleeper, start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+    )
+    result = run_child([sys.executable, "-c", script])
+    pid = int(pidfile.read_text())
+    try:
+        assert result.lingering == (pid,)
+        if threading.active_count() == 1:
+            assert scans == []  # found through the child list alone
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

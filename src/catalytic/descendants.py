@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -58,13 +59,25 @@ def children() -> set[int]:
     return found
 
 
-def _children_listed() -> set[int]:
-    """Our children as the kernel lists them (``/proc/self/task/*/children``): fast, but a child may
-    be skipped while others exit, so this only serves for :func:`watch`'s "before" set, where a
-    skipped pid can only make the run fail (reported lingering), never pass wrongly."""
+def _children_listed(*, exact: bool = False) -> set[int]:
+    """Our children as the kernel lists them (``/proc/self/task/*/children``), without reading the
+    ``stat`` of every process on the machine as :func:`children` does.
+
+    The kernel walks the list without a lock across reads, so a child can be skipped while another
+    is *removed* from it (reaped, or moved to another thread when its thread exits). Without
+    ``exact`` that is accepted (:func:`watch`'s "before" set: a skipped pid can only make a run
+    fail, reported lingering, never pass). With ``exact`` the list is used only when nothing can be
+    removed while it is read: this process has one thread (only it reaps its children, and it is busy
+    reading), no other run in progress and SIGCHLD not ignored (the kernel would reap on its own);
+    otherwise every process's ``stat`` is read.
+    """
     found: set[int] = set()
     try:
         tasks = os.listdir("/proc/self/task")
+        if exact and (
+            len(tasks) != 1 or _USERS["count"] > 1 or signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
+        ):
+            return children()
         for tid in tasks:
             with open(f"/proc/self/task/{tid}/children", "rb") as fh:
                 found.update(int(pid) for pid in fh.read().split())
@@ -136,7 +149,7 @@ def lingering(state: Watch, main_pid: int) -> list[int]:
     alive: list[int] = []
     with _LOCK:
         others = set(_MAIN_PIDS)
-    for pid in sorted(children() - state.before - others - {main_pid}):
+    for pid in sorted(_children_listed(exact=True) - state.before - others - {main_pid}):
         with suppress(ChildProcessError):
             done, _status = os.waitpid(pid, os.WNOHANG)
             if done == pid:
