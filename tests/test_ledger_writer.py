@@ -97,3 +97,24 @@ def test_a_document_that_cannot_be_encoded_leaves_nothing(tmp_path: Path) -> Non
     with pytest.raises(TypeError):
         write_ledger(tmp_path, docs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_system_that_cannot_link_unnamed_files_gets_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def no_link(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    write_ledger(expected, _documents())
+    monkeypatch.setattr(os, "link", no_link)
+    actual = tmp_path / "actual"
+    actual.mkdir()
+    write_ledger(actual, _documents())
+    assert sorted(p.name for p in actual.iterdir()) == sorted(p.name for p in expected.iterdir())
+    for path in expected.iterdir():
+        assert (actual / path.name).read_bytes() == path.read_bytes()
+        assert stat.S_IMODE((actual / path.name).stat().st_mode) == 0o644

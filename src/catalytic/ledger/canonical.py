@@ -195,18 +195,15 @@ class StagedFile:
 
     def _publish_copy(self) -> None:
         # This file system cannot link an unnamed file: write the same bytes the classic way.
-        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
-        again = stage(self.path, data, mode=self.mode)
+        parts: list[bytes] = []
+        while part := os.pread(self.fd, 1 << 20, sum(map(len, parts))):
+            parts.append(part)
+        again = stage(self.path, b"".join(parts), mode=self.mode)
         try:
             again.sync()
-            again.tmp_replace()
+            again.publish()
         finally:
             again.close()
-
-    def tmp_replace(self) -> None:
-        assert self.tmp is not None
-        os.replace(self.tmp, self.path)
-        self.published = True
 
     def close(self) -> None:
         """Release the descriptors; an unpublished temp file is removed (an unnamed one vanishes)."""
