@@ -103,3 +103,27 @@ def test_write_json_is_atomic_and_canonical(tmp_path: Path) -> None:
         canonical.write_json(target, {"x": object()})
     assert target.read_bytes() == b'{"a":2,"b":1}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.json"]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(min_value=-1e-300, max_value=1e-300),
+    )
+)
+def test_numbers_booleans_and_null_are_written_as_json_writes_them(value: Any) -> None:
+    assert canonical.dumps(value) == json.dumps(value, allow_nan=False) + "\n"
+    assert (
+        canonical.dumps([value, {"k": value}])
+        == json.dumps([value, {"k": value}], allow_nan=False, separators=(",", ":")) + "\n"
+    )
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_numbers_are_refused_anywhere(value: float) -> None:
+    with pytest.raises(ValueError):
+        canonical.dumps({"a": [value]})

@@ -1,5 +1,5 @@
 """``python -m catalytic``: the same entry point as the ``catalytic`` console script."""
 
-from catalytic.cli import main
+from catalytic.cli import console
 
-raise SystemExit(main())
+console()

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from catalytic._libc import libc
 
@@ -24,12 +24,11 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 
 
-@dataclass
-class Watch:
+class Watch(NamedTuple):
     """Our children before the command started, and whether orphans come back to us."""
 
     active: bool
-    before: set[int] = field(default_factory=set)
+    before: frozenset[int] = frozenset()
 
 
 def _prctl() -> Any:
@@ -57,6 +56,33 @@ def children() -> set[int]:
         fields = data.rpartition(b")")[2].split()
         if len(fields) > 1 and int(fields[1]) == me:
             found.add(int(name))
+    return found
+
+
+def _children_listed(*, exact: bool = False) -> set[int]:
+    """Our children as the kernel lists them (``/proc/self/task/*/children``), without reading the
+    ``stat`` of every process on the machine as :func:`children` does.
+
+    The kernel walks the list without a lock across reads, so a child can be skipped while another
+    is *removed* from it (reaped, or moved to another thread when its thread exits). Without
+    ``exact`` that is accepted (:func:`watch`'s "before" set: a skipped pid can only make a run
+    fail, reported lingering, never pass). With ``exact`` the list is used only when nothing can be
+    removed while it is read: this process has one thread (only it reaps its children, and it is busy
+    reading), no other run in progress and SIGCHLD not ignored (the kernel would reap on its own);
+    otherwise every process's ``stat`` is read.
+    """
+    found: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+        if exact and (
+            len(tasks) != 1 or _USERS["count"] > 1 or signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
+        ):
+            return children()
+        for tid in tasks:
+            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
+                found.update(int(pid) for pid in fh.read().split())
+    except (OSError, ValueError):  # no /proc, or a kernel without CONFIG_PROC_CHILDREN
+        return children()
     return found
 
 
@@ -89,12 +115,12 @@ def watch() -> Iterator[Watch]:
             active = True
         if active:
             _USERS["count"] += 1
-        before = children() if active else set()
+        before = _children_listed() if active else set()
     if not active:
         yield Watch(active=False)
         return
     try:
-        yield Watch(active=True, before=before)
+        yield Watch(active=True, before=frozenset(before))
     finally:
         with _LOCK:
             _USERS["count"] -= 1
@@ -123,7 +149,7 @@ def lingering(state: Watch, main_pid: int) -> list[int]:
     alive: list[int] = []
     with _LOCK:
         others = set(_MAIN_PIDS)
-    for pid in sorted(children() - state.before - others - {main_pid}):
+    for pid in sorted(_children_listed(exact=True) - state.before - others - {main_pid}):
         with suppress(ChildProcessError):
             done, _status = os.waitpid(pid, os.WNOHANG)
             if done == pid:

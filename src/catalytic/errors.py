@@ -7,7 +7,7 @@ the command line has exactly one place that turns errors into messages and exit 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Exit codes of the ``catalytic`` command (documented in the README).
 EXIT_OK = 0
@@ -37,8 +37,7 @@ class CatalyticError(Exception):
         return [f"{self.code}: {self.message}"]
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One broken rule found by preflight: a stable code and a message naming the path."""
 
     code: str

@@ -33,7 +33,6 @@ from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import reserve, write_ledger
 from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs
-from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot.domains import (
     Snapshot,
@@ -44,11 +43,12 @@ from catalytic.snapshot.domains import (
     snapshot_all,
     store_failed,
 )
-from catalytic.trace import Tracer
-from catalytic.trace.log import TraceLog
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import SigningKey
+    from catalytic.policy import Policy
+    from catalytic.trace import Tracer
+    from catalytic.trace.log import TraceLog
 
 ProgressCallback = Callable[[str], None]
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
+import functools
+import math
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring as _encode_basestring
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,10 +22,16 @@ from catalytic import faults
 from catalytic.errors import LedgerError
 from catalytic.paths import sort_key
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+try:  # the C function behind json.encoder.encode_basestring, without importing the json package
+    from _json import encode_basestring as _encode_basestring
+except ImportError:  # pragma: no cover - CPython always has _json
+    from json.encoder import encode_basestring as _encode_basestring
 
 
-_SURROGATE = re.compile("[\udc80-\udcff]")
+@functools.cache
+def _surrogates() -> re.Pattern[str]:
+    # Compiled on first use: most runs never write a name that is not ASCII.
+    return re.compile("[\udc80-\udcff]")
 
 
 def _escape_surrogate(match: re.Match[str]) -> str:
@@ -35,9 +40,26 @@ def _escape_surrogate(match: re.Match[str]) -> str:
 
 def _string(s: str) -> str:
     text: str = _encode_basestring(s)
-    if not s.isascii() and _SURROGATE.search(text):
-        text = _SURROGATE.sub(_escape_surrogate, text)
+    if not s.isascii():
+        surrogates = _surrogates()
+        if surrogates.search(text):
+            text = surrogates.sub(_escape_surrogate, text)
     return text
+
+
+def _scalar(value: bool | int | float | None) -> str:
+    """What ``json.dumps(value, allow_nan=False)`` gives for a number, a boolean or None."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    return float.__repr__(value)
 
 
 def json_string(s: str) -> str:
@@ -50,7 +72,7 @@ def iter_canonical(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield _string(value)
     elif value is None or isinstance(value, bool | int | float):
-        yield _ENCODER.encode(value)
+        yield _scalar(value)
     elif isinstance(value, dict) and all(type(v) is str for v in value.values()):
         # Manifests and modes: one flat object of strings, by far the largest documents.
         for key in value:
@@ -94,6 +116,8 @@ def encode(value: Any) -> bytes:
 
 def loads(data: bytes | str) -> Any:
     """Parse JSON written by :func:`dumps` (or any JSON); surrogate escapes come back as names."""
+    import json
+
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     return json.loads(text)
 
@@ -120,54 +144,147 @@ def _write_chunks(out: BinaryIO, chunks: Iterable[str] | Iterable[bytes] | bytes
     out.write("".join(buffer).encode("utf-8"))
 
 
-def _write_unnamed(path: Path, chunks: Iterable[str] | Iterable[bytes] | bytes, mode: int) -> bytes | None:
-    """Write an unnamed file (``O_TMPFILE``) and link it in as ``path``.
+class StagedFile:
+    """A file whose bytes are written but neither synced nor named yet (see :func:`stage`).
 
-    Until the link the file has no name, so a crash (even ``SIGKILL``) leaves nothing behind.
-    Returns None when done, or the bytes written when this file system cannot link such a file
-    (the caller then writes them the classic way).
+    Where the kernel supports ``O_TMPFILE`` (and ``exclusive`` was asked for) the file has no name
+    at all until :meth:`publish`, so a crash (even ``SIGKILL``) leaves nothing behind; elsewhere it
+    is a ``.<name>.<random>.tmp`` file beside its target, removed by :meth:`close` if not published.
     """
-    flag = getattr(os, "O_TMPFILE", 0)
-    if not flag or not os.path.isdir("/proc/self/fd"):
-        return _as_bytes(chunks)
+
+    def __init__(self, path: Path, fd: int, tmp: str | None, dir_fd: int | None, mode: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.tmp = tmp
+        self.dir_fd = dir_fd
+        self.mode = mode
+        self.published = False
+
+    def sync(self) -> None:
+        """Make the bytes durable (``fsync``); :func:`sync_all` does it for many files at once."""
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise LedgerError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def publish(self) -> None:
+        """Give the synced file its name: ``linkat`` of the unnamed file, or rename the temp file."""
+        faults.point("synced")
+        try:
+            if self.tmp is not None:
+                os.replace(self.tmp, self.path)
+            else:
+                assert self.dir_fd is not None
+                try:
+                    # linkat(AT_SYMLINK_FOLLOW) through /proc gives the unnamed file its name.
+                    os.link(
+                        f"/proc/self/fd/{self.fd}",
+                        self.path.name,
+                        src_dir_fd=self.dir_fd,
+                        dst_dir_fd=self.dir_fd,
+                    )
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOENT, errno.EOPNOTSUPP):
+                        raise
+                    self._publish_copy()
+        except FileExistsError:
+            raise LedgerError(f"cannot write {self.path}: it already exists") from None
+        except OSError as exc:
+            raise LedgerError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.published = True
+
+    def _publish_copy(self) -> None:
+        # This file system cannot link an unnamed file: write the same bytes the classic way.
+        parts: list[bytes] = []
+        while part := os.pread(self.fd, 1 << 20, sum(map(len, parts))):
+            parts.append(part)
+        again = stage(self.path, b"".join(parts), mode=self.mode)
+        try:
+            again.sync()
+            again.publish()
+        finally:
+            again.close()
+
+    def close(self) -> None:
+        """Release the descriptors; an unpublished temp file is removed (an unnamed one vanishes)."""
+        os.close(self.fd)
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+        if self.tmp is not None and not self.published:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+
+
+def stage(
+    path: Path, chunks: Iterable[str] | Iterable[bytes] | bytes, *, mode: int = 0o644, exclusive: bool = False
+) -> StagedFile:
+    """Write ``chunks`` into a new file that will become ``path`` (not synced, not named yet)."""
+    staged = _create(path, mode, exclusive)
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
+        with open(staged.fd, "wb", closefd=False) as out:
+            _write_chunks(out, chunks)
+        os.fchmod(staged.fd, mode)
+    except BaseException as exc:
+        staged.close()
+        if isinstance(exc, OSError):
+            raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+    return staged
+
+
+def _create(path: Path, mode: int, exclusive: bool) -> StagedFile:
+    flag = getattr(os, "O_TMPFILE", 0) if exclusive else 0
+    if flag and os.path.isdir("/proc/self/fd"):
+        try:
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
         try:
             fd = os.open(".", flag | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=dir_fd)
         except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                return _as_bytes(chunks)
-            raise
-        with os.fdopen(fd, "w+b") as out:
-            _write_chunks(out, chunks)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-            faults.point("synced")
-            try:
-                # linkat(AT_SYMLINK_FOLLOW) through /proc gives the unnamed file its name.
-                os.link(f"/proc/self/fd/{out.fileno()}", path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOENT, errno.EOPNOTSUPP):
-                    raise
-                out.seek(0)
-                return out.read()
-    except FileExistsError:
-        raise LedgerError(f"cannot write {path}: it already exists") from None
-    except OSError as exc:
-        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        os.close(dir_fd)
-    return None
+            os.close(dir_fd)
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        else:
+            return StagedFile(path, fd, None, dir_fd, mode)
+    fd, tmp = _temp_file(path)
+    return StagedFile(path, fd, tmp, None, mode)
 
 
-def _as_bytes(chunks: Iterable[str] | Iterable[bytes] | bytes) -> bytes:
-    if isinstance(chunks, bytes):
-        return chunks
-    return b"".join(c if isinstance(c, bytes) else c.encode("utf-8") for c in chunks)
+def sync_all(files: Sequence[StagedFile]) -> None:
+    """``fsync`` every file, concurrently.
+
+    Each ``fsync`` of a new file waits for a journal commit; issued one after the other they cost one
+    commit each, issued together a journalling file system (ext4, xfs) groups them into one or two.
+    """
+    if len(files) <= 1:
+        for staged in files:
+            staged.sync()
+        return
+    import threading
+
+    errors: list[BaseException] = []
+
+    def sync(staged: StagedFile) -> None:
+        try:
+            staged.sync()
+        except BaseException as exc:  # reported by the caller's thread below
+            errors.append(exc)
+
+    started: list[threading.Thread] = []
+    for staged in files[1:]:
+        thread = threading.Thread(target=sync, args=(staged,), daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: this file is synced below, in this thread
+            sync(staged)
+            continue
+        started.append(thread)
+    sync(files[0])
+    for thread in started:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def write_atomic(
@@ -179,39 +296,37 @@ def write_atomic(
     With ``exclusive`` the file must not exist yet; where the kernel supports ``O_TMPFILE`` it is
     then written without any temporary name, so not even a ``SIGKILL`` leaves a stray file.
     """
-    if exclusive:
-        leftover = _write_unnamed(path, chunks, mode)
-        if leftover is None:
-            return
-        chunks = leftover
-    directory = path.parent
+    staged = stage(path, chunks, mode=mode, exclusive=exclusive)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _write_chunks(out, chunks)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-            faults.point("synced")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
+        staged.sync()
+        staged.publish()
+    finally:
+        staged.close()
+
+
+def _temp_file(path: Path) -> tuple[int, str]:
+    """Create ``.<name>.<random>.tmp`` beside ``path`` exclusively (what ``tempfile.mkstemp`` does,
+    without the cost of importing tempfile)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    for _attempt in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
             raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
+    raise LedgerError(f"cannot write {path}: no free temporary name")  # pragma: no cover
 
 
 def write_json(path: Path, value: Any, *, exclusive: bool = False) -> None:
     """Write ``value`` as canonical JSON to ``path`` atomically (see :func:`write_atomic`)."""
-    write_atomic(path, _with_newline(iter_canonical(value)), exclusive=exclusive)
+    write_atomic(path, json_chunks(value), exclusive=exclusive)
 
 
-def _with_newline(chunks: Iterator[str]) -> Iterator[str]:
-    yield from chunks
+def json_chunks(value: Any) -> Iterator[str]:
+    """The canonical JSON text of ``value`` with its final newline, in pieces."""
+    yield from iter_canonical(value)
     yield "\n"
 
 

@@ -16,9 +16,8 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from catalytic.errors import LedgerError
 from catalytic.ledger.canonical import dumps, loads
@@ -34,8 +33,7 @@ def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-@dataclass(frozen=True)
-class ChainLine:
+class ChainLine(NamedTuple):
     """One parsed line of ``LEDGER.jsonl`` (``raw`` without the newline)."""
 
     number: int
@@ -100,21 +98,30 @@ def append(runs_root: Path, run_id: str, ledger_digest: str, status: str) -> dic
     A torn last line (a crash mid-append: no newline) is cut off first; the run it named is then
     reported by ``catalytic validate`` as not chained.
     """
+    from catalytic.ledger.digest import read_regular
+
     path = runs_root / CHAIN_FILE
-    lines = read_lines(runs_root)
-    if lines and not lines[-1].complete:
+    # Only the number of lines and the last one matter here: no line is parsed, so an append costs
+    # the same however long the chain is.
+    data = read_regular(path)
+    if data is None:
+        if os.path.lexists(path):
+            raise LedgerError(f"{path} is not a regular file")
+        data = b""
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
         try:
-            os.truncate(path, sum(len(x.raw) + 1 for x in lines[:-1]))
+            os.truncate(path, end)
         except OSError as exc:
             raise LedgerError(f"cannot cut the torn last line of {path}: {exc.strerror or exc}") from exc
-        lines = lines[:-1]
-    prev = lines[-1].hash if lines else GENESIS
+    count = data.count(b"\n", 0, end)
+    prev = line_hash(data[data.rfind(b"\n", 0, end - 1) + 1 : end - 1]) if count else GENESIS
     entry = {
         "chain": CHAIN_SCHEMA,
         "ledger_digest": ledger_digest,
         "prev": prev,
         "run_id": run_id,
-        "seq": len(lines),
+        "seq": count,
         "status": status,
     }
     data = dumps(entry).encode("utf-8")

@@ -10,7 +10,7 @@ from typing import Any
 
 from catalytic import faults
 from catalytic.errors import DeclarationError, LedgerError, Problem
-from catalytic.ledger.canonical import fsync_dir, write_atomic, write_json
+from catalytic.ledger.canonical import StagedFile, fsync_dir, json_chunks, stage, sync_all
 from catalytic.ledger.format import OPTIONAL_FILES, STATUS, WRITE_ORDER
 
 
@@ -56,26 +56,37 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
     """Write every ledger document; ``STATUS.json`` last so a crash never leaves a false success.
 
     Optional documents (:data:`~catalytic.ledger.format.OPTIONAL_FILES`, e.g. ``WRITE_LOG.json``)
-    are written after the required ones and before ``STATUS.json``.
+    are written after the required ones and before ``STATUS.json``. Every file is first written
+    without a name (``O_TMPFILE``), then all are synced together (one journal commit instead of one
+    per file), then named in order; ``STATUS.json`` is named only once the others' names are durable.
     """
     missing = [name for name in WRITE_ORDER if name not in documents]
     extra = sorted(set(documents) - set(WRITE_ORDER) - set(OPTIONAL_FILES))
     if missing or extra:
         raise LedgerError(f"ledger documents missing {missing} or unknown {extra}")
     optional = [name for name in OPTIONAL_FILES if name in documents]
-    for name in (*WRITE_ORDER[:-1], *optional, STATUS):
-        if name == STATUS:
-            # Everything STATUS vouches for must be on disk before STATUS itself appears.
-            fsync_dir(ledger_dir)
-        faults.point("record.file")
-        document = documents[name]
-        if isinstance(document, Spooled):
-            write_atomic(ledger_dir / name, document.chunks(), exclusive=True)
-        elif isinstance(document, bytes):
-            # Already canonical JSON (e.g. a large WRITE_LOG).
-            write_atomic(ledger_dir / name, document, exclusive=True)
-        else:
-            write_json(ledger_dir / name, document, exclusive=True)
+    staged: list[StagedFile] = []
+    try:
+        for name in (*WRITE_ORDER[:-1], *optional, STATUS):
+            faults.point("record.file")
+            document = documents[name]
+            chunks: Iterable[str] | Iterable[bytes] | bytes
+            if isinstance(document, Spooled):
+                chunks = document.chunks()
+            elif isinstance(document, bytes):  # already canonical JSON (e.g. a large WRITE_LOG)
+                chunks = document
+            else:
+                chunks = json_chunks(document)
+            staged.append(stage(ledger_dir / name, chunks, exclusive=True))
+        sync_all(staged)
+        for file in staged:
+            if file is staged[-1]:
+                # Everything STATUS vouches for must be on disk, under its name, before STATUS appears.
+                fsync_dir(ledger_dir)
+            file.publish()
+    finally:
+        for file in staged:
+            file.close()
     fsync_dir(ledger_dir)
 
 

@@ -20,6 +20,7 @@ import hashlib
 import marshal
 import os
 import stat
+import sys
 import time
 from array import array
 from dataclasses import dataclass
@@ -142,12 +143,14 @@ def scan(config: ScanConfig, task: Task) -> DirResult:
 
     A store that cannot be read or written (a full disk, a damaged file) is the error code ``STORE``.
     """
-    import sqlite3
-
     try:
         return _scan(config, task)
-    except sqlite3.Error as exc:
-        raise store_error(config.store, exc) from exc
+    except Exception as exc:
+        # sqlite3 is imported only once a store exists: an empty domain never loads it.
+        sqlite3 = sys.modules.get("sqlite3")
+        if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+            raise store_error(config.store, exc) from exc
+        raise
 
 
 def store_error(store: Path, exc: Exception) -> SnapshotError:

@@ -31,6 +31,7 @@ from catalytic.paths import sort_key
 from catalytic.snapshot.cache import CacheReader, CacheWriter, Row, cache_path
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import Entry, mode_string
+from catalytic.snapshot.report import ScanReport, default_jobs
 from catalytic.snapshot.walker import WalkStats, describe_stat, walk_with
 
 #: A batch is handed to a worker when it holds this many files or bytes.
@@ -48,14 +49,6 @@ if TYPE_CHECKING:
 Job = tuple[bytes, int, int, str, str, int, int]
 # ("ok", value, mode, ino, dev, size, st_mode, mtime_ns, ctime_ns) | ("err", message, rel, code)
 Outcome = tuple[Any, ...]
-
-
-def default_jobs() -> int:
-    """The number of hashing processes to use by default: every core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _hash_task(argument: tuple[str, list[Job]]) -> tuple[list[Outcome], int]:
@@ -122,16 +115,6 @@ class _Chunk:
     jobs: list[Job] = field(default_factory=list)
     size: int = 0
     ticket: int | None = None  # the worker it was sent to; None: hashed in this process
-
-
-@dataclass
-class ScanReport:
-    """How a scan used the cache and the processes."""
-
-    cache: str = "disabled"  # disabled | used | rebuilt
-    cache_hits: int = 0
-    hashed_files: int = 0
-    pool_started: bool = False
 
 
 class Scanner:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -31,8 +32,8 @@ from catalytic.ledger.canonical import json_string
 from catalytic.paths import ROOT, sort_key, to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
-from catalytic.snapshot.engine import ScanReport, default_jobs
 from catalytic.snapshot.merkle import MerkleBuilder
+from catalytic.snapshot.report import ScanReport, default_jobs
 from catalytic.snapshot.rowstore import Row, Rows, ensure, prepare, store_path
 from catalytic.snapshot.walker import WalkStats, describe_stat
 
@@ -368,14 +369,16 @@ def scan_domain(
     pre-run snapshot of the same domain, taken with the same ``store_dir`` just before; this is then the
     post-run snapshot, and the result carries the differences from it.
     """
-    import sqlite3
-
     directory = os.path.abspath(path)
     store = store_path(store_dir, directory, algorithm)
     try:
         return _scan_domain(path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress)
-    except (sqlite3.Error, OSError) as exc:
-        raise dirscan.store_error(store, exc) from exc
+    except Exception as exc:
+        # sqlite3 is imported only once a store exists: an empty domain never loads it.
+        sqlite3 = sys.modules.get("sqlite3")
+        if isinstance(exc, OSError) or (sqlite3 is not None and isinstance(exc, sqlite3.Error)):
+            raise dirscan.store_error(store, exc) from exc
+        raise
 
 
 def _scan_domain(
