@@ -95,7 +95,7 @@ class MerkleBuilder:
 
 def _contains(directory: str, path: str) -> bool:
     """True when ``path`` is ``directory`` or below it."""
-    return directory == "." or path == directory or path.startswith(directory + "/")
+    return directory in (".", path) or path.startswith(directory + "/")
 
 
 class FlatMerkleBuilder:
