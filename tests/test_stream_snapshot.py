@@ -398,3 +398,20 @@ def test_unusable_store_falls_back_to_memory(
     assert list(diff["d"]["changed"]) == ["a/f00"] and not diff["d"]["added"] and not diff["d"]["removed"]
     ok, report = CatalyticLedgerValidator(ledger).validate()
     assert not ok and {e["code"] for e in report["errors"]} == {"NOT_RESTORED", "DIRTY"}  # and nothing else
+
+
+def test_wide_and_deep_tree_through_the_window(tmp_path: Path, eager: None) -> None:
+    """More directories than answers may wait, nested: every task is sent and put in order exactly once."""
+    tree = tmp_path / "t"
+    for i in range(60):
+        sub = tree / f"d{i:02d}" / "x" / ("y" * (i % 3 + 1))
+        sub.mkdir(parents=True)
+        for j in range(i % 5):
+            (sub / f"f{j}").write_text(f"{i}-{j}")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    before = check_equal(tree, scan(tree, store))
+    (tree / "d06" / "x" / "y" / "new").write_text("new")
+    post = scan(tree, store, compare=True)
+    assert post.diff == diff_entries(before, check_equal(tree, post))
+    assert list(post.diff.added) == ["d06/x/y/new"]

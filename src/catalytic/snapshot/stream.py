@@ -242,7 +242,7 @@ class _Scheduler:
         limit = self.jobs * WINDOW
         while self.heap and len(self.sent) < self.jobs * DEPTH and len(self.sent) + len(self.results) < limit:
             _key, tid = heapq.heappop(self.heap)
-            if tid not in self.sent and tid not in self.results:
+            if tid in self.tasks and tid not in self.sent and tid not in self.results:
                 self._send(tid)
 
     def take(self, tid: int) -> tuple[dirscan.Task, dirscan.DirResult]:
