@@ -26,7 +26,7 @@ from catalytic.ledger.stream import NotStreamable, read_batches
 from catalytic.snapshot import entries_from_documents
 from catalytic.snapshot.merkle import MERKLE_FORMAT, manifest_root
 from catalytic.validate import CatalyticLedgerValidator
-from ledger_factory import DOMAIN, Ledger, build_ledger, sha
+from ledger_factory import DOMAIN, Ledger, build_ledger, build_seed_ledger, sha
 
 PRE, POST = "PRE_MANIFEST.json", "POST_MANIFEST.json"
 PRE_MODES, POST_MODES = "PRE_MODES.json", "POST_MODES.json"
@@ -229,6 +229,26 @@ def test_capped_problems_are_counted_the_same(tmp_path: Path) -> None:
     more = [e for e in streamed["errors"] if "more not listed" in e["message"]]
     assert more == [e for e in whole["errors"] if "more not listed" in e["message"]]
     assert more and more[0]["message"] == "PRE_MANIFEST.json: 50 more not listed"
+
+
+def test_seed_ledgers_give_the_same_report(tmp_path: Path) -> None:
+    # Indented JSON and no MODES files: the whole-file path, as before.
+    seed = build_seed_ledger(tmp_path / "indented")
+    streamed, did_stream, whole = both(seed.run_dir)
+    assert not did_stream
+    assert streamed == whole
+    assert streamed["passed"]
+    # The same ledger in canonical form, with MODES that leave out a file (allowed before
+    # catalytic.ledger/1) and one that names no entry (never allowed): streamed, same report.
+    seed = build_seed_ledger(tmp_path / "canonical")
+    for name in (PRE, POST):
+        seed.write(name, seed.read(name))
+    seed.write(PRE_MODES, {DOMAIN: {"index_temp_001.json": "0644"}})
+    seed.write(POST_MODES, {DOMAIN: {"index_temp_001.json": "0644", "ghost": "0644"}})
+    streamed, did_stream, whole = both(seed.run_dir)
+    assert did_stream
+    assert streamed == whole
+    assert codes(streamed) == {"MODES_MISMATCH"}
 
 
 # -- property tests ----------------------------------------------------------------------------------
