@@ -25,6 +25,7 @@ from catalytic.snapshot import Entry, dirscan, reference_walk, stream
 from catalytic.snapshot.cache import FINE_GRANULARITY_NS
 from catalytic.snapshot.merkle import merkle_root
 from catalytic.snapshot.rowstore import store_path
+from trees import build_tree
 
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
 SPOOLS: list[stream.Spool] = []
@@ -80,19 +81,7 @@ def expected(entries: list[Entry]) -> tuple[bytes, bytes]:
 
 
 def build(root: Path) -> Path:
-    (root / "a" / "b").mkdir(parents=True)
-    (root / "empty").mkdir()
-    for i in range(12):
-        (root / "a" / f"f{i:02d}").write_bytes(b"same\n" if i % 2 else os.urandom(i * 50))
-    (root / "a" / "b" / "deep").write_text("deep\n")
-    (root / "a.txt").write_text("sorted between a and a/\n")
-    (root / "a-1").write_text("x")
-    (root / "exec.sh").write_text("#!/bin/sh\n")
-    (root / "exec.sh").chmod(0o755)
-    os.symlink("a/f01", root / "link")
-    os.mkfifo(root / "pipe")
-    (root / b"bad\xffname".decode("utf-8", "surrogateescape")).write_text("raw bytes name")
-    return root
+    return build_tree(root, 12, extras=False)
 
 
 def check_equal(tree: Path, snap: stream.DomainScan, algorithm: str = "sha256") -> list[Entry]:

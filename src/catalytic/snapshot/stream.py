@@ -33,6 +33,7 @@ from catalytic.ledger.canonical import json_string
 from catalytic.paths import ROOT, sort_key, to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
+from catalytic.snapshot.engine import ScanReport, default_jobs
 from catalytic.snapshot.merkle import MerkleBuilder
 from catalytic.snapshot.rowstore import TOP_DIR, Part, Row, Rows, prepare, store_path
 from catalytic.snapshot.walker import WalkStats, describe_stat
@@ -122,13 +123,9 @@ class _Object:
 
 
 @dataclass
-class StreamReport:
-    """How the snapshot used the store and the processes."""
+class StreamReport(ScanReport):
+    """How the snapshot used the store (``cache``) and the processes, and how many tasks it took."""
 
-    cache: str = "disabled"  # disabled | used | rebuilt
-    cache_hits: int = 0
-    hashed_files: int = 0
-    pool_started: bool = False
     tasks: int = 0
 
 
@@ -360,8 +357,6 @@ def _scan_domain(
     jobs: int,
     progress: Callable[[int, int], None] | None,
 ) -> DomainScan:
-    from catalytic.snapshot.engine import default_jobs
-
     directory = os.path.abspath(path)
     stats = WalkStats()
     state = prepare(store, directory, algorithm)
