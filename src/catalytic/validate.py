@@ -5,6 +5,10 @@ exits and never raises on a hostile ledger (anything unexpected becomes an ``INT
 A ledger passes only when every file is present, parses, matches its schema, agrees with the others,
 proves that every catalytic domain was restored, and every output is still what the ledger recorded.
 
+The four large documents (PRE/POST_MANIFEST, PRE/POST_MODES) are read in one streamed pass when they are
+canonical (:mod:`catalytic.ledger.crosscheck`), so memory does not grow with the number of entries; any other
+form is parsed whole, as it always was. Both paths give the same report.
+
 Error codes:
 
 =================  ==============================================================================
