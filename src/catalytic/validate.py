@@ -5,6 +5,10 @@ exits and never raises on a hostile ledger (anything unexpected becomes an ``INT
 A ledger passes only when every file is present, parses, matches its schema, agrees with the others,
 proves that every catalytic domain was restored, and every output is still what the ledger recorded.
 
+The four large documents (PRE/POST_MANIFEST, PRE/POST_MODES) are read in one streamed pass when they are
+canonical (:mod:`catalytic.ledger.crosscheck`), so memory does not grow with the number of entries; any other
+form is parsed whole, as it always was. Both paths give the same report.
+
 Error codes:
 
 =================  ==============================================================================
@@ -57,8 +61,10 @@ from catalytic.ledger.checks import (
 )
 from catalytic.ledger.integrity import check_seal
 from catalytic.ledger.reader import (
+    MAX_LEDGER_BYTES,
     LedgerFile,
     open_dir,
+    open_ledger_file,
     outputs_on_disk,
     read_ledger_file,
     schema_problems,
@@ -66,6 +72,7 @@ from catalytic.ledger.reader import (
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import PublicKey
+    from catalytic.ledger.crosscheck import StreamFacts
 
 #: Where durable outputs may go when neither the caller nor RUN_INFO says (the seed's roots).
 SEED_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
@@ -82,6 +89,8 @@ _SCHEMAS = {
     fmt.WRITE_LOG: "write_log.schema.json",
 }
 _V1_STATUS_KEYS = ("run_id", "exit_code", "interrupted", "reason", "error")
+#: The large documents, read in one streamed pass when they are canonical (ledger/crosscheck.py).
+_STREAMED = (fmt.PRE_MANIFEST, fmt.PRE_MODES, fmt.POST_MANIFEST, fmt.POST_MODES)
 
 
 class ErrorEntry(TypedDict):
@@ -141,6 +150,9 @@ class CatalyticLedgerValidator:
         self._docs: dict[str, Any] = {}
         self._parsed: dict[str, Any] = {}
         self._outputs_count = 0
+        self._streamed: StreamFacts | None = None
+        #: Whether the last ``validate()`` read the large documents in one streamed pass.
+        self.streamed = False
 
     def validate(self) -> tuple[bool, ValidationReport]:
         """Check everything; return whether the ledger passes and the full report."""
@@ -148,6 +160,8 @@ class CatalyticLedgerValidator:
         self._docs = {}
         self._parsed = {}
         self._outputs_count = 0
+        self._streamed = None
+        self.streamed = False
         try:
             self._validate(problems)
         except Exception as exc:  # a hostile ledger must never become a traceback
@@ -186,17 +200,48 @@ class CatalyticLedgerValidator:
         except OSError as exc:
             problems.append(Problem("BAD_FILE", f"run directory cannot be opened: {exc.strerror}"))
             return
+        found: dict[str, list[Problem]] = {name: [] for name in _SCHEMAS}
         try:
-            files = {name: read_ledger_file(dir_fd, name) for name in _SCHEMAS}
+            files = {name: read_ledger_file(dir_fd, name) for name in _SCHEMAS if name not in _STREAMED}
+            info_file = files[fmt.RUN_INFO]
+            info = info_file.document if isinstance(info_file.document, dict) else None
+            v1 = info is not None and "schema_version" in info
+            for name, loaded in files.items():
+                self._accept(loaded, v1, found[name])
+            self._streamed = self._stream(dir_fd, v1)
+            if self._streamed is None:
+                # Not canonical (or missing, or unreadable): the whole-document path says exactly why.
+                for name in _STREAMED:
+                    self._accept(read_ledger_file(dir_fd, name), v1, found[name])
+            else:
+                self.streamed = True
+                for name in _STREAMED:
+                    self._docs[name] = self._streamed.stand_in(name)
         finally:
             os.close(dir_fd)
-        info_file = files[fmt.RUN_INFO]
-        info = info_file.document if isinstance(info_file.document, dict) else None
-        v1 = info is not None and "schema_version" in info
-        for loaded in files.values():
-            self._accept(loaded, v1, problems)
+        for name in _SCHEMAS:
+            problems.extend(found[name])
         self._check(abs_dir, v1, problems)
         problems.extend(check_seal(abs_dir, trusted_keys=self.trusted_keys, require_digest=self.require_seal))
+
+    def _stream(self, dir_fd: int, v1: bool) -> StreamFacts | None:
+        """One streamed pass over the large documents, or None when one of them is not canonical."""
+        from catalytic.ledger.crosscheck import stream_pass
+        from catalytic.ledger.stream import NotStreamable
+
+        fds: dict[str, int] = {}
+        try:
+            for name in _STREAMED:
+                fd = open_ledger_file(dir_fd, name)
+                if isinstance(fd, LedgerFile):
+                    return None
+                fds[name] = fd
+            return stream_pass(fds, v1, self._docs, MAX_LEDGER_BYTES)
+        except NotStreamable:
+            return None
+        finally:
+            for fd in fds.values():
+                os.close(fd)
 
     def _accept(self, loaded: LedgerFile, v1: bool, problems: list[Problem]) -> None:
         name = loaded.name
@@ -245,8 +290,8 @@ class CatalyticLedgerValidator:
                 why = path_problem(domain, workspace=True)
                 if why:
                     problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: catalytic domain {domain!r} {why}"))
-        proof = check_restoration(docs, v1, problems)
-        check_merkle(docs, problems)
+        proof = check_restoration(docs, v1, problems, self._streamed)
+        check_merkle(docs, problems, self._streamed)
         check_status(docs, proof, problems)
         self._check_outputs(abs_dir, v1, problems)
 

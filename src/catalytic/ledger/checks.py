@@ -7,7 +7,7 @@ never raises on hostile input.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
 from catalytic.diff import DomainDiff, diff_entries
@@ -15,6 +15,9 @@ from catalytic.errors import Problem
 from catalytic.ledger import format as fmt
 from catalytic.snapshot import entries_from_documents
 from catalytic.snapshot.entry import SYMLINK_PREFIX, kind_of
+
+if TYPE_CHECKING:
+    from catalytic.ledger.crosscheck import StreamFacts
 
 #: Hex digest length per manifest hash algorithm.
 DIGEST_LENGTHS = {"sha256": 64, "blake3": 64}
@@ -39,20 +42,30 @@ def path_problem(path: str, *, workspace: bool) -> str | None:
     return None
 
 
-_MAX_PER_KIND = 100
+MAX_PER_KIND = 100
+
+
+def emit_capped(kept: list[Problem], count: int, problems: list[Problem], what: str) -> None:
+    """Report the first :data:`MAX_PER_KIND` of ``count`` problems (``kept``) and count the rest."""
+    # One rewritten manifest can break a rule once per entry; list the first ones and count the rest.
+    problems.extend(kept[:MAX_PER_KIND])
+    if count > MAX_PER_KIND:
+        problems.append(Problem(kept[0].code, f"{what}: {count - MAX_PER_KIND} more not listed"))
 
 
 def _capped(found: list[Problem], problems: list[Problem], what: str) -> None:
-    # One rewritten manifest can break a rule once per entry; list the first ones and count the rest.
-    problems.extend(found[:_MAX_PER_KIND])
-    if len(found) > _MAX_PER_KIND:
-        problems.append(Problem(found[0].code, f"{what}: {len(found) - _MAX_PER_KIND} more not listed"))
+    emit_capped(found, len(found), problems, what)
+
+
+def summary(added: int, removed: int, changed: int, first: str | None) -> str:
+    """How a recomputed diff is described in a problem: counts and its first path."""
+    counts = f"{added} added, {removed} removed, {changed} changed"
+    return counts + (f" (first: {first!r})" if first is not None else "")
 
 
 def _summary(d: DomainDiff) -> str:
     first = d.paths()[0] if d.paths() else None
-    counts = f"{len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed"
-    return counts + (f" (first: {first!r})" if first is not None else "")
+    return summary(len(d.added), len(d.removed), len(d.changed), first)
 
 
 def check_entries(docs: dict[str, Any], v1: bool, algorithm: str, problems: list[Problem]) -> None:
@@ -99,8 +112,14 @@ def check_entries(docs: dict[str, Any], v1: bool, algorithm: str, problems: list
         _capped(found, problems, modes_name)
 
 
-def check_restoration(docs: dict[str, Any], v1: bool, problems: list[Problem]) -> bool | None:
-    """Check domains, the recomputed diff and RESTORE_DIFF; True/False: restoration proven or not."""
+def check_restoration(
+    docs: dict[str, Any], v1: bool, problems: list[Problem], streamed: StreamFacts | None = None
+) -> bool | None:
+    """Check domains, the recomputed diff and RESTORE_DIFF; True/False: restoration proven or not.
+
+    With ``streamed`` the four large documents in ``docs`` only name their domains, and the entry-level
+    results come from the streamed pass (:mod:`catalytic.ledger.crosscheck`); the report is the same.
+    """
     info: dict[str, Any] | None = docs.get(fmt.RUN_INFO)
     pre: dict[str, dict[str, str]] | None = docs.get(fmt.PRE_MANIFEST)
     post: dict[str, dict[str, str]] | None = docs.get(fmt.POST_MANIFEST)
@@ -108,7 +127,10 @@ def check_restoration(docs: dict[str, Any], v1: bool, problems: list[Problem]) -
     pre_modes: dict[str, dict[str, str]] | None = docs.get(fmt.PRE_MODES)
     post_modes: dict[str, dict[str, str]] | None = docs.get(fmt.POST_MODES)
     algorithm = info.get("hash_algorithm", "sha256") if info is not None else "sha256"
-    check_entries(docs, v1, algorithm, problems)
+    if streamed is None:
+        check_entries(docs, v1, algorithm, problems)
+    else:
+        streamed.emit_entries(problems)
 
     declared: list[str] | None = info["catalytic_domains"] if info is not None else None
     sources = ((fmt.PRE_MANIFEST, pre), (fmt.POST_MANIFEST, post), (fmt.RESTORE_DIFF, recorded))
@@ -148,21 +170,25 @@ def check_restoration(docs: dict[str, Any], v1: bool, problems: list[Problem]) -
     )
     if can_recompute and pre is not None and post is not None:
         for domain in sorted(set(pre) & set(post), key=paths.sort_key):
-            before = entries_from_documents(pre[domain], (pre_modes or {}).get(domain))
-            after = entries_from_documents(post[domain], (post_modes or {}).get(domain))
-            diff = diff_entries(before, after)
-            if recorded is not None and domain in recorded and recorded[domain] != diff.to_json():
+            if streamed is not None:
+                facts = streamed.diffs[domain]
+                clean, text, differs = facts.clean, facts.summary(), not facts.matches
+            else:
+                before = entries_from_documents(pre[domain], (pre_modes or {}).get(domain))
+                after = entries_from_documents(post[domain], (post_modes or {}).get(domain))
+                diff = diff_entries(before, after)
+                clean, text = diff.clean, _summary(diff)
+                differs = recorded is not None and domain in recorded and recorded[domain] != diff.to_json()
+            if recorded is not None and domain in recorded and differs:
                 problems.append(
                     Problem(
                         "DIFF_MISMATCH",
                         f"{fmt.RESTORE_DIFF}: domain {domain!r} is not the diff of the manifests "
-                        f"(recomputed: {_summary(diff)})",
+                        f"(recomputed: {text})",
                     )
                 )
-            if not diff.clean:
-                problems.append(
-                    Problem("NOT_RESTORED", f"domain {domain!r} was not restored: {_summary(diff)}")
-                )
+            if not clean:
+                problems.append(Problem("NOT_RESTORED", f"domain {domain!r} was not restored: {text}"))
                 proof = False
     elif recorded is not None:
         for domain, record in recorded.items():
@@ -178,8 +204,8 @@ def check_restoration(docs: dict[str, Any], v1: bool, problems: list[Problem]) -
     return proof
 
 
-def check_merkle(docs: dict[str, Any], problems: list[Problem]) -> None:
-    """Recompute every Merkle root RUN_INFO records from the manifests and modes."""
+def check_merkle(docs: dict[str, Any], problems: list[Problem], streamed: StreamFacts | None = None) -> None:
+    """Recompute every Merkle root RUN_INFO records from the manifests and modes (or take streamed ones)."""
     from catalytic.snapshot.merkle import MERKLE_FORMAT_V1, MERKLE_FORMATS, manifest_root
 
     info: dict[str, Any] | None = docs.get(fmt.RUN_INFO)
@@ -211,8 +237,11 @@ def check_merkle(docs: dict[str, Any], problems: list[Problem]) -> None:
                     Problem("MERKLE_MISMATCH", f"{manifest_name}: no domain {domain!r} for its Merkle root")
                 )
                 continue
-            modes = (docs.get(modes_name) or {}).get(domain)
-            if manifest_root(manifest, modes, algorithm, tree) != expected:
+            if streamed is not None:
+                root = streamed.root(phase, domain)
+            else:
+                root = manifest_root(manifest, (docs.get(modes_name) or {}).get(domain), algorithm, tree)
+            if root != expected:
                 problems.append(
                     Problem(
                         "MERKLE_MISMATCH",

@@ -96,8 +96,11 @@ def parse_json(data: bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def read_ledger_file(dir_fd: int, name: str, *, max_bytes: int = MAX_LEDGER_BYTES) -> LedgerFile:
-    """Read and parse ``name`` in the ledger directory open as ``dir_fd``."""
+def open_ledger_file(dir_fd: int, name: str, *, max_bytes: int = MAX_LEDGER_BYTES) -> int | LedgerFile:
+    """A descriptor of the regular file ``name`` in the ledger directory, or the problem that stops it.
+
+    The caller closes the descriptor. Symbolic links are never followed and FIFOs never block.
+    """
     try:
         fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -111,13 +114,26 @@ def read_ledger_file(dir_fd: int, name: str, *, max_bytes: int = MAX_LEDGER_BYTE
         return LedgerFile(name, problem=Problem("BAD_FILE", f"{name} cannot be opened: {exc.strerror}"))
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return LedgerFile(name, problem=Problem("BAD_FILE", f"{name} is not a regular file"))
-        if st.st_size > max_bytes:
-            return LedgerFile(
-                name,
-                problem=Problem("BAD_FILE", f"{name} is larger than {max_bytes} bytes; refusing to read it"),
-            )
+    except OSError as exc:
+        os.close(fd)
+        return LedgerFile(name, problem=Problem("BAD_FILE", f"{name} cannot be read: {exc.strerror}"))
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return LedgerFile(name, problem=Problem("BAD_FILE", f"{name} is not a regular file"))
+    if st.st_size > max_bytes:
+        os.close(fd)
+        return LedgerFile(
+            name, problem=Problem("BAD_FILE", f"{name} is larger than {max_bytes} bytes; refusing to read it")
+        )
+    return fd
+
+
+def read_ledger_file(dir_fd: int, name: str, *, max_bytes: int = MAX_LEDGER_BYTES) -> LedgerFile:
+    """Read and parse ``name`` in the ledger directory open as ``dir_fd``."""
+    fd = open_ledger_file(dir_fd, name, max_bytes=max_bytes)
+    if isinstance(fd, LedgerFile):
+        return fd
+    try:
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, _CHUNK):
