@@ -13,7 +13,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict
 
@@ -37,6 +37,23 @@ class DigestDoc(TypedDict):
 def read_regular(path: Path) -> bytes | None:
     """The bytes of ``path`` if it is a regular file (never following a symlink, never blocking on a
     FIFO); ``None`` when it is missing or something else. Ledgers may be hostile: see ledger/reader.py."""
+    chunks = _regular_chunks(path)
+    return None if chunks is None else b"".join(chunks)
+
+
+def sha256_of_regular(path: Path) -> str | None:
+    """Like :func:`read_regular`, but only the sha256 of the bytes, read in 1 MiB pieces (constant memory)."""
+    chunks = _regular_chunks(path)
+    if chunks is None:
+        return None
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _regular_chunks(path: Path) -> Iterator[bytes] | None:
+    """The bytes of a regular file in pieces, or None (see :func:`read_regular`)."""
     flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
@@ -47,12 +64,20 @@ def read_regular(path: Path) -> bytes | None:
             return None
         raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks = []
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError as exc:
+        os.close(fd)
+        raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not regular:
+        os.close(fd)
+        return None
+    return _pieces(fd, path)
+
+
+def _pieces(fd: int, path: Path) -> Iterator[bytes]:
+    try:
         while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
+            yield chunk
     except OSError as exc:
         raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
     finally:
@@ -69,9 +94,9 @@ def file_hashes(ledger_dir: Path) -> dict[str, str]:
     for name in names:
         if name in SEAL_FILES or name.startswith("."):
             continue
-        data = read_regular(ledger_dir / name)
-        if data is not None:  # directories (quarantine/), symlinks and special files are not covered
-            hashes[name] = hashlib.sha256(data).hexdigest()
+        digest = sha256_of_regular(ledger_dir / name)
+        if digest is not None:  # directories (quarantine/), symlinks and special files are not covered
+            hashes[name] = digest
     return hashes
 
 
