@@ -130,6 +130,12 @@ class Target:
         return self.ratio >= self.limit if self.at_least else self.ratio <= self.limit
 
     @property
+    def value(self) -> str:
+        return (
+            f"{self.ratio:.0f}{self.unit}" if self.unit.strip() == "MiB" else f"{self.ratio:.2f}{self.unit}"
+        )
+
+    @property
     def rule(self) -> str:
         return f"{'>=' if self.at_least else '<='} {self.limit:g}{self.unit}"
 
@@ -144,14 +150,14 @@ class Report:
     def target(self, target: Target) -> None:
         self.targets.append(target)
         verdict = "MET" if target.met else "MISSED"
-        print(f"  -> {target.name}: {target.ratio:.2f}{target.unit} ({target.rule}) {verdict}", flush=True)
+        print(f"  -> {target.name}: {target.value} ({target.rule}) {verdict}", flush=True)
 
     def summary(self, repeat: int, skipped: list[str]) -> None:
         print(f"\nTargets (medians of {repeat} run(s); RSS = peak ru_maxrss of any process of the tree)")
         width = max([len(t.name) for t in self.targets] + [6])
         print(f"  {'target':<{width}}  {'measured':<44} {'value':>10}  {'limit':<10} verdict")
         for t in self.targets:
-            value = f"{t.ratio:.2f}{t.unit}"
+            value = t.value
             verdict = "MET" if t.met else "MISSED"
             print(f"  {t.name:<{width}}  {t.measured:<44} {value:>10}  {t.rule:<10} {verdict}")
         for name in skipped:
@@ -221,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                     2.5,
                 )
             )
-            trees.remove(ws)
+            trees.remove(ws, CORES)
 
         small_cases = [("10k", n(10_000), 4096, 2.0, 3.0), ("100k", n(100_000), 1024, 1.6, 5.0)]
         for name, files, size, limit, naive_factor in small_cases:
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 cold_ref.update(cold=cold, warm=warm)
-            trees.remove(ws)
+            trees.remove(ws, CORES)
 
         if "large" in cases:
             ws = tmp / "large"
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{b3.wall / hb3.wall:.2f}x",
                     "(ratio to python blake3; b3sum missing, target not measured)",
                 )
-            trees.remove(ws)
+            trees.remove(ws, CORES)
 
         if "1m" in cases:
             run_1m(tmp / "1m", n(1_000_000), r, report, cold_ref)
@@ -407,7 +413,7 @@ def run_1m(ws: Path, files: int, r: int, report: Report, ref: dict[str, Measure]
                 )
     finally:
         start = time.perf_counter()
-        trees.remove(ws)
+        trees.remove(ws, CORES)
         print(f"  (1m tree removed in {time.perf_counter() - start:.1f} s)")
 
 

@@ -64,10 +64,21 @@ def make_large(root: Path, files: int, size: int) -> None:
                 left -= len(chunk)
 
 
-def remove(path: Path) -> None:
-    """Remove a tree (with ``rm -rf`` when there is one; ``shutil.rmtree`` for whatever is left)."""
+def remove(path: Path, jobs: int = 1) -> None:
+    """Remove a tree. With ``jobs`` > 1 and ``rm``/``xargs`` at hand, the entries two levels down (the
+    directories of 1000 files) are removed by ``jobs`` parallel ``rm -rf``: unlinking 1M files one at a time
+    takes minutes here. ``shutil.rmtree`` removes whatever is left."""
     if not path.exists():
         return
-    if shutil.which("rm"):
-        subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+    if jobs > 1 and shutil.which("rm") and shutil.which("xargs") and shutil.which("find"):
+        subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'find "$1" -mindepth 2 -maxdepth 2 -print0 | xargs -0 -r -n 16 -P{jobs} rm -rf --',
+                "-",
+                str(path),
+            ],
+            check=False,
+        )
     shutil.rmtree(path, ignore_errors=True)
