@@ -24,7 +24,7 @@ from catalytic.snapshot.cache import (
     row_of,
 )
 from catalytic.snapshot.engine import hash_batch
-from catalytic.snapshot.merkle import MerkleBuilder, manifest_root, merkle_root
+from catalytic.snapshot.merkle import FlatMerkleBuilder, MerkleBuilder, manifest_root, merkle_root
 
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
 
@@ -276,15 +276,35 @@ def test_vanished_file_is_an_error_not_a_skip(tmp_path: Path, eager_pool: None, 
     assert info.value.path == "a/f07"
 
 
-def test_merkle_vectors() -> None:
-    assert MerkleBuilder("sha256").root() == hashlib.sha256(b"").hexdigest()
-    b = MerkleBuilder("sha256")
+def test_merkle_v1_vectors() -> None:
+    assert FlatMerkleBuilder("sha256").root() == hashlib.sha256(b"").hexdigest()
+    b = FlatMerkleBuilder("sha256")
     b.add("f", "dir", "0755")
     assert b.root() == hashlib.sha256(b"\x00f\x00dir\x000755").hexdigest()
     b.add("g", "symlink:f", None)
     left = hashlib.sha256(b"\x00f\x00dir\x000755").digest()
     right = hashlib.sha256(b"\x00g\x00symlink:f\x00").digest()
     assert b.root() == hashlib.sha256(b"\x01" + left + right).hexdigest()
+
+
+def test_merkle_v2_vectors() -> None:
+    def h(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()
+
+    assert MerkleBuilder("sha256").root() == h(b"").hex()
+    b = MerkleBuilder("sha256")
+    for path, value, mode in [
+        (".", "dir", "0755"),
+        ("a", "dir", "0700"),
+        ("a.b", "symlink:a", None),
+        ("a/x", "ab" * 32, "0644"),
+        ("e", "dir", "0755"),
+    ]:
+        b.add(path, value, mode)
+    top = h(b"\x00a\x00dir\x000700\x00a.b\x00symlink:a\x00\x00e\x00dir\x000755\x00")
+    inner = h(b"\x00x\x00" + b"ab" * 32 + b"\x000644\x00")
+    dirs = h(b"\x01a\x00" + inner + b".\x00" + top)  # post-order: a before ., e (empty) not listed
+    assert b.root() == h(b"\x02.\x00dir\x000755\x00" + dirs).hex()
 
 
 def test_merkle_distinguishes_equal_contents_and_modes(tmp_path: Path) -> None:

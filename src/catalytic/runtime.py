@@ -165,6 +165,78 @@ class SnapshotSettings:
 
 CACHE_DIR = "_cache"
 
+#: A domain's snapshot as the phases hold it: streamed into spools (no isolation) or in memory.
+Snapshot = Any
+
+
+class _Spools:
+    """Where the streamed snapshots put their documents until the ledger is written."""
+
+    def __init__(self, directory: Path) -> None:
+        from catalytic.snapshot.stream import Spool
+
+        self.manifest = {"pre": Spool(directory), "post": Spool(directory)}
+        self.modes = {"pre": Spool(directory), "post": Spool(directory)}
+
+    def close(self) -> None:
+        for spool in (*self.manifest.values(), *self.modes.values()):
+            spool.close()
+
+
+def _scan_all(
+    policy: Policy, label: str, progress: ProgressCallback, settings: SnapshotSettings, spools: _Spools
+) -> tuple[list[Snapshot], CatalyticError | None]:
+    """The parallel, streaming snapshots of every domain (``post``: compared with ``pre``)."""
+    from catalytic.snapshot.stream import scan_domain
+
+    snaps: list[Snapshot] = []
+    for domain in policy.catalytic_domains:
+        try:
+            snap = scan_domain(
+                policy.root / domain if domain != paths.ROOT else policy.root,
+                domain,
+                policy.hash,
+                store_dir=policy.root / policy.runs_root / CACHE_DIR,
+                manifest=spools.manifest[label],
+                modes=spools.modes[label],
+                trust=settings.use_cache,
+                compare=label == "post",
+                jobs=settings.jobs,
+                progress=settings.progress,
+            )
+        except SnapshotError as exc:
+            return snaps, _in_workspace(domain, exc)
+        state = "absent" if snap.absent else f"{snap.stats.files} files"
+        progress(f"Snapshots {label}: {domain} ({state})")
+        snaps.append(snap)
+    return snaps, None
+
+
+def _store_failed(error: CatalyticError | None, say: ProgressCallback) -> bool:
+    """True when the snapshot store could not be used (the snapshots are then taken in memory)."""
+    if error is None or error.code != "STORE":
+        return False
+    say(f"WARNING: {error.message}; snapshots are taken in memory instead")
+    return True
+
+
+def _in_memory(snap: Snapshot) -> DomainSnapshot:
+    """A streamed snapshot as an in-memory one (read back from its spooled documents)."""
+    from catalytic.ledger.canonical import loads
+    from catalytic.snapshot import entries_from_documents
+
+    manifest = loads(b"".join(snap.manifest.chunks()))
+    modes = loads(b"".join(snap.modes.chunks()))
+    entries = tuple(entries_from_documents(manifest, modes))
+    return DomainSnapshot(snap.domain, entries, snap.stats, snap.merkle_root, snap.cache)
+
+
+def _in_workspace(domain: str, exc: SnapshotError) -> SnapshotError:
+    """The error with its path (relative to the domain) named from the workspace root."""
+    return SnapshotError(
+        exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
+    )
+
 
 def _snapshot_all(
     policy: Policy, label: str, progress: ProgressCallback, settings: SnapshotSettings | None = None
@@ -182,11 +254,7 @@ def _snapshot_all(
                 progress=settings.progress,
             )
         except SnapshotError as exc:
-            # The path in the error is relative to the domain; name it from the workspace root.
-            exc = SnapshotError(
-                exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
-            )
-            return snaps, exc
+            return snaps, _in_workspace(domain, exc)
         if policy.isolation == "overlay":
             from catalytic.isolation.overlay import exclude_from_snapshot
 
@@ -272,8 +340,34 @@ def _execute(
     settings: SnapshotSettings | None = None,
 ) -> RunResult:
     settings = settings or SnapshotSettings()
-    pre: list[DomainSnapshot] = []
-    post: list[DomainSnapshot] = []
+    # Without isolation the snapshots stream to spool files and are compared in the workers.
+    spools = _Spools(policy.root / policy.runs_root) if backend.name == "none" else None
+    try:
+        return _phases(
+            policy, command, say, timer, started, ledger_dir, backend, cwd, mask, sign_key, settings, spools
+        )
+    finally:
+        if spools is not None:
+            spools.close()
+
+
+def _phases(
+    policy: Policy,
+    command: Sequence[str],
+    say: ProgressCallback,
+    timer: _Timer,
+    started: str,
+    ledger_dir: Path,
+    backend: Backend,
+    cwd: Path | None,
+    mask: set[int],
+    sign_key: SigningKey | None,
+    settings: SnapshotSettings,
+    spools: _Spools | None,
+) -> RunResult:
+    pre: list[Snapshot] = []
+    post: list[Snapshot] = []
+    streamed = spools
     child: ChildResult | None = None
     error: CatalyticError | None = None
     interrupted: int | None = None
@@ -291,7 +385,13 @@ def _execute(
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
                 faults.point("snapshot_pre.begin")
-                pre, error = _snapshot_all(policy, "pre", say, settings)
+                if streamed is not None:
+                    pre, error = _scan_all(policy, "pre", say, settings, streamed)
+                    if _store_failed(error, say):
+                        streamed = None
+                        pre, error = _snapshot_all(policy, "pre", say, settings)
+                else:
+                    pre, error = _snapshot_all(policy, "pre", say, settings)
                 if error is None:
                     try:
                         backend.prepare(pre)
@@ -315,16 +415,27 @@ def _execute(
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
                     faults.point("snapshot_post.begin")
-                    computed = backend.post_snapshots(pre)
-                    post, error = (
-                        computed if computed is not None else _snapshot_all(policy, "post", say, settings)
-                    )
+                    if streamed is not None:
+                        post, error = _scan_all(policy, "post", say, settings, streamed)
+                        if _store_failed(error, say):
+                            streamed = None
+                            pre = [_in_memory(snap) for snap in pre]
+                            post, error = _snapshot_all(policy, "post", say, settings)
+                    else:
+                        computed = backend.post_snapshots(pre)
+                        post, error = (
+                            computed if computed is not None else _snapshot_all(policy, "post", say, settings)
+                        )
                     moved = roots.moved()
                     faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
                 with timer.phase("verify"):
                     for before, after in zip(pre, post, strict=False):
-                        diffs[before.domain] = diff_entries(before.entries, after.entries)
+                        diffs[before.domain] = (
+                            after.diff
+                            if streamed is not None
+                            else diff_entries(before.entries, after.entries)
+                        )
                     if backend.name == "none":
                         # Other backends commit or put back outputs in finish(): hashed after that.
                         outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
@@ -392,7 +503,9 @@ def _execute(
         say(_describe_trace(trace_log))
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
-        documents = _documents(policy, command, result, pre, post, started, cwd, settings)
+        documents = _documents(
+            policy, command, result, pre, post, started, cwd, settings, streamed is not None
+        )
         faults.point("record.begin")
         write_ledger(ledger_dir, documents)
         faults.point("record.end")
@@ -401,6 +514,17 @@ def _execute(
     result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
+
+
+def _spooled(snaps: Sequence[Snapshot]) -> tuple[Any, Any]:
+    """The MANIFEST and MODES documents of streamed snapshots (written from their spools)."""
+    from catalytic.ledger.writer import Spooled
+
+    ordered = sorted(snaps, key=lambda s: paths.sort_key(s.domain))
+    return (
+        Spooled([(s.domain, s.manifest.chunks) for s in ordered]),
+        Spooled([(s.domain, s.modes.chunks) for s in ordered]),
+    )
 
 
 def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:
@@ -476,16 +600,17 @@ def _documents(
     policy: Policy,
     command: Sequence[str],
     result: RunResult,
-    pre: list[DomainSnapshot],
-    post: list[DomainSnapshot],
+    pre: list[Snapshot],
+    post: list[Snapshot],
     started: str,
     cwd: Path | None,
     settings: SnapshotSettings | None = None,
+    streamed: bool = False,
 ) -> dict[str, Any]:
     from catalytic.snapshot.engine import default_jobs
     from catalytic.snapshot.merkle import MERKLE_FORMAT, merkle_root
 
-    def root_of(snap: DomainSnapshot) -> str:
+    def root_of(snap: Snapshot) -> str:
         # Snapshots an isolation backend assembled itself carry no root yet.
         return snap.merkle_root or merkle_root(snap.entries, policy.hash)
 
@@ -502,8 +627,13 @@ def _documents(
         cache = "disabled"
     else:
         cache = "used" if pre and all(s.cache == "used" for s in pre) else "rebuilt"
-    pre_manifest, pre_modes = manifest_documents(pre)
-    post_manifest, post_modes = manifest_documents([s for s in post if s.domain in result.diff])
+    post_done = [s for s in post if s.domain in result.diff]
+    if streamed:
+        pre_manifest, pre_modes = _spooled(pre)
+        post_manifest, post_modes = _spooled(post_done)
+    else:
+        pre_manifest, pre_modes = manifest_documents(pre)
+        post_manifest, post_modes = manifest_documents(post_done)
     run_info: dict[str, Any] = {
         "run_id": policy.run_id,
         "timestamp": started,

@@ -40,6 +40,11 @@ def _string(s: str) -> str:
     return text
 
 
+def json_string(s: str) -> str:
+    """The canonical JSON text of one string (the parallel snapshot writes manifests with it)."""
+    return _string(s)
+
+
 def iter_canonical(value: Any) -> Iterator[str]:
     """Yield the canonical JSON text of ``value`` in pieces (so large manifests can stream)."""
     if isinstance(value, str):
@@ -93,13 +98,19 @@ def loads(data: bytes | str) -> Any:
     return json.loads(text)
 
 
-def _write_chunks(out: BinaryIO, chunks: Iterable[str] | bytes) -> None:
+def _write_chunks(out: BinaryIO, chunks: Iterable[str] | Iterable[bytes] | bytes) -> None:
     if isinstance(chunks, bytes):
         out.write(chunks)
         return
     buffer: list[str] = []
     size = 0
     for chunk in chunks:
+        if isinstance(chunk, bytes):  # already encoded (a spooled document)
+            out.write("".join(buffer).encode("utf-8"))
+            buffer.clear()
+            size = 0
+            out.write(chunk)
+            continue
         buffer.append(chunk)
         size += len(chunk)
         if size >= 1 << 16:
@@ -109,7 +120,7 @@ def _write_chunks(out: BinaryIO, chunks: Iterable[str] | bytes) -> None:
     out.write("".join(buffer).encode("utf-8"))
 
 
-def _write_unnamed(path: Path, chunks: Iterable[str] | bytes, mode: int) -> bytes | None:
+def _write_unnamed(path: Path, chunks: Iterable[str] | Iterable[bytes] | bytes, mode: int) -> bytes | None:
     """Write an unnamed file (``O_TMPFILE``) and link it in as ``path``.
 
     Until the link the file has no name, so a crash (even ``SIGKILL``) leaves nothing behind.
@@ -153,12 +164,14 @@ def _write_unnamed(path: Path, chunks: Iterable[str] | bytes, mode: int) -> byte
     return None
 
 
-def _as_bytes(chunks: Iterable[str] | bytes) -> bytes:
-    return chunks if isinstance(chunks, bytes) else "".join(chunks).encode("utf-8")
+def _as_bytes(chunks: Iterable[str] | Iterable[bytes] | bytes) -> bytes:
+    if isinstance(chunks, bytes):
+        return chunks
+    return b"".join(c if isinstance(c, bytes) else c.encode("utf-8") for c in chunks)
 
 
 def write_atomic(
-    path: Path, chunks: Iterable[str] | bytes, *, mode: int = 0o644, exclusive: bool = False
+    path: Path, chunks: Iterable[str] | Iterable[bytes] | bytes, *, mode: int = 0o644, exclusive: bool = False
 ) -> None:
     """Write ``path`` atomically: temp file in the same directory, fsync, ``os.replace``.
 

@@ -180,13 +180,17 @@ def check_restoration(docs: dict[str, Any], v1: bool, problems: list[Problem]) -
 
 def check_merkle(docs: dict[str, Any], problems: list[Problem]) -> None:
     """Recompute every Merkle root RUN_INFO records from the manifests and modes."""
-    from catalytic.snapshot.merkle import manifest_root
+    from catalytic.snapshot.merkle import MERKLE_FORMAT_V1, MERKLE_FORMATS, manifest_root
 
     info: dict[str, Any] | None = docs.get(fmt.RUN_INFO)
     roots = info.get("merkle_roots") if info is not None else None
     if not isinstance(roots, dict):
         return
     algorithm = info.get("hash_algorithm", "sha256") if info is not None else "sha256"
+    tree = info.get("merkle_format", MERKLE_FORMAT_V1) if info is not None else MERKLE_FORMAT_V1
+    if tree not in MERKLE_FORMATS:
+        problems.append(Problem("MERKLE_MISMATCH", f"RUN_INFO: unknown merkle_format {tree!r}"))
+        return
     for domain, recorded in sorted(roots.items()):
         for phase, manifest_name, modes_name in (
             ("pre", fmt.PRE_MANIFEST, fmt.PRE_MODES),
@@ -208,7 +212,7 @@ def check_merkle(docs: dict[str, Any], problems: list[Problem]) -> None:
                 )
                 continue
             modes = (docs.get(modes_name) or {}).get(domain)
-            if manifest_root(manifest, modes, algorithm) != expected:
+            if manifest_root(manifest, modes, algorithm, tree) != expected:
                 problems.append(
                     Problem(
                         "MERKLE_MISMATCH",

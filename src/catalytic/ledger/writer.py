@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,25 @@ def reserve(runs_root: Path, run_id: str) -> Path:
     return ledger_dir
 
 
+class Spooled:
+    """A document whose objects were written ahead (one canonical JSON object text per key, in order).
+
+    The parallel snapshot spools each domain's manifest as it goes; the ledger copies it from there.
+    """
+
+    def __init__(self, parts: list[tuple[str, Callable[[], Iterable[bytes]]]]) -> None:
+        self.parts = parts
+
+    def chunks(self) -> Iterator[bytes]:
+        from catalytic.ledger.canonical import json_string
+
+        yield b"{"
+        for i, (key, text) in enumerate(self.parts):
+            yield (("," if i else "") + json_string(key) + ":").encode("utf-8")
+            yield from text()
+        yield b"}\n"
+
+
 def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
     """Write every ledger document; ``STATUS.json`` last so a crash never leaves a false success.
 
@@ -50,7 +69,9 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
             fsync_dir(ledger_dir)
         faults.point("record.file")
         document = documents[name]
-        if isinstance(document, bytes):
+        if isinstance(document, Spooled):
+            write_atomic(ledger_dir / name, document.chunks(), exclusive=True)
+        elif isinstance(document, bytes):
             # Already canonical JSON (e.g. a large WRITE_LOG).
             write_atomic(ledger_dir / name, document, exclusive=True)
         else:

@@ -178,6 +178,7 @@ class CacheWriter:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.tmp)
+        self.conn = conn  # from here on abort() removes the file, whatever fails next
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -186,7 +187,6 @@ class CacheWriter:
             " mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, crc INTEGER) WITHOUT ROWID"
         )
         conn.executemany("INSERT INTO meta VALUES (?, ?)", self.meta)
-        self.conn = conn
         return conn
 
     def add(self, row: Row) -> None:

@@ -104,10 +104,13 @@ class ForkPool:
             self.close(kill=True)
             raise
 
-    def submit(self, argument: Any) -> int:
-        """Send ``argument`` to the next worker; returns the ticket to :meth:`result` with."""
-        index = self.next
-        self.next = (self.next + 1) % len(self.workers)
+    def submit(self, argument: Any, worker: int | None = None) -> int:
+        """Send ``argument`` to ``worker`` (default: the next); returns the ticket for :meth:`result`."""
+        if worker is None:
+            index = self.next
+            self.next = (self.next + 1) % len(self.workers)
+        else:
+            index = worker
         _write_frame(self.workers[index][1], pickle.dumps(argument, protocol=pickle.HIGHEST_PROTOCOL))
         return index
 

@@ -1,0 +1,409 @@
+"""One directory of a parallel snapshot: list it, describe every entry, compare, encode (runs in a worker).
+
+A task names a directory of the domain (by its path and the device and inode its parent listed) and a range
+of walk keys. The worker opens the directory with ``O_NOFOLLOW`` and checks it is the very directory that
+was listed, lists it, describes every entry exactly as :mod:`catalytic.snapshot.walker` does (files hashed
+with the same race checks, unless a trusted row of the store stands for them), and returns the directory's
+part of the manifest and MODES documents as canonical JSON text, its Merkle records, the subdirectories to
+visit next, and, when comparing with the pre-run snapshot, what was added, removed or changed. It then
+brings the directory's rows in the store up to date.
+
+A directory with more entries than :data:`SPLIT` is answered with split points instead, and the parts are
+listed again as separate tasks (by walk key: an entry by its name, a subdirectory's contents by its name
+followed by ``/``), so one huge directory still keeps every worker busy.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import marshal
+import os
+import stat
+import time
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catalytic import faults
+from catalytic.errors import SnapshotError
+from catalytic.ledger.canonical import json_string
+from catalytic.paths import to_bytes
+from catalytic.snapshot.cache import racy
+from catalytic.snapshot.digest import Hasher, hasher_factory
+from catalytic.snapshot.entry import DIR, mode_string, special_value
+from catalytic.snapshot.rowstore import Part, Row, Rows, trusted
+from catalytic.snapshot.walker import WalkStats, describe_stat
+
+#: Directories with more entries than this are split into parts of about this size.
+SPLIT = 2048
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# (path of the directory relative to the domain, "" for the domain itself; its device; its inode;
+#  lowest walk key of the part, or None; walk key the part stops before, or None)
+Task = tuple[str, int, int, bytes | None, bytes | None]
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """What every task of one snapshot shares (set before the workers are forked)."""
+
+    top: bytes  # absolute path of the domain directory
+    algorithm: str
+    store: Path
+    trust: bool  # may rows stand for unchanged files (False: --no-cache)
+    compare: bool  # compare with the rows (the post-run snapshot)
+    snap: int  # this snapshot's mark on the parts it writes
+
+
+#: (kind, path, before, after, mode before, mode after); kind: added | removed | changed
+Change = tuple[str, str, str | None, str | None, str | None, str | None]
+
+
+class DirResult:
+    """What a task found (pickled from the worker back to the snapshot)."""
+
+    __slots__ = ("counts", "diff", "items", "records", "split")
+
+    def __init__(self) -> None:
+        # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order.
+        self.items: list[tuple[Any, ...]] = []
+        self.records = b""
+        # files, dirs, other, bytes hashed, rows used, files hashed
+        self.counts = (0, 0, 0, 0, 0, 0)
+        self.diff: list[Change] = []
+        self.split: list[bytes] | None = None
+
+
+# This process's connection to the store: {"rows": Rows}; one inherited across fork is never used.
+_OPEN: dict[str, Rows] = {}
+
+
+def _rows(config: ScanConfig) -> Rows:
+    rows = _OPEN.get("rows")
+    if rows is None or rows.pid != os.getpid() or rows.path != config.store:
+        rows = _OPEN["rows"] = Rows(config.store)
+    return rows
+
+
+def close_rows() -> None:
+    rows = _OPEN.pop("rows", None)
+    if rows is not None and rows.pid == os.getpid():
+        rows.close()
+
+
+def _open(config: ScanConfig, rel: str, dev: int, ino: int) -> int:
+    path = config.top if not rel else config.top + b"/" + to_bytes(rel)
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise SnapshotError(
+                "was replaced while the snapshot was taken", path=rel, code="VANISHED"
+            ) from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise SnapshotError("cannot be read (permission denied)", path=rel, code="UNREADABLE") from exc
+        raise SnapshotError(f"I/O error: {exc.strerror or exc}", path=rel, code="IO_ERROR") from exc
+    st = os.fstat(fd)
+    if st.st_dev != dev or st.st_ino != ino:
+        os.close(fd)
+        raise SnapshotError("was replaced while the snapshot was taken", path=rel, code="VANISHED")
+    return fd
+
+
+def _list(fd: int, rel: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(fd) as it:
+            return list(it)
+    except OSError as exc:
+        raise SnapshotError(
+            f"cannot be listed: {exc.strerror or exc}", path=rel or ".", code="IO_ERROR"
+        ) from exc
+
+
+def _split_points(listing: list[os.DirEntry[str]]) -> list[bytes]:
+    keys: list[bytes] = []
+    for dirent in listing:
+        key = to_bytes(dirent.name)
+        keys.append(key)
+        try:
+            if dirent.is_dir(follow_symlinks=False):
+                keys.append(key + b"/")
+        except OSError:
+            pass
+    keys.sort()
+    return keys[SPLIT::SPLIT]
+
+
+def scan(config: ScanConfig, task: Task) -> DirResult:
+    """Run one task (see the module docstring); raises :class:`SnapshotError` for what cannot be read.
+
+    A store that cannot be read or written (a full disk, a damaged file) is the error code ``STORE``.
+    """
+    import sqlite3
+
+    try:
+        return _scan(config, task)
+    except sqlite3.Error as exc:
+        raise store_error(config.store, exc) from exc
+
+
+def store_error(store: Path, exc: Exception) -> SnapshotError:
+    return SnapshotError(f"the snapshot store {store} cannot be used: {exc}", path=".", code="STORE")
+
+
+def _scan(config: ScanConfig, task: Task) -> DirResult:
+    rel, dev, ino, lo, hi = task
+    taken = time.time_ns()
+    fd = _open(config, rel, dev, ino)
+    try:
+        listing = _list(fd, rel)
+        if lo is None and hi is None and len(listing) > SPLIT:
+            result = DirResult()
+            result.split = _split_points(listing)
+            return result
+        items = _select(listing, rel, lo, hi)
+        store = _rows(config)
+        if config.trust:
+            # The whole part is as the store last saw it: its answer is the stored one.
+            cached = _exact(store.parts(to_bytes(rel)), lo, hi)
+            if cached is not None:
+                fingerprint, newest = _fingerprint(items)
+                fresh = not racy(newest, newest, cached.taken_ns)
+                found = _from_payload(cached.payload) if fresh and cached.fingerprint == fingerprint else None
+                if found is not None:
+                    return found
+        return _describe(config, fd, rel, items, lo, hi, taken, store)
+    finally:
+        os.close(fd)
+
+
+# (walk key, is the subdirectory's contents, name, lstat)
+Item = tuple[bytes, bool, str, os.stat_result]
+
+
+def _select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: bytes | None) -> list[Item]:
+    """The entries and subdirectory contents of this part, with their ``lstat``, in walk order."""
+    items: list[Item] = []
+    append = items.append
+    bounded = lo is not None or hi is not None
+    check_faults = faults.ACTIVE
+    for dirent in listing:
+        name = dirent.name
+        key = name.encode("utf-8", "surrogateescape")
+        entry_in = sub_in = True
+        if bounded:
+            entry_in = (lo is None or key >= lo) and (hi is None or key < hi)
+            sub_in = (lo is None or key + b"/" >= lo) and (hi is None or key + b"/" < hi)
+            if not (entry_in or sub_in):
+                continue
+        if check_faults:
+            faults.point("entry")
+        try:
+            st = dirent.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise _lost(rel, name, exc) from exc
+        if entry_in:
+            append((key, False, name, st))
+        if sub_in and st.st_mode & 0o170000 == stat.S_IFDIR:
+            append((key + b"/", True, name, st))
+    items.sort(key=_first)
+    return items
+
+
+def _first(item: Item) -> bytes:
+    return item[0]
+
+
+def _lost(rel: str, name: str, exc: OSError) -> SnapshotError:
+    path = f"{rel}/{name}" if rel else name
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return SnapshotError("vanished while the snapshot was taken", path=path, code="VANISHED")
+    return SnapshotError(f"I/O error: {exc.strerror or exc}", path=path, code="IO_ERROR")
+
+
+def _fingerprint(items: list[Item]) -> tuple[bytes, int]:
+    """One hash of every walk key and the ``lstat`` fields the stat cache compares; the newest timestamp."""
+    numbers = array("q")
+    extend = numbers.extend
+    newest = 0
+    for _key, _sub, _name, st in items:
+        # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
+        mtime = st.st_mtime_ns
+        ctime = st.st_ctime_ns
+        extend((st.st_ino, st.st_dev, st.st_size, st.st_mode, mtime, ctime))
+        newest = max(newest, mtime, ctime)
+    keys = b"\0".join([item[0] for item in items])
+    return hashlib.sha256(keys + b"\0\0" + numbers.tobytes()).digest(), newest
+
+
+def _exact(parts: list[Part], lo: bytes | None, hi: bytes | None) -> Part | None:
+    """The newest stored part with exactly these bounds."""
+    for part in parts:  # newest first for equal lo
+        if part.lo == (lo or b"") and part.hi == hi:
+            return part
+    return None
+
+
+def _payload(result: DirResult, counts: tuple[int, int, int]) -> bytes:
+    return marshal.dumps((result.items, result.records, counts))
+
+
+def _from_payload(payload: bytes) -> DirResult | None:
+    try:
+        items, records, counts = marshal.loads(payload)
+        files, dirs, other = counts
+    except (ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(items, list) or not isinstance(records, bytes):
+        return None
+    result = DirResult()
+    result.items = items
+    result.records = records
+    result.counts = (files, dirs, other, 0, files, 0)
+    return result
+
+
+def _describe(
+    config: ScanConfig,
+    fd: int,
+    rel: str,
+    items: list[Item],
+    lo: bytes | None,
+    hi: bytes | None,
+    taken: int,
+    store: Rows,
+) -> DirResult:
+    prefix = rel + "/" if rel else ""
+    dir_key = to_bytes(rel)
+    bad_before = store.bad
+    rows = store.entries(dir_key, lo, hi, config.snap)
+    if config.compare and store.bad != bad_before:
+        raise SnapshotError(
+            "the store of the pre-run snapshot was damaged during the run", path=rel or ".", code="STORE"
+        )
+
+    new_hasher = hasher_factory(config.algorithm)
+    counts = WalkStats()
+    hits = hashed = 0
+    result = DirResult()
+    manifest: list[str] = []
+    modes: list[str] = []
+    records: list[bytes] = []
+    now: list[Row] = []
+    seen: set[bytes] = set()
+    dirs_now: set[bytes] = set()
+    diff = result.diff
+    trust = config.trust
+    compare = config.compare
+
+    observed: list[Item] = []
+    for item in items:
+        key, is_sub, name, st = item
+        path = prefix + name
+        if is_sub:
+            observed.append(item)
+            if manifest or modes:
+                result.items.append(("t", ",".join(manifest), ",".join(modes)))
+                manifest, modes = [], []
+            result.items.append(("d", path, st.st_dev, st.st_ino))
+            continue
+        seen.add(key)
+        row = rows.get(key)
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFREG and trust and trusted(row, st):
+            assert row is not None
+            value: str = row[8]
+            mode: str | None = row[9]
+            final = st
+            hits += 1
+            counts.files += 1
+        else:
+            value, mode, final = _describe_one(fd, name, path, st, new_hasher, counts)
+            if stat.S_ISREG(final.st_mode):
+                hashed += 1
+        jpath = json_string(path)
+        manifest.append(jpath + ":" + json_string(value))
+        if mode is not None:
+            modes.append(jpath + ':"' + mode + '"')
+        records.append(f"{name}\0{value}\0{mode or ''}\0".encode("utf-8", "surrogateescape"))
+        fresh: Row = (
+            key,
+            final.st_ino,
+            final.st_dev,
+            final.st_size,
+            final.st_mode,
+            final.st_mtime_ns,
+            final.st_ctime_ns,
+            (row[7] if final is st and row is not None and trust and trusted(row, st) else taken)
+            if stat.S_ISREG(final.st_mode)
+            else 0,
+            value,
+            mode,
+        )
+        observed.append((key, False, name, final))
+        now.append(fresh)
+        if value == DIR:
+            dirs_now.add(key)
+        if compare:
+            if row is None:
+                diff.append(("added", path, None, value, None, mode))
+            elif row[8] != value or row[9] != mode:
+                diff.append(("changed", path, row[8], value, row[9], mode))
+    if manifest or modes:
+        result.items.append(("t", ",".join(manifest), ",".join(modes)))
+
+    emptied: list[bytes] = []
+    for key, row in rows.items():
+        if key not in seen and compare:
+            name = row[0].decode("utf-8", "surrogateescape")
+            diff.append(("removed", prefix + name, row[8], None, row[9], None))
+        if row[8] == DIR and key not in dirs_now:
+            sub = (prefix + row[0].decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+            emptied.append(sub)
+            if compare:
+                _removed_below(store, sub, diff)
+    result.records = b"".join(records)
+    result.counts = (counts.files, counts.dirs, counts.other, counts.bytes_hashed, hits, hashed)
+    part = Part(
+        lo or b"",
+        hi,
+        config.snap,
+        _fingerprint(observed)[0],
+        taken,
+        _payload(result, (counts.files, counts.dirs, counts.other)),
+        marshal.dumps(now),
+    )
+    store.write(dir_key, part, replace=lo is None and hi is None, emptied=emptied)
+    return result
+
+
+def _removed_below(store: Rows, sub: bytes, diff: list[Any]) -> None:
+    before = store.bad
+    for dir_key, row in store.below(sub):
+        path = (dir_key + b"/" + row[0]).decode("utf-8", "surrogateescape")
+        diff.append(("removed", path, row[8], None, row[9], None))
+    if store.bad != before:
+        raise SnapshotError(
+            "the store of the pre-run snapshot was damaged during the run",
+            path=sub.decode("utf-8", "surrogateescape"),
+            code="STORE",
+        )
+
+
+def _describe_one(
+    fd: int, name: str, path: str, st: os.stat_result, new_hasher: Any, counts: WalkStats
+) -> tuple[str, str | None, os.stat_result]:
+    fmt = stat.S_IFMT(st.st_mode)
+    if fmt == stat.S_IFDIR:
+        counts.dirs += 1
+        return DIR, mode_string(st.st_mode), st
+    if fmt not in (stat.S_IFREG, stat.S_IFLNK):
+        counts.other += 1
+        return special_value(st), mode_string(st.st_mode), st
+    entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
+    return entry.value, entry.mode, final
+
+
+__all__ = ["SPLIT", "DirResult", "Hasher", "ScanConfig", "Task", "close_rows", "scan"]

@@ -1,0 +1,303 @@
+"""The row store: what the last snapshot of a domain saw, one SQLite row per part of a directory.
+
+It is both the stat cache across runs and, within a run, the pre-run snapshot that the post-run snapshot is
+compared with, directory by directory, in the worker processes (:mod:`catalytic.snapshot.dirscan`). One file
+per (domain directory, hash algorithm) under ``<runs root>/_cache/``; WAL mode, so the workers of a snapshot
+read and write it at the same time, each part of a directory in its own transaction.
+
+A part (a whole directory, or a slice of walk keys of a huge one) is stored with a fingerprint of what its
+listing looked like (every name and the ``lstat`` fields the cache key needs: inode, device, size, mode,
+``mtime_ns``, ``ctime_ns``), the moment its listing started, its answer (the manifest text, Merkle records
+and subdirectories the snapshot produced), its entries (name, ``lstat`` fields, manifest value, permission
+bits) and a CRC over all of it. A part whose listing is unchanged and not racily clean gives its stored
+answer without describing any entry again; otherwise each entry whose row is trusted (:func:`trusted`)
+keeps its digest and every other file is hashed. A corrupt or foreign file is deleted and rebuilt, a part
+whose CRC does not match is ignored: the store can only cost time, never correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import marshal
+import os
+import stat
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from catalytic.snapshot.cache import racy
+
+if TYPE_CHECKING:
+    import sqlite3
+
+FORMAT = "catalytic.rowstore/2"
+#: The directory key of the domain's own entry (``.``): no real directory key contains a NUL byte.
+TOP_DIR = b"\0"
+_BUSY_MS = 600_000
+
+# name, ino, dev, size, st_mode, mtime_ns, ctime_ns, taken_ns, value, mode (None for symlinks)
+Row = tuple[bytes, int, int, int, int, int, int, int, str, str | None]
+
+_COLUMNS = "lo, snap, hi, fingerprint, taken_ns, payload, rows, crc"
+_HEAD = struct.Struct("<3q")
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one part of a directory (walk keys ``[lo, hi)``) looked like and what it gave.
+
+    ``fingerprint`` hashes every walk key and ``lstat`` of the part; ``payload`` is the part's answer
+    (:mod:`catalytic.snapshot.dirscan`); ``rows`` its entries (marshalled :data:`Row` tuples by name);
+    ``snap`` the snapshot that wrote it.
+    """
+
+    lo: bytes
+    hi: bytes | None
+    snap: int
+    fingerprint: bytes
+    taken_ns: int
+    payload: bytes
+    rows: bytes
+
+
+def _crc(dir_key: bytes, part: Part) -> int:
+    head = _HEAD.pack(part.snap, part.taken_ns, -1 if part.hi is None else len(part.hi))
+    bounds = b"%b\0%b\0%b\0" % (dir_key, part.lo, part.hi or b"")
+    return zlib.crc32(part.rows, zlib.crc32(part.payload, zlib.crc32(head + bounds + part.fingerprint)))
+
+
+def trusted(row: Row | None, st: os.stat_result) -> bool:
+    """True when ``row`` may stand for the regular file whose ``lstat`` is ``st`` (no re-hash).
+
+    Type, size, mode, inode, device, ``mtime_ns`` and ``ctime_ns`` must all match (a same-size rewrite
+    with the mtime put back still moves ``ctime``), and the row must not be *racily clean*: a file whose
+    timestamps are within the file system's granularity of the moment its directory was listed could
+    have been written again without any timestamp moving (git's "racy git" problem).
+    """
+    return (
+        row is not None
+        and row[4] == st.st_mode
+        and stat.S_ISREG(st.st_mode)
+        and row[3] == st.st_size
+        and row[1] == st.st_ino
+        and row[2] == st.st_dev
+        and row[5] == st.st_mtime_ns
+        and row[6] == st.st_ctime_ns
+        and not racy(row[5], row[6], row[7])
+    )
+
+
+def store_path(cache_dir: Path, directory: str, algorithm: str) -> Path:
+    """Where the row store of ``directory`` (hashed with ``algorithm``) lives."""
+    ident = hashlib.sha256(os.fsencode(directory) + b"\0" + algorithm.encode()).hexdigest()
+    return cache_dir / f"{ident[:32]}.rows.sqlite"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+    conn.execute("PRAGMA synchronous=OFF")
+    return conn
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def prepare(path: Path, directory: str, algorithm: str) -> str:
+    """Make ``path`` a usable store for ``directory``; returns ``used`` or ``rebuilt``.
+
+    A missing, unreadable, foreign or otherwise unusable file is deleted and created anew (``rebuilt``).
+    """
+    import sqlite3
+
+    meta = {"format": FORMAT, "algorithm": algorithm, "directory": directory}
+    if path.exists():
+        try:
+            conn = _connect(path)
+            try:
+                found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+                conn.execute(f"SELECT {_COLUMNS} FROM parts LIMIT 1").fetchall()
+            finally:
+                conn.close()
+            if found == meta:
+                return "used"
+        except sqlite3.Error:
+            pass
+        _remove(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path)
+    done = False
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE parts (dir BLOB NOT NULL, lo BLOB NOT NULL, snap INTEGER NOT NULL, hi BLOB,"
+            " fingerprint BLOB, taken_ns INTEGER, payload BLOB, rows BLOB, crc INTEGER,"
+            " PRIMARY KEY (dir, lo, snap)) WITHOUT ROWID"
+        )
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
+        conn.execute("COMMIT")
+        done = True
+    finally:
+        conn.close()
+        if not done:  # a half-made store (e.g. the disk is full) is not left behind
+            _remove(path)
+    return "rebuilt"
+
+
+def rows_of(part: Part) -> list[Row] | None:
+    """The entries of a part, or None when they cannot be read back."""
+    try:
+        rows = marshal.loads(part.rows)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return rows if isinstance(rows, list) else None
+
+
+class Rows:
+    """One process's connection to a store (open it after ``fork``, never share it across one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pid = os.getpid()
+        self.conn = _connect(path)
+        self.bad = 0
+
+    def _parts(self, where: str, args: tuple[Any, ...]) -> list[tuple[bytes, Part]]:
+        out: list[tuple[bytes, Part]] = []
+        for record in self.conn.execute(f"SELECT dir, {_COLUMNS} FROM parts WHERE {where}", args):
+            dir_key, lo, snap, hi, fingerprint, taken, payload, rows, check = record
+            try:
+                part = Part(lo, hi, snap, fingerprint, taken, payload, rows)
+                intact = check == _crc(dir_key, part)
+            except (TypeError, struct.error):
+                intact = False
+            if not intact:
+                self.bad += 1
+                continue
+            out.append((dir_key, part))
+        return out
+
+    def parts(self, dir_key: bytes) -> list[Part]:
+        """Every intact part of directory ``dir_key``, newest snapshot first for equal ``lo``."""
+        found = [part for _d, part in self._parts("dir = ?", (dir_key,))]
+        found.sort(key=lambda part: (part.lo, -part.snap))
+        return found
+
+    def entries(self, dir_key: bytes, lo: bytes | None, hi: bytes | None, snap: int = 0) -> dict[bytes, Row]:
+        """The stored entries of directory ``dir_key`` whose names lie in ``[lo, hi)``.
+
+        Parts the snapshot ``snap`` already wrote are left out: they are not the state it compares with.
+        """
+        found: dict[bytes, Row] = {}
+        seen: set[bytes] = set()
+        for part in self.parts(dir_key):
+            if part.snap == snap or part.lo in seen:
+                continue  # an older copy of a part rewritten since
+            seen.add(part.lo)
+            rows = rows_of(part)
+            if rows is None:
+                self.bad += 1
+                continue
+            for row in rows:
+                name = row[0]
+                if (lo is None or name >= lo) and (hi is None or name < hi):
+                    found[name] = row
+        return found
+
+    def below(self, dir_key: bytes) -> list[tuple[bytes, Row]]:
+        """Every stored entry below directory ``dir_key`` (its entries and theirs), unordered."""
+        return self._rows_of(self._parts("dir = ? OR (dir >= ? AND dir < ?)", _below(dir_key)))
+
+    def everything(self) -> list[tuple[bytes, Row]]:
+        """Every stored entry but the domain's own, unordered."""
+        return self._rows_of(self._parts("dir != ?", (TOP_DIR,)))
+
+    def _rows_of(self, parts: list[tuple[bytes, Part]]) -> list[tuple[bytes, Row]]:
+        newest: dict[tuple[bytes, bytes], Part] = {}
+        for dir_key, part in parts:
+            kept = newest.get((dir_key, part.lo))
+            if kept is None or kept.snap < part.snap:
+                newest[(dir_key, part.lo)] = part
+        out: list[tuple[bytes, Row]] = []
+        for (dir_key, _lo), part in newest.items():
+            rows = rows_of(part)
+            if rows is None:
+                self.bad += 1
+                continue
+            out.extend((dir_key, row) for row in rows)
+        return out
+
+    def write(self, dir_key: bytes, part: Part, *, replace: bool, emptied: list[bytes]) -> None:
+        """Store one part in one transaction.
+
+        ``replace``: the part is the whole directory, every other part of it goes. ``emptied``: directories
+        (keys) that are gone, with everything below them.
+        """
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sub in emptied:
+                conn.execute("DELETE FROM parts WHERE dir = ? OR (dir >= ? AND dir < ?)", _below(sub))
+            if replace:
+                conn.execute("DELETE FROM parts WHERE dir = ?", (dir_key,))
+            conn.execute(
+                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dir_key,
+                    part.lo,
+                    part.snap,
+                    part.hi,
+                    part.fingerprint,
+                    part.taken_ns,
+                    part.payload,
+                    part.rows,
+                    _crc(dir_key, part),
+                ),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+
+    def keep_parts(self, dir_key: bytes, los: list[bytes]) -> None:
+        """After a split directory: keep the newest copy of each of its parts ``los``, drop the rest."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            newest: dict[bytes, int] = {}
+            for lo, snap in conn.execute("SELECT lo, snap FROM parts WHERE dir = ?", (dir_key,)).fetchall():
+                if lo in los:
+                    newest[lo] = max(newest.get(lo, snap), snap)
+            for lo, snap in conn.execute("SELECT lo, snap FROM parts WHERE dir = ?", (dir_key,)).fetchall():
+                if newest.get(lo) != snap:
+                    conn.execute(
+                        "DELETE FROM parts WHERE dir = ? AND lo = ? AND snap = ?", (dir_key, lo, snap)
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+
+    def clear(self) -> None:
+        """Delete every part but the domain's own (the domain is gone or is not a directory)."""
+        self.conn.execute("DELETE FROM parts WHERE dir != ?", (TOP_DIR,))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def _below(dir_key: bytes) -> tuple[bytes, bytes, bytes]:
+    return dir_key, dir_key + b"/", dir_key + b"0"

@@ -1,0 +1,503 @@
+"""The parallel, streaming snapshot of a domain, written straight into the ledger's manifest documents.
+
+Work is split by directory (:mod:`catalytic.snapshot.dirscan`): the worker processes list, describe, compare
+and encode whole directories, and this process only puts their answers in walk order. Directories are
+handed out in walk order (byte order of ``path/``), so the one the output needs next is always among the
+first sent; answers that arrive early wait in a bounded window. The manifest and MODES text goes to a
+spool file as it is produced (:class:`Spool`), the Merkle root is built from per-directory listing hashes
+(:mod:`catalytic.snapshot.merkle`), and the post-run snapshot's differences come from the workers: nothing
+here grows with the number of files, only with the depth of the tree and the differences found.
+
+The pre-run snapshot leaves its rows in the store (:mod:`catalytic.snapshot.rowstore`); the post-run
+snapshot compares every directory with them and brings them up to date for the next run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import marshal
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from catalytic import faults
+from catalytic.diff import DomainDiff
+from catalytic.errors import SnapshotError
+from catalytic.ledger.canonical import json_string
+from catalytic.paths import ROOT, sort_key, to_bytes
+from catalytic.snapshot import dirscan
+from catalytic.snapshot.digest import hasher_factory
+from catalytic.snapshot.merkle import MerkleBuilder
+from catalytic.snapshot.rowstore import TOP_DIR, Part, Row, Rows, prepare, store_path
+from catalytic.snapshot.walker import WalkStats, describe_stat
+
+if TYPE_CHECKING:
+    from catalytic.snapshot.digest import Hasher
+    from catalytic.snapshot.forkpool import ForkPool
+
+#: Start the worker processes once this many entries were described in this process (forking costs
+#: ~10-30 ms; small domains never pay it).
+POOL_MIN_ENTRIES = 1024
+#: Tasks queued per worker, and answers held (sent or waiting to be written) per worker.
+DEPTH = 3
+WINDOW = 8
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class Spool:
+    """An unnamed temporary file that collects the text of one document per domain."""
+
+    def __init__(self, directory: Path) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
+        self.size = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.size += len(data)
+        if self._buffered >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.file.write(b"".join(self._buffer))
+            self._buffer.clear()
+            self._buffered = 0
+
+    def read(self, start: int, end: int) -> Iterator[bytes]:
+        """The bytes from ``start`` to ``end``, in pieces."""
+        self.flush()
+        self.file.flush()
+        fd = self.file.fileno()
+        while start < end:
+            chunk = os.pread(fd, min(end - start, 1 << 20), start)
+            if not chunk:
+                raise OSError(f"spool file shorter than expected ({start} < {end})")
+            yield chunk
+            start += len(chunk)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass(frozen=True)
+class Span:
+    """One domain's document text in a spool."""
+
+    spool: Spool
+    start: int
+    end: int
+
+    def chunks(self) -> Iterator[bytes]:
+        return self.spool.read(self.start, self.end)
+
+
+class _Object:
+    """Writes one JSON object (``{...}``) of entries into a spool, comma-separated."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.start = spool.size
+        self.empty = True
+        spool.write("{")
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self.spool.write(text if self.empty else "," + text)
+        self.empty = False
+
+    def close(self) -> Span:
+        self.spool.write("}")
+        return Span(self.spool, self.start, self.spool.size)
+
+
+@dataclass
+class StreamReport:
+    """How the snapshot used the store and the processes."""
+
+    cache: str = "disabled"  # disabled | used | rebuilt
+    cache_hits: int = 0
+    hashed_files: int = 0
+    pool_started: bool = False
+    tasks: int = 0
+
+
+@dataclass
+class DomainScan:
+    """A finished snapshot of one domain: counts, Merkle root, documents in spools, differences."""
+
+    domain: str
+    stats: WalkStats
+    merkle_root: str
+    manifest: Span
+    modes: Span
+    diff: DomainDiff | None = None
+    report: StreamReport = field(default_factory=StreamReport)
+
+    @property
+    def absent(self) -> bool:
+        return self.stats.absent
+
+    @property
+    def cache(self) -> str:
+        return self.report.cache
+
+
+@dataclass
+class _Dir:
+    rel: str
+    hasher: Hasher
+    parts: deque[int]
+    listed: bool = False
+    split: list[bytes] | None = None  # the lower bounds of its parts, when split
+
+
+@dataclass
+class _Frame:
+    directory: _Dir
+    items: Iterator[tuple[Any, ...]] | None = None
+
+
+def _work(argument: tuple[dirscan.ScanConfig, dirscan.Task]) -> tuple[str, Any]:
+    config, task = argument
+    try:
+        return "ok", dirscan.scan(config, task)
+    except SnapshotError as exc:
+        return "err", (exc.message.removeprefix(f"{exc.path}: "), exc.path, exc.code)
+
+
+class _Scheduler:
+    """Hands tasks out in walk order and gives answers back in the order they are asked for."""
+
+    def __init__(self, config: dirscan.ScanConfig, jobs: int) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.tasks: dict[int, dirscan.Task] = {}
+        self.heap: list[tuple[bytes, int]] = []
+        self.sent: dict[int, int] = {}  # task -> worker
+        self.queues: list[deque[int]] = []
+        self.results: dict[int, dirscan.DirResult] = {}
+        self.pool: ForkPool | None = None
+        self.described = 0
+        self.report = StreamReport()
+
+    def add(self, task: dirscan.Task) -> int:
+        tid = len(self.tasks)
+        self.tasks[tid] = task
+        rel, _dev, _ino, lo, _hi = task
+        key = (to_bytes(rel) + b"/" if rel else b"") + (lo or b"")
+        heapq.heappush(self.heap, (key, tid))
+        self.report.tasks += 1
+        return tid
+
+    def _maybe_start_pool(self) -> None:
+        if (
+            self.pool is None
+            and self.jobs > 1
+            and self.described >= POOL_MIN_ENTRIES
+            and not faults.ACTIVE  # fault points must fire in this process
+            # Forking while other threads run could copy a lock one of them holds into the child.
+            and threading.active_count() == 1
+        ):
+            from catalytic.snapshot.forkpool import ForkPool
+
+            self.pool = ForkPool(self.jobs, _work)
+            self.queues = [deque() for _ in range(self.jobs)]
+            self.report.pool_started = True
+
+    def _send(self, tid: int) -> None:
+        argument = (self.config, self.tasks[tid])
+        if self.pool is None:
+            status, value = _work(argument)
+            self._store(tid, status, value)
+            return
+        worker = min(range(self.jobs), key=lambda w: len(self.queues[w]))
+        self.pool.submit(argument, worker)
+        self.sent[tid] = worker
+        self.queues[worker].append(tid)
+
+    def _store(self, tid: int, status: str, value: Any) -> None:
+        if status == "err":
+            message, path, code = value
+            raise SnapshotError(message, path=path, code=code)
+        result: dirscan.DirResult = value
+        self.described += sum(result.counts[:3])
+        self.results[tid] = result
+
+    def _fill(self) -> None:
+        if self.pool is None:
+            return
+        limit = self.jobs * WINDOW
+        while self.heap and len(self.sent) < self.jobs * DEPTH and len(self.sent) + len(self.results) < limit:
+            _key, tid = heapq.heappop(self.heap)
+            if tid not in self.sent and tid not in self.results:
+                self._send(tid)
+
+    def take(self, tid: int) -> dirscan.DirResult:
+        """The answer of task ``tid`` (sending it first if it is not out yet)."""
+        while tid not in self.results:
+            if tid not in self.sent:
+                self._maybe_start_pool()
+                self._send(tid)
+                continue
+            self._fill()
+            assert self.pool is not None
+            worker = self.sent[tid]
+            done = self.queues[worker].popleft()
+            del self.sent[done]
+            self._store(done, *self.pool.result(worker))
+        self._fill()
+        return self.results.pop(tid)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close(kill=True)
+            self.pool = None
+        dirscan.close_rows()
+
+
+def _top(directory: str, algorithm: str, stats: WalkStats) -> tuple[str, str | None, os.stat_result] | None:
+    """The domain's own entry (``.``): value, mode and ``lstat``; None when it does not exist."""
+    parent, name = os.path.split(directory)
+    try:
+        parent_fd = os.open(parent or "/", _DIR_FLAGS)
+    except FileNotFoundError:
+        stats.absent = True
+        return None
+    except OSError as exc:
+        raise SnapshotError(f"cannot be opened: {exc.strerror or exc}", path=ROOT, code="IO_ERROR") from exc
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            stats.absent = True
+            return None
+        except OSError as exc:
+            raise SnapshotError(f"cannot be read: {exc.strerror or exc}", path=ROOT, code="IO_ERROR") from exc
+        entry, final = describe_stat(parent_fd, name, ROOT, st, hasher_factory(algorithm), stats)
+        return entry.value, entry.mode, final
+    finally:
+        os.close(parent_fd)
+
+
+def _changed(
+    diff: DomainDiff, record: tuple[str, str, str | None, str | None, str | None, str | None]
+) -> None:
+    kind, path, before, after, mode_before, mode_after = record
+    if kind == "added":
+        assert after is not None
+        diff.added[path] = after
+    elif kind == "removed":
+        assert before is not None
+        diff.removed[path] = before
+    else:
+        assert before is not None and after is not None
+        change = {"before": before, "after": after}
+        if mode_before != mode_after:
+            change["mode_before"] = mode_before or ""
+            change["mode_after"] = mode_after or ""
+        diff.changed[path] = change
+
+
+def _sorted(diff: DomainDiff) -> DomainDiff:
+    return DomainDiff(
+        added={k: diff.added[k] for k in sorted(diff.added, key=sort_key)},
+        removed={k: diff.removed[k] for k in sorted(diff.removed, key=sort_key)},
+        changed={k: diff.changed[k] for k in sorted(diff.changed, key=sort_key)},
+    )
+
+
+def scan_domain(
+    path: Path,
+    domain: str,
+    algorithm: str,
+    *,
+    store_dir: Path,
+    manifest: Spool,
+    modes: Spool,
+    trust: bool = True,
+    compare: bool = False,
+    jobs: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> DomainScan:
+    """Snapshot the directory tree at ``path`` (the domain ``domain``) into the two spools.
+
+    ``trust``: rows of the store may stand for unchanged files (False: ``--no-cache``). ``compare``: this
+    is the post-run snapshot; the result carries the differences from the pre-run one, which must have
+    been taken with the same ``store_dir`` just before.
+    """
+    import sqlite3
+
+    directory = os.path.abspath(path)
+    store = store_path(store_dir, directory, algorithm)
+    try:
+        return _scan_domain(path, domain, algorithm, store, manifest, modes, trust, compare, jobs, progress)
+    except (sqlite3.Error, OSError) as exc:
+        raise dirscan.store_error(store, exc) from exc
+
+
+def _scan_domain(
+    path: Path,
+    domain: str,
+    algorithm: str,
+    store: Path,
+    manifest: Spool,
+    modes: Spool,
+    trust: bool,
+    compare: bool,
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> DomainScan:
+    from catalytic.snapshot.engine import default_jobs
+
+    directory = os.path.abspath(path)
+    stats = WalkStats()
+    state = prepare(store, directory, algorithm)
+    if compare and state != "used":
+        raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
+    config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare, time.time_ns())
+    scheduler = _Scheduler(config, jobs or default_jobs())
+    scheduler.report.cache = state if trust else "disabled"
+    diff = DomainDiff() if compare else None
+    builder = MerkleBuilder(algorithm)
+    body = _Object(manifest)
+    mode_body = _Object(modes)
+    rows = Rows(store)
+    try:
+        top = _top(directory, algorithm, stats)
+        before = rows.entries(TOP_DIR, None, None).get(b"")
+        now: list[Row] = []
+        if top is None:
+            if diff is not None:
+                _everything_removed(rows, before, diff)
+            rows.clear()
+        else:
+            value, mode, st = top
+            builder.set_top(value, mode)
+            body.add(json_string(ROOT) + ":" + json_string(value))
+            if mode is not None:
+                mode_body.add(json_string(ROOT) + ':"' + mode + '"')
+            stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
+            now.append((b"", *stamp, 0, value, mode))
+            if diff is not None:
+                if before is None:
+                    _changed(diff, ("added", ROOT, None, value, None, mode))
+                elif (before[8], before[9]) != (value, mode):
+                    _changed(diff, ("changed", ROOT, before[8], value, before[9], mode))
+            if value != "dir":
+                if diff is not None and before is not None and before[8] == "dir":
+                    _everything_removed(rows, None, diff)
+                rows.clear()
+        rows.write(
+            TOP_DIR, Part(b"", None, config.snap, b"", 0, b"", marshal.dumps(now)), replace=True, emptied=[]
+        )
+        if top is not None and top[0] == "dir":
+            _walk(scheduler, rows, top[2], body, mode_body, builder, stats, diff, progress)
+    finally:
+        rows.close()
+        scheduler.close()
+        if progress is not None:
+            progress(-1, -1)
+    return DomainScan(
+        domain,
+        stats,
+        builder.root(),
+        body.close(),
+        mode_body.close(),
+        _sorted(diff) if diff is not None else None,
+        scheduler.report,
+    )
+
+
+def _everything_removed(rows: Rows, top: Row | None, diff: DomainDiff) -> None:
+    if top is not None:
+        _changed(diff, ("removed", ROOT, top[8], None, top[9], None))
+    for dir_key, row in rows.everything():
+        rel = (dir_key + b"/" + row[0] if dir_key else row[0]).decode("utf-8", "surrogateescape")
+        _changed(diff, ("removed", rel, row[8], None, row[9], None))
+
+
+def _walk(
+    scheduler: _Scheduler,
+    rows: Rows,
+    st: os.stat_result,
+    body: _Object,
+    mode_body: _Object,
+    builder: MerkleBuilder,
+    stats: WalkStats,
+    diff: DomainDiff | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    factory = hasher_factory(scheduler.config.algorithm)
+
+    def new() -> Hasher:
+        hasher = factory()
+        hasher.update(b"\x00")
+        return hasher
+
+    report = scheduler.report
+    first = scheduler.add(("", st.st_dev, st.st_ino, None, None))
+    stack = [_Frame(_Dir("", new(), deque([first])))]
+    while stack:
+        frame = stack[-1]
+        if frame.items is None:
+            directory = frame.directory
+            if not directory.parts:
+                stack.pop()
+                if directory.split is not None:
+                    rows.keep_parts(to_bytes(directory.rel), directory.split)
+                if directory.listed:
+                    builder.add_listing(directory.rel or ROOT, directory.hasher.digest())
+                continue
+            tid = directory.parts.popleft()
+            result = scheduler.take(tid)
+            if result.split is not None:
+                rel, dev, ino, _lo, _hi = scheduler.tasks[tid]
+                bounds: list[bytes | None] = [None, *result.split, None]
+                directory.split = [lo or b"" for lo in bounds[:-1]]
+                parts = [
+                    scheduler.add((rel, dev, ino, bounds[i], bounds[i + 1])) for i in range(len(bounds) - 1)
+                ]
+                directory.parts.extendleft(reversed(parts))
+                continue
+            if result.records:
+                directory.hasher.update(result.records)
+                directory.listed = True
+            files, dirs, other, nbytes, hits, hashed = result.counts
+            stats.files += files
+            stats.dirs += dirs
+            stats.other += other
+            stats.bytes_hashed += nbytes
+            report.cache_hits += hits
+            report.hashed_files += hashed
+            if diff is not None:
+                for record in result.diff:
+                    _changed(diff, record)
+            items = [
+                item
+                if item[0] == "t"
+                else ("d", item[1], scheduler.add((item[1], item[2], item[3], None, None)))
+                for item in result.items
+            ]
+            frame.items = iter(items)
+            if progress is not None:
+                progress(stats.files, stats.bytes_hashed)
+            continue
+        item = next(frame.items, None)
+        if item is None:
+            frame.items = None
+        elif item[0] == "t":
+            body.add(item[1])
+            mode_body.add(item[2])
+        else:
+            stack.append(_Frame(_Dir(item[1], new(), deque([item[2]]))))

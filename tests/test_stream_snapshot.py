@@ -1,0 +1,400 @@
+"""The parallel streaming snapshot (snapshot/stream.py, dirscan.py, rowstore.py) against the reference walk.
+
+Small trees are forced through the worker processes and split into parts of a few entries, so ordering,
+splitting, the stored listings and the per-directory differences are all exercised.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from catalytic.diff import DomainDiff, diff_entries
+from catalytic.errors import SnapshotError
+from catalytic.ledger.canonical import iter_canonical, loads
+from catalytic.snapshot import Entry, dirscan, reference_walk, stream
+from catalytic.snapshot.cache import FINE_GRANULARITY_NS
+from catalytic.snapshot.merkle import merkle_root
+from catalytic.snapshot.rowstore import store_path
+
+AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
+SPOOLS: list[stream.Spool] = []
+
+
+@pytest.fixture(autouse=True)
+def close_spools() -> Iterator[None]:
+    yield
+    while SPOOLS:
+        SPOOLS.pop().close()
+
+
+@pytest.fixture
+def eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers from the first entry on, and directories split every 3 entries."""
+    monkeypatch.setattr(stream, "POOL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(dirscan, "SPLIT", 3)
+
+
+def scan(
+    tree: Path,
+    store: Path,
+    *,
+    compare: bool = False,
+    jobs: int = 2,
+    trust: bool = True,
+    algorithm: str = "sha256",
+) -> stream.DomainScan:
+    manifest = stream.Spool(store.parent)
+    modes = stream.Spool(store.parent)
+    SPOOLS.extend((manifest, modes))
+    return stream.scan_domain(
+        tree,
+        "d",
+        algorithm,
+        store_dir=store,
+        manifest=manifest,
+        modes=modes,
+        compare=compare,
+        jobs=jobs,
+        trust=trust,
+    )
+
+
+def documents(snap: stream.DomainScan) -> tuple[bytes, bytes]:
+    return b"".join(snap.manifest.chunks()), b"".join(snap.modes.chunks())
+
+
+def expected(entries: list[Entry]) -> tuple[bytes, bytes]:
+    manifest = {e.path: e.value for e in entries}
+    modes = {e.path: e.mode for e in entries if e.mode is not None}
+    return "".join(iter_canonical(manifest)).encode(), "".join(iter_canonical(modes)).encode()
+
+
+def build(root: Path) -> Path:
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "empty").mkdir()
+    for i in range(12):
+        (root / "a" / f"f{i:02d}").write_bytes(b"same\n" if i % 2 else os.urandom(i * 50))
+    (root / "a" / "b" / "deep").write_text("deep\n")
+    (root / "a.txt").write_text("sorted between a and a/\n")
+    (root / "a-1").write_text("x")
+    (root / "exec.sh").write_text("#!/bin/sh\n")
+    (root / "exec.sh").chmod(0o755)
+    os.symlink("a/f01", root / "link")
+    os.mkfifo(root / "pipe")
+    (root / b"bad\xffname".decode("utf-8", "surrogateescape")).write_text("raw bytes name")
+    return root
+
+
+def check_equal(tree: Path, snap: stream.DomainScan, algorithm: str = "sha256") -> list[Entry]:
+    reference = list(reference_walk(tree, algorithm))
+    assert documents(snap) == expected(reference)
+    assert snap.merkle_root == merkle_root(reference, algorithm)
+    return reference
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("algorithm", ["sha256", "blake3"])
+def test_documents_and_root_equal_the_reference(
+    tmp_path: Path, eager: None, jobs: int, algorithm: str
+) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    cold = scan(tree, store, jobs=jobs, algorithm=algorithm)
+    assert cold.cache == "rebuilt" and cold.report.hashed_files > 0
+    check_equal(tree, cold, algorithm)
+    time.sleep(AGE)  # past the racy window: the next snapshots may use the store
+    scan(tree, store, jobs=jobs, algorithm=algorithm)
+    warm = scan(tree, store, jobs=jobs, algorithm=algorithm)
+    assert warm.cache == "used" and warm.report.hashed_files == 0 and warm.report.cache_hits > 0
+    check_equal(tree, warm, algorithm)
+    post = scan(tree, store, compare=True, jobs=jobs, algorithm=algorithm)
+    assert post.diff == DomainDiff()
+    if jobs == 2:
+        assert cold.report.pool_started
+
+
+def mutate(root: Path, step: int) -> None:
+    actions = [
+        lambda: (root / "a" / "f00").write_bytes(b"changed"),
+        lambda: (root / "a" / "b").rename(root / "a" / "moved"),
+        (root / "a" / "f03").unlink,
+        lambda: (root / "exec.sh").chmod(0o644),
+        lambda: (root / "link").unlink() or os.symlink("elsewhere", root / "link"),
+        lambda: (root / "new" / "deeper").mkdir(parents=True),
+        lambda: [(root / "a").joinpath(f"n{i}").write_text(str(i)) for i in range(7)],
+        lambda: (root / "empty").rmdir() or (root / "empty").write_text("now a file"),
+        lambda: (root / "a.txt").unlink() or (root / "a.txt").mkdir(),
+    ]
+    actions[step % len(actions)]()
+
+
+@pytest.mark.parametrize("step", range(9))
+@pytest.mark.parametrize("warm", [False, True])
+def test_differences_equal_the_reference_diff(tmp_path: Path, eager: None, step: int, warm: bool) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    if warm:
+        scan(tree, store)
+        time.sleep(AGE)
+    pre = scan(tree, store)
+    before = check_equal(tree, pre)
+    mutate(tree, step)
+    post = scan(tree, store, compare=True)
+    after = check_equal(tree, post)
+    assert post.diff == diff_entries(before, after)
+    assert post.diff is not None and not post.diff.clean
+    # The store now holds the new state: a further comparison finds nothing.
+    time.sleep(AGE)
+    again = scan(tree, store, compare=True)
+    assert again.diff == DomainDiff()
+
+
+def test_directory_removed_with_everything_below(tmp_path: Path, eager: None) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    pre = scan(tree, store)
+    before = check_equal(tree, pre)
+    for p in sorted((tree / "a").rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() else p.unlink()
+    (tree / "a").rmdir()
+    post = scan(tree, store, compare=True)
+    assert post.diff == diff_entries(before, check_equal(tree, post))
+    assert "a/b/deep" in post.diff.removed
+
+
+def test_domain_removed_and_created(tmp_path: Path, eager: None) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    before = check_equal(tree, scan(tree, store))
+    os.rename(tree, tmp_path / "gone")
+    post = scan(tree, store, compare=True)
+    assert post.absent and post.merkle_root == merkle_root([], "sha256")
+    assert post.diff == diff_entries(before, [])
+    os.rename(tmp_path / "gone", tree)
+    back = scan(tree, store, compare=True)
+    assert back.diff == diff_entries([], before)
+
+
+def test_same_size_rewrite_with_mtime_restored_is_caught(tmp_path: Path, eager: None) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    scan(tree, store)
+    time.sleep(AGE)
+    scan(tree, store)  # hashes again what was racily clean at the first snapshot
+    pre = scan(tree, store)
+    assert pre.report.hashed_files == 0
+    target = tree / "a" / "f02"
+    st = target.stat()
+    target.write_bytes(bytes(b ^ 1 for b in target.read_bytes()))  # same size, other bytes
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; ctime moves
+    post = scan(tree, store, compare=True)
+    assert post.diff is not None and list(post.diff.changed) == ["a/f02"]
+
+
+def test_racily_clean_file_is_hashed_again(tmp_path: Path, eager: None) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    target = tree / "a" / "f04"
+    pre = scan(tree, store)  # written within the granularity of this snapshot: racily clean
+    st = target.stat()
+    target.write_bytes(bytes(b ^ 1 for b in target.read_bytes()))
+    # Every timestamp put back as it was: only the racy rule can see this change.
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    post = scan(tree, store, compare=True)
+    assert pre.report.hashed_files > 0
+    assert post.diff is not None and "a/f04" in post.diff.changed
+
+
+@pytest.mark.parametrize("damage", ["garbage", "foreign", "row"])
+def test_damaged_store_is_rebuilt_never_trusted(tmp_path: Path, eager: None, damage: str) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    scan(tree, store)
+    time.sleep(AGE)
+    path = store_path(store, os.path.abspath(tree), "sha256")
+    forged = "0" * 64
+    if damage == "garbage":
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        path.write_bytes(b"not a database" * 100)
+    else:
+        conn = sqlite3.connect(path)
+        if damage == "foreign":
+            conn.execute("UPDATE meta SET value = '/elsewhere' WHERE name = 'directory'")
+        else:  # a stored digest changed behind the CRC's back
+            blob = conn.execute("SELECT rows FROM parts WHERE dir = ?", (b"a",)).fetchone()[0]
+            rows = [(*r[:8], forged, r[9]) if r[0] == b"f02" else r for r in marshal.loads(blob)]
+            conn.execute("UPDATE parts SET rows = ? WHERE dir = ?", (marshal.dumps(rows), b"a"))
+        conn.commit()
+        conn.close()
+    snap = scan(tree, store)
+    assert snap.cache == ("used" if damage == "row" else "rebuilt")
+    reference = check_equal(tree, snap)
+    assert forged not in {e.value for e in reference}
+    assert forged.encode() not in documents(snap)[0]
+
+
+def test_no_cache_hashes_everything(tmp_path: Path, eager: None) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    scan(tree, store)
+    time.sleep(AGE)
+    snap = scan(tree, store, trust=False)
+    assert snap.cache == "disabled" and snap.report.cache_hits == 0
+    files = [p for p in tree.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert snap.report.hashed_files == len(files) == 17
+    check_equal(tree, snap)
+
+
+def test_store_gone_before_the_post_snapshot_is_a_store_error(tmp_path: Path, eager: None) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    scan(tree, store)
+    for p in store.iterdir():
+        p.unlink()
+    with pytest.raises(SnapshotError) as info:
+        scan(tree, store, compare=True)
+    assert info.value.code == "STORE"
+
+
+def test_vanished_directory_is_an_error_not_a_skip(
+    tmp_path: Path, eager: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    original = dirscan._open
+
+    def swap_then_open(config: dirscan.ScanConfig, rel: str, dev: int, ino: int) -> int:
+        if rel == "a/b":
+            os.rename(tree / "a" / "b", tmp_path / "elsewhere")
+            os.mkdir(tree / "a" / "b")  # same name, another directory
+        return original(config, rel, dev, ino)
+
+    monkeypatch.setattr(dirscan, "_open", swap_then_open)
+    with pytest.raises(SnapshotError) as info:
+        scan(tree, store, jobs=1)
+    assert info.value.code == "VANISHED" and info.value.path == "a/b"
+
+
+NAMES = st.sampled_from(["a", "a.b", "a-b", "b", "ä", "z", "ax", "a0"])
+TREES = st.recursive(
+    st.one_of(st.binary(max_size=40), st.just(None)),
+    lambda children: st.dictionaries(NAMES, children, max_size=5),
+    max_leaves=25,
+)
+
+
+def materialise(root: Path, tree: object) -> None:
+    if isinstance(tree, dict):
+        root.mkdir()
+        for name, child in tree.items():
+            materialise(root / name, child)
+    elif tree is None:
+        os.symlink("target", root)
+    else:
+        assert isinstance(tree, bytes)
+        root.write_bytes(tree)
+
+
+def rebuild(tree: Path, shape: object) -> None:
+    if tree.exists():
+        for p in sorted(tree.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+        tree.rmdir()
+    materialise(tree, {"top": shape})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(older=TREES, before=TREES, after=TREES)
+def test_generated_trees_and_diffs(
+    tmp_path_factory: pytest.TempPathFactory, older: object, before: object, after: object
+) -> None:
+    """A store left by an older tree, a pre-run snapshot, another tree, the post-run comparison."""
+    base = tmp_path_factory.mktemp("gen")
+    store = base / "runs" / "_cache"
+    store.mkdir(parents=True)
+    old = stream.POOL_MIN_ENTRIES, dirscan.SPLIT
+    stream.POOL_MIN_ENTRIES, dirscan.SPLIT = 0, 2
+    try:
+        tree = base / "t"
+        rebuild(tree, older)
+        scan(tree / "top", store)
+        rebuild(tree, before)
+        pre = scan(tree / "top", store)
+        first = check_equal(tree / "top", pre)
+        rebuild(tree, after)
+        post = scan(tree / "top", store, compare=True)
+        second = check_equal(tree / "top", post)
+        assert post.diff == diff_entries(first, second)
+    finally:
+        stream.POOL_MIN_ENTRIES, dirscan.SPLIT = old
+
+
+def test_run_ledger_streams_the_same_documents(tmp_path: Path) -> None:
+    """A whole run: the spooled PRE_MANIFEST equals what the in-memory path would have written."""
+    from catalytic.cli import main
+
+    ws = tmp_path / "ws"
+    build(ws / "d")
+    code = main(["run", "-q", "--root", str(ws), "--run-id", "r1", "--catalytic-domains", "d", "--", "true"])
+    assert code == 0
+    ledger = ws / "CONTRACTS" / "_runs" / "r1"
+    reference = list(reference_walk(ws / "d"))
+    manifest, modes = expected(reference)
+    assert (ledger / "PRE_MANIFEST.json").read_bytes() == b'{"d":' + manifest + b"}\n"
+    assert (ledger / "POST_MODES.json").read_bytes() == b'{"d":' + modes + b"}\n"
+    info = loads((ledger / "RUN_INFO.json").read_bytes())
+    assert info["merkle_format"] == "catalytic.merkle/2"
+    assert info["merkle_roots"]["d"]["pre"] == merkle_root(reference, "sha256")
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_unusable_store_falls_back_to_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], failing_call: int
+) -> None:
+    """A store that cannot be written (a full disk) costs the streaming, never the proof."""
+    from catalytic.cli import main
+    from catalytic.validate import CatalyticLedgerValidator
+
+    ws = tmp_path / "ws"
+    build(ws / "d")
+    calls = []
+    original = stream.prepare
+
+    def prepare(path: Path, directory: str, algorithm: str) -> str:
+        calls.append(path)
+        if len(calls) == failing_call:
+            raise sqlite3.OperationalError("database or disk is full")
+        return original(path, directory, algorithm)
+
+    monkeypatch.setattr(stream, "prepare", prepare)
+    args = ["run", "--root", str(ws), "--run-id", "r1", "--catalytic-domains", "d", "--"]
+    script = f"open({str(ws / 'd' / 'a' / 'f00')!r}, 'w').write('changed')"
+    code = main([*args, sys.executable, "-c", script])
+    assert code == 1
+    assert "cannot be used: database or disk is full" in capsys.readouterr().err
+    ledger = ws / "CONTRACTS" / "_runs" / "r1"
+    diff = loads((ledger / "RESTORE_DIFF.json").read_bytes())
+    assert list(diff["d"]["changed"]) == ["a/f00"] and not diff["d"]["added"] and not diff["d"]["removed"]
+    ok, report = CatalyticLedgerValidator(ledger).validate()
+    assert not ok and {e["code"] for e in report["errors"]} == {"NOT_RESTORED", "DIRTY"}  # and nothing else
