@@ -64,25 +64,43 @@ class Measure:
     walls: list[float] = field(default_factory=list)
 
 
-def measure(cmd: list[str], cwd: Path, repeat: int, before: Callable[[], None] | None = None) -> Measure:
-    """Run ``cmd`` ``repeat`` times through measure_tree.py (``before`` runs untimed before each)."""
-    walls: list[float] = []
-    rss = main = 0.0
+@dataclass
+class Job:
+    cmd: list[str]
+    before: Callable[[], None] | None = None  # runs untimed before each timed run
+
+
+def run_once(cmd: list[str], cwd: Path) -> dict[str, float]:
+    proc = subprocess.run(
+        [PY, str(HERE / "measure_tree.py"), *cmd], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"measuring failed: {' '.join(cmd)}\n{proc.stderr}")
+    result: dict[str, float] = json.loads(proc.stdout.splitlines()[-1])
+    if result["returncode"] != 0:
+        raise SystemExit(f"benchmark command failed ({result['returncode']}): {' '.join(cmd)}")
+    return result
+
+
+def measure_many(jobs: dict[str, Job], cwd: Path, repeat: int) -> dict[str, Measure]:
+    """Run every job ``repeat`` times through measure_tree.py, round-robin: each round runs each job once,
+    so a load spike on a shared machine lands on the baselines and on catalytic alike instead of on one
+    command's whole series."""
+    results: dict[str, list[dict[str, float]]] = {key: [] for key in jobs}
     for _ in range(repeat):
-        if before:
-            before()
-        proc = subprocess.run(
-            [PY, str(HERE / "measure_tree.py"), *cmd], cwd=cwd, capture_output=True, text=True, check=False
+        for key, job in jobs.items():
+            if job.before:
+                job.before()
+            results[key].append(run_once(job.cmd, cwd))
+    return {
+        key: Measure(
+            statistics.median(x["wall"] for x in runs),
+            max(x["tree_maxrss"] for x in runs) / 1024,
+            max(x["main_maxrss"] for x in runs) / 1024,
+            [x["wall"] for x in runs],
         )
-        if proc.returncode != 0:
-            raise SystemExit(f"measuring failed: {' '.join(cmd)}\n{proc.stderr}")
-        result = json.loads(proc.stdout.splitlines()[-1])
-        if result["returncode"] != 0:
-            raise SystemExit(f"benchmark command failed ({result['returncode']}): {' '.join(cmd)}")
-        walls.append(result["wall"])
-        rss = max(rss, result["tree_maxrss"] / 1024)
-        main = max(main, result["main_maxrss"] / 1024)
-    return Measure(statistics.median(walls), rss, main, walls)
+        for key, runs in results.items()
+    }
 
 
 def clear(path: Path) -> Callable[[], None]:
@@ -91,14 +109,14 @@ def clear(path: Path) -> Callable[[], None]:
 
 
 def drop_ledgers(runs: Path) -> Callable[[], None]:
-    """A ``before`` hook for warm runs: keep the stat cache (``_cache``), remove earlier ledgers so a
-    large case does not fill the disk."""
+    """A ``before`` hook for warm runs: remove the earlier runs' ledgers (directories holding a
+    RUN_INFO.json) so a large case does not fill the disk; keep everything else (the stat cache)."""
 
     def hook() -> None:
         if runs.is_dir():
             for child in runs.iterdir():
-                if child.name != "_cache":
-                    trees.remove(child) if child.is_dir() else child.unlink()
+                if (child / "RUN_INFO.json").is_file():
+                    trees.remove(child)
 
     return hook
 
@@ -108,8 +126,27 @@ def sha256sum_pass(cores: int, per_call: int | None = 256) -> list[str]:
     return ["bash", "-c", f"find d -type f -print0 | xargs -0 {n}-P{cores} sha256sum >/dev/null"]
 
 
-def catalytic_run(*extra: str) -> list[str]:
-    return [PY, "-m", "catalytic", "run", "-q", "--catalytic-domains", "d", "--runs-root", "runs", *extra]
+def catalytic_run(runs: str, *extra: str) -> list[str]:
+    """``catalytic run -- true`` on the domain ``d`` with the runs root (and stat cache) ``runs``."""
+    return [
+        PY,
+        "-m",
+        "catalytic",
+        "run",
+        "-q",
+        "--catalytic-domains",
+        "d",
+        "--runs-root",
+        runs,
+        *extra,
+        "--",
+        "true",
+    ]
+
+
+def vs_faster(m: Measure, one: Measure, literal: Measure) -> str:
+    """The ratio to the issue's literal sha256sum form too, when that form was the faster baseline."""
+    return f"({m.wall / literal.wall:.2f}x the faster no-n form)" if literal.wall < one.wall else ""
 
 
 def naive_run() -> list[str]:
@@ -199,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print("columns: median wall, peak RSS of the process tree, ratio to the case's sha256sum pass, notes")
     report = Report()
     r = args.repeat
-    cold_ref: dict[str, Measure] = {}  # the 100k case's cold and warm runs, for the 1m ratios
+    reference: dict[str, Measure] = {}  # the 100k case's cold and warm runs, for the 1m ratios
 
     def anchor(case: str, what: str) -> str:
         # DESIGN.md's figures are for the full sizes only.
@@ -215,9 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             ws = tmp / "empty"
             (ws / "d").mkdir(parents=True)
             print("\n[empty domain] catalytic run -- true")
-            base = measure([PY, "-c", "pass"], ws, r)
+            got = measure_many(
+                {
+                    "python": Job([PY, "-c", "pass"]),
+                    "run": Job(catalytic_run("runs"), clear(ws / "runs")),
+                },
+                ws,
+                r,
+            )
+            base, m = got["python"], got["run"]
             report.row("python -c pass", base)
-            m = measure([*catalytic_run(), "--", "true"], ws, r, before=clear(ws / "runs"))
             report.row("catalytic run", m, f"{m.wall / base.wall:.2f}x", "(ratio to python -c pass)")
             report.target(
                 Target(
@@ -237,14 +281,29 @@ def main(argv: list[str] | None = None) -> int:
             trees.make_tree(ws / "d", files, size, jobs=CORES)
             time.sleep(0.3)  # let the newest files age past the stat cache's racy window
             print(f"\n[{name}: {files} files x {size} B] whole run of `true`")
-            one = measure(sha256sum_pass(CORES), ws, r)
+            # The warm runs get their own runs root, primed once: the cold runs clear theirs.
+            subprocess.run(catalytic_run("runs-warm"), cwd=ws, check=True, stdout=subprocess.DEVNULL)
+            jobs = {
+                "sha256sum": Job(sha256sum_pass(CORES)),
+                "literal": Job(sha256sum_pass(CORES, None)),
+                "naive": Job(naive_run(), clear(ws / "naive-runs")),
+                "cold": Job(catalytic_run("runs-cold"), clear(ws / "runs-cold")),
+                "warm": Job(catalytic_run("runs-warm"), drop_ledgers(ws / "runs-warm")),
+                "nocache": Job(catalytic_run("runs-nocache", "--no-cache"), clear(ws / "runs-nocache")),
+                "jobs1": Job(catalytic_run("runs-j1", "--jobs", "1"), clear(ws / "runs-j1")),
+            }
+            if b3sum:
+                jobs["b3sum"] = Job(["bash", "-c", f"find d -type f -print0 | xargs -0 {b3sum} >/dev/null"])
+            got = measure_many(jobs, ws, r)
+            one, literal, naive, cold, warm = (
+                got[k] for k in ("sha256sum", "literal", "naive", "cold", "warm")
+            )
             report.row(
                 f"find | xargs -0 -n 256 -P{CORES} sha256sum (one pass)",
                 one,
                 "1.00x",
                 anchor(name, "sha256sum"),
             )
-            literal = measure(sha256sum_pass(CORES, None), ws, r)
             report.row(
                 f"find | xargs -0 -P{CORES} sha256sum (issue's form)",
                 literal,
@@ -252,22 +311,25 @@ def main(argv: list[str] | None = None) -> int:
                 "informational: no -n",
             )
             if b3sum:
-                b3 = measure(["bash", "-c", f"find d -type f -print0 | xargs -0 {b3sum} >/dev/null"], ws, r)
+                b3 = got["b3sum"]
                 report.row(
                     "find | xargs -0 b3sum (one pass)",
                     b3,
                     f"{b3.wall / one.wall:.2f}x",
                     anchor(name, "b3sum"),
                 )
-            naive = measure(naive_run(), ws, r, before=clear(ws / "naive-runs"))
             report.row(
                 "naive reference (seed prototype, naive.py)",
                 naive,
                 f"{naive.wall / one.wall:.2f}x",
                 anchor(name, "naive"),
             )
-            cold = measure([*catalytic_run(), "--", "true"], ws, r, before=clear(ws / "runs"))
-            report.row("catalytic run, cold cache", cold, f"{cold.wall / one.wall:.2f}x")
+            report.row(
+                "catalytic run, cold cache",
+                cold,
+                f"{cold.wall / one.wall:.2f}x",
+                vs_faster(cold, one, literal),
+            )
             report.target(
                 Target(
                     f"{name}: cold run / sha256sum pass",
@@ -285,14 +347,17 @@ def main(argv: list[str] | None = None) -> int:
                     at_least=True,
                 )
             )
-            nocache = measure([*catalytic_run("--no-cache"), "--", "true"], ws, r, before=clear(ws / "runs"))
-            report.row("catalytic run --no-cache", nocache, f"{nocache.wall / one.wall:.2f}x")
-            j1 = measure([*catalytic_run("--jobs", "1"), "--", "true"], ws, r, before=clear(ws / "runs"))
-            report.row("catalytic run --jobs 1, cold cache", j1, f"{j1.wall / one.wall:.2f}x")
-            trees.remove(ws / "runs")
-            subprocess.run([*catalytic_run(), "--", "true"], cwd=ws, check=True)
-            warm = measure([*catalytic_run(), "--", "true"], ws, r, before=drop_ledgers(ws / "runs"))
-            report.row("catalytic run, warm cache", warm, f"{warm.wall / one.wall:.2f}x")
+            for key, what in (
+                ("nocache", "catalytic run --no-cache"),
+                ("jobs1", "catalytic run --jobs 1, cold cache"),
+            ):
+                report.row(what, got[key], f"{got[key].wall / one.wall:.2f}x")
+            report.row(
+                "catalytic run, warm cache",
+                warm,
+                f"{warm.wall / one.wall:.2f}x",
+                vs_faster(warm, one, literal),
+            )
             if name == "100k":
                 report.target(
                     Target(
@@ -302,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         1.0,
                     )
                 )
-                cold_ref.update(cold=cold, warm=warm)
+                reference.update(cold=cold, warm=warm)
             trees.remove(ws, CORES)
 
         if "large" in cases:
@@ -311,13 +376,20 @@ def main(argv: list[str] | None = None) -> int:
             trees.make_large(ws / "d", 8, size)
             time.sleep(0.3)
             print(f"\n[large: 8 files x {size >> 20} MiB] whole run")
-            hl = measure([PY, str(HERE / "hashlib_pass.py"), "d", str(CORES)], ws, r)
+            jobs = {
+                "hashlib": Job([PY, str(HERE / "hashlib_pass.py"), "d", str(CORES)]),
+                "sha256sum": Job(sha256sum_pass(CORES)),
+                "sha256": Job(catalytic_run("runs"), clear(ws / "runs")),
+                "blake3": Job(catalytic_run("runs-b3", "--hash", "blake3"), clear(ws / "runs-b3")),
+            }
+            if b3sum:
+                jobs["b3sum"] = Job([b3sum, *sorted(str(p) for p in (ws / "d").iterdir())])
+            else:
+                jobs["pyblake3"] = Job([PY, str(HERE / "hashlib_pass.py"), "d", str(CORES), "blake3"])
+            got = measure_many(jobs, ws, r)
+            hl, cold, b3 = got["hashlib"], got["sha256"], got["blake3"]
             report.row(f"hashlib sha256, {CORES} threads (one pass)", hl)
-            report.row(
-                f"find | xargs -0 -n 256 -P{CORES} sha256sum (one pass)",
-                measure(sha256sum_pass(CORES), ws, r),
-            )
-            cold = measure([*catalytic_run(), "--", "true"], ws, r, before=clear(ws / "runs"))
+            report.row(f"find | xargs -0 -n 256 -P{CORES} sha256sum (one pass)", got["sha256sum"])
             report.row(
                 "catalytic run sha256, cold cache", cold, f"{cold.wall / hl.wall:.2f}x", "(ratio to hashlib)"
             )
@@ -329,9 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                     1.5,
                 )
             )
-            b3 = measure([*catalytic_run("--hash", "blake3"), "--", "true"], ws, r, before=clear(ws / "runs"))
             if b3sum:
-                one_b3 = measure([b3sum, *sorted(str(p) for p in (ws / "d").iterdir())], ws, r)
+                one_b3 = got["b3sum"]
                 report.row("b3sum (one pass)", one_b3)
                 report.row(
                     "catalytic run blake3, cold cache",
@@ -348,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             else:
-                hb3 = measure([PY, str(HERE / "hashlib_pass.py"), "d", str(CORES), "blake3"], ws, r)
+                hb3 = got["pyblake3"]
                 report.row(f"python blake3, {CORES} threads (one pass)", hb3)
                 report.row(
                     "catalytic run blake3, cold cache",
@@ -359,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             trees.remove(ws, CORES)
 
         if "1m" in cases:
-            run_1m(tmp / "1m", n(1_000_000), r, report, cold_ref)
+            run_1m(tmp / "1m", n(1_000_000), r, report, reference)
 
     skipped = []
     if "large" in cases and not b3sum:
@@ -370,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_1m(ws: Path, files: int, r: int, report: Report, ref: dict[str, Measure]) -> None:
+def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Measure]) -> None:
     """1M files x 64 B: whole runs, cold and warm; peak RSS and the wall ratio to the 100k case."""
     ws.mkdir(parents=True)
     st = os.statvfs(ws)
@@ -385,18 +456,21 @@ def run_1m(ws: Path, files: int, r: int, report: Report, ref: dict[str, Measure]
     print(f"\n[1m: {files} files x 64 B] whole run of `true` (tree written in {written:.1f} s)")
     time.sleep(0.3)
     try:
-        for kind in ("cold", "warm"):
-            if kind == "cold":
-                m = measure([*catalytic_run(), "--", "true"], ws, r, before=clear(ws / "runs"))
-            else:
-                subprocess.run([*catalytic_run(), "--", "true"], cwd=ws, check=True)
-                m = measure([*catalytic_run(), "--", "true"], ws, r, before=drop_ledgers(ws / "runs"))
-            base = ref.get(kind)
-            ratio = f"{m.wall / base.wall:.2f}x" if base else ""
+        subprocess.run(catalytic_run("runs-warm"), cwd=ws, check=True, stdout=subprocess.DEVNULL)
+        got = measure_many(
+            {
+                "cold": Job(catalytic_run("runs-cold"), clear(ws / "runs-cold")),
+                "warm": Job(catalytic_run("runs-warm"), drop_ledgers(ws / "runs-warm")),
+            },
+            ws,
+            r,
+        )
+        for kind, m in got.items():
+            base = reference.get(kind)
             report.row(
                 f"catalytic run, {kind} cache",
                 m,
-                ratio,
+                f"{m.wall / base.wall:.2f}x" if base else "",
                 f"(ratio to 100k {kind}); wait4 RSS of the command {m.main_rss_mib:.0f} MiB",
             )
             report.target(
