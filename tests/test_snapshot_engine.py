@@ -25,6 +25,7 @@ from catalytic.snapshot.cache import (
 )
 from catalytic.snapshot.engine import hash_batch
 from catalytic.snapshot.merkle import FlatMerkleBuilder, MerkleBuilder, manifest_root, merkle_root
+from trees import build_tree
 
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
 
@@ -34,24 +35,6 @@ def eager_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start the process pool for any amount of work, in tiny batches (exercises ordering)."""
     monkeypatch.setattr(engine, "POOL_MIN_FILES", 1)
     monkeypatch.setattr(engine, "BATCH_FILES", 3)
-
-
-def build_tree(root: Path) -> Path:
-    (root / "a" / "b").mkdir(parents=True)
-    (root / "empty").mkdir()
-    for i in range(40):
-        (root / "a" / f"f{i:02d}").write_bytes(b"same content\n" if i % 2 else os.urandom(i * 100))
-    (root / "a" / "b" / "deep").write_text("deep\n")
-    (root / "a.txt").write_text("sorted between a and a/\n")
-    (root / "a-1").write_text("x")
-    (root / "exec.sh").write_text("#!/bin/sh\n")
-    (root / "exec.sh").chmod(0o755)
-    os.symlink("a/f01", root / "link")
-    os.symlink("nowhere", root / "dangling")
-    os.mkfifo(root / "pipe")
-    (root / "big").write_bytes(os.urandom(3 << 20))
-    (root / b"bad\xffname".decode("utf-8", "surrogateescape")).write_text("raw bytes name")
-    return root
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

@@ -25,6 +25,7 @@ from catalytic.snapshot import Entry, dirscan, reference_walk, stream
 from catalytic.snapshot.cache import FINE_GRANULARITY_NS
 from catalytic.snapshot.merkle import merkle_root
 from catalytic.snapshot.rowstore import store_path
+from trees import build_tree
 
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
 SPOOLS: list[stream.Spool] = []
@@ -80,19 +81,7 @@ def expected(entries: list[Entry]) -> tuple[bytes, bytes]:
 
 
 def build(root: Path) -> Path:
-    (root / "a" / "b").mkdir(parents=True)
-    (root / "empty").mkdir()
-    for i in range(12):
-        (root / "a" / f"f{i:02d}").write_bytes(b"same\n" if i % 2 else os.urandom(i * 50))
-    (root / "a" / "b" / "deep").write_text("deep\n")
-    (root / "a.txt").write_text("sorted between a and a/\n")
-    (root / "a-1").write_text("x")
-    (root / "exec.sh").write_text("#!/bin/sh\n")
-    (root / "exec.sh").chmod(0o755)
-    os.symlink("a/f01", root / "link")
-    os.mkfifo(root / "pipe")
-    (root / b"bad\xffname".decode("utf-8", "surrogateescape")).write_text("raw bytes name")
-    return root
+    return build_tree(root, 12, extras=False)
 
 
 def check_equal(tree: Path, snap: stream.DomainScan, algorithm: str = "sha256") -> list[Entry]:
@@ -398,3 +387,20 @@ def test_unusable_store_falls_back_to_memory(
     assert list(diff["d"]["changed"]) == ["a/f00"] and not diff["d"]["added"] and not diff["d"]["removed"]
     ok, report = CatalyticLedgerValidator(ledger).validate()
     assert not ok and {e["code"] for e in report["errors"]} == {"NOT_RESTORED", "DIRTY"}  # and nothing else
+
+
+def test_wide_and_deep_tree_through_the_window(tmp_path: Path, eager: None) -> None:
+    """More directories than answers may wait, nested: every task is sent and put in order exactly once."""
+    tree = tmp_path / "t"
+    for i in range(60):
+        sub = tree / f"d{i:02d}" / "x" / ("y" * (i % 3 + 1))
+        sub.mkdir(parents=True)
+        for j in range(i % 5):
+            (sub / f"f{j}").write_text(f"{i}-{j}")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    before = check_equal(tree, scan(tree, store))
+    (tree / "d06" / "x" / "y" / "new").write_text("new")
+    post = scan(tree, store, compare=True)
+    assert post.diff == diff_entries(before, check_equal(tree, post))
+    assert list(post.diff.added) == ["d06/x/y/new"]

@@ -318,40 +318,30 @@ def execute(
         ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
         backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
+        # Without isolation the snapshots stream to spool files and are compared in the workers.
+        spools = _Spools(policy.root / policy.runs_root) if backend.name == "none" else None
         try:
             return _execute(
-                policy, command, say, timer, started, ledger_dir, backend, cwd, mask, sign_key, settings
+                policy,
+                command,
+                say,
+                timer,
+                started,
+                ledger_dir,
+                backend,
+                cwd,
+                mask,
+                sign_key,
+                settings,
+                spools,
             )
         finally:
+            if spools is not None:
+                spools.close()
             backend.close()
 
 
 def _execute(
-    policy: Policy,
-    command: Sequence[str],
-    say: ProgressCallback,
-    timer: _Timer,
-    started: str,
-    ledger_dir: Path,
-    backend: Backend,
-    cwd: Path | None,
-    mask: set[int],
-    sign_key: SigningKey | None = None,
-    settings: SnapshotSettings | None = None,
-) -> RunResult:
-    settings = settings or SnapshotSettings()
-    # Without isolation the snapshots stream to spool files and are compared in the workers.
-    spools = _Spools(policy.root / policy.runs_root) if backend.name == "none" else None
-    try:
-        return _phases(
-            policy, command, say, timer, started, ledger_dir, backend, cwd, mask, sign_key, settings, spools
-        )
-    finally:
-        if spools is not None:
-            spools.close()
-
-
-def _phases(
     policy: Policy,
     command: Sequence[str],
     say: ProgressCallback,

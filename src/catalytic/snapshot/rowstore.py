@@ -33,7 +33,7 @@ from catalytic.snapshot.cache import racy
 if TYPE_CHECKING:
     import sqlite3
 
-FORMAT = "catalytic.rowstore/2"
+FORMAT = "catalytic.rowstore/3"
 #: The directory key of the domain's own entry (``.``): no real directory key contains a NUL byte.
 TOP_DIR = b"\0"
 _BUSY_MS = 600_000
@@ -41,7 +41,12 @@ _BUSY_MS = 600_000
 # name, ino, dev, size, st_mode, mtime_ns, ctime_ns, taken_ns, value, mode (None for symlinks)
 Row = tuple[bytes, int, int, int, int, int, int, int, str, str | None]
 
-_COLUMNS = "lo, snap, hi, fingerprint, taken_ns, payload, rows, crc"
+_COLUMNS = "lo, snap, hi, fingerprint, taken_ns, payload, crc"
+_ROWS = "rows, rows_crc"
+#: Large pages: a part is one row of a few hundred KiB, read in a few syscalls. No memory map: mapped pages
+#: would count in the resident size of every worker that reads them.
+_PAGE_SIZE = 65536
+_MMAP_SIZE = 0
 _HEAD = struct.Struct("<3q")
 
 
@@ -51,7 +56,7 @@ class Part:
 
     ``fingerprint`` hashes every walk key and ``lstat`` of the part; ``payload`` is the part's answer
     (:mod:`catalytic.snapshot.dirscan`); ``rows`` its entries (marshalled :data:`Row` tuples by name);
-    ``snap`` the snapshot that wrote it.
+    ``snap`` the snapshot that wrote it. ``rows`` is empty unless they were asked for.
     """
 
     lo: bytes
@@ -66,7 +71,12 @@ class Part:
 def _crc(dir_key: bytes, part: Part) -> int:
     head = _HEAD.pack(part.snap, part.taken_ns, -1 if part.hi is None else len(part.hi))
     bounds = b"%b\0%b\0%b\0" % (dir_key, part.lo, part.hi or b"")
-    return zlib.crc32(part.rows, zlib.crc32(part.payload, zlib.crc32(head + bounds + part.fingerprint)))
+    return zlib.crc32(part.payload, zlib.crc32(head + bounds + part.fingerprint))
+
+
+def _rows_crc(dir_key: bytes, part: Part) -> int:
+    head = _HEAD.pack(part.snap, 0, 0)
+    return zlib.crc32(part.rows, zlib.crc32(head + b"%b\0%b\0" % (dir_key, part.lo)))
 
 
 def trusted(row: Row | None, st: os.stat_result) -> bool:
@@ -102,6 +112,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
     conn.execute("PRAGMA synchronous=OFF")
+    conn.execute(f"PRAGMA mmap_size={_MMAP_SIZE}")
     return conn
 
 
@@ -124,7 +135,7 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
             conn = _connect(path)
             try:
                 found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-                conn.execute(f"SELECT {_COLUMNS} FROM parts LIMIT 1").fetchall()
+                conn.execute(f"SELECT {_COLUMNS}, {_ROWS} FROM parts LIMIT 1").fetchall()
             finally:
                 conn.close()
             if found == meta:
@@ -136,12 +147,13 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
     conn = _connect(path)
     done = False
     try:
+        conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN")
         conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         conn.execute(
             "CREATE TABLE parts (dir BLOB NOT NULL, lo BLOB NOT NULL, snap INTEGER NOT NULL, hi BLOB,"
-            " fingerprint BLOB, taken_ns INTEGER, payload BLOB, rows BLOB, crc INTEGER,"
+            " fingerprint BLOB, taken_ns INTEGER, payload BLOB, crc INTEGER, rows BLOB, rows_crc INTEGER,"
             " PRIMARY KEY (dir, lo, snap)) WITHOUT ROWID"
         )
         conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
@@ -172,13 +184,14 @@ class Rows:
         self.conn = _connect(path)
         self.bad = 0
 
-    def _parts(self, where: str, args: tuple[Any, ...]) -> list[tuple[bytes, Part]]:
+    def _parts(self, where: str, args: tuple[Any, ...], *, rows: bool = False) -> list[tuple[bytes, Part]]:
+        columns = f"dir, {_COLUMNS}, {_ROWS}" if rows else f"dir, {_COLUMNS}"
         out: list[tuple[bytes, Part]] = []
-        for record in self.conn.execute(f"SELECT dir, {_COLUMNS} FROM parts WHERE {where}", args):
-            dir_key, lo, snap, hi, fingerprint, taken, payload, rows, check = record
+        for record in self.conn.execute(f"SELECT {columns} FROM parts WHERE {where}", args):
+            dir_key, lo, snap, hi, fingerprint, taken, payload, check = record[:8]
             try:
-                part = Part(lo, hi, snap, fingerprint, taken, payload, rows)
-                intact = check == _crc(dir_key, part)
+                part = Part(lo, hi, snap, fingerprint, taken, payload, record[8] if rows else b"")
+                intact = check == _crc(dir_key, part) and (not rows or record[9] == _rows_crc(dir_key, part))
             except (TypeError, struct.error):
                 intact = False
             if not intact:
@@ -187,9 +200,9 @@ class Rows:
             out.append((dir_key, part))
         return out
 
-    def parts(self, dir_key: bytes) -> list[Part]:
-        """Every intact part of directory ``dir_key``, newest snapshot first for equal ``lo``."""
-        found = [part for _d, part in self._parts("dir = ?", (dir_key,))]
+    def parts(self, dir_key: bytes, *, rows: bool = False) -> list[Part]:
+        """Every intact part of ``dir_key`` (with its entries if ``rows``), newest first per ``lo``."""
+        found = [part for _d, part in self._parts("dir = ?", (dir_key,), rows=rows)]
         found.sort(key=lambda part: (part.lo, -part.snap))
         return found
 
@@ -200,7 +213,7 @@ class Rows:
         """
         found: dict[bytes, Row] = {}
         seen: set[bytes] = set()
-        for part in self.parts(dir_key):
+        for part in self.parts(dir_key, rows=True):
             if part.snap == snap or part.lo in seen:
                 continue  # an older copy of a part rewritten since
             seen.add(part.lo)
@@ -216,11 +229,11 @@ class Rows:
 
     def below(self, dir_key: bytes) -> list[tuple[bytes, Row]]:
         """Every stored entry below directory ``dir_key`` (its entries and theirs), unordered."""
-        return self._rows_of(self._parts("dir = ? OR (dir >= ? AND dir < ?)", _below(dir_key)))
+        return self._rows_of(self._parts("dir = ? OR (dir >= ? AND dir < ?)", _below(dir_key), rows=True))
 
     def everything(self) -> list[tuple[bytes, Row]]:
         """Every stored entry but the domain's own, unordered."""
-        return self._rows_of(self._parts("dir != ?", (TOP_DIR,)))
+        return self._rows_of(self._parts("dir != ?", (TOP_DIR,), rows=True))
 
     def _rows_of(self, parts: list[tuple[bytes, Part]]) -> list[tuple[bytes, Row]]:
         newest: dict[tuple[bytes, bytes], Part] = {}
@@ -251,7 +264,7 @@ class Rows:
             if replace:
                 conn.execute("DELETE FROM parts WHERE dir = ?", (dir_key,))
             conn.execute(
-                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     dir_key,
                     part.lo,
@@ -260,8 +273,9 @@ class Rows:
                     part.fingerprint,
                     part.taken_ns,
                     part.payload,
-                    part.rows,
                     _crc(dir_key, part),
+                    part.rows,
+                    _rows_crc(dir_key, part),
                 ),
             )
             conn.execute("COMMIT")

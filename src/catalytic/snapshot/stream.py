@@ -33,6 +33,7 @@ from catalytic.ledger.canonical import json_string
 from catalytic.paths import ROOT, sort_key, to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
+from catalytic.snapshot.engine import ScanReport, default_jobs
 from catalytic.snapshot.merkle import MerkleBuilder
 from catalytic.snapshot.rowstore import TOP_DIR, Part, Row, Rows, prepare, store_path
 from catalytic.snapshot.walker import WalkStats, describe_stat
@@ -122,13 +123,9 @@ class _Object:
 
 
 @dataclass
-class StreamReport:
-    """How the snapshot used the store and the processes."""
+class StreamReport(ScanReport):
+    """How the snapshot used the store (``cache``) and the processes, and how many tasks it took."""
 
-    cache: str = "disabled"  # disabled | used | rebuilt
-    cache_hits: int = 0
-    hashed_files: int = 0
-    pool_started: bool = False
     tasks: int = 0
 
 
@@ -182,7 +179,8 @@ class _Scheduler:
     def __init__(self, config: dirscan.ScanConfig, jobs: int) -> None:
         self.config = config
         self.jobs = jobs
-        self.tasks: dict[int, dirscan.Task] = {}
+        self.tasks: dict[int, dirscan.Task] = {}  # not yet answered
+        self.count = 0
         self.heap: list[tuple[bytes, int]] = []
         self.sent: dict[int, int] = {}  # task -> worker
         self.queues: list[deque[int]] = []
@@ -192,7 +190,8 @@ class _Scheduler:
         self.report = StreamReport()
 
     def add(self, task: dirscan.Task) -> int:
-        tid = len(self.tasks)
+        tid = self.count
+        self.count += 1
         self.tasks[tid] = task
         rel, _dev, _ino, lo, _hi = task
         key = (to_bytes(rel) + b"/" if rel else b"") + (lo or b"")
@@ -240,11 +239,11 @@ class _Scheduler:
         limit = self.jobs * WINDOW
         while self.heap and len(self.sent) < self.jobs * DEPTH and len(self.sent) + len(self.results) < limit:
             _key, tid = heapq.heappop(self.heap)
-            if tid not in self.sent and tid not in self.results:
+            if tid in self.tasks and tid not in self.sent and tid not in self.results:
                 self._send(tid)
 
-    def take(self, tid: int) -> dirscan.DirResult:
-        """The answer of task ``tid`` (sending it first if it is not out yet)."""
+    def take(self, tid: int) -> tuple[dirscan.Task, dirscan.DirResult]:
+        """Task ``tid`` and its answer (sending it first if it is not out yet)."""
         while tid not in self.results:
             if tid not in self.sent:
                 self._maybe_start_pool()
@@ -257,7 +256,7 @@ class _Scheduler:
             del self.sent[done]
             self._store(done, *self.pool.result(worker))
         self._fill()
-        return self.results.pop(tid)
+        return self.tasks.pop(tid), self.results.pop(tid)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -358,8 +357,6 @@ def _scan_domain(
     jobs: int,
     progress: Callable[[int, int], None] | None,
 ) -> DomainScan:
-    from catalytic.snapshot.engine import default_jobs
-
     directory = os.path.abspath(path)
     stats = WalkStats()
     state = prepare(store, directory, algorithm)
@@ -460,9 +457,9 @@ def _walk(
                     builder.add_listing(directory.rel or ROOT, directory.hasher.digest())
                 continue
             tid = directory.parts.popleft()
-            result = scheduler.take(tid)
+            task, result = scheduler.take(tid)
             if result.split is not None:
-                rel, dev, ino, _lo, _hi = scheduler.tasks[tid]
+                rel, dev, ino, _lo, _hi = task
                 bounds: list[bytes | None] = [None, *result.split, None]
                 directory.split = [lo or b"" for lo in bounds[:-1]]
                 parts = [

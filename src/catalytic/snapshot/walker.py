@@ -71,7 +71,16 @@ def hash_open_file(
         return None
     h = new_hasher()
     size = 0
-    while True:
+    if before.st_size < CHUNK:
+        # Small files: one read of one byte more than the size. Getting exactly the size back, with the
+        # size and times unchanged afterwards, means these bytes are the whole file: no read to see EOF.
+        chunk = os.read(fd, before.st_size + 1)
+        h.update(chunk)
+        size = len(chunk)
+        short = size == before.st_size
+    else:
+        short = False
+    while not short:
         chunk = os.read(fd, CHUNK)
         if not chunk:
             break

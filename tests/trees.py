@@ -1,0 +1,28 @@
+"""A tree with every kind of entry the snapshot engines must describe, shared by their tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def build_tree(root: Path, files: int = 40, *, extras: bool = True) -> Path:
+    """Files (some with equal contents), nested and empty directories, names that sort around ``/``, an
+    executable, symlinks, a FIFO and an undecodable name; ``extras`` adds a dangling symlink and a 3 MiB file.
+    """
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "empty").mkdir()
+    for i in range(files):
+        (root / "a" / f"f{i:02d}").write_bytes(b"same content\n" if i % 2 else os.urandom(i * 100))
+    (root / "a" / "b" / "deep").write_text("deep\n")
+    (root / "a.txt").write_text("sorted between a and a/\n")
+    (root / "a-1").write_text("x")
+    (root / "exec.sh").write_text("#!/bin/sh\n")
+    (root / "exec.sh").chmod(0o755)
+    os.symlink("a/f01", root / "link")
+    os.mkfifo(root / "pipe")
+    (root / b"bad\xffname".decode("utf-8", "surrogateescape")).write_text("raw bytes name")
+    if extras:
+        os.symlink("nowhere", root / "dangling")
+        (root / "big").write_bytes(os.urandom(3 << 20))
+    return root
