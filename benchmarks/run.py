@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import trees
+import treegen
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -105,7 +105,7 @@ def measure_many(jobs: dict[str, Job], cwd: Path, repeat: int) -> dict[str, Meas
 
 def clear(path: Path) -> Callable[[], None]:
     """A ``before`` hook: remove ``path`` (a runs root: the next catalytic run starts with no cache)."""
-    return lambda: trees.remove(path)
+    return lambda: treegen.remove(path)
 
 
 def drop_ledgers(runs: Path) -> Callable[[], None]:
@@ -116,7 +116,7 @@ def drop_ledgers(runs: Path) -> Callable[[], None]:
         if runs.is_dir():
             for child in runs.iterdir():
                 if (child / "RUN_INFO.json").is_file():
-                    trees.remove(child)
+                    treegen.remove(child)
 
     return hook
 
@@ -277,14 +277,14 @@ def main(argv: list[str] | None = None) -> int:
                     2.5,
                 )
             )
-            trees.remove(ws, CORES)
+            treegen.remove(ws, CORES)
 
         small_cases = [("10k", n(10_000), 4096, 2.0, 3.0), ("100k", n(100_000), 1024, 1.6, 5.0)]
         for name, files, size, limit, naive_factor in small_cases:
             if name not in cases:
                 continue
             ws = tmp / name
-            trees.make_tree(ws / "d", files, size, jobs=CORES)
+            treegen.make_tree(ws / "d", files, size, jobs=CORES)
             time.sleep(0.3)  # let the newest files age past the stat cache's racy window
             print(f"\n[{name}: {files} files x {size} B] whole run of `true`")
             # The warm runs get their own runs root, primed once: the cold runs clear theirs.
@@ -376,12 +376,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 reference.update(cold=cold, warm=warm)
-            trees.remove(ws, CORES)
+            treegen.remove(ws, CORES)
 
         if "large" in cases:
             ws = tmp / "large"
             size = max(1 << 20, int((128 << 20) * args.scale))
-            trees.make_large(ws / "d", 8, size)
+            treegen.make_large(ws / "d", 8, size)
             time.sleep(0.3)
             print(f"\n[large: 8 files x {size >> 20} MiB] whole run")
             jobs = {
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{b3.wall / hb3.wall:.2f}x",
                     "(ratio to python blake3; b3sum missing, target not measured)",
                 )
-            trees.remove(ws, CORES)
+            treegen.remove(ws, CORES)
 
         if "1m" in cases:
             run_1m(tmp / "1m", n(1_000_000), r, report, reference)
@@ -459,7 +459,7 @@ def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Me
         print(f"\n[1m] skipped: needs ~{need_bytes >> 30} GiB and {need_inodes} inodes free under {ws}")
         return
     start = time.perf_counter()
-    trees.make_tree(ws / "d", files, 64, jobs=CORES)
+    treegen.make_tree(ws / "d", files, 64, jobs=CORES)
     written = time.perf_counter() - start
     print(f"\n[1m: {files} files x 64 B] whole run of `true` (tree written in {written:.1f} s)")
     time.sleep(0.3)
@@ -495,7 +495,7 @@ def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Me
                 )
     finally:
         start = time.perf_counter()
-        trees.remove(ws, CORES)
+        treegen.remove(ws, CORES)
         print(f"  (1m tree removed in {time.perf_counter() - start:.1f} s)")
 
 
