@@ -12,9 +12,9 @@ names. A final table lists every target with MET or MISSED.
 
 Baselines, all measured in the same invocation:
 - ``find d -type f -print0 | xargs -0 -n 256 -P<cores> sha256sum``: one pass of coreutils over the tree
-  (the targets' "one sha256sum pass"); the issue's literal form without ``-n`` is printed next to it for
-  information (xargs then packs ~128 KiB of names per sha256sum, so on small trees fewer processes than
-  cores get work);
+  (the targets' "one sha256sum pass"); the issue's literal form without ``-n`` (xargs then packs ~128 KiB
+  of names per sha256sum) is measured next to it, and when it is the faster one the sha256sum targets
+  also print their ratio and verdict against it;
 - ``b3sum`` (one pass, when installed: Debian package ``b3sum``; skipped otherwise);
 - hashlib on all cores (one pass, large files);
 - the naive reference ``naive.py``: what the seed's prototype does (rglob, read_bytes, sha256, a dict per
