@@ -29,6 +29,7 @@ from trees import build_tree
 
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
 SPOOLS: list[stream.Spool] = []
+LAST: dict[tuple[Path, Path], stream.DomainScan] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +37,7 @@ def close_spools() -> Iterator[None]:
     yield
     while SPOOLS:
         SPOOLS.pop().close()
+    LAST.clear()
 
 
 @pytest.fixture
@@ -54,20 +56,23 @@ def scan(
     trust: bool = True,
     algorithm: str = "sha256",
 ) -> stream.DomainScan:
+    """Snapshot ``tree``; with ``compare``, as the post-run snapshot of the last one of the same tree."""
     manifest = stream.Spool(store.parent)
     modes = stream.Spool(store.parent)
     SPOOLS.extend((manifest, modes))
-    return stream.scan_domain(
+    snap = stream.scan_domain(
         tree,
         "d",
         algorithm,
         store_dir=store,
         manifest=manifest,
         modes=modes,
-        compare=compare,
+        before=LAST[(tree, store)] if compare else None,
         jobs=jobs,
         trust=trust,
     )
+    LAST[(tree, store)] = snap
+    return snap
 
 
 def documents(snap: stream.DomainScan) -> tuple[bytes, bytes]:
@@ -404,3 +409,35 @@ def test_wide_and_deep_tree_through_the_window(tmp_path: Path, eager: None) -> N
     post = scan(tree, store, compare=True)
     assert post.diff == diff_entries(before, check_equal(tree, post))
     assert list(post.diff.added) == ["d06/x/y/new"]
+
+
+def test_empty_domain_needs_no_store(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    tree.mkdir()
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    pre = scan(tree, store)
+    assert not pre.stored and list(store.iterdir()) == []
+    (tree / "new").write_text("x")
+    post = scan(tree, store, compare=True)
+    assert post.diff is not None and list(post.diff.added) == ["new"] and post.stored
+    again = scan(tree, store, compare=True)
+    assert again.diff == DomainDiff()
+
+
+def test_spool_moves_to_an_unnamed_file_past_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream.Spool, "LIMIT", 64)
+    spool = stream.Spool(tmp_path)
+    SPOOLS.append(spool)
+    first = spool.size
+    pieces = [f"piece {i} ✓," for i in range(200)]
+    for piece in pieces[:100]:
+        spool.write(piece)
+    middle = spool.size
+    for piece in pieces[100:]:
+        spool.write(piece)
+    assert spool.fd >= 0 and list(tmp_path.iterdir()) == []  # on disk, under no name
+    assert b"".join(spool.read(first, middle)) == "".join(pieces[:100]).encode()
+    assert b"".join(spool.read(middle, spool.size)) == "".join(pieces[100:]).encode()

@@ -76,7 +76,7 @@ def run(
         "isolation": isolation,
     }
     policy = preflight(declare(Path(root), overrides))
-    from catalytic.runtime import SnapshotSettings
+    from catalytic.snapshot.domains import SnapshotSettings
 
     key = _signing_key(sign_key)
     options = Options(rollback_on_failure=rollback_on_failure, discard=discard)
@@ -183,8 +183,10 @@ class _Block:
     exit_code: int = 0
 
     def start(self) -> None:
+        from catalytic.ledger.documents import now as _now
         from catalytic.ledger.writer import reserve
-        from catalytic.runtime import _now, _snapshot_all, _Timer
+        from catalytic.runtime import _Timer
+        from catalytic.snapshot.domains import snapshot_all as _snapshot_all
 
         self.timer = _Timer()
         self.timer.timings["preflight"] = round(self.preflight_seconds, 6)
@@ -198,10 +200,11 @@ class _Block:
         from dataclasses import replace
 
         from catalytic.diff import diff_entries
+        from catalytic.ledger.documents import documents as _documents
         from catalytic.ledger.seal import seal
         from catalytic.ledger.writer import write_ledger
         from catalytic.outputs import collect_outputs
-        from catalytic.runtime import _documents, _snapshot_all
+        from catalytic.snapshot.domains import snapshot_all as _snapshot_all
 
         policy, timer = self.policy, self.timer
         timer.timings["execute"] = round(time.perf_counter() - self.block_start, 6)

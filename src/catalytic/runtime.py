@@ -7,18 +7,16 @@ handled so that an interrupted run still writes its ledger, marked interrupted.
 
 from __future__ import annotations
 
-import platform
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalytic import __version__, faults, paths, rootwatch
+from catalytic import faults, paths, rootwatch
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import (
     EXIT_DIRTY,
@@ -26,18 +24,26 @@ from catalytic.errors import (
     DomainMovedError,
     LingeringError,
     RunInterrupted,
-    SnapshotError,
 )
 from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
+from catalytic.ledger.documents import documents, now
 from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import reserve, write_ledger
 from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs
 from catalytic.policy import Policy
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
-from catalytic.snapshot import DomainSnapshot, manifest_documents, snapshot_domain
+from catalytic.snapshot.domains import (
+    Snapshot,
+    SnapshotSettings,
+    Spools,
+    in_memory,
+    scan_all,
+    snapshot_all,
+    store_failed,
+)
 from catalytic.trace import Tracer
 from catalytic.trace.log import TraceLog
 
@@ -45,7 +51,6 @@ if TYPE_CHECKING:
     from catalytic.integrations.signing import SigningKey
 
 ProgressCallback = Callable[[str], None]
-PHASES = ("preflight", "snapshot_pre", "execute", "snapshot_post", "verify", "record")
 
 
 @dataclass(frozen=True)
@@ -116,10 +121,6 @@ def _isolation_summary(result: RunResult) -> dict[str, Any]:
     }
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 @contextmanager
 def interrupt_guard() -> Iterator[None]:
     """Turn SIGINT/SIGTERM into :class:`RunInterrupted` while a run is in progress (main thread)."""
@@ -149,120 +150,6 @@ class _Timer:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 6)
-
-
-@dataclass(frozen=True)
-class SnapshotSettings:
-    """How snapshots are taken: hashing processes (0: one per core) and the stat cache."""
-
-    jobs: int = 0
-    use_cache: bool = True
-    progress: Callable[[int, int], None] | None = None
-
-    def cache_dir(self, policy: Policy) -> Path | None:
-        return policy.root / policy.runs_root / CACHE_DIR if self.use_cache else None
-
-
-CACHE_DIR = "_cache"
-
-#: A domain's snapshot as the phases hold it: streamed into spools (no isolation) or in memory.
-Snapshot = Any
-
-
-class _Spools:
-    """Where the streamed snapshots put their documents until the ledger is written."""
-
-    def __init__(self, directory: Path) -> None:
-        from catalytic.snapshot.stream import Spool
-
-        self.manifest = {"pre": Spool(directory), "post": Spool(directory)}
-        self.modes = {"pre": Spool(directory), "post": Spool(directory)}
-
-    def close(self) -> None:
-        for spool in (*self.manifest.values(), *self.modes.values()):
-            spool.close()
-
-
-def _scan_all(
-    policy: Policy, label: str, progress: ProgressCallback, settings: SnapshotSettings, spools: _Spools
-) -> tuple[list[Snapshot], CatalyticError | None]:
-    """The parallel, streaming snapshots of every domain (``post``: compared with ``pre``)."""
-    from catalytic.snapshot.stream import scan_domain
-
-    snaps: list[Snapshot] = []
-    for domain in policy.catalytic_domains:
-        try:
-            snap = scan_domain(
-                policy.root / domain if domain != paths.ROOT else policy.root,
-                domain,
-                policy.hash,
-                store_dir=policy.root / policy.runs_root / CACHE_DIR,
-                manifest=spools.manifest[label],
-                modes=spools.modes[label],
-                trust=settings.use_cache,
-                compare=label == "post",
-                jobs=settings.jobs,
-                progress=settings.progress,
-            )
-        except SnapshotError as exc:
-            return snaps, _in_workspace(domain, exc)
-        state = "absent" if snap.absent else f"{snap.stats.files} files"
-        progress(f"Snapshots {label}: {domain} ({state})")
-        snaps.append(snap)
-    return snaps, None
-
-
-def _store_failed(error: CatalyticError | None, say: ProgressCallback) -> bool:
-    """True when the snapshot store could not be used (the snapshots are then taken in memory)."""
-    if error is None or error.code != "STORE":
-        return False
-    say(f"WARNING: {error.message}; snapshots are taken in memory instead")
-    return True
-
-
-def _in_memory(snap: Snapshot) -> DomainSnapshot:
-    """A streamed snapshot as an in-memory one (read back from its spooled documents)."""
-    from catalytic.ledger.canonical import loads
-    from catalytic.snapshot import entries_from_documents
-
-    manifest = loads(b"".join(snap.manifest.chunks()))
-    modes = loads(b"".join(snap.modes.chunks()))
-    entries = tuple(entries_from_documents(manifest, modes))
-    return DomainSnapshot(snap.domain, entries, snap.stats, snap.merkle_root, snap.cache)
-
-
-def _in_workspace(domain: str, exc: SnapshotError) -> SnapshotError:
-    """The error with its path (relative to the domain) named from the workspace root."""
-    return SnapshotError(
-        exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
-    )
-
-
-def _snapshot_all(
-    policy: Policy, label: str, progress: ProgressCallback, settings: SnapshotSettings | None = None
-) -> tuple[list[DomainSnapshot], CatalyticError | None]:
-    settings = settings or SnapshotSettings()
-    snaps: list[DomainSnapshot] = []
-    for domain in policy.catalytic_domains:
-        try:
-            snap = snapshot_domain(
-                policy.root,
-                domain,
-                policy.hash,
-                jobs=settings.jobs,
-                cache_dir=settings.cache_dir(policy),
-                progress=settings.progress,
-            )
-        except SnapshotError as exc:
-            return snaps, _in_workspace(domain, exc)
-        if policy.isolation == "overlay":
-            from catalytic.isolation.overlay import exclude_from_snapshot
-
-            snap = exclude_from_snapshot(policy, snap)
-        state = "absent" if snap.absent else f"{snap.stats.files} files"
-        progress(f"Snapshots {label}: {domain} ({state})")
-        snaps.append(snap)
-    return snaps, None
 
 
 def _describe_diff(diffs: dict[str, DomainDiff], progress: ProgressCallback) -> None:
@@ -301,7 +188,7 @@ def execute(
     settings = snapshots or SnapshotSettings()
     timer = _Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
-    started = _now()
+    started = now()
     faults.point("run.begin")
     # From the moment the ledger directory exists until the phases are guarded, a SIGINT/SIGTERM
     # waits (blocked), so it is always recorded in the ledger rather than leaving it empty.
@@ -319,7 +206,7 @@ def execute(
         faults.point("ledger.reserved")
         backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
         # Without isolation the snapshots stream to spool files and are compared in the workers.
-        spools = _Spools(policy.root / policy.runs_root) if backend.name == "none" else None
+        spools = Spools(policy.root / policy.runs_root) if backend.name == "none" else None
         try:
             return _execute(
                 policy,
@@ -353,7 +240,7 @@ def _execute(
     mask: set[int],
     sign_key: SigningKey | None,
     settings: SnapshotSettings,
-    spools: _Spools | None,
+    spools: Spools | None,
 ) -> RunResult:
     pre: list[Snapshot] = []
     post: list[Snapshot] = []
@@ -376,12 +263,12 @@ def _execute(
             with timer.phase("snapshot_pre"):
                 faults.point("snapshot_pre.begin")
                 if streamed is not None:
-                    pre, error = _scan_all(policy, "pre", say, settings, streamed)
-                    if _store_failed(error, say):
+                    pre, error = scan_all(policy, "pre", say, settings, streamed)
+                    if store_failed(error, say):
                         streamed = None
-                        pre, error = _snapshot_all(policy, "pre", say, settings)
+                        pre, error = snapshot_all(policy, "pre", say, settings)
                 else:
-                    pre, error = _snapshot_all(policy, "pre", say, settings)
+                    pre, error = snapshot_all(policy, "pre", say, settings)
                 if error is None:
                     try:
                         backend.prepare(pre)
@@ -406,15 +293,15 @@ def _execute(
                 with timer.phase("snapshot_post"):
                     faults.point("snapshot_post.begin")
                     if streamed is not None:
-                        post, error = _scan_all(policy, "post", say, settings, streamed)
-                        if _store_failed(error, say):
+                        post, error = scan_all(policy, "post", say, settings, streamed, pre)
+                        if store_failed(error, say):
                             streamed = None
-                            pre = [_in_memory(snap) for snap in pre]
-                            post, error = _snapshot_all(policy, "post", say, settings)
+                            pre = [in_memory(snap) for snap in pre]
+                            post, error = snapshot_all(policy, "post", say, settings)
                     else:
                         computed = backend.post_snapshots(pre)
                         post, error = (
-                            computed if computed is not None else _snapshot_all(policy, "post", say, settings)
+                            computed if computed is not None else snapshot_all(policy, "post", say, settings)
                         )
                     moved = roots.moved()
                     faults.point("snapshot_post.end")
@@ -493,28 +380,15 @@ def _execute(
         say(_describe_trace(trace_log))
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
-        documents = _documents(
-            policy, command, result, pre, post, started, cwd, settings, streamed is not None
-        )
+        docs = documents(policy, command, result, pre, post, started, cwd, settings, streamed is not None)
         faults.point("record.begin")
-        write_ledger(ledger_dir, documents)
+        write_ledger(ledger_dir, docs)
         faults.point("record.end")
         # After STATUS: the seal (LEDGER_DIGEST.json, SIGNATURE.json) and the LEDGER.jsonl line.
         root_digest = seal(ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key)
     result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
-
-
-def _spooled(snaps: Sequence[Snapshot]) -> tuple[Any, Any]:
-    """The MANIFEST and MODES documents of streamed snapshots (written from their spools)."""
-    from catalytic.ledger.writer import Spooled
-
-    ordered = sorted(snaps, key=lambda s: paths.sort_key(s.domain))
-    return (
-        Spooled([(s.domain, s.manifest.chunks) for s in ordered]),
-        Spooled([(s.domain, s.modes.chunks) for s in ordered]),
-    )
 
 
 def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:
@@ -557,137 +431,3 @@ def _stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
 def _describe_trace(log: TraceLog) -> str:
     state = "complete" if log.complete else f"INCOMPLETE: {log.reason}"
     return f"Write trace ({log.backend}): {len(log.events)} events, {state}"
-
-
-def _reason(result: RunResult) -> str | None:
-    if result.restored:
-        return None
-    if result.facts is not None and result.facts.failed:
-        if all(d.clean for d in result.diff.values()) and result.error is None and result.diff:
-            return result.facts.reason
-        return f"{_seed_reason(result)}; {result.facts.reason}"
-    return _seed_reason(result)
-
-
-def _seed_reason(result: RunResult) -> str | None:
-    if isinstance(result.error, LingeringError | DomainMovedError):
-        return f"restoration not proved: {result.error.code}: {result.error.message}"
-    if result.error is not None:
-        return f"snapshot failed: {result.error.code}: {result.error.message}"
-    if result.interrupted and not result.diff:
-        return f"interrupted by {result.interrupted} before the restoration proof"
-    counts = [
-        f"{d}: {len(x.added)} added, {len(x.removed)} removed, {len(x.changed)} changed"
-        for d, x in result.diff.items()
-        if not x.clean
-    ]
-    if counts:
-        return "catalytic domains not restored (" + "; ".join(counts) + ")"
-    return f"interrupted by {result.interrupted}"
-
-
-def _documents(
-    policy: Policy,
-    command: Sequence[str],
-    result: RunResult,
-    pre: list[Snapshot],
-    post: list[Snapshot],
-    started: str,
-    cwd: Path | None,
-    settings: SnapshotSettings | None = None,
-    streamed: bool = False,
-) -> dict[str, Any]:
-    from catalytic.snapshot.engine import default_jobs
-    from catalytic.snapshot.merkle import MERKLE_FORMAT, merkle_root
-
-    def root_of(snap: Snapshot) -> str:
-        # Snapshots an isolation backend assembled itself carry no root yet.
-        return snap.merkle_root or merkle_root(snap.entries, policy.hash)
-
-    settings = settings or SnapshotSettings()
-    post_by_domain = {s.domain: s for s in post if s.domain in result.diff}
-    merkle_roots = {
-        s.domain: {
-            "pre": root_of(s),
-            "post": root_of(post_by_domain[s.domain]) if s.domain in post_by_domain else None,
-        }
-        for s in pre
-    }
-    if not settings.use_cache:
-        cache = "disabled"
-    else:
-        cache = "used" if pre and all(s.cache == "used" for s in pre) else "rebuilt"
-    post_done = [s for s in post if s.domain in result.diff]
-    if streamed:
-        pre_manifest, pre_modes = _spooled(pre)
-        post_manifest, post_modes = _spooled(post_done)
-    else:
-        pre_manifest, pre_modes = manifest_documents(pre)
-        post_manifest, post_modes = manifest_documents(post_done)
-    run_info: dict[str, Any] = {
-        "run_id": policy.run_id,
-        "timestamp": started,
-        "finished_at": _now(),
-        "intent": policy.intent,
-        "determinism": policy.determinism,
-        "exit_code": result.exit_code,
-        "catalytic_domains": list(policy.catalytic_domains),
-        "durable_output_roots": list(policy.durable_outputs),
-        "durable_outputs": list(policy.durable_outputs),
-        "allowed_roots": list(policy.allowed_roots),
-        "forbidden_paths": list(policy.forbidden_paths),
-        "runs_root": policy.runs_root,
-        "absent_domains": [s.domain for s in pre if s.absent],
-        "missing_outputs": result.missing_outputs,
-        "command": list(command),
-        "cwd": str(cwd or Path.cwd()),
-        "root": str(policy.root),
-        "tool": "catalytic",
-        "tool_version": __version__,
-        "schema_version": fmt.SCHEMA_VERSION,
-        "hash_algorithm": policy.hash,
-        "isolation": policy.isolation,
-        "cache": cache,
-        "jobs": settings.jobs or default_jobs(),
-        "merkle_format": MERKLE_FORMAT,
-        "merkle_roots": merkle_roots,
-        "interrupted": result.interrupted is not None,
-        "signal": result.interrupted,
-        "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
-        "platform": {"system": platform.system(), "python": platform.python_version()},
-        "trace": None if result.trace is None else result.trace.summary(),
-        "domain_move_check": result.domain_move_check,
-    }
-    status: fmt.StatusDoc = {
-        "status": result.status,
-        "restoration_verified": result.restoration_verified,
-        "run_id": policy.run_id,
-        "exit_code": result.exit_code,
-        "interrupted": result.interrupted is not None,
-        "reason": _reason(result),
-        "error": None
-        if result.error is None
-        else {"code": result.error.code, "message": result.error.message},
-    }
-    if policy.isolation != "none" or policy.isolation_requested != "none":
-        facts = result.facts or Facts()
-        run_info["isolation_requested"] = policy.isolation_requested
-        run_info["isolation_reason"] = policy.isolation_reason
-        run_info["isolation_details"] = {"commits": facts.commits, **facts.details}
-        status["undeclared_writes"] = facts.undeclared_writes
-        status["committed"] = facts.committed
-        status["rollback"] = facts.rollback
-        status["quarantine"] = facts.quarantine
-    documents: dict[str, Any] = {
-        fmt.RUN_INFO: run_info,
-        fmt.PRE_MANIFEST: pre_manifest,
-        fmt.PRE_MODES: pre_modes,
-        fmt.POST_MANIFEST: post_manifest,
-        fmt.POST_MODES: post_modes,
-        fmt.RESTORE_DIFF: {d: diff.to_json() for d, diff in result.diff.items()},
-        fmt.OUTPUTS: result.outputs,
-        fmt.STATUS: status,
-    }
-    if result.trace is not None:
-        documents[fmt.WRITE_LOG] = result.trace.encode()
-    return documents

@@ -117,7 +117,7 @@ class _Bar:
 def snapshot_settings(args: argparse.Namespace) -> Iterator[Any]:
     """Snapshot settings from the flags, with a progress bar when stderr is a terminal."""
     from catalytic.errors import UsageError
-    from catalytic.runtime import SnapshotSettings
+    from catalytic.snapshot.domains import SnapshotSettings
 
     if args.jobs < 0:
         raise UsageError("--jobs must be 0 (one per core) or more")

@@ -84,7 +84,7 @@ _OPEN: dict[str, Rows] = {}
 def _rows(config: ScanConfig) -> Rows:
     rows = _OPEN.get("rows")
     if rows is None or rows.pid != os.getpid() or rows.path != config.store:
-        rows = _OPEN["rows"] = Rows(config.store)
+        rows = _OPEN["rows"] = Rows(config.store, os.fsdecode(config.top), config.algorithm)
     return rows
 
 
@@ -383,7 +383,7 @@ def _describe(
         _payload(result, (counts.files, counts.dirs, counts.other)),
         marshal.dumps(now),
     )
-    store.write(dir_key, part, replace=lo is None and hi is None, emptied=emptied)
+    store.write(dir_key, part, replace=lo is None and hi is None, emptied=emptied, entries=len(now))
     return result
 
 

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     import sqlite3
 
 FORMAT = "catalytic.rowstore/3"
-#: The directory key of the domain's own entry (``.``): no real directory key contains a NUL byte.
-TOP_DIR = b"\0"
 _BUSY_MS = 600_000
 
 # name, ino, dev, size, st_mode, mtime_ns, ctime_ns, taken_ns, value, mode (None for symlinks)
@@ -123,47 +121,57 @@ def _remove(path: Path) -> None:
 
 
 def prepare(path: Path, directory: str, algorithm: str) -> str:
-    """Make ``path`` a usable store for ``directory``; returns ``used`` or ``rebuilt``.
-
-    A missing, unreadable, foreign or otherwise unusable file is deleted and created anew (``rebuilt``).
+    """Check the store at ``path`` for ``directory``: ``used`` (valid), ``rebuilt`` (unusable: deleted) or
+    ``missing``. Nothing is created here: the first part with entries creates the store (:class:`Rows`), so a
+    run over an empty domain never touches SQLite.
     """
+    if not path.exists():
+        return "missing"
     import sqlite3
 
-    meta = {"format": FORMAT, "algorithm": algorithm, "directory": directory}
-    if path.exists():
+    try:
+        conn = _connect(path)
         try:
-            conn = _connect(path)
-            try:
-                found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-                conn.execute(f"SELECT {_COLUMNS}, {_ROWS} FROM parts LIMIT 1").fetchall()
-            finally:
-                conn.close()
-            if found == meta:
-                return "used"
-        except sqlite3.Error:
-            pass
-        _remove(path)
+            found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+            conn.execute(f"SELECT {_COLUMNS}, {_ROWS} FROM parts LIMIT 1").fetchall()
+        finally:
+            conn.close()
+        if found == _meta(directory, algorithm):
+            return "used"
+    except sqlite3.Error:
+        pass
+    _remove(path)
+    return "rebuilt"
+
+
+def _meta(directory: str, algorithm: str) -> dict[str, str]:
+    return {"format": FORMAT, "algorithm": algorithm, "directory": directory}
+
+
+def ensure(path: Path, directory: str, algorithm: str) -> None:
+    """Create the store now if it does not exist (before worker processes start: they never create it)."""
+    if not path.exists():
+        _create(path, _meta(directory, algorithm))
+
+
+def _create(path: Path, meta: dict[str, str]) -> None:
+    """Create the store (statements tolerate a store that appeared meanwhile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = _connect(path)
-    done = False
     try:
         conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("BEGIN")
-        conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         conn.execute(
-            "CREATE TABLE parts (dir BLOB NOT NULL, lo BLOB NOT NULL, snap INTEGER NOT NULL, hi BLOB,"
-            " fingerprint BLOB, taken_ns INTEGER, payload BLOB, crc INTEGER, rows BLOB, rows_crc INTEGER,"
-            " PRIMARY KEY (dir, lo, snap)) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS parts (dir BLOB NOT NULL, lo BLOB NOT NULL, snap INTEGER NOT NULL,"
+            " hi BLOB, fingerprint BLOB, taken_ns INTEGER, payload BLOB, crc INTEGER, rows BLOB,"
+            " rows_crc INTEGER, PRIMARY KEY (dir, lo, snap)) WITHOUT ROWID"
         )
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
+        conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", sorted(meta.items()))
         conn.execute("COMMIT")
-        done = True
     finally:
         conn.close()
-        if not done:  # a half-made store (e.g. the disk is full) is not left behind
-            _remove(path)
-    return "rebuilt"
 
 
 def rows_of(part: Part) -> list[Row] | None:
@@ -178,16 +186,34 @@ def rows_of(part: Part) -> list[Row] | None:
 class Rows:
     """One process's connection to a store (open it after ``fork``, never share it across one)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, directory: str, algorithm: str) -> None:
         self.path = path
+        self.meta = _meta(directory, algorithm)
         self.pid = os.getpid()
-        self.conn = _connect(path)
+        self.conn: sqlite3.Connection | None = None
         self.bad = 0
 
+    def _open(self, *, create: bool) -> sqlite3.Connection | None:
+        """The connection; None when there is no store yet (and ``create`` is False)."""
+        if self.conn is None:
+            if not self.path.exists():
+                if not create:
+                    return None
+                _create(self.path, self.meta)
+            self.conn = _connect(self.path)
+        return self.conn
+
+    @property
+    def exists(self) -> bool:
+        return self.conn is not None or self.path.exists()
+
     def _parts(self, where: str, args: tuple[Any, ...], *, rows: bool = False) -> list[tuple[bytes, Part]]:
+        conn = self._open(create=False)
+        if conn is None:
+            return []
         columns = f"dir, {_COLUMNS}, {_ROWS}" if rows else f"dir, {_COLUMNS}"
         out: list[tuple[bytes, Part]] = []
-        for record in self.conn.execute(f"SELECT {columns} FROM parts WHERE {where}", args):
+        for record in conn.execute(f"SELECT {columns} FROM parts WHERE {where}", args):
             dir_key, lo, snap, hi, fingerprint, taken, payload, check = record[:8]
             try:
                 part = Part(lo, hi, snap, fingerprint, taken, payload, record[8] if rows else b"")
@@ -232,8 +258,8 @@ class Rows:
         return self._rows_of(self._parts("dir = ? OR (dir >= ? AND dir < ?)", _below(dir_key), rows=True))
 
     def everything(self) -> list[tuple[bytes, Row]]:
-        """Every stored entry but the domain's own, unordered."""
-        return self._rows_of(self._parts("dir != ?", (TOP_DIR,), rows=True))
+        """Every stored entry, unordered."""
+        return self._rows_of(self._parts("1", (), rows=True))
 
     def _rows_of(self, parts: list[tuple[bytes, Part]]) -> list[tuple[bytes, Row]]:
         newest: dict[tuple[bytes, bytes], Part] = {}
@@ -250,13 +276,16 @@ class Rows:
             out.extend((dir_key, row) for row in rows)
         return out
 
-    def write(self, dir_key: bytes, part: Part, *, replace: bool, emptied: list[bytes]) -> None:
+    def write(self, dir_key: bytes, part: Part, *, replace: bool, emptied: list[bytes], entries: int) -> None:
         """Store one part in one transaction.
 
         ``replace``: the part is the whole directory, every other part of it goes. ``emptied``: directories
-        (keys) that are gone, with everything below them.
+        (keys) that are gone, with everything below them. A part with no ``entries`` is not worth creating
+        a store for.
         """
-        conn = self.conn
+        conn = self._open(create=entries > 0)
+        if conn is None:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for sub in emptied:
@@ -286,7 +315,9 @@ class Rows:
 
     def keep_parts(self, dir_key: bytes, los: list[bytes]) -> None:
         """After a split directory: keep the newest copy of each of its parts ``los``, drop the rest."""
-        conn = self.conn
+        conn = self._open(create=False)
+        if conn is None:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             newest: dict[bytes, int] = {}
@@ -305,12 +336,16 @@ class Rows:
             raise
 
     def clear(self) -> None:
-        """Delete every part but the domain's own (the domain is gone or is not a directory)."""
-        self.conn.execute("DELETE FROM parts WHERE dir != ?", (TOP_DIR,))
+        """Delete every part (the domain is gone or is not a directory)."""
+        conn = self._open(create=False)
+        if conn is not None:
+            conn.execute("DELETE FROM parts")
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.close()
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
 
 
 def _below(dir_key: bytes) -> tuple[bytes, bytes, bytes]:

@@ -15,16 +15,14 @@ snapshot compares every directory with them and brings them up to date for the n
 from __future__ import annotations
 
 import heapq
-import marshal
 import os
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic import faults
 from catalytic.diff import DomainDiff
@@ -35,7 +33,7 @@ from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.engine import ScanReport, default_jobs
 from catalytic.snapshot.merkle import MerkleBuilder
-from catalytic.snapshot.rowstore import TOP_DIR, Part, Row, Rows, prepare, store_path
+from catalytic.snapshot.rowstore import Row, Rows, ensure, prepare, store_path
 from catalytic.snapshot.walker import WalkStats, describe_stat
 
 if TYPE_CHECKING:
@@ -52,11 +50,16 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class Spool:
-    """An unnamed temporary file that collects the text of one document per domain."""
+    """Collects the text of one document, domain after domain: in memory up to 1 MiB, then in an unnamed
+    temporary file (``O_TMPFILE`` in the runs root: a crash leaves nothing behind)."""
+
+    LIMIT = 1 << 20
 
     def __init__(self, directory: Path) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
-        self.size = 0
+        self.directory = directory
+        self.fd = -1
+        self.size = 0  # bytes written so far, in memory or in the file
+        self._on_disk = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
 
@@ -65,29 +68,55 @@ class Spool:
         self._buffer.append(data)
         self._buffered += len(data)
         self.size += len(data)
-        if self._buffered >= 1 << 20:
+        if self._buffered >= self.LIMIT:
             self.flush()
 
     def flush(self) -> None:
-        if self._buffer:
-            self.file.write(b"".join(self._buffer))
-            self._buffer.clear()
-            self._buffered = 0
+        if not self._buffer:
+            return
+        if self.fd < 0:
+            self.fd = _unnamed(self.directory)
+        data = memoryview(b"".join(self._buffer))
+        self._buffer.clear()
+        self._buffered = 0
+        while data:
+            written = os.pwrite(self.fd, data, self._on_disk)
+            self._on_disk += written
+            data = data[written:]
 
     def read(self, start: int, end: int) -> Iterator[bytes]:
         """The bytes from ``start`` to ``end``, in pieces."""
+        if self.fd < 0:  # still all in memory
+            yield b"".join(self._buffer)[start:end]
+            return
         self.flush()
-        self.file.flush()
-        fd = self.file.fileno()
         while start < end:
-            chunk = os.pread(fd, min(end - start, 1 << 20), start)
+            chunk = os.pread(self.fd, min(end - start, self.LIMIT), start)
             if not chunk:
                 raise OSError(f"spool file shorter than expected ({start} < {end})")
             yield chunk
             start += len(chunk)
 
     def close(self) -> None:
-        self.file.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self._buffer.clear()
+
+
+def _unnamed(directory: Path) -> int:
+    """A read-write descriptor of a new file without a name in ``directory``."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag:
+        try:
+            return os.open(directory, flag | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError:
+            pass  # a file system without O_TMPFILE: a named file, unlinked at once
+    import tempfile
+
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".spool.", suffix=".tmp")
+    os.unlink(name)
+    return fd
 
 
 @dataclass(frozen=True)
@@ -140,6 +169,8 @@ class DomainScan:
     modes: Span
     diff: DomainDiff | None = None
     report: StreamReport = field(default_factory=StreamReport)
+    top: Row | None = None  # the domain's own entry, for the comparison of the post-run snapshot
+    stored: bool = False  # the store holds this snapshot (it has no file while no entry needed one)
 
     @property
     def absent(self) -> bool:
@@ -210,6 +241,8 @@ class _Scheduler:
         ):
             from catalytic.snapshot.forkpool import ForkPool
 
+            config = self.config
+            ensure(config.store, os.fsdecode(config.top), config.algorithm)
             self.pool = ForkPool(self.jobs, _work)
             self.queues = [deque() for _ in range(self.jobs)]
             self.report.pool_started = True
@@ -325,22 +358,22 @@ def scan_domain(
     manifest: Spool,
     modes: Spool,
     trust: bool = True,
-    compare: bool = False,
+    before: DomainScan | None = None,
     jobs: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> DomainScan:
     """Snapshot the directory tree at ``path`` (the domain ``domain``) into the two spools.
 
-    ``trust``: rows of the store may stand for unchanged files (False: ``--no-cache``). ``compare``: this
-    is the post-run snapshot; the result carries the differences from the pre-run one, which must have
-    been taken with the same ``store_dir`` just before.
+    ``trust``: rows of the store may stand for unchanged files (False: ``--no-cache``). ``before``: the
+    pre-run snapshot of the same domain, taken with the same ``store_dir`` just before; this is then the
+    post-run snapshot, and the result carries the differences from it.
     """
     import sqlite3
 
     directory = os.path.abspath(path)
     store = store_path(store_dir, directory, algorithm)
     try:
-        return _scan_domain(path, domain, algorithm, store, manifest, modes, trust, compare, jobs, progress)
+        return _scan_domain(path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress)
     except (sqlite3.Error, OSError) as exc:
         raise dirscan.store_error(store, exc) from exc
 
@@ -353,30 +386,31 @@ def _scan_domain(
     manifest: Spool,
     modes: Spool,
     trust: bool,
-    compare: bool,
+    before: DomainScan | None,
     jobs: int,
     progress: Callable[[int, int], None] | None,
 ) -> DomainScan:
     directory = os.path.abspath(path)
     stats = WalkStats()
     state = prepare(store, directory, algorithm)
-    if compare and state != "used":
+    compare = before is not None
+    if before is not None and before.stored and state != "used":
         raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
     config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare, time.time_ns())
     scheduler = _Scheduler(config, jobs or default_jobs())
-    scheduler.report.cache = state if trust else "disabled"
+    scheduler.report.cache = ("used" if state == "used" else "rebuilt") if trust else "disabled"
     diff = DomainDiff() if compare else None
     builder = MerkleBuilder(algorithm)
     body = _Object(manifest)
     mode_body = _Object(modes)
-    rows = Rows(store)
+    rows = Rows(store, directory, algorithm)
+    top_row: Row | None = None
     try:
         top = _top(directory, algorithm, stats)
-        before = rows.entries(TOP_DIR, None, None).get(b"")
-        now: list[Row] = []
+        was = before.top if before is not None else None
         if top is None:
             if diff is not None:
-                _everything_removed(rows, before, diff)
+                _everything_removed(rows, was, diff)
             rows.clear()
         else:
             value, mode, st = top
@@ -385,21 +419,19 @@ def _scan_domain(
             if mode is not None:
                 mode_body.add(json_string(ROOT) + ':"' + mode + '"')
             stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
-            now.append((b"", *stamp, 0, value, mode))
+            top_row = (b"", *stamp, 0, value, mode)
             if diff is not None:
-                if before is None:
+                if was is None:
                     _changed(diff, ("added", ROOT, None, value, None, mode))
-                elif (before[8], before[9]) != (value, mode):
-                    _changed(diff, ("changed", ROOT, before[8], value, before[9], mode))
+                elif (was[8], was[9]) != (value, mode):
+                    _changed(diff, ("changed", ROOT, was[8], value, was[9], mode))
             if value != "dir":
-                if diff is not None and before is not None and before[8] == "dir":
+                if diff is not None and was is not None and was[8] == "dir":
                     _everything_removed(rows, None, diff)
                 rows.clear()
-        rows.write(
-            TOP_DIR, Part(b"", None, config.snap, b"", 0, b"", marshal.dumps(now)), replace=True, emptied=[]
-        )
-        if top is not None and top[0] == "dir":
-            _walk(scheduler, rows, top[2], body, mode_body, builder, stats, diff, progress)
+            else:
+                _walk(scheduler, rows, st, body, mode_body, builder, stats, diff, progress)
+        stored = rows.exists
     finally:
         rows.close()
         scheduler.close()
@@ -413,6 +445,8 @@ def _scan_domain(
         mode_body.close(),
         _sorted(diff) if diff is not None else None,
         scheduler.report,
+        top_row,
+        stored,
     )
 
 

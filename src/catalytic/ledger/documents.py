@@ -1,0 +1,173 @@
+"""Phase 5's content: the ledger documents of a finished run (written by :mod:`catalytic.ledger.writer`)."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from catalytic import __version__, paths
+from catalytic.errors import DomainMovedError, LingeringError
+from catalytic.isolation import Facts
+from catalytic.ledger import format as fmt
+from catalytic.policy import Policy
+from catalytic.snapshot import manifest_documents
+from catalytic.snapshot.domains import Snapshot, SnapshotSettings
+
+if TYPE_CHECKING:
+    from catalytic.runtime import RunResult
+
+#: The phases whose durations RUN_INFO records, in order.
+PHASES = ("preflight", "snapshot_pre", "execute", "snapshot_post", "verify", "record")
+
+
+def now() -> str:
+    """The current UTC time as RUN_INFO writes it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _spooled(snaps: Sequence[Snapshot]) -> tuple[Any, Any]:
+    """The MANIFEST and MODES documents of streamed snapshots (written from their spools)."""
+    from catalytic.ledger.writer import Spooled
+
+    ordered = sorted(snaps, key=lambda s: paths.sort_key(s.domain))
+    return (
+        Spooled([(s.domain, s.manifest.chunks) for s in ordered]),
+        Spooled([(s.domain, s.modes.chunks) for s in ordered]),
+    )
+
+
+def _reason(result: RunResult) -> str | None:
+    if result.restored:
+        return None
+    if result.facts is not None and result.facts.failed:
+        if all(d.clean for d in result.diff.values()) and result.error is None and result.diff:
+            return result.facts.reason
+        return f"{_seed_reason(result)}; {result.facts.reason}"
+    return _seed_reason(result)
+
+
+def _seed_reason(result: RunResult) -> str | None:
+    if isinstance(result.error, LingeringError | DomainMovedError):
+        return f"restoration not proved: {result.error.code}: {result.error.message}"
+    if result.error is not None:
+        return f"snapshot failed: {result.error.code}: {result.error.message}"
+    if result.interrupted and not result.diff:
+        return f"interrupted by {result.interrupted} before the restoration proof"
+    counts = [
+        f"{d}: {len(x.added)} added, {len(x.removed)} removed, {len(x.changed)} changed"
+        for d, x in result.diff.items()
+        if not x.clean
+    ]
+    if counts:
+        return "catalytic domains not restored (" + "; ".join(counts) + ")"
+    return f"interrupted by {result.interrupted}"
+
+
+def documents(
+    policy: Policy,
+    command: Sequence[str],
+    result: RunResult,
+    pre: list[Snapshot],
+    post: list[Snapshot],
+    started: str,
+    cwd: Path | None,
+    settings: SnapshotSettings | None = None,
+    streamed: bool = False,
+) -> dict[str, Any]:
+    from catalytic.snapshot.engine import default_jobs
+    from catalytic.snapshot.merkle import MERKLE_FORMAT, merkle_root
+
+    def root_of(snap: Snapshot) -> str:
+        # Snapshots an isolation backend assembled itself carry no root yet.
+        return snap.merkle_root or merkle_root(snap.entries, policy.hash)
+
+    settings = settings or SnapshotSettings()
+    post_by_domain = {s.domain: s for s in post if s.domain in result.diff}
+    merkle_roots = {
+        s.domain: {
+            "pre": root_of(s),
+            "post": root_of(post_by_domain[s.domain]) if s.domain in post_by_domain else None,
+        }
+        for s in pre
+    }
+    if not settings.use_cache:
+        cache = "disabled"
+    else:
+        cache = "used" if pre and all(s.cache == "used" for s in pre) else "rebuilt"
+    post_done = [s for s in post if s.domain in result.diff]
+    if streamed:
+        pre_manifest, pre_modes = _spooled(pre)
+        post_manifest, post_modes = _spooled(post_done)
+    else:
+        pre_manifest, pre_modes = manifest_documents(pre)
+        post_manifest, post_modes = manifest_documents(post_done)
+    run_info: dict[str, Any] = {
+        "run_id": policy.run_id,
+        "timestamp": started,
+        "finished_at": now(),
+        "intent": policy.intent,
+        "determinism": policy.determinism,
+        "exit_code": result.exit_code,
+        "catalytic_domains": list(policy.catalytic_domains),
+        "durable_output_roots": list(policy.durable_outputs),
+        "durable_outputs": list(policy.durable_outputs),
+        "allowed_roots": list(policy.allowed_roots),
+        "forbidden_paths": list(policy.forbidden_paths),
+        "runs_root": policy.runs_root,
+        "absent_domains": [s.domain for s in pre if s.absent],
+        "missing_outputs": result.missing_outputs,
+        "command": list(command),
+        "cwd": str(cwd or Path.cwd()),
+        "root": str(policy.root),
+        "tool": "catalytic",
+        "tool_version": __version__,
+        "schema_version": fmt.SCHEMA_VERSION,
+        "hash_algorithm": policy.hash,
+        "isolation": policy.isolation,
+        "cache": cache,
+        "jobs": settings.jobs or default_jobs(),
+        "merkle_format": MERKLE_FORMAT,
+        "merkle_roots": merkle_roots,
+        "interrupted": result.interrupted is not None,
+        "signal": result.interrupted,
+        "timings": {name: result.timings.get(name, 0.0) for name in PHASES},
+        "platform": {"system": platform.system(), "python": platform.python_version()},
+        "trace": None if result.trace is None else result.trace.summary(),
+        "domain_move_check": result.domain_move_check,
+    }
+    status: fmt.StatusDoc = {
+        "status": result.status,
+        "restoration_verified": result.restoration_verified,
+        "run_id": policy.run_id,
+        "exit_code": result.exit_code,
+        "interrupted": result.interrupted is not None,
+        "reason": _reason(result),
+        "error": None
+        if result.error is None
+        else {"code": result.error.code, "message": result.error.message},
+    }
+    if policy.isolation != "none" or policy.isolation_requested != "none":
+        facts = result.facts or Facts()
+        run_info["isolation_requested"] = policy.isolation_requested
+        run_info["isolation_reason"] = policy.isolation_reason
+        run_info["isolation_details"] = {"commits": facts.commits, **facts.details}
+        status["undeclared_writes"] = facts.undeclared_writes
+        status["committed"] = facts.committed
+        status["rollback"] = facts.rollback
+        status["quarantine"] = facts.quarantine
+    documents: dict[str, Any] = {
+        fmt.RUN_INFO: run_info,
+        fmt.PRE_MANIFEST: pre_manifest,
+        fmt.PRE_MODES: pre_modes,
+        fmt.POST_MANIFEST: post_manifest,
+        fmt.POST_MODES: post_modes,
+        fmt.RESTORE_DIFF: {d: diff.to_json() for d, diff in result.diff.items()},
+        fmt.OUTPUTS: result.outputs,
+        fmt.STATUS: status,
+    }
+    if result.trace is not None:
+        documents[fmt.WRITE_LOG] = result.trace.encode()
+    return documents
