@@ -441,3 +441,24 @@ def test_spool_moves_to_an_unnamed_file_past_its_limit(
     assert spool.fd >= 0 and list(tmp_path.iterdir()) == []  # on disk, under no name
     assert b"".join(spool.read(first, middle)) == "".join(pieces[:100]).encode()
     assert b"".join(spool.read(middle, spool.size)) == "".join(pieces[100:]).encode()
+
+
+def test_directory_of_big_files_is_split_by_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files bigger than a part are hashed by different workers, and the parts give the same documents."""
+    monkeypatch.setattr(dirscan, "PART_BYTES", 1 << 16)
+    tree = tmp_path / "t"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(6):
+        (tree / f"big{i}").write_bytes(os.urandom(100_000 + i))
+    (tree / "sub" / "small").write_text("small")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    cold = scan(tree, store)
+    assert cold.report.pool_started and cold.report.tasks >= 7  # the split answer, then a part per file
+    check_equal(tree, cold)
+    time.sleep(AGE)
+    scan(tree, store)
+    (tree / "big3").write_bytes(b"changed")
+    post = scan(tree, store, compare=True)
+    assert post.diff is not None and list(post.diff.changed) == ["big3"]
+    check_equal(tree, post)

@@ -8,9 +8,10 @@ part of the manifest and MODES documents as canonical JSON text, its Merkle reco
 visit next, and, when comparing with the pre-run snapshot, what was added, removed or changed. It then
 brings the directory's rows in the store up to date.
 
-A directory with more entries than :data:`SPLIT` is answered with split points instead, and the parts are
-listed again as separate tasks (by walk key: an entry by its name, a subdirectory's contents by its name
-followed by ``/``), so one huge directory still keeps every worker busy.
+A directory with more entries than :data:`SPLIT`, or more than :data:`PART_BYTES` of files, is answered
+with split points instead, and the parts are listed again as separate tasks (by walk key: an entry by its
+name, a subdirectory's contents by its name followed by ``/``), so one huge directory still keeps every
+worker busy.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from catalytic.snapshot.walker import CHUNK, WalkStats, describe_stat
 
 #: Directories with more entries than this are split into parts of about this size.
 SPLIT = 2048
+#: Directories holding more bytes of files than this are split into parts of about this many bytes.
+PART_BYTES = 32 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -168,6 +171,12 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
             result.split = _split_points(listing)
             return result
         items = _select(listing, rel, lo, hi)
+        if lo is None and hi is None:
+            points = _size_points(items)
+            if points:  # big files: one part per PART_BYTES of them, so every worker hashes some
+                result = DirResult()
+                result.split = points
+                return result
         store = _rows(config)
         if config.trust:
             # The whole part is as the store last saw it: its answer is the stored one.
@@ -214,6 +223,19 @@ def _select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: byt
             append((key + b"/", True, name, st))
     items.sort(key=_first)
     return items
+
+
+def _size_points(items: list[Item]) -> list[bytes]:
+    """Split points that give each part about :data:`PART_BYTES` of regular files (none for small dirs)."""
+    points: list[bytes] = []
+    gathered = 0
+    for key, sub, _name, st in items:
+        if gathered >= PART_BYTES:
+            points.append(key)
+            gathered = 0
+        if not sub and st.st_mode & 0o170000 == stat.S_IFREG:
+            gathered += st.st_size
+    return points
 
 
 def _first(item: Item) -> bytes:

@@ -219,6 +219,7 @@ class _Scheduler:
         self.results: dict[int, dirscan.DirResult] = {}
         self.pool: ForkPool | None = None
         self.described = 0
+        self.split = False  # a directory was split: enough work for the workers, whatever the count
         self.report = StreamReport()
 
     def add(self, task: dirscan.Task) -> int:
@@ -235,7 +236,7 @@ class _Scheduler:
         if (
             self.pool is None
             and self.jobs > 1
-            and self.described >= POOL_MIN_ENTRIES
+            and (self.described >= POOL_MIN_ENTRIES or self.split)
             and not faults.ACTIVE  # fault points must fire in this process
             # Forking while other threads run could copy a lock one of them holds into the child.
             and threading.active_count() == 1
@@ -265,6 +266,7 @@ class _Scheduler:
             raise SnapshotError(message, path=path, code=code)
         result: dirscan.DirResult = value
         self.described += sum(result.counts[:3])
+        self.split = self.split or result.split is not None
         self.results[tid] = result
 
     def _fill(self) -> None:
