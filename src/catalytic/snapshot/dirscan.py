@@ -221,7 +221,7 @@ def _select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: byt
             append((key, False, name, st))
         if sub_in and st.st_mode & 0o170000 == stat.S_IFDIR:
             append((key + b"/", True, name, st))
-    items.sort(key=_first)
+    items.sort()  # by walk key: keys are unique, so the lstat results are never compared
     return items
 
 
@@ -236,10 +236,6 @@ def _size_points(items: list[Item]) -> list[bytes]:
         if not sub and st.st_mode & 0o170000 == stat.S_IFREG:
             gathered += st.st_size
     return points
-
-
-def _first(item: Item) -> bytes:
-    return item[0]
 
 
 def _lost(rel: str, name: str, exc: OSError) -> SnapshotError:
