@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import iter_canonical, loads
-from catalytic.snapshot import Entry, dirscan, reference_walk, stream
+from catalytic.snapshot import Entry, dirscan, reference_walk, scheduler, spool, stream
 from catalytic.snapshot.cache import FINE_GRANULARITY_NS
 from catalytic.snapshot.merkle import merkle_root
 from catalytic.snapshot.rowstore import store_path
 from trees import build_tree
 
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
-SPOOLS: list[stream.Spool] = []
+SPOOLS: list[spool.Spool] = []
 LAST: dict[tuple[Path, Path], stream.DomainScan] = {}
 
 
@@ -43,7 +43,7 @@ def close_spools() -> Iterator[None]:
 @pytest.fixture
 def eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers from the first entry on, and directories split every 3 entries."""
-    monkeypatch.setattr(stream, "POOL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
     monkeypatch.setattr(dirscan, "SPLIT", 3)
 
 
@@ -57,8 +57,8 @@ def scan(
     algorithm: str = "sha256",
 ) -> stream.DomainScan:
     """Snapshot ``tree``; with ``compare``, as the post-run snapshot of the last one of the same tree."""
-    manifest = stream.Spool(store.parent)
-    modes = stream.Spool(store.parent)
+    manifest = spool.Spool(store.parent)
+    modes = spool.Spool(store.parent)
     SPOOLS.extend((manifest, modes))
     snap = stream.scan_domain(
         tree,
@@ -327,8 +327,8 @@ def test_generated_trees_and_diffs(
     base = tmp_path_factory.mktemp("gen")
     store = base / "runs" / "_cache"
     store.mkdir(parents=True)
-    old = stream.POOL_MIN_ENTRIES, dirscan.SPLIT
-    stream.POOL_MIN_ENTRIES, dirscan.SPLIT = 0, 2
+    old = scheduler.POOL_MIN_ENTRIES, dirscan.SPLIT
+    scheduler.POOL_MIN_ENTRIES, dirscan.SPLIT = 0, 2
     try:
         tree = base / "t"
         rebuild(tree, older)
@@ -341,7 +341,7 @@ def test_generated_trees_and_diffs(
         second = check_equal(tree / "top", post)
         assert post.diff == diff_entries(first, second)
     finally:
-        stream.POOL_MIN_ENTRIES, dirscan.SPLIT = old
+        scheduler.POOL_MIN_ENTRIES, dirscan.SPLIT = old
 
 
 def test_run_ledger_streams_the_same_documents(tmp_path: Path) -> None:
@@ -428,19 +428,19 @@ def test_empty_domain_needs_no_store(tmp_path: Path) -> None:
 def test_spool_moves_to_an_unnamed_file_past_its_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stream.Spool, "LIMIT", 64)
-    spool = stream.Spool(tmp_path)
-    SPOOLS.append(spool)
-    first = spool.size
+    monkeypatch.setattr(spool.Spool, "LIMIT", 64)
+    box = spool.Spool(tmp_path)
+    SPOOLS.append(box)
+    first = box.size
     pieces = [f"piece {i} ✓," for i in range(200)]
     for piece in pieces[:100]:
-        spool.write(piece)
-    middle = spool.size
+        box.write(piece)
+    middle = box.size
     for piece in pieces[100:]:
-        spool.write(piece)
-    assert spool.fd >= 0 and list(tmp_path.iterdir()) == []  # on disk, under no name
-    assert b"".join(spool.read(first, middle)) == "".join(pieces[:100]).encode()
-    assert b"".join(spool.read(middle, spool.size)) == "".join(pieces[100:]).encode()
+        box.write(piece)
+    assert box.fd >= 0 and list(tmp_path.iterdir()) == []  # on disk, under no name
+    assert b"".join(box.read(first, middle)) == "".join(pieces[:100]).encode()
+    assert b"".join(box.read(middle, box.size)) == "".join(pieces[100:]).encode()
 
 
 def test_directory_of_big_files_is_split_by_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,24 +17,22 @@ worker busy.
 from __future__ import annotations
 
 import errno
-import hashlib
 import marshal
 import os
 import stat
 import sys
 import time
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalytic import faults
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import Hasher, hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string, special_value
+from catalytic.snapshot.listing import Item, fingerprint, select, size_points, split_points
 from catalytic.snapshot.rowstore import Part, Row, Rows, trusted
 from catalytic.snapshot.walker import CHUNK, WalkStats, describe_stat
 
@@ -127,20 +125,6 @@ def _list(fd: int, rel: str) -> list[os.DirEntry[str]]:
         ) from exc
 
 
-def _split_points(listing: list[os.DirEntry[str]]) -> list[bytes]:
-    keys: list[bytes] = []
-    for dirent in listing:
-        key = to_bytes(dirent.name)
-        keys.append(key)
-        try:
-            if dirent.is_dir(follow_symlinks=False):
-                keys.append(key + b"/")
-        except OSError:
-            pass
-    keys.sort()
-    return keys[SPLIT::SPLIT]
-
-
 def scan(config: ScanConfig, task: Task) -> DirResult:
     """Run one task (see the module docstring); raises :class:`SnapshotError` for what cannot be read.
 
@@ -168,11 +152,11 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         listing = _list(fd, rel)
         if lo is None and hi is None and len(listing) > SPLIT:
             result = DirResult()
-            result.split = _split_points(listing)
+            result.split = split_points(listing, SPLIT)
             return result
-        items = _select(listing, rel, lo, hi)
+        items = select(listing, rel, lo, hi)
         if lo is None and hi is None:
-            points = _size_points(items)
+            points = size_points(items, PART_BYTES)
             if points:  # big files: one part per PART_BYTES of them, so every worker hashes some
                 result = DirResult()
                 result.split = points
@@ -182,82 +166,14 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
             # The whole part is as the store last saw it: its answer is the stored one.
             cached = _exact(store.parts(to_bytes(rel)), lo, hi)
             if cached is not None:
-                fingerprint, newest = _fingerprint(items)
+                seen, newest = fingerprint(items)
                 fresh = not racy(newest, newest, cached.taken_ns)
-                found = _from_payload(cached.payload) if fresh and cached.fingerprint == fingerprint else None
+                found = _from_payload(cached.payload) if fresh and cached.fingerprint == seen else None
                 if found is not None:
                     return found
         return _describe(config, fd, rel, items, lo, hi, taken, store)
     finally:
         os.close(fd)
-
-
-# (walk key, is the subdirectory's contents, name, lstat)
-Item = tuple[bytes, bool, str, os.stat_result]
-
-
-def _select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: bytes | None) -> list[Item]:
-    """The entries and subdirectory contents of this part, with their ``lstat``, in walk order."""
-    items: list[Item] = []
-    append = items.append
-    bounded = lo is not None or hi is not None
-    check_faults = faults.ACTIVE
-    for dirent in listing:
-        name = dirent.name
-        key = name.encode("utf-8", "surrogateescape")
-        entry_in = sub_in = True
-        if bounded:
-            entry_in = (lo is None or key >= lo) and (hi is None or key < hi)
-            sub_in = (lo is None or key + b"/" >= lo) and (hi is None or key + b"/" < hi)
-            if not (entry_in or sub_in):
-                continue
-        if check_faults:
-            faults.point("entry")
-        try:
-            st = dirent.stat(follow_symlinks=False)
-        except OSError as exc:
-            raise _lost(rel, name, exc) from exc
-        if entry_in:
-            append((key, False, name, st))
-        if sub_in and st.st_mode & 0o170000 == stat.S_IFDIR:
-            append((key + b"/", True, name, st))
-    items.sort()  # by walk key: keys are unique, so the lstat results are never compared
-    return items
-
-
-def _size_points(items: list[Item]) -> list[bytes]:
-    """Split points that give each part about :data:`PART_BYTES` of regular files (none for small dirs)."""
-    points: list[bytes] = []
-    gathered = 0
-    for key, sub, _name, st in items:
-        if gathered >= PART_BYTES:
-            points.append(key)
-            gathered = 0
-        if not sub and st.st_mode & 0o170000 == stat.S_IFREG:
-            gathered += st.st_size
-    return points
-
-
-def _lost(rel: str, name: str, exc: OSError) -> SnapshotError:
-    path = f"{rel}/{name}" if rel else name
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return SnapshotError("vanished while the snapshot was taken", path=path, code="VANISHED")
-    return SnapshotError(f"I/O error: {exc.strerror or exc}", path=path, code="IO_ERROR")
-
-
-def _fingerprint(items: list[Item]) -> tuple[bytes, int]:
-    """One hash of every walk key and the ``lstat`` fields the stat cache compares; the newest timestamp."""
-    numbers = array("q")
-    extend = numbers.extend
-    newest = 0
-    for _key, _sub, _name, st in items:
-        # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
-        mtime = st.st_mtime_ns
-        ctime = st.st_ctime_ns
-        extend((st.st_ino, st.st_dev, st.st_size, st.st_mode, mtime, ctime))
-        newest = max(newest, mtime, ctime)
-    keys = b"\0".join([item[0] for item in items])
-    return hashlib.sha256(keys + b"\0\0" + numbers.tobytes()).digest(), newest
 
 
 def _exact(parts: list[Part], lo: bytes | None, hi: bytes | None) -> Part | None:
@@ -399,7 +315,7 @@ def _describe(
         lo or b"",
         hi,
         config.snap,
-        _fingerprint(observed)[0],
+        fingerprint(observed)[0],
         taken,
         _payload(result, (counts.files, counts.dirs, counts.other)),
         marshal.dumps(now),

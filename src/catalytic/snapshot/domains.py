@@ -43,7 +43,7 @@ class Spools:
     """Where the streamed snapshots put their documents until the ledger is written."""
 
     def __init__(self, directory: Path) -> None:
-        from catalytic.snapshot.stream import Spool
+        from catalytic.snapshot.spool import Spool
 
         self.manifest = {"pre": Spool(directory), "post": Spool(directory)}
         self.modes = {"pre": Spool(directory), "post": Spool(directory)}

@@ -22,3 +22,10 @@ class ScanReport:
     cache_hits: int = 0
     hashed_files: int = 0
     pool_started: bool = False
+
+
+@dataclass
+class StreamReport(ScanReport):
+    """How the snapshot used the store (``cache``) and the processes, and how many tasks it took."""
+
+    tasks: int = 0

@@ -14,10 +14,8 @@ snapshot compares every directory with them and brings them up to date for the n
 
 from __future__ import annotations
 
-import heapq
 import os
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalytic import faults
 from catalytic.diff import DomainDiff
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import json_string
@@ -33,130 +30,16 @@ from catalytic.paths import ROOT, sort_key, to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.merkle import MerkleBuilder
-from catalytic.snapshot.report import ScanReport, default_jobs
-from catalytic.snapshot.rowstore import Row, Rows, ensure, prepare, store_path
+from catalytic.snapshot.report import StreamReport, default_jobs
+from catalytic.snapshot.rowstore import Row, Rows, prepare, store_path
+from catalytic.snapshot.scheduler import Scheduler
+from catalytic.snapshot.spool import ObjectWriter, Span, Spool
 from catalytic.snapshot.walker import WalkStats, describe_stat
 
 if TYPE_CHECKING:
     from catalytic.snapshot.digest import Hasher
-    from catalytic.snapshot.forkpool import ForkPool
 
-#: Start the worker processes once this many entries were described in this process (forking costs
-#: ~10-30 ms; small domains never pay it).
-POOL_MIN_ENTRIES = 1024
-#: Tasks queued per worker, and answers held (sent or waiting to be written) per worker.
-DEPTH = 3
-WINDOW = 8
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-class Spool:
-    """Collects the text of one document, domain after domain: in memory up to 1 MiB, then in an unnamed
-    temporary file (``O_TMPFILE`` in the runs root: a crash leaves nothing behind)."""
-
-    LIMIT = 1 << 20
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.fd = -1
-        self.size = 0  # bytes written so far, in memory or in the file
-        self._on_disk = 0
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-
-    def write(self, text: str) -> None:
-        data = text.encode("utf-8")
-        self._buffer.append(data)
-        self._buffered += len(data)
-        self.size += len(data)
-        if self._buffered >= self.LIMIT:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        if self.fd < 0:
-            self.fd = _unnamed(self.directory)
-        data = memoryview(b"".join(self._buffer))
-        self._buffer.clear()
-        self._buffered = 0
-        while data:
-            written = os.pwrite(self.fd, data, self._on_disk)
-            self._on_disk += written
-            data = data[written:]
-
-    def read(self, start: int, end: int) -> Iterator[bytes]:
-        """The bytes from ``start`` to ``end``, in pieces."""
-        if self.fd < 0:  # still all in memory
-            yield b"".join(self._buffer)[start:end]
-            return
-        self.flush()
-        while start < end:
-            chunk = os.pread(self.fd, min(end - start, self.LIMIT), start)
-            if not chunk:
-                raise OSError(f"spool file shorter than expected ({start} < {end})")
-            yield chunk
-            start += len(chunk)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        self._buffer.clear()
-
-
-def _unnamed(directory: Path) -> int:
-    """A read-write descriptor of a new file without a name in ``directory``."""
-    flag = getattr(os, "O_TMPFILE", 0)
-    if flag:
-        try:
-            return os.open(directory, flag | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError:
-            pass  # a file system without O_TMPFILE: a named file, unlinked at once
-    import tempfile
-
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".spool.", suffix=".tmp")
-    os.unlink(name)
-    return fd
-
-
-@dataclass(frozen=True)
-class Span:
-    """One domain's document text in a spool."""
-
-    spool: Spool
-    start: int
-    end: int
-
-    def chunks(self) -> Iterator[bytes]:
-        return self.spool.read(self.start, self.end)
-
-
-class _Object:
-    """Writes one JSON object (``{...}``) of entries into a spool, comma-separated."""
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-        self.start = spool.size
-        self.empty = True
-        spool.write("{")
-
-    def add(self, text: str) -> None:
-        if not text:
-            return
-        self.spool.write(text if self.empty else "," + text)
-        self.empty = False
-
-    def close(self) -> Span:
-        self.spool.write("}")
-        return Span(self.spool, self.start, self.spool.size)
-
-
-@dataclass
-class StreamReport(ScanReport):
-    """How the snapshot used the store (``cache``) and the processes, and how many tasks it took."""
-
-    tasks: int = 0
 
 
 @dataclass
@@ -195,110 +78,6 @@ class _Dir:
 class _Frame:
     directory: _Dir
     items: Iterator[tuple[Any, ...]] | None = None
-
-
-def _work(argument: tuple[dirscan.ScanConfig, dirscan.Task]) -> tuple[str, Any]:
-    config, task = argument
-    try:
-        return "ok", dirscan.scan(config, task)
-    except SnapshotError as exc:
-        return "err", (exc.message.removeprefix(f"{exc.path}: "), exc.path, exc.code)
-
-
-class _Scheduler:
-    """Hands tasks out in walk order and gives answers back in the order they are asked for."""
-
-    def __init__(self, config: dirscan.ScanConfig, jobs: int) -> None:
-        self.config = config
-        self.jobs = jobs
-        self.tasks: dict[int, dirscan.Task] = {}  # not yet answered
-        self.count = 0
-        self.heap: list[tuple[bytes, int]] = []
-        self.sent: dict[int, int] = {}  # task -> worker
-        self.queues: list[deque[int]] = []
-        self.results: dict[int, dirscan.DirResult] = {}
-        self.pool: ForkPool | None = None
-        self.described = 0
-        self.split = False  # a directory was split: enough work for the workers, whatever the count
-        self.report = StreamReport()
-
-    def add(self, task: dirscan.Task) -> int:
-        tid = self.count
-        self.count += 1
-        self.tasks[tid] = task
-        rel, _dev, _ino, lo, _hi = task
-        key = (to_bytes(rel) + b"/" if rel else b"") + (lo or b"")
-        heapq.heappush(self.heap, (key, tid))
-        self.report.tasks += 1
-        return tid
-
-    def _maybe_start_pool(self) -> None:
-        if (
-            self.pool is None
-            and self.jobs > 1
-            and (self.described >= POOL_MIN_ENTRIES or self.split)
-            and not faults.ACTIVE  # fault points must fire in this process
-            # Forking while other threads run could copy a lock one of them holds into the child.
-            and threading.active_count() == 1
-        ):
-            from catalytic.snapshot.forkpool import ForkPool
-
-            config = self.config
-            ensure(config.store, os.fsdecode(config.top), config.algorithm)
-            self.pool = ForkPool(self.jobs, _work)
-            self.queues = [deque() for _ in range(self.jobs)]
-            self.report.pool_started = True
-
-    def _send(self, tid: int) -> None:
-        argument = (self.config, self.tasks[tid])
-        if self.pool is None:
-            status, value = _work(argument)
-            self._store(tid, status, value)
-            return
-        worker = min(range(self.jobs), key=lambda w: len(self.queues[w]))
-        self.pool.submit(argument, worker)
-        self.sent[tid] = worker
-        self.queues[worker].append(tid)
-
-    def _store(self, tid: int, status: str, value: Any) -> None:
-        if status == "err":
-            message, path, code = value
-            raise SnapshotError(message, path=path, code=code)
-        result: dirscan.DirResult = value
-        self.described += sum(result.counts[:3])
-        self.split = self.split or result.split is not None
-        self.results[tid] = result
-
-    def _fill(self) -> None:
-        if self.pool is None:
-            return
-        limit = self.jobs * WINDOW
-        while self.heap and len(self.sent) < self.jobs * DEPTH and len(self.sent) + len(self.results) < limit:
-            _key, tid = heapq.heappop(self.heap)
-            if tid in self.tasks and tid not in self.sent and tid not in self.results:
-                self._send(tid)
-
-    def take(self, tid: int) -> tuple[dirscan.Task, dirscan.DirResult]:
-        """Task ``tid`` and its answer (sending it first if it is not out yet)."""
-        while tid not in self.results:
-            if tid not in self.sent:
-                self._maybe_start_pool()
-                self._send(tid)
-                continue
-            self._fill()
-            assert self.pool is not None
-            worker = self.sent[tid]
-            done = self.queues[worker].popleft()
-            del self.sent[done]
-            self._store(done, *self.pool.result(worker))
-        self._fill()
-        return self.tasks.pop(tid), self.results.pop(tid)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close(kill=True)
-            self.pool = None
-        dirscan.close_rows()
 
 
 def _top(directory: str, algorithm: str, stats: WalkStats) -> tuple[str, str | None, os.stat_result] | None:
@@ -402,12 +181,12 @@ def _scan_domain(
     if before is not None and before.stored and state != "used":
         raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
     config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare, time.time_ns())
-    scheduler = _Scheduler(config, jobs or default_jobs())
+    scheduler = Scheduler(config, jobs or default_jobs())
     scheduler.report.cache = ("used" if state == "used" else "rebuilt") if trust else "disabled"
     diff = DomainDiff() if compare else None
     builder = MerkleBuilder(algorithm)
-    body = _Object(manifest)
-    mode_body = _Object(modes)
+    body = ObjectWriter(manifest)
+    mode_body = ObjectWriter(modes)
     rows = Rows(store, directory, algorithm)
     top_row: Row | None = None
     try:
@@ -464,11 +243,11 @@ def _everything_removed(rows: Rows, top: Row | None, diff: DomainDiff) -> None:
 
 
 def _walk(
-    scheduler: _Scheduler,
+    scheduler: Scheduler,
     rows: Rows,
     st: os.stat_result,
-    body: _Object,
-    mode_body: _Object,
+    body: ObjectWriter,
+    mode_body: ObjectWriter,
     builder: MerkleBuilder,
     stats: WalkStats,
     diff: DomainDiff | None,

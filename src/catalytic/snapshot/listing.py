@@ -1,0 +1,99 @@
+"""One directory's listing as a snapshot task sees it: entries with their ``lstat``, in walk order.
+
+A directory's *walk keys* are its entries' names and, for each subdirectory, its name followed by ``/``
+(where the subdirectory's contents come in the walk). Parts of a directory are ranges of walk keys; a
+part's *fingerprint* hashes every walk key and the ``lstat`` fields the stat cache compares.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from array import array
+
+from catalytic import faults
+from catalytic.errors import SnapshotError
+from catalytic.paths import to_bytes
+
+# (walk key, is the subdirectory's contents, name, lstat)
+Item = tuple[bytes, bool, str, os.stat_result]
+
+
+def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: bytes | None) -> list[Item]:
+    """The entries and subdirectory contents of this part, with their ``lstat``, in walk order."""
+    items: list[Item] = []
+    append = items.append
+    bounded = lo is not None or hi is not None
+    check_faults = faults.ACTIVE
+    for dirent in listing:
+        name = dirent.name
+        key = name.encode("utf-8", "surrogateescape")
+        entry_in = sub_in = True
+        if bounded:
+            entry_in = (lo is None or key >= lo) and (hi is None or key < hi)
+            sub_in = (lo is None or key + b"/" >= lo) and (hi is None or key + b"/" < hi)
+            if not (entry_in or sub_in):
+                continue
+        if check_faults:
+            faults.point("entry")
+        try:
+            st = dirent.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise lost(rel, name, exc) from exc
+        if entry_in:
+            append((key, False, name, st))
+        if sub_in and st.st_mode & 0o170000 == stat.S_IFDIR:
+            append((key + b"/", True, name, st))
+    items.sort()  # by walk key: keys are unique, so the lstat results are never compared
+    return items
+
+
+def size_points(items: list[Item], part_bytes: int) -> list[bytes]:
+    """Split points that give each part about ``part_bytes`` of regular files (none for small dirs)."""
+    points: list[bytes] = []
+    gathered = 0
+    for key, sub, _name, st in items:
+        if gathered >= part_bytes:
+            points.append(key)
+            gathered = 0
+        if not sub and st.st_mode & 0o170000 == stat.S_IFREG:
+            gathered += st.st_size
+    return points
+
+
+def lost(rel: str, name: str, exc: OSError) -> SnapshotError:
+    path = f"{rel}/{name}" if rel else name
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return SnapshotError("vanished while the snapshot was taken", path=path, code="VANISHED")
+    return SnapshotError(f"I/O error: {exc.strerror or exc}", path=path, code="IO_ERROR")
+
+
+def fingerprint(items: list[Item]) -> tuple[bytes, int]:
+    """One hash of every walk key and the ``lstat`` fields the stat cache compares; the newest timestamp."""
+    numbers = array("q")
+    extend = numbers.extend
+    newest = 0
+    for _key, _sub, _name, st in items:
+        # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
+        mtime = st.st_mtime_ns
+        ctime = st.st_ctime_ns
+        extend((st.st_ino, st.st_dev, st.st_size, st.st_mode, mtime, ctime))
+        newest = max(newest, mtime, ctime)
+    keys = b"\0".join([item[0] for item in items])
+    return hashlib.sha256(keys + b"\0\0" + numbers.tobytes()).digest(), newest
+
+
+def split_points(listing: list[os.DirEntry[str]], every: int) -> list[bytes]:
+    keys: list[bytes] = []
+    for dirent in listing:
+        key = to_bytes(dirent.name)
+        keys.append(key)
+        try:
+            if dirent.is_dir(follow_symlinks=False):
+                keys.append(key + b"/")
+        except OSError:
+            pass
+    keys.sort()
+    return keys[every::every]

@@ -1,0 +1,135 @@
+"""Hands a parallel snapshot's directory tasks to worker processes in walk order, and gives answers back.
+
+Tasks are sent in walk order (byte order of ``path/``), so the answer the output needs next is always among
+the first sent; at most :data:`WINDOW` answers per worker wait to be written. No worker is started before
+:data:`POOL_MIN_ENTRIES` entries were described in this process, unless a directory had to be split.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from catalytic import faults
+from catalytic.errors import SnapshotError
+from catalytic.paths import to_bytes
+from catalytic.snapshot import dirscan
+from catalytic.snapshot.report import StreamReport
+from catalytic.snapshot.rowstore import ensure
+
+if TYPE_CHECKING:
+    from catalytic.snapshot.forkpool import ForkPool
+
+#: Start the worker processes once this many entries were described in this process (forking costs
+#: ~10-30 ms; small domains never pay it).
+POOL_MIN_ENTRIES = 1024
+#: Tasks queued per worker, and answers held (sent or waiting to be written) per worker.
+DEPTH = 3
+WINDOW = 8
+
+
+def _work(argument: tuple[dirscan.ScanConfig, dirscan.Task]) -> tuple[str, Any]:
+    config, task = argument
+    try:
+        return "ok", dirscan.scan(config, task)
+    except SnapshotError as exc:
+        return "err", (exc.message.removeprefix(f"{exc.path}: "), exc.path, exc.code)
+
+
+class Scheduler:
+    """Hands tasks out in walk order and gives answers back in the order they are asked for."""
+
+    def __init__(self, config: dirscan.ScanConfig, jobs: int) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.tasks: dict[int, dirscan.Task] = {}  # not yet answered
+        self.count = 0
+        self.heap: list[tuple[bytes, int]] = []
+        self.sent: dict[int, int] = {}  # task -> worker
+        self.queues: list[deque[int]] = []
+        self.results: dict[int, dirscan.DirResult] = {}
+        self.pool: ForkPool | None = None
+        self.described = 0
+        self.split = False  # a directory was split: enough work for the workers, whatever the count
+        self.report = StreamReport()
+
+    def add(self, task: dirscan.Task) -> int:
+        tid = self.count
+        self.count += 1
+        self.tasks[tid] = task
+        rel, _dev, _ino, lo, _hi = task
+        key = (to_bytes(rel) + b"/" if rel else b"") + (lo or b"")
+        heapq.heappush(self.heap, (key, tid))
+        self.report.tasks += 1
+        return tid
+
+    def _maybe_start_pool(self) -> None:
+        if (
+            self.pool is None
+            and self.jobs > 1
+            and (self.described >= POOL_MIN_ENTRIES or self.split)
+            and not faults.ACTIVE  # fault points must fire in this process
+            # Forking while other threads run could copy a lock one of them holds into the child.
+            and threading.active_count() == 1
+        ):
+            from catalytic.snapshot.forkpool import ForkPool
+
+            config = self.config
+            ensure(config.store, os.fsdecode(config.top), config.algorithm)
+            self.pool = ForkPool(self.jobs, _work)
+            self.queues = [deque() for _ in range(self.jobs)]
+            self.report.pool_started = True
+
+    def _send(self, tid: int) -> None:
+        argument = (self.config, self.tasks[tid])
+        if self.pool is None:
+            status, value = _work(argument)
+            self._store(tid, status, value)
+            return
+        worker = min(range(self.jobs), key=lambda w: len(self.queues[w]))
+        self.pool.submit(argument, worker)
+        self.sent[tid] = worker
+        self.queues[worker].append(tid)
+
+    def _store(self, tid: int, status: str, value: Any) -> None:
+        if status == "err":
+            message, path, code = value
+            raise SnapshotError(message, path=path, code=code)
+        result: dirscan.DirResult = value
+        self.described += sum(result.counts[:3])
+        self.split = self.split or result.split is not None
+        self.results[tid] = result
+
+    def _fill(self) -> None:
+        if self.pool is None:
+            return
+        limit = self.jobs * WINDOW
+        while self.heap and len(self.sent) < self.jobs * DEPTH and len(self.sent) + len(self.results) < limit:
+            _key, tid = heapq.heappop(self.heap)
+            if tid in self.tasks and tid not in self.sent and tid not in self.results:
+                self._send(tid)
+
+    def take(self, tid: int) -> tuple[dirscan.Task, dirscan.DirResult]:
+        """Task ``tid`` and its answer (sending it first if it is not out yet)."""
+        while tid not in self.results:
+            if tid not in self.sent:
+                self._maybe_start_pool()
+                self._send(tid)
+                continue
+            self._fill()
+            assert self.pool is not None
+            worker = self.sent[tid]
+            done = self.queues[worker].popleft()
+            del self.sent[done]
+            self._store(done, *self.pool.result(worker))
+        self._fill()
+        return self.tasks.pop(tid), self.results.pop(tid)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close(kill=True)
+            self.pool = None
+        dirscan.close_rows()
