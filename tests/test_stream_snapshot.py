@@ -462,3 +462,35 @@ def test_directory_of_big_files_is_split_by_bytes(tmp_path: Path, monkeypatch: p
     post = scan(tree, store, compare=True)
     assert post.diff is not None and list(post.diff.changed) == ["big3"]
     check_equal(tree, post)
+
+
+def test_gc_removes_the_caches_of_directories_that_are_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from catalytic.cli import main
+
+    ws = tmp_path / "ws"
+    for name in ("keep", "gone"):
+        build(ws / name)
+        args = ["run", "-q", "--root", str(ws), "--run-id", f"r-{name}", "--catalytic-domains", name]
+        assert main([*args, "--", "true"]) == 0
+    cache = ws / "CONTRACTS" / "_runs" / "_cache"
+    stores = {p.name for p in cache.glob("*.rows.sqlite")}
+    assert len(stores) == 2
+    (cache / "junk.sqlite").write_bytes(b"not a database")
+    for p in sorted((ws / "gone").rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+    (ws / "gone").rmdir()
+    assert main(["gc", "--root", str(ws), "--dry-run", "--json"]) == 0
+    report = loads(capsys.readouterr().out)
+    assert len(report["caches"]) == 2 and {p.name for p in cache.glob("*.sqlite")} >= stores
+    assert main(["gc", "--root", str(ws), "-q"]) == 0
+    left = {p.name for p in cache.iterdir()}
+    kept = store_path(cache, str(ws / "keep"), "sha256").name
+    assert kept in left and "junk.sqlite" not in left and len([n for n in left if n.endswith(".sqlite")]) == 1
+    assert (
+        main(
+            ["run", "-q", "--root", str(ws), "--run-id", "again", "--catalytic-domains", "keep", "--", "true"]
+        )
+        == 0
+    )

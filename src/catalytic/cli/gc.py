@@ -1,4 +1,4 @@
-"""``catalytic gc``: prune the content-addressed store of what no kept ledger references."""
+"""``catalytic gc``: prune the content-addressed store of what no kept ledger references, and stale caches."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register ``catalytic gc``."""
     p = subparsers.add_parser(
         "gc",
-        help="prune the store under <runs root>/_store of runs whose ledger is gone",
+        help="prune the store under <runs root>/_store of runs whose ledger is gone, and stale caches",
         description="Drop the saved pre-states of runs whose ledger directory no longer exists, then "
-        "every stored object no remaining pre-state references, and the temporary overlay layers of "
-        "runtimes that were killed.",
+        "every stored object no remaining pre-state references, the stat caches under <runs root>/_cache "
+        "of directories that no longer exist, and the temporary overlay layers of runtimes that were killed.",
     )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     add_location(p)
@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.store import Store
+    from catalytic.snapshot.domains import CACHE_DIR
+    from catalytic.snapshot.rowstore import remove_cache, stale_caches
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
     runs_root = locate.runs_root(args)
@@ -39,6 +41,10 @@ def execute_cli(args: argparse.Namespace) -> int:
         else []
     )
     dropped, objects = Store(runs_root).gc(kept, dry_run=args.dry_run)
+    caches = stale_caches(runs_root / CACHE_DIR)
+    if not args.dry_run:
+        for path in caches:
+            remove_cache(path)
     layers: list[str] = []
     if sys.platform.startswith("linux"):
         from catalytic.isolation.overlay import remove_layers, stale_layers
@@ -49,8 +55,8 @@ def execute_cli(args: argparse.Namespace) -> int:
             remove_layers(stale)
     verb = "would remove" if args.dry_run else "removed"
     progress(
-        f"{verb} {len(dropped)} pre-state(s), {len(objects)} object(s) and {len(layers)} stale overlay "
-        f"layer(s); {len(kept)} ledger(s) kept"
+        f"{verb} {len(dropped)} pre-state(s), {len(objects)} object(s), {len(caches)} stale cache(s) and "
+        f"{len(layers)} stale overlay layer(s); {len(kept)} ledger(s) kept"
     )
     if args.json:
         print_json(
@@ -58,6 +64,7 @@ def execute_cli(args: argparse.Namespace) -> int:
                 "dry_run": args.dry_run,
                 "states": dropped,
                 "objects": [str(p) for p in objects],
+                "caches": [str(p) for p in caches],
                 "overlay_layers": layers,
                 "kept": len(kept),
             }

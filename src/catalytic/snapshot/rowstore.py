@@ -144,6 +144,39 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
     return "rebuilt"
 
 
+def stale_caches(cache_dir: Path) -> list[Path]:
+    """The cache files under ``cache_dir`` (row stores and stat caches) whose directory no longer exists,
+    or that cannot be read: nothing would ever use them again."""
+    import sqlite3
+
+    stale: list[Path] = []
+    try:
+        names = sorted(os.listdir(cache_dir))
+    except OSError:
+        return stale
+    for name in names:
+        if not name.endswith(".sqlite") or name.startswith("."):
+            continue
+        path = cache_dir / name
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                found = conn.execute("SELECT value FROM meta WHERE name = 'directory'").fetchone()
+            finally:
+                conn.close()
+            gone = found is None or not os.path.isdir(str(found[0]))
+        except sqlite3.Error:
+            gone = True
+        if gone:
+            stale.append(path)
+    return stale
+
+
+def remove_cache(path: Path) -> None:
+    """Delete a cache file with its WAL and shared-memory files."""
+    _remove(path)
+
+
 def _meta(directory: str, algorithm: str) -> dict[str, str]:
     return {"format": FORMAT, "algorithm": algorithm, "directory": directory}
 
