@@ -22,6 +22,7 @@ import os
 import stat
 import sys
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import Hasher, hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string, special_value
-from catalytic.snapshot.listing import Item, fingerprint, select, size_points, split_points
+from catalytic.snapshot.listing import STAMP, Item, fingerprint, seal, select, size_points, split_points
 from catalytic.snapshot.rowstore import Part, Row, Rows, trusted
 from catalytic.snapshot.walker import CHUNK, WalkStats, describe_stat
 
@@ -42,6 +43,8 @@ SPLIT = 2048
 PART_BYTES = 32 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Permission strings by st_mode (a directory has few distinct modes).
+_MODES: dict[int, str] = {}
 
 # (path of the directory relative to the domain, "" for the domain itself; its device; its inode;
 #  lowest walk key of the part, or None; walk key the part stops before, or None)
@@ -236,12 +239,14 @@ def _describe(
     trust = config.trust
     compare = config.compare
 
-    observed: list[Item] = []
-    for item in items:
-        key, is_sub, name, st = item
+    # The fingerprint of what was described (the final lstat of every file), built as we go.
+    keys: list[bytes] = []
+    numbers: array[int] = array("q")
+    for key, is_sub, name, st in items:
         path = prefix + name
+        keys.append(key)
         if is_sub:
-            observed.append(item)
+            numbers.extend(STAMP(st))
             if manifest or modes:
                 result.items.append(("t", ",".join(manifest), ",".join(modes)))
                 manifest, modes = [], []
@@ -262,7 +267,7 @@ def _describe(
             quick = _hash_small(fd, name, st, new_hasher) if regular and st.st_size < CHUNK else None
             if quick is not None:
                 value, final = quick
-                mode = mode_string(st.st_mode)
+                mode = _MODES.get(st.st_mode) or _MODES.setdefault(st.st_mode, mode_string(st.st_mode))
                 counts.files += 1
                 counts.bytes_hashed += st.st_size
             else:
@@ -275,19 +280,9 @@ def _describe(
         if mode is not None:
             modes.append(f'{jpath}:"{mode}"')
         records.append(f"{name}\0{value}\0{mode or ''}\0".encode("utf-8", "surrogateescape"))
-        fresh: Row = (
-            key,
-            final.st_ino,
-            final.st_dev,
-            final.st_size,
-            final.st_mode,
-            final.st_mtime_ns,
-            final.st_ctime_ns,
-            stamp,
-            value,
-            mode,
-        )
-        observed.append((key, False, name, final))
+        observed = STAMP(final)
+        fresh: Row = (key, *observed, stamp, value, mode)
+        numbers.extend(observed)
         now.append(fresh)
         if value == DIR:
             dirs_now.add(key)
@@ -315,7 +310,7 @@ def _describe(
         lo or b"",
         hi,
         config.snap,
-        fingerprint(observed)[0],
+        seal(keys, numbers),
         taken,
         _payload(result, (counts.files, counts.dirs, counts.other)),
         marshal.dumps(now),

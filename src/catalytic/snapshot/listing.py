@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 from array import array
+from operator import attrgetter
 
 from catalytic import faults
 from catalytic.errors import SnapshotError
@@ -70,19 +71,22 @@ def lost(rel: str, name: str, exc: OSError) -> SnapshotError:
     return SnapshotError(f"I/O error: {exc.strerror or exc}", path=path, code="IO_ERROR")
 
 
+#: The lstat fields the stat cache compares, in the order fingerprints and rows hold them.
+STAMP = attrgetter("st_ino", "st_dev", "st_size", "st_mode", "st_mtime_ns", "st_ctime_ns")
+
+
 def fingerprint(items: list[Item]) -> tuple[bytes, int]:
     """One hash of every walk key and the ``lstat`` fields the stat cache compares; the newest timestamp."""
-    numbers = array("q")
-    extend = numbers.extend
-    newest = 0
-    for _key, _sub, _name, st in items:
-        # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
-        mtime = st.st_mtime_ns
-        ctime = st.st_ctime_ns
-        extend((st.st_ino, st.st_dev, st.st_size, st.st_mode, mtime, ctime))
-        newest = max(newest, mtime, ctime)
-    keys = b"\0".join([item[0] for item in items])
-    return hashlib.sha256(keys + b"\0\0" + numbers.tobytes()).digest(), newest
+    # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
+    stamps = [STAMP(item[3]) for item in items]
+    numbers = array("q", [n for stamp in stamps for n in stamp])
+    newest = max([max(stamp[4], stamp[5]) for stamp in stamps], default=0)
+    return seal([item[0] for item in items], numbers), newest
+
+
+def seal(keys: list[bytes], numbers: array[int]) -> bytes:
+    """The fingerprint of walk keys and their ``lstat`` fields (six numbers each, in the same order)."""
+    return hashlib.sha256(b"\0".join(keys) + b"\0\0" + numbers.tobytes()).digest()
 
 
 def split_points(listing: list[os.DirEntry[str]], every: int) -> list[bytes]:
