@@ -58,7 +58,7 @@ def add_snapshot_options(parser: Any) -> None:
     parser.add_argument(
         "--no-cache",
         action="store_true",
-        help="hash every file; do not read or write the stat cache (<runs root>/_cache/)",
+        help="hash every file: trust nothing from the stat cache (<runs root>/_cache/)",
     )
 
 
