@@ -233,11 +233,11 @@ def test_worker_reports_vanished_and_replaced(tmp_path: Path) -> None:
     st = os.lstat(d)
     fst = os.lstat(d / "f")
     dir_b = os.fsencode(d)
-    out, _ = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino, "gone", "gone", fst.st_mode, 1)])
+    out, _ = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino, "gone", "gone", fst)])
     assert out[0][0] == "err" and out[0][3] == "VANISHED"
-    out, _ = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino + 1, "f", "f", fst.st_mode, fst.st_ino)])
+    out, _ = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino + 1, "f", "f", fst)])
     assert out[0][0] == "err" and out[0][3] == "VANISHED"
-    out, n = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino, "f", "f", fst.st_mode, fst.st_ino)])
+    out, n = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino, "f", "f", fst)])
     assert out[0][:2] == ("ok", hashlib.sha256(b"x").hexdigest()) and n == 1
 
 

@@ -31,20 +31,17 @@ from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
-from catalytic.snapshot.digest import Hasher, hasher_factory
-from catalytic.snapshot.entry import DIR, mode_string, special_value
+from catalytic.snapshot.digest import hasher_factory
+from catalytic.snapshot.entry import DIR
 from catalytic.snapshot.listing import STAMP, Item, fingerprint, seal, select, size_points, split_points
 from catalytic.snapshot.rowstore import Part, Row, Rows, trusted
-from catalytic.snapshot.walker import CHUNK, WalkStats, describe_stat
+from catalytic.snapshot.walker import WalkStats, describe_stat
 
 #: Directories with more entries than this are split into parts of about this size.
 SPLIT = 2048
 #: Directories holding more bytes of files than this are split into parts of about this many bytes.
 PART_BYTES = 32 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: Permission strings by st_mode (a directory has few distinct modes).
-_MODES: dict[int, str] = {}
 
 # (path of the directory relative to the domain, "" for the domain itself; its device; its inode;
 #  lowest walk key of the part, or None; walk key the part stops before, or None)
@@ -264,15 +261,9 @@ def _describe(
             hits += 1
             counts.files += 1
         else:
-            quick = _hash_small(fd, name, st, new_hasher) if regular and st.st_size < CHUNK else None
-            if quick is not None:
-                value, final = quick
-                mode = _MODES.get(st.st_mode) or _MODES.setdefault(st.st_mode, mode_string(st.st_mode))
-                counts.files += 1
-                counts.bytes_hashed += st.st_size
-            else:
-                value, mode, final = _describe_one(fd, name, path, st, new_hasher, counts)
-                regular = final.st_mode & 0o170000 == stat.S_IFREG
+            entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
+            value, mode = entry.value, entry.mode
+            regular = final.st_mode & 0o170000 == stat.S_IFREG
             stamp = taken if regular else 0
             hashed += regular
         jpath = json_string(path)
@@ -330,56 +321,3 @@ def _removed_below(store: Rows, sub: bytes, diff: list[Any]) -> None:
             path=sub.decode("utf-8", "surrogateescape"),
             code="STORE",
         )
-
-
-def _hash_small(
-    dir_fd: int, name: str, st: os.stat_result, new_hasher: Any
-) -> tuple[str, os.stat_result] | None:
-    """Hash a small regular file in one read, if it is exactly as listed; None: take the careful path.
-
-    The ``lstat`` of the listing is the "before": the file is opened (``O_NOFOLLOW | O_NONBLOCK``), read
-    once for one byte more than its size, and ``fstat``-ed; only when the byte count is the listed size and
-    inode, device, type, size, ``mtime_ns`` and ``ctime_ns`` are all unchanged is the digest taken. Anything
-    else (an error, a change) goes to :func:`catalytic.snapshot.walker.describe_stat`, which retries and
-    reports.
-    """
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, st.st_size + 1)
-        after = os.fstat(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if (
-        len(data) != st.st_size
-        or after.st_ino != st.st_ino
-        or after.st_dev != st.st_dev
-        or after.st_mode != st.st_mode
-        or after.st_size != st.st_size
-        or after.st_mtime_ns != st.st_mtime_ns
-        or after.st_ctime_ns != st.st_ctime_ns
-    ):
-        return None
-    digest: str = new_hasher(data).hexdigest()
-    return digest, after
-
-
-def _describe_one(
-    fd: int, name: str, path: str, st: os.stat_result, new_hasher: Any, counts: WalkStats
-) -> tuple[str, str | None, os.stat_result]:
-    fmt = stat.S_IFMT(st.st_mode)
-    if fmt == stat.S_IFDIR:
-        counts.dirs += 1
-        return DIR, mode_string(st.st_mode), st
-    if fmt not in (stat.S_IFREG, stat.S_IFLNK):
-        counts.other += 1
-        return special_value(st), mode_string(st.st_mode), st
-    entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
-    return entry.value, entry.mode, final
-
-
-__all__ = ["SPLIT", "DirResult", "Hasher", "ScanConfig", "Task", "close_rows", "scan"]

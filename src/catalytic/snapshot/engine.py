@@ -45,8 +45,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 if TYPE_CHECKING:
     from catalytic.snapshot.forkpool import ForkPool
 
-# (dir path, dir dev, dir ino, name, rel, lstat mode, lstat ino)
-Job = tuple[bytes, int, int, str, str, int, int]
+# (dir path, dir dev, dir ino, name, rel, the lstat the walk listed it with)
+Job = tuple[bytes, int, int, str, str, os.stat_result]
 # ("ok", value, mode, ino, dev, size, st_mode, mtime_ns, ctime_ns) | ("err", message, rel, code)
 Outcome = tuple[Any, ...]
 
@@ -64,7 +64,7 @@ def hash_batch(algorithm: str, jobs: list[Job]) -> tuple[list[Outcome], int]:
     dir_fd = -1
     dir_error: Outcome | None = None
     try:
-        for dir_path, dir_dev, dir_ino, name, rel, mode, ino in jobs:
+        for dir_path, dir_dev, dir_ino, name, rel, expected in jobs:
             if dir_path != current:
                 if dir_fd >= 0:
                     os.close(dir_fd)
@@ -82,7 +82,6 @@ def hash_batch(algorithm: str, jobs: list[Job]) -> tuple[list[Outcome], int]:
             if dir_error is not None:
                 out.append(("err", dir_error[1], rel, dir_error[3]))
                 continue
-            expected = os.stat_result((mode, ino, 0, 0, 0, 0, 0, 0, 0, 0))
             try:
                 entry, final = describe_stat(dir_fd, name, rel, expected, new_hasher, counts)
             except SnapshotError as exc:
@@ -279,7 +278,7 @@ class Scanner:
                     if row is not None and row[0] == key:
                         row = next(rows, None)
                     chunk.slots.append((len(chunk.jobs), rel, not clean))
-                    chunk.jobs.append((dir_path, dir_dev, dir_ino, name, rel, st.st_mode, st.st_ino))
+                    chunk.jobs.append((dir_path, dir_dev, dir_ino, name, rel, st))
                     chunk.size += st.st_size
                 if len(chunk.jobs) >= BATCH_FILES or chunk.size >= BATCH_BYTES or len(chunk.slots) >= 4096:
                     self._submit(chunk)

@@ -65,29 +65,30 @@ def _fail(rel: str, exc: OSError) -> SnapshotError:
 def hash_open_file(
     fd: int, expected: os.stat_result, new_hasher: Callable[[], Hasher]
 ) -> tuple[str, os.stat_result] | None:
-    """Hash an open regular file; None when it changed while being read (caller retries)."""
-    before = os.fstat(fd)
-    if not stat.S_ISREG(before.st_mode) or before.st_ino != expected.st_ino:
-        return None
+    """Hash an open file listed with the ``lstat`` ``expected``; None when it is not that file any more or
+    changed while being read (the caller lists it again and retries).
+
+    The listing is the "before": the digest is taken only when, after the read, the file's type, inode,
+    device, size, ``mtime_ns`` and ``ctime_ns`` still equal the listing's and exactly ``size`` bytes were
+    read. A small file is read once, for one byte more than its size (no read to see EOF, and a bounded read
+    even if something else was swapped in); a large one is first checked to be the regular file listed, so
+    a device swapped in is never read without end.
+    """
     h = new_hasher()
     size = 0
-    if before.st_size < CHUNK:
-        # Small files: one read of one byte more than the size. Getting exactly the size back, with the
-        # size and times unchanged afterwards, means these bytes are the whole file: no read to see EOF.
-        chunk = os.read(fd, before.st_size + 1)
+    if expected.st_size < CHUNK:
+        chunk = os.read(fd, expected.st_size + 1)
         h.update(chunk)
         size = len(chunk)
-        short = size == before.st_size
     else:
-        short = False
-    while not short:
-        chunk = os.read(fd, CHUNK)
-        if not chunk:
-            break
-        h.update(chunk)
-        size += len(chunk)
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode) or before.st_ino != expected.st_ino:
+            return None
+        while chunk := os.read(fd, CHUNK):
+            h.update(chunk)
+            size += len(chunk)
     after = os.fstat(fd)
-    if size != before.st_size or not _unchanged(before, after):
+    if size != expected.st_size or not _unchanged(expected, after):
         return None
     return h.hexdigest(), after
 
