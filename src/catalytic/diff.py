@@ -16,6 +16,10 @@ from catalytic.snapshot.entry import Entry
 
 _END = object()
 
+#: One difference as the parallel snapshot's workers report it:
+#: (kind, path, value before, value after, mode before, mode after); kind: added | removed | changed.
+Change = tuple[str, str, str | None, str | None, str | None, str | None]
+
 
 @dataclass
 class DomainDiff:
@@ -35,14 +39,40 @@ class DomainDiff:
     def to_json(self) -> dict[str, Any]:
         return {"added": self.added, "removed": self.removed, "changed": self.changed}
 
+    def add(self, change: Change) -> None:
+        """Record one difference (see :data:`Change`)."""
+        kind, path, before, after, mode_before, mode_after = change
+        if kind == "added":
+            assert after is not None
+            self.added[path] = after
+        elif kind == "removed":
+            assert before is not None
+            self.removed[path] = before
+        else:
+            assert before is not None and after is not None
+            record = change_record(before, after, mode_before, mode_after)
+            if record is not None:
+                self.changed[path] = record
 
-def _changed(before: Entry, after: Entry) -> dict[str, str] | None:
-    if before.value == after.value and before.mode == after.mode:
+    def sorted(self) -> DomainDiff:
+        """The same differences, each kind in byte order of the path."""
+        return DomainDiff(
+            added={k: self.added[k] for k in sorted(self.added, key=sort_key)},
+            removed={k: self.removed[k] for k in sorted(self.removed, key=sort_key)},
+            changed={k: self.changed[k] for k in sorted(self.changed, key=sort_key)},
+        )
+
+
+def change_record(
+    before: str, after: str, mode_before: str | None, mode_after: str | None
+) -> dict[str, str] | None:
+    """The RESTORE_DIFF record of an entry whose value or mode changed; None when neither did."""
+    if before == after and mode_before == mode_after:
         return None
-    record = {"before": before.value, "after": after.value}
-    if before.mode != after.mode:
-        record["mode_before"] = before.mode or ""
-        record["mode_after"] = after.mode or ""
+    record = {"before": before, "after": after}
+    if mode_before != mode_after:
+        record["mode_before"] = mode_before or ""
+        record["mode_after"] = mode_after or ""
     return record
 
 
@@ -77,7 +107,7 @@ def diff_entries(pre: Iterable[Entry], post: Iterable[Entry]) -> DomainDiff:
         elif before is None and after is not None:
             result.added[after.path] = after.value
         elif before is not None and after is not None:
-            record = _changed(before, after)
+            record = change_record(before.value, after.value, before.mode, after.mode)
             if record is not None:
                 result.changed[before.path] = record
     return result

@@ -20,13 +20,13 @@ import errno
 import marshal
 import os
 import stat
-import sys
 import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catalytic.diff import Change
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import to_bytes
@@ -34,7 +34,7 @@ from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR
 from catalytic.snapshot.listing import STAMP, Item, fingerprint, seal, select, size_points, split_points
-from catalytic.snapshot.rowstore import Part, Row, Rows, trusted
+from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
 from catalytic.snapshot.walker import WalkStats, describe_stat
 
 #: Directories with more entries than this are split into parts of about this size.
@@ -58,10 +58,6 @@ class ScanConfig:
     trust: bool  # may rows stand for unchanged files (False: --no-cache)
     compare: bool  # compare with the rows (the post-run snapshot)
     snap: int  # this snapshot's mark on the parts it writes
-
-
-#: (kind, path, before, after, mode before, mode after); kind: added | removed | changed
-Change = tuple[str, str, str | None, str | None, str | None, str | None]
 
 
 class DirResult:
@@ -133,15 +129,10 @@ def scan(config: ScanConfig, task: Task) -> DirResult:
     try:
         return _scan(config, task)
     except Exception as exc:
-        # sqlite3 is imported only once a store exists: an empty domain never loads it.
-        sqlite3 = sys.modules.get("sqlite3")
-        if sqlite3 is not None and isinstance(exc, sqlite3.Error):
-            raise store_error(config.store, exc) from exc
+        failure = store_failure(config.store, exc)
+        if failure is not None:
+            raise failure from exc
         raise
-
-
-def store_error(store: Path, exc: Exception) -> SnapshotError:
-    return SnapshotError(f"the snapshot store {store} cannot be used: {exc}", path=".", code="STORE")
 
 
 def _scan(config: ScanConfig, task: Task) -> DirResult:

@@ -23,11 +23,13 @@ import marshal
 import os
 import stat
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from catalytic.errors import SnapshotError
 from catalytic.snapshot.cache import racy
 
 if TYPE_CHECKING:
@@ -96,6 +98,19 @@ def trusted(row: Row | None, st: os.stat_result) -> bool:
         and row[6] == st.st_ctime_ns
         and not racy(row[5], row[6], row[7])
     )
+
+
+def store_failure(store: Path, exc: BaseException, *, io: bool = False) -> SnapshotError | None:
+    """The ``STORE`` error for ``exc`` when it is the store's own failure (SQLite; with ``io`` any OSError,
+    e.g. a full disk under the spools), else None.
+
+    sqlite3 is imported only once a store exists (an empty domain never loads it), so it is looked up.
+    """
+    sqlite3 = sys.modules.get("sqlite3")
+    ours = (sqlite3 is not None and isinstance(exc, sqlite3.Error)) or (io and isinstance(exc, OSError))
+    if not ours:
+        return None
+    return SnapshotError(f"the snapshot store {store} cannot be used: {exc}", path=".", code="STORE")
 
 
 def store_path(cache_dir: Path, directory: str, algorithm: str) -> Path:
@@ -270,21 +285,12 @@ class Rows:
 
         Parts the snapshot ``snap`` already wrote are left out: they are not the state it compares with.
         """
-        found: dict[bytes, Row] = {}
-        seen: set[bytes] = set()
-        for part in self.parts(dir_key, rows=True):
-            if part.snap == snap or part.lo in seen:
-                continue  # an older copy of a part rewritten since
-            seen.add(part.lo)
-            rows = rows_of(part)
-            if rows is None:
-                self.bad += 1
-                continue
-            for row in rows:
-                name = row[0]
-                if (lo is None or name >= lo) and (hi is None or name < hi):
-                    found[name] = row
-        return found
+        parts = [(dir_key, p) for p in self.parts(dir_key, rows=True) if p.snap != snap]
+        return {
+            row[0]: row
+            for _d, row in self._rows_of(parts)
+            if (lo is None or row[0] >= lo) and (hi is None or row[0] < hi)
+        }
 
     def below(self, dir_key: bytes) -> list[tuple[bytes, Row]]:
         """Every stored entry below directory ``dir_key`` (its entries and theirs), unordered."""
@@ -295,6 +301,7 @@ class Rows:
         return self._rows_of(self._parts("1", (), rows=True))
 
     def _rows_of(self, parts: list[tuple[bytes, Part]]) -> list[tuple[bytes, Row]]:
+        """The entries of the newest copy of each part (older copies were rewritten since)."""
         newest: dict[tuple[bytes, bytes], Part] = {}
         for dir_key, part in parts:
             kept = newest.get((dir_key, part.lo))

@@ -15,7 +15,6 @@ snapshot compares every directory with them and brings them up to date for the n
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 from catalytic.diff import DomainDiff
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import json_string
-from catalytic.paths import ROOT, sort_key, to_bytes
+from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
+from catalytic.snapshot.listing import STAMP
 from catalytic.snapshot.merkle import MerkleBuilder
 from catalytic.snapshot.report import StreamReport, default_jobs
-from catalytic.snapshot.rowstore import Row, Rows, prepare, store_path
+from catalytic.snapshot.rowstore import Row, Rows, prepare, store_failure, store_path
 from catalytic.snapshot.scheduler import Scheduler
 from catalytic.snapshot.spool import ObjectWriter, Span, Spool
 from catalytic.snapshot.walker import WalkStats, describe_stat
@@ -104,33 +104,6 @@ def _top(directory: str, algorithm: str, stats: WalkStats) -> tuple[str, str | N
         os.close(parent_fd)
 
 
-def _changed(
-    diff: DomainDiff, record: tuple[str, str, str | None, str | None, str | None, str | None]
-) -> None:
-    kind, path, before, after, mode_before, mode_after = record
-    if kind == "added":
-        assert after is not None
-        diff.added[path] = after
-    elif kind == "removed":
-        assert before is not None
-        diff.removed[path] = before
-    else:
-        assert before is not None and after is not None
-        change = {"before": before, "after": after}
-        if mode_before != mode_after:
-            change["mode_before"] = mode_before or ""
-            change["mode_after"] = mode_after or ""
-        diff.changed[path] = change
-
-
-def _sorted(diff: DomainDiff) -> DomainDiff:
-    return DomainDiff(
-        added={k: diff.added[k] for k in sorted(diff.added, key=sort_key)},
-        removed={k: diff.removed[k] for k in sorted(diff.removed, key=sort_key)},
-        changed={k: diff.changed[k] for k in sorted(diff.changed, key=sort_key)},
-    )
-
-
 def scan_domain(
     path: Path,
     domain: str,
@@ -155,10 +128,10 @@ def scan_domain(
     try:
         return _scan_domain(path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress)
     except Exception as exc:
-        # sqlite3 is imported only once a store exists: an empty domain never loads it.
-        sqlite3 = sys.modules.get("sqlite3")
-        if isinstance(exc, OSError) or (sqlite3 is not None and isinstance(exc, sqlite3.Error)):
-            raise dirscan.store_error(store, exc) from exc
+        # A spool or the store that cannot be written (a full disk): the run falls back to memory.
+        failure = store_failure(store, exc, io=True)
+        if failure is not None:
+            raise failure from exc
         raise
 
 
@@ -202,13 +175,12 @@ def _scan_domain(
             body.add(json_string(ROOT) + ":" + json_string(value))
             if mode is not None:
                 mode_body.add(json_string(ROOT) + ':"' + mode + '"')
-            stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
-            top_row = (b"", *stamp, 0, value, mode)
+            top_row = (b"", *STAMP(st), 0, value, mode)
             if diff is not None:
                 if was is None:
-                    _changed(diff, ("added", ROOT, None, value, None, mode))
-                elif (was[8], was[9]) != (value, mode):
-                    _changed(diff, ("changed", ROOT, was[8], value, was[9], mode))
+                    diff.add(("added", ROOT, None, value, None, mode))
+                else:
+                    diff.add(("changed", ROOT, was[8], value, was[9], mode))
             if value != "dir":
                 if diff is not None and was is not None and was[8] == "dir":
                     _everything_removed(rows, None, diff)
@@ -227,7 +199,7 @@ def _scan_domain(
         builder.root(),
         body.close(),
         mode_body.close(),
-        _sorted(diff) if diff is not None else None,
+        diff.sorted() if diff is not None else None,
         scheduler.report,
         top_row,
         stored,
@@ -236,10 +208,10 @@ def _scan_domain(
 
 def _everything_removed(rows: Rows, top: Row | None, diff: DomainDiff) -> None:
     if top is not None:
-        _changed(diff, ("removed", ROOT, top[8], None, top[9], None))
+        diff.add(("removed", ROOT, top[8], None, top[9], None))
     for dir_key, row in rows.everything():
         rel = (dir_key + b"/" + row[0] if dir_key else row[0]).decode("utf-8", "surrogateescape")
-        _changed(diff, ("removed", rel, row[8], None, row[9], None))
+        diff.add(("removed", rel, row[8], None, row[9], None))
 
 
 def _walk(
@@ -297,7 +269,7 @@ def _walk(
             report.hashed_files += hashed
             if diff is not None:
                 for record in result.diff:
-                    _changed(diff, record)
+                    diff.add(record)
             items = [
                 item
                 if item[0] == "t"
