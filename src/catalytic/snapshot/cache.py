@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from catalytic.snapshot.listing import STAMP
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -61,6 +63,14 @@ def racy(mtime_ns: int, ctime_ns: int, taken_ns: int) -> bool:
     """True when a row with these timestamps, recorded by a snapshot started at ``taken_ns``, is racy."""
     limit = taken_ns - granularity_ns(mtime_ns, ctime_ns)
     return mtime_ns >= limit or ctime_ns >= limit
+
+
+def trusted_stamp(stamp: tuple[int, ...], taken_ns: int, st: os.stat_result) -> bool:
+    """The stat cache's rule (both engines): a digest recorded for a regular file whose ``lstat`` fields
+    were ``stamp`` (inode, device, size, mode, ``mtime_ns``, ``ctime_ns``), by a snapshot that listed it at
+    ``taken_ns``, stands for the file whose ``lstat`` is ``st`` only when every field matches (a same-size
+    rewrite with the mtime put back still moves ``ctime``) and the record is not racily clean."""
+    return stat.S_ISREG(st.st_mode) and STAMP(st) == stamp and not racy(stamp[4], stamp[5], taken_ns)
 
 
 def cache_path(cache_dir: Path, directory: Path, algorithm: str) -> Path:
@@ -134,17 +144,7 @@ class CacheReader:
 
     def trusted(self, row: Row, st: os.stat_result) -> bool:
         """True when ``row`` may stand for the file whose ``lstat`` is ``st``."""
-        _key, ino, dev, size, mode, mtime, ctime, _digest = row
-        return (
-            st.st_mode == mode
-            and stat.S_ISREG(mode)
-            and st.st_size == size
-            and st.st_ino == ino
-            and st.st_dev == dev
-            and st.st_mtime_ns == mtime
-            and st.st_ctime_ns == ctime
-            and not racy(mtime, ctime, self.taken_ns)
-        )
+        return trusted_stamp(row[1:7], self.taken_ns, st)
 
     def close(self) -> None:
         import sqlite3

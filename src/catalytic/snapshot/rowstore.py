@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import marshal
 import os
-import stat
 import struct
 import sys
 import zlib
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic.errors import SnapshotError
-from catalytic.snapshot.cache import racy
+from catalytic.snapshot.cache import trusted_stamp
 
 if TYPE_CHECKING:
     import sqlite3
@@ -80,24 +79,10 @@ def _rows_crc(dir_key: bytes, part: Part) -> int:
 
 
 def trusted(row: Row | None, st: os.stat_result) -> bool:
-    """True when ``row`` may stand for the regular file whose ``lstat`` is ``st`` (no re-hash).
-
-    Type, size, mode, inode, device, ``mtime_ns`` and ``ctime_ns`` must all match (a same-size rewrite
-    with the mtime put back still moves ``ctime``), and the row must not be *racily clean*: a file whose
-    timestamps are within the file system's granularity of the moment its directory was listed could
-    have been written again without any timestamp moving (git's "racy git" problem).
-    """
-    return (
-        row is not None
-        and row[4] == st.st_mode
-        and stat.S_ISREG(st.st_mode)
-        and row[3] == st.st_size
-        and row[1] == st.st_ino
-        and row[2] == st.st_dev
-        and row[5] == st.st_mtime_ns
-        and row[6] == st.st_ctime_ns
-        and not racy(row[5], row[6], row[7])
-    )
+    """True when ``row`` may stand for the regular file whose ``lstat`` is ``st`` (no re-hash): the stat
+    cache's rule (:func:`catalytic.snapshot.cache.trusted_stamp`), with the moment the row's directory was
+    listed."""
+    return row is not None and trusted_stamp(row[1:7], row[7], st)
 
 
 def store_failure(store: Path, exc: BaseException, *, io: bool = False) -> SnapshotError | None:
