@@ -34,12 +34,10 @@ from catalytic.snapshot.report import StreamReport, default_jobs
 from catalytic.snapshot.rowstore import Row, Rows, prepare, store_failure, store_path
 from catalytic.snapshot.scheduler import Scheduler
 from catalytic.snapshot.spool import ObjectWriter, Span, Spool
-from catalytic.snapshot.walker import WalkStats, describe_stat
+from catalytic.snapshot.walker import WalkStats, describe_top
 
 if TYPE_CHECKING:
     from catalytic.snapshot.digest import Hasher
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass
@@ -78,30 +76,6 @@ class _Dir:
 class _Frame:
     directory: _Dir
     items: Iterator[tuple[Any, ...]] | None = None
-
-
-def _top(directory: str, algorithm: str, stats: WalkStats) -> tuple[str, str | None, os.stat_result] | None:
-    """The domain's own entry (``.``): value, mode and ``lstat``; None when it does not exist."""
-    parent, name = os.path.split(directory)
-    try:
-        parent_fd = os.open(parent or "/", _DIR_FLAGS)
-    except FileNotFoundError:
-        stats.absent = True
-        return None
-    except OSError as exc:
-        raise SnapshotError(f"cannot be opened: {exc.strerror or exc}", path=ROOT, code="IO_ERROR") from exc
-    try:
-        try:
-            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            stats.absent = True
-            return None
-        except OSError as exc:
-            raise SnapshotError(f"cannot be read: {exc.strerror or exc}", path=ROOT, code="IO_ERROR") from exc
-        entry, final = describe_stat(parent_fd, name, ROOT, st, hasher_factory(algorithm), stats)
-        return entry.value, entry.mode, final
-    finally:
-        os.close(parent_fd)
 
 
 def scan_domain(
@@ -163,14 +137,15 @@ def _scan_domain(
     rows = Rows(store, directory, algorithm)
     top_row: Row | None = None
     try:
-        top = _top(directory, algorithm, stats)
+        found = describe_top(directory, hasher_factory(algorithm), stats)
         was = before.top if before is not None else None
-        if top is None:
+        if found is None:
             if diff is not None:
                 _everything_removed(rows, was, diff)
             rows.clear()
         else:
-            value, mode, st = top
+            entry, st, _fd = found
+            value, mode = entry.value, entry.mode
             builder.set_top(value, mode)
             body.add(json_string(ROOT) + ":" + json_string(value))
             if mode is not None:

@@ -230,6 +230,37 @@ def walk(path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Ite
     return walk_with(path, new_hasher, counts, visit)
 
 
+def describe_top(
+    path: Path | str, new_hasher: Callable[[], Hasher], counts: WalkStats, *, open_dir: bool = False
+) -> tuple[Entry, os.stat_result, int] | None:
+    """The entry of the tree's top itself (``.``), its ``lstat``, and with ``open_dir`` a descriptor of it
+    when it is a directory (checked to be the directory listed; -1 otherwise). None (and
+    ``counts.absent``) when it does not exist. A symlink at the top is described, never followed.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    name = name or "."
+    try:
+        parent_fd = os.open(parent or "/", _DIR_FLAGS & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        counts.absent = True
+        return None
+    except OSError as exc:
+        raise _fail(ROOT, exc) from exc
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            counts.absent = True
+            return None
+        except OSError as exc:
+            raise _fail(ROOT, exc) from exc
+        top, final = describe_stat(parent_fd, name, ROOT, st, new_hasher, counts)
+        fd = _open_dir(parent_fd, name, ROOT, final) if open_dir and top.value == DIR else -1
+        return top, final, fd
+    finally:
+        os.close(parent_fd)
+
+
 def walk_with(
     path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats, visit: Visit[T]
 ) -> Iterator[Entry | T]:
@@ -238,30 +269,15 @@ def walk_with(
     The top itself is always described in-process (it is one entry). ``visit`` receives the absolute
     path (bytes) of the directory it is in, so the work can be handed to another process.
     """
-    parent, name = os.path.split(os.path.abspath(path))
-    name = name or "."
-    try:
-        parent_fd = os.open(parent or "/", _DIR_FLAGS & ~os.O_NOFOLLOW)
-    except FileNotFoundError:
-        counts.absent = True
+    if faults.ACTIVE:
+        faults.point("entry")
+    found = describe_top(path, new_hasher, counts, open_dir=True)
+    if found is None:
         return
-    except OSError as exc:
-        raise _fail(ROOT, exc) from exc
-    try:
-        try:
-            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            counts.absent = True
-            return
-        except OSError as exc:
-            raise _fail(ROOT, exc) from exc
-        top = describe(parent_fd, name, ROOT, st, new_hasher, counts)
-        yield top
-        if top.value != DIR:
-            return
-        fd = _open_dir(parent_fd, name, ROOT, st)
-    finally:
-        os.close(parent_fd)
+    top, _st, fd = found
+    yield top
+    if fd < 0:
+        return
     try:
         yield from _walk_dir(fd, os.fsencode(os.path.abspath(path)).rstrip(b"/"), "", visit)
     finally:
