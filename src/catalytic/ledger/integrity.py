@@ -65,17 +65,10 @@ def check_seal(
         if require_digest or trusted_keys:
             return [Problem("DIGEST_MISSING", f"no {digest.DIGEST_FILE}: the ledger is not sealed")]
         return []
-    try:
-        doc = _load(path)
-    except (OSError, ValueError, LedgerError) as exc:
-        return [Problem("DIGEST_MALFORMED", f"cannot read {digest.DIGEST_FILE}: {exc}")]
-    from catalytic.ledger.reader import schema_problems
-
-    found = schema_problems(doc, "ledger_digest.schema.json", digest.DIGEST_FILE)
-    if found:
-        return [Problem("DIGEST_MALFORMED", f"{p.message}") for p in found]
+    doc, problems = _seal_document(path, "ledger_digest.schema.json", "DIGEST_MALFORMED")
+    if doc is None:
+        return problems
     files = doc["files"]
-    problems: list[Problem] = []
     try:
         actual = digest.file_hashes(ledger_dir)
     except LedgerError as exc:
@@ -112,15 +105,9 @@ def _check_signature(ledger_dir: Path, name: str, root: str, trusted: Sequence[P
                 f"no {digest.SIGNATURE_FILE}: the ledger is not signed, but a trusted key was given",
             )
         ]
-    try:
-        doc = _load(path)
-    except (OSError, ValueError, LedgerError) as exc:
-        return [Problem("SIGNATURE_INVALID", f"cannot read {digest.SIGNATURE_FILE}: {exc}")]
-    from catalytic.ledger.reader import schema_problems
-
-    found = schema_problems(doc, "signature.schema.json", digest.SIGNATURE_FILE)
-    if found:
-        return [Problem("SIGNATURE_INVALID", f"{p.message}") for p in found]
+    doc, problems = _seal_document(path, "signature.schema.json", "SIGNATURE_INVALID")
+    if doc is None:
+        return problems
     why = verify_ledger_signature(doc, name, root, list(trusted))
     return [] if why is None else [Problem("SIGNATURE_INVALID", f"{digest.SIGNATURE_FILE}: {why}")]
 
@@ -218,3 +205,17 @@ def _check_chain(runs_root: Path) -> list[Problem]:
             continue
         problems.append(Problem("UNCHAINED", f"{name}: sealed but not in {where} (its line was removed)"))
     return problems
+
+
+def _seal_document(path: Path, schema: str, code: str) -> tuple[Any, list[Problem]]:
+    """A seal file read and checked against its schema; (None, problems with ``code``) when it is not."""
+    try:
+        doc = _load(path)
+    except (OSError, ValueError, LedgerError) as exc:
+        return None, [Problem(code, f"cannot read {path.name}: {exc}")]
+    from catalytic.ledger.reader import schema_problems
+
+    found = schema_problems(doc, schema, path.name)
+    if found:
+        return None, [Problem(code, p.message) for p in found]
+    return doc, []
