@@ -155,7 +155,7 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         store = _rows(config)
         if config.trust:
             # The whole part is as the store last saw it: its answer is the stored one.
-            cached = _exact(store.parts(to_bytes(rel)), lo, hi)
+            cached = store.part(to_bytes(rel), lo, hi)
             if cached is not None:
                 seen, newest = fingerprint(items)
                 fresh = not racy(newest, newest, cached.taken_ns)
@@ -165,14 +165,6 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         return _describe(config, fd, rel, items, lo, hi, taken, store)
     finally:
         os.close(fd)
-
-
-def _exact(parts: list[Part], lo: bytes | None, hi: bytes | None) -> Part | None:
-    """The newest stored part with exactly these bounds."""
-    for part in parts:  # newest first for equal lo
-        if part.lo == (lo or b"") and part.hi == hi:
-            return part
-    return None
 
 
 def _payload(result: DirResult, counts: tuple[int, int, int]) -> bytes:

@@ -259,18 +259,18 @@ class Rows:
             out.append((dir_key, part))
         return out
 
-    def parts(self, dir_key: bytes, *, rows: bool = False) -> list[Part]:
-        """Every intact part of ``dir_key`` (with its entries if ``rows``), newest first per ``lo``."""
-        found = [part for _d, part in self._parts("dir = ?", (dir_key,), rows=rows)]
-        found.sort(key=lambda part: (part.lo, -part.snap))
-        return found
+    def part(self, dir_key: bytes, lo: bytes | None, hi: bytes | None) -> Part | None:
+        """The newest stored part of ``dir_key`` with exactly these bounds (without its entries)."""
+        found = [part for _d, part in self._parts("dir = ? AND lo = ?", (dir_key, lo or b""))]
+        found.sort(key=lambda part: -part.snap)
+        return next((part for part in found if part.hi == hi), None)
 
     def entries(self, dir_key: bytes, lo: bytes | None, hi: bytes | None, snap: int = 0) -> dict[bytes, Row]:
         """The stored entries of directory ``dir_key`` whose names lie in ``[lo, hi)``.
 
         Parts the snapshot ``snap`` already wrote are left out: they are not the state it compares with.
         """
-        parts = [(dir_key, p) for p in self.parts(dir_key, rows=True) if p.snap != snap]
+        parts = [(d, p) for d, p in self._parts("dir = ?", (dir_key,), rows=True) if p.snap != snap]
         return {
             row[0]: row
             for _d, row in self._rows_of(parts)
