@@ -32,10 +32,10 @@ from catalytic.ledger.canonical import json_string
 from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import hasher_factory
-from catalytic.snapshot.entry import DIR
+from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import STAMP, Item, fingerprint, seal, select, size_points, split_points
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
-from catalytic.snapshot.walker import WalkStats, describe_stat
+from catalytic.snapshot.walker import WalkStats, describe_stat, hash_listed
 
 #: Directories with more entries than this are split into parts of about this size.
 SPLIT = 2048
@@ -244,9 +244,16 @@ def _describe(
             hits += 1
             counts.files += 1
         else:
-            entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
-            value, mode = entry.value, entry.mode
-            regular = final.st_mode & 0o170000 == stat.S_IFREG
+            quick = hash_listed(fd, name, st, new_hasher) if regular else None
+            if quick is not None:
+                value, final = quick
+                mode = mode_string(st.st_mode)
+                counts.files += 1
+                counts.bytes_hashed += st.st_size
+            else:
+                entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
+                value, mode = entry.value, entry.mode
+                regular = final.st_mode & 0o170000 == stat.S_IFREG
             stamp = taken if regular else 0
             hashed += regular
         jpath = json_string(path)

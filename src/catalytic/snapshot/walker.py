@@ -93,6 +93,27 @@ def hash_open_file(
     return h.hexdigest(), after
 
 
+def hash_listed(
+    dir_fd: int, name: str, st: os.stat_result, new_hasher: Callable[[], Hasher]
+) -> tuple[str, os.stat_result] | None:
+    """One attempt at the digest of the regular file ``name`` exactly as it was listed (``st``).
+
+    None when it cannot be opened or read or is not that file any more: the caller then takes the careful
+    path (:func:`describe_stat`), which retries and reports. Saves a describe's overhead per file where most
+    files are as listed (the parallel snapshot's workers).
+    """
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return hash_open_file(fd, st, new_hasher)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def describe(
     dir_fd: int,
     name: str,
