@@ -3,9 +3,10 @@
 The walk never follows symlinks: directories are opened relative to their parent's descriptor with
 ``O_NOFOLLOW`` and checked against the ``lstat`` that listed them, so swapping a directory for a
 symlink while we walk is detected, not followed. Regular files are opened with ``O_NOFOLLOW |
-O_NONBLOCK`` (a FIFO swapped in cannot block us) and hashed; a file whose size, mtime or ctime move
-while it is read, or whose byte count differs from its size, is re-read and, if it keeps changing,
-reported as an error. Nothing is ever skipped: unreadable and vanishing entries are errors.
+O_NONBLOCK`` (a FIFO swapped in cannot block us) and hashed; a file whose inode, type, size, mtime or
+ctime after the read differ from the ``lstat`` it was listed with, or whose byte count differs from its
+size, is listed and read again and, if it keeps changing, reported as an error. Nothing is ever
+skipped: unreadable and vanishing entries are errors.
 """
 
 from __future__ import annotations
