@@ -111,3 +111,41 @@ def diff_entries(pre: Iterable[Entry], post: Iterable[Entry]) -> DomainDiff:
             if record is not None:
                 result.changed[before.path] = record
     return result
+
+
+#: One entry as a stream of a manifest gives it: (path, value, mode); mode None for symlinks.
+Triple = tuple[str, str, str | None]
+
+
+def changes(pre: Iterable[Triple], post: Iterable[Triple]) -> Iterator[Change]:
+    """The differences between two streams of entries sorted by path bytes, in that order.
+
+    The same differences as :func:`diff_entries` (a ``changed`` one whenever the value or the mode
+    differs), one :data:`Change` at a time: nothing is kept, whatever the number of entries.
+    """
+    a_it, b_it = iter(pre), iter(post)
+    a = next(a_it, None)
+    b = next(b_it, None)
+    while a is not None and b is not None:
+        if a[0] == b[0]:  # the common case: no key needed
+            if a[1] != b[1] or a[2] != b[2]:
+                yield ("changed", a[0], a[1], b[1], a[2], b[2])
+            a = next(a_it, None)
+            b = next(b_it, None)
+        elif (ka := sort_key(a[0])) < (kb := sort_key(b[0])):
+            yield ("removed", a[0], a[1], None, a[2], None)
+            a = next(a_it, None)
+        elif kb < ka:
+            yield ("added", b[0], None, b[1], None, b[2])
+            b = next(b_it, None)
+        else:  # the same bytes (as merge_join, paired)
+            if a[1] != b[1] or a[2] != b[2]:
+                yield ("changed", a[0], a[1], b[1], a[2], b[2])
+            a = next(a_it, None)
+            b = next(b_it, None)
+    while a is not None:
+        yield ("removed", a[0], a[1], None, a[2], None)
+        a = next(a_it, None)
+    while b is not None:
+        yield ("added", b[0], None, b[1], None, b[2])
+        b = next(b_it, None)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from catalytic.cli.output import add_snapshot_options, add_verbosity, print_json, snapshot_settings
+from catalytic.cli.output import add_snapshot_options, add_verbosity, snapshot_settings
 from catalytic.errors import EXIT_DIRTY
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
-from catalytic.snapshot.entry import Entry
+
+if TYPE_CHECKING:
+    from catalytic.diff import Change, Triple
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,47 +34,151 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(execute=execute_cli)
 
 
-def _load(spec: str, algorithm: str | None, args: argparse.Namespace) -> tuple[Iterable[Entry], str]:
-    from catalytic.snapshot import entries_from_documents, snapshot_tree
-    from catalytic.snapshot.manifest_file import read_manifest
+class _Side:
+    """One side of the comparison: a manifest file (streamed, or read whole) or a directory (scanned)."""
 
-    path = Path(spec)
-    if path.is_dir():
-        with snapshot_settings(args) as settings:
-            algo = algorithm or DEFAULT_HASH
-            snap = snapshot_tree(path, algo, jobs=settings.jobs, progress=settings.progress)
-        return snap.entries, algorithm or DEFAULT_HASH
-    manifest, modes, algo, _doc = read_manifest(path)
-    return entries_from_documents(manifest, modes), algo
+    def __init__(self, spec: str) -> None:
+        from catalytic.snapshot.manifest_stream import ManifestReader
+
+        self.path = Path(spec)
+        self.is_dir = self.path.is_dir()
+        self.reader: ManifestReader | None = None
+        self.whole: tuple[dict[str, str], dict[str, str]] | None = None
+        self.algorithm: str | None = None
+        self.scan: Any = None
+        if not self.is_dir:
+            self.reader = ManifestReader.open(self.path)
+            if self.reader is not None:
+                self.algorithm = self.reader.algorithm
+            else:
+                self._read_whole()
+
+    def _read_whole(self) -> None:
+        from catalytic.snapshot.manifest_file import read_manifest
+
+        manifest, modes, self.algorithm, _doc = read_manifest(self.path)  # a bad file: its usage error
+        self.whole = (manifest, modes)
+
+    def entries(self) -> Iterator[Triple]:
+        """The side's entries in path order (:class:`NotStreamable` once, if the file is not canonical)."""
+        from catalytic.ledger.stream import NotStreamable
+        from catalytic.paths import sort_key
+        from catalytic.snapshot.manifest_stream import spooled_entries
+
+        if self.scan is not None:
+            yield from spooled_entries(self.scan.manifest, self.scan.modes)
+        elif self.whole is not None:
+            manifest, modes = self.whole
+            for path in sorted(manifest, key=sort_key):
+                yield path, manifest[path], modes.get(path)
+        else:
+            assert self.reader is not None
+            try:
+                yield from self.reader.entries()
+            except NotStreamable:
+                self._read_whole()
+                raise
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
 
 def execute_cli(args: argparse.Namespace) -> int:
     """Print the differences; exit 1 when there are any."""
-    from catalytic.diff import diff_entries
-    from catalytic.paths import sort_key
+    from catalytic.diff import changes
+    from catalytic.ledger.stream import NotStreamable
+    from catalytic.snapshot.manifest_stream import scanned
 
-    a_is_dir, b_is_dir = Path(args.a).is_dir(), Path(args.b).is_dir()
-    algorithm = args.hash
-    if algorithm is None and not (a_is_dir and b_is_dir):
-        from catalytic.snapshot.manifest_file import read_manifest
+    with ExitStack() as stack:
+        sides = []
+        for spec in (args.a, args.b):
+            side = _Side(spec)
+            stack.callback(side.close)
+            sides.append(side)
+        a, b = sides
+        algorithm = args.hash or a.algorithm or b.algorithm or DEFAULT_HASH
+        for side in sides:
+            if side.is_dir:
+                with snapshot_settings(args) as settings:
+                    scan = scanned(side.path, algorithm, jobs=settings.jobs, progress=settings.progress)
+                    side.scan = stack.enter_context(scan)
+        # A manifest file found not to be canonical half-way is read whole and the comparison starts
+        # again (at most once per side): nothing is printed before the comparison is over.
+        while True:
+            streamed = [side.whole is None for side in sides]
+            out = _Output(args.json, stack)
+            try:
+                clean = out.write(changes(a.entries(), b.entries()))
+            except NotStreamable:
+                if streamed == [side.whole is None for side in sides]:
+                    raise  # not a manifest file's: a bug, reported as one
+                continue
+            out.copy_to(sys.stdout)
+            return 0 if clean else EXIT_DIRTY
 
-        algorithm = read_manifest(Path(args.b if a_is_dir else args.a))[2]
-    a, _ = _load(args.a, algorithm, args)
-    b, _ = _load(args.b, algorithm, args)
-    diff = diff_entries(a, b)
-    if args.json:
-        print_json(diff.to_json())
-    else:
-        lines: list[tuple[bytes, str]] = []
-        for path, value in diff.added.items():
-            lines.append((sort_key(path), f"extra    {path} ({value})"))
-        for path, value in diff.removed.items():
-            lines.append((sort_key(path), f"missing  {path} ({value})"))
-        for path, rec in diff.changed.items():
-            detail = f"{rec['before']} -> {rec['after']}"
-            if "mode_before" in rec:
-                detail += f", mode {rec['mode_before']} -> {rec['mode_after']}"
-            lines.append((sort_key(path), f"changed  {path} ({detail})"))
-        for _key, line in sorted(lines):
-            sys.stdout.write(line + "\n")
-    return 0 if diff.clean else EXIT_DIRTY
+
+class _Output:
+    """The differences as they will be printed, in temporary files until the comparison is over.
+
+    Text: one line per difference, in byte order of the path. JSON: the canonical ``{"added": {...},
+    "changed": {...}, "removed": {...}}`` of :meth:`DomainDiff.to_json`, one object per file.
+    """
+
+    KINDS = ("added", "changed", "removed")
+
+    def __init__(self, json: bool, stack: ExitStack) -> None:
+        import tempfile
+
+        self.json = json
+        self.files = {}
+        for kind in self.KINDS if json else ("text",):
+            # Closed by the caller's stack; text files, so the paths' surrogate escapes round-trip.
+            spooled = tempfile.SpooledTemporaryFile(1 << 20, "w+", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+            self.files[kind] = stack.enter_context(spooled)
+
+    def write(self, found: Iterable[Change]) -> bool:
+        """Write every difference; True when there is none."""
+        from catalytic.diff import change_record
+        from catalytic.ledger.canonical import iter_canonical, json_string
+
+        empty = dict.fromkeys(self.files, True)
+        for kind, path, before, after, mode_before, mode_after in found:
+            if kind == "changed":
+                assert before is not None and after is not None
+                record = change_record(before, after, mode_before, mode_after)
+                assert record is not None
+                if self.json:
+                    item = json_string(path) + ":" + "".join(iter_canonical(record))
+                else:
+                    detail = f"{before} -> {after}"
+                    if "mode_before" in record:
+                        detail += f", mode {record['mode_before']} -> {record['mode_after']}"
+                    item = f"changed  {path} ({detail})"
+            else:
+                value = after if kind == "added" else before
+                assert value is not None
+                if self.json:
+                    item = json_string(path) + ":" + json_string(value)
+                else:
+                    label = "extra  " if kind == "added" else "missing"
+                    item = f"{label}  {path} ({value})"
+            if self.json:
+                self.files[kind].write(item if empty[kind] else "," + item)
+                empty[kind] = False
+            else:
+                self.files["text"].write(item + "\n")
+                empty["text"] = False
+        return all(empty.values())
+
+    def copy_to(self, stream: TextIO) -> None:
+        import shutil
+
+        for i, (kind, file) in enumerate(self.files.items()):
+            if self.json:
+                stream.write(("{" if i == 0 else "},") + f'"{kind}":{{')
+            file.seek(0)
+            shutil.copyfileobj(file, stream)
+        if self.json:
+            stream.write("}}\n")
+        stream.flush()

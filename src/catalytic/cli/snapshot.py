@@ -9,7 +9,7 @@ from pathlib import Path
 from catalytic.cli.output import add_snapshot_options, add_verbosity, print_json, snapshot_settings
 from catalytic.errors import UsageError
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
-from catalytic.snapshot.manifest_file import write_manifest
+from catalytic.snapshot.manifest_file import write_spooled_manifest
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,19 +31,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def execute_cli(args: argparse.Namespace) -> int:
-    """Snapshot the directory; print its root."""
-    from catalytic.snapshot import snapshot_tree
+    """Snapshot the directory into spools; write its manifest from them; print its root."""
+    from catalytic.snapshot.manifest_stream import scanned
 
     path = Path(args.directory)
     if not path.exists() and not path.is_symlink():
         raise UsageError(f"{args.directory}: no such file or directory")
     with snapshot_settings(args) as settings:
-        cache_dir = Path(args.cache_dir) if args.cache_dir and settings.use_cache else None
-        snap = snapshot_tree(
-            path, args.hash, jobs=settings.jobs, cache_dir=cache_dir, progress=settings.progress
-        )
-    if args.output:
-        write_manifest(Path(args.output), snap.entries, args.hash, snap.merkle_root)
+        store = Path(args.cache_dir) if args.cache_dir and settings.use_cache else None
+        with scanned(
+            path, args.hash, store_dir=store, jobs=settings.jobs, progress=settings.progress
+        ) as snap:
+            if args.output:
+                write_spooled_manifest(
+                    Path(args.output), snap.manifest, snap.modes, args.hash, snap.merkle_root
+                )
     if args.json:
         print_json(
             {
@@ -54,7 +56,7 @@ def execute_cli(args: argparse.Namespace) -> int:
                 "dirs": snap.stats.dirs,
                 "other": snap.stats.other,
                 "bytes_hashed": snap.stats.bytes_hashed,
-                "cache": snap.cache,
+                "cache": snap.cache if store is not None else "disabled",
             }
         )
     else:

@@ -5,18 +5,24 @@ Shape (canonical JSON, ``catalytic.manifest/1``)::
     {"format": "catalytic.manifest/1", "hash_algorithm": "sha256", "merkle_root": "<hex>",
      "manifest": {path: value}, "modes": {path: "0644"}}
 
-``manifest`` and ``modes`` have the shapes of one domain of PRE_MANIFEST.json / PRE_MODES.json.
+``manifest`` and ``modes`` have the shapes of one domain of PRE_MANIFEST.json / PRE_MODES.json. The file is
+written either from entries in memory (:func:`write_manifest`) or straight from the parallel snapshot's
+spooled documents (:func:`write_spooled_manifest`), byte for byte the same; :mod:`catalytic.snapshot.
+manifest_stream` reads it back as a stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic.errors import UsageError
 from catalytic.ledger.canonical import _string, loads, write_atomic
 from catalytic.snapshot.entry import Entry
+
+if TYPE_CHECKING:
+    from catalytic.snapshot.spool import Span
 
 FORMAT = "catalytic.manifest/1"
 
@@ -39,14 +45,43 @@ def write_manifest(path: Path, entries: Iterable[Entry], algorithm: str, root: s
     items = list(entries) if not isinstance(entries, list | tuple) else entries
 
     def chunks() -> Iterator[str]:
-        yield '{"format":' + _string(FORMAT) + ',"hash_algorithm":' + _string(algorithm)
-        yield ',"manifest":'
+        yield head(algorithm)
         yield from iter_domain_object(items)
-        yield ',"merkle_root":' + _string(root) + ',"modes":'
+        yield middle(root)
         yield from iter_domain_object(items, modes=True)
-        yield "}\n"
+        yield TAIL
 
     write_atomic(path, chunks())
+
+
+def write_spooled_manifest(path: Path, manifest: Span, modes: Span, algorithm: str, root: str) -> None:
+    """Write a manifest file atomically from a streamed snapshot's spooled MANIFEST and MODES objects.
+
+    The bytes are those :func:`write_manifest` writes for the same entries; memory stays one spool block.
+    """
+
+    def chunks() -> Iterator[bytes]:
+        yield head(algorithm).encode()
+        yield from manifest.chunks()
+        yield middle(root).encode()
+        yield from modes.chunks()
+        yield TAIL.encode()
+
+    write_atomic(path, chunks())
+
+
+def head(algorithm: str) -> str:
+    """The text of a manifest file up to its ``manifest`` object."""
+    return '{"format":' + _string(FORMAT) + ',"hash_algorithm":' + _string(algorithm) + ',"manifest":'
+
+
+def middle(root: str) -> str:
+    """The text of a manifest file between its ``manifest`` and ``modes`` objects."""
+    return ',"merkle_root":' + _string(root) + ',"modes":'
+
+
+#: The text of a manifest file after its ``modes`` object.
+TAIL = "}\n"
 
 
 def read_manifest(path: Path) -> tuple[dict[str, str], dict[str, str], str, dict[str, Any]]:

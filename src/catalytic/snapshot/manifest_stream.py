@@ -1,0 +1,235 @@
+"""Stand-alone manifests as streams: a tree scanned into spools, a manifest file read back entry by entry.
+
+``catalytic snapshot`` and ``catalytic diff`` use these so that nothing they hold grows with the number of
+files: :func:`scanned` takes the parallel snapshot of a tree into spools (with a throw-away store unless a
+cache directory is given), :func:`spooled_entries` reads the spooled documents back as sorted
+``(path, value, mode)`` triples, and :class:`ManifestReader` does the same for a manifest file written by
+``catalytic snapshot --output`` (:mod:`catalytic.snapshot.manifest_file`).
+
+A manifest file is read in blocks and checked on the way to be exactly what catalytic writes (canonical
+JSON, schema-valid values, paths strictly increasing), with the checks of the ledger's stream reader
+(:mod:`catalytic.ledger.stream`). A file that is not (edited by hand, written by another tool) raises
+:class:`~catalytic.ledger.stream.NotStreamable`, and the caller reads it whole instead
+(:func:`whole_entries`), as it always could.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from catalytic.diff import Triple
+from catalytic.ledger.stream import _MAX_CARRY, Kind, NotStreamable, _Parser, _tokens
+from catalytic.paths import ROOT, sort_key
+from catalytic.snapshot.manifest_file import FORMAT, TAIL, read_manifest
+
+if TYPE_CHECKING:
+    from catalytic.snapshot.spool import Span
+    from catalytic.snapshot.stream import DomainScan
+
+_BLOCK = 1 << 20
+_HEAD = re.compile(
+    rb'\{"format":"' + re.escape(FORMAT.encode()) + rb'","hash_algorithm":"([a-z0-9]+)","manifest":'
+)
+_MARK = b'},"merkle_root":"'
+_MIDDLE = re.compile(rb'\},"merkle_root":"[0-9a-f]+","modes":')
+
+
+@contextmanager
+def scanned(
+    path: Path,
+    algorithm: str,
+    *,
+    store_dir: Path | None = None,
+    trust: bool = True,
+    jobs: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[DomainScan]:
+    """The parallel snapshot of the tree at ``path``, its documents in spools while the block runs.
+
+    The row store lives in ``store_dir`` (a stat cache, trusted when ``trust``), or, without one, in a
+    temporary directory that is removed afterwards, whatever happens (nothing is then trusted).
+    """
+    from catalytic.snapshot.spool import Spool
+    from catalytic.snapshot.stream import scan_domain
+
+    with ExitStack() as stack:
+        if store_dir is None:
+            import tempfile
+
+            store_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="catalytic-snapshot-")))
+            trust = False
+        else:
+            store_dir.mkdir(parents=True, exist_ok=True)
+        manifest, modes = Spool(store_dir), Spool(store_dir)
+        stack.callback(modes.close)
+        stack.callback(manifest.close)
+        yield scan_domain(
+            path,
+            ROOT,
+            algorithm,
+            store_dir=store_dir,
+            manifest=manifest,
+            modes=modes,
+            trust=trust,
+            jobs=jobs,
+            progress=progress,
+        )
+
+
+def object_batches(chunks: Iterable[bytes], kind: Kind) -> Iterator[tuple[list[str], list[str]]]:
+    """The (paths, values) batches of one canonical ``{path: value}`` object given in pieces.
+
+    Raises :class:`NotStreamable` as soon as the text is not exactly canonical and schema-valid.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    parser = _Parser(kind)
+    rest = ""
+    domains = 0
+    # The object is read as the only domain of a ledger document: '{".":' + object + '}\n'.
+    for block, final in _framed(chunks):
+        try:
+            text = rest + decoder.decode(block, final)
+        except UnicodeDecodeError:
+            raise NotStreamable("not UTF-8") from None
+        puncts, strings, rest = _tokens(text, final)
+        for _domain, keys, values in parser.feed(puncts, strings):
+            if not keys:  # the batch that opens a domain
+                domains += 1
+                if domains > 1:
+                    raise NotStreamable("more than one object")
+                continue
+            yield keys, values
+        if final:
+            parser.finish(rest)
+            return
+        if len(rest) > _MAX_CARRY:
+            raise NotStreamable("token too long")
+
+
+def _framed(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """``{".":`` + the chunks + ``}\\n`` as (block, final) pairs; the last pair is (b"", True)."""
+    yield b'{".":', False
+    for chunk in chunks:
+        if chunk:
+            yield chunk, False
+    yield b"}\n", False
+    yield b"", True
+
+
+def join_modes(
+    manifest: Iterable[tuple[list[str], list[str]]], modes: Iterable[tuple[list[str], list[str]]]
+) -> Iterator[Triple]:
+    """Entries from the batches of a MANIFEST object and of its MODES object (both in path order).
+
+    A path without a mode (a symlink) gets None; a mode without its path is ignored, as
+    :func:`catalytic.snapshot.entries_from_documents` ignores it.
+    """
+    mode_items = ((p, m) for paths, values in modes for p, m in zip(paths, values, strict=True))
+    mode_path, mode = next(mode_items, (None, None))
+    for paths, values in manifest:
+        for path, value in zip(paths, values, strict=True):
+            if mode_path == path:
+                yield path, value, mode
+                mode_path, mode = next(mode_items, (None, None))
+                continue
+            while mode_path is not None and sort_key(mode_path) < sort_key(path):
+                mode_path, mode = next(mode_items, (None, None))
+            if mode_path == path:
+                yield path, value, mode
+                mode_path, mode = next(mode_items, (None, None))
+            else:
+                yield path, value, None
+
+
+def spooled_entries(manifest: Span, modes: Span) -> Iterator[Triple]:
+    """The entries of a streamed snapshot, read back from its spools in path order."""
+    return join_modes(object_batches(manifest.chunks(), "manifest"), object_batches(modes.chunks(), "modes"))
+
+
+def whole_entries(path: Path) -> Iterator[Triple]:
+    """The entries of a manifest file read whole (any valid JSON manifest), sorted by path bytes."""
+    manifest, modes, _algorithm, _doc = read_manifest(path)
+    for key in sorted(manifest, key=sort_key):
+        yield key, manifest[key], modes.get(key)
+
+
+class ManifestReader:
+    """A manifest file, open for streaming: its hash algorithm, then its entries in path order.
+
+    :meth:`open` returns None when the file does not even start as catalytic writes it; the caller then
+    reads it whole (:func:`read_manifest` reports what is wrong with it, if anything).
+    """
+
+    def __init__(self, path: Path, fd: int, algorithm: str, start: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.algorithm = algorithm
+        self._start = start
+
+    @classmethod
+    def open(cls, path: Path) -> ManifestReader | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            match = _HEAD.match(os.pread(fd, 4096, 0))
+        except OSError:
+            match = None
+        if match is None:
+            os.close(fd)
+            return None
+        return cls(path, fd, match.group(1).decode(), match.end())
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def entries(self) -> Iterator[Triple]:
+        """The entries, checked on the way (:class:`NotStreamable` when the file is not canonical)."""
+        manifest_end, modes_start, modes_end = self._layout()
+        return join_modes(
+            object_batches(self._read(self._start, manifest_end), "manifest"),
+            object_batches(self._read(modes_start, modes_end), "modes"),
+        )
+
+    def _layout(self) -> tuple[int, int, int]:
+        """Where the manifest object ends and the modes object starts and ends.
+
+        ``},"merkle_root":"`` occurs once in a canonical manifest file: inside a JSON string every quote is
+        escaped, so ``,"`` is always structure, and the only ``}`` followed by a comma outside a string
+        ends the manifest object. It is searched from the end, over the (shorter) modes object.
+        """
+        size = os.fstat(self.fd).st_size
+        tail = len(TAIL)
+        if size < self._start + tail or os.pread(self.fd, tail, size - tail) != TAIL.encode():
+            raise NotStreamable("bad end of file")
+        end = size - tail
+        overlap = len(_MARK) - 1
+        while end > self._start:
+            begin = max(self._start, end - _BLOCK)
+            block = os.pread(self.fd, end - begin + overlap, begin)
+            found = block.rfind(_MARK)
+            if found >= 0:
+                at = begin + found
+                middle = _MIDDLE.match(os.pread(self.fd, 4096, at))
+                if middle is None:
+                    raise NotStreamable("bad merkle_root")
+                return at + 1, at + middle.end(), size - tail
+            end = begin
+        raise NotStreamable("no merkle_root")
+
+    def _read(self, start: int, end: int) -> Iterator[bytes]:
+        while start < end:
+            chunk = os.pread(self.fd, min(end - start, _BLOCK), start)
+            if not chunk:
+                raise NotStreamable("file shorter than it was")
+            yield chunk
+            start += len(chunk)
