@@ -500,19 +500,19 @@ def test_hash_listed_only_hashes_the_file_as_listed(tmp_path: Path) -> None:
     """The optimistic hash gives up (None) on any difference from the listing; the careful path decides."""
     import hashlib
 
-    from catalytic.snapshot.walker import hash_listed
+    from catalytic.snapshot.walker import hash_files
 
     (tmp_path / "f").write_bytes(b"before")
     st = os.lstat(tmp_path / "f")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        got = hash_listed(fd, "f", st, hashlib.sha256)
+        got = hash_files(fd, [("f", st)], hashlib.sha256)[0]
         assert got is not None and got[0] == hashlib.sha256(b"before").hexdigest()
         (tmp_path / "f").write_bytes(b"changed")  # same name, other size and times
-        assert hash_listed(fd, "f", st, hashlib.sha256) is None
+        assert hash_files(fd, [("f", st)], hashlib.sha256)[0] is None
         (tmp_path / "f").unlink()
-        assert hash_listed(fd, "f", st, hashlib.sha256) is None
+        assert hash_files(fd, [("f", st)], hashlib.sha256)[0] is None
         (tmp_path / "f").mkdir()
-        assert hash_listed(fd, "f", st, hashlib.sha256) is None
+        assert hash_files(fd, [("f", st)], hashlib.sha256)[0] is None
     finally:
         os.close(fd)
