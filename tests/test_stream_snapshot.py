@@ -155,6 +155,33 @@ def test_differences_equal_the_reference_diff(tmp_path: Path, eager: None, step:
     assert again.diff == DomainDiff()
 
 
+def test_store_keeps_one_answer_per_part(tmp_path: Path, eager: None) -> None:
+    """Answers and entries live in tables of their own: replacing, splitting and removing parts must
+    remove theirs too, or the store would grow with every run."""
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    scan(tree, store)
+    for step in range(9):
+        mutate(tree, step)
+        scan(tree, store, compare=True)
+        scan(tree, store)
+    path = store_path(store, os.path.abspath(tree), "sha256")
+    conn = sqlite3.connect(path)
+    try:
+        parts = conn.execute("SELECT count(*) FROM parts").fetchone()[0]
+        blobs = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("payloads", "entries")
+        }
+        orphans = conn.execute(
+            "SELECT count(*) FROM payloads WHERE id NOT IN (SELECT blob FROM parts)"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    assert parts > 3 and blobs == {"payloads": parts, "entries": parts} and orphans == 0
+
+
 def test_directory_removed_with_everything_below(tmp_path: Path, eager: None) -> None:
     tree = build(tmp_path / "t")
     store = tmp_path / "runs" / "_cache"
@@ -233,9 +260,10 @@ def test_damaged_store_is_rebuilt_never_trusted(tmp_path: Path, eager: None, dam
         if damage == "foreign":
             conn.execute("UPDATE meta SET value = '/elsewhere' WHERE name = 'directory'")
         else:  # a stored digest changed behind the CRC's back
-            blob = conn.execute("SELECT rows FROM parts WHERE dir = ?", (b"a",)).fetchone()[0]
+            ref = "(SELECT blob FROM parts WHERE dir = ?)"
+            blob = conn.execute(f"SELECT rows FROM entries WHERE id = {ref}", (b"a",)).fetchone()[0]
             rows = [(*r[:8], forged, r[9]) if r[0] == b"f02" else r for r in marshal.loads(blob)]
-            conn.execute("UPDATE parts SET rows = ? WHERE dir = ?", (marshal.dumps(rows), b"a"))
+            conn.execute(f"UPDATE entries SET rows = ? WHERE id = {ref}", (marshal.dumps(rows), b"a"))
         conn.commit()
         conn.close()
     snap = scan(tree, store)
@@ -500,19 +528,19 @@ def test_hash_listed_only_hashes_the_file_as_listed(tmp_path: Path) -> None:
     """The optimistic hash gives up (None) on any difference from the listing; the careful path decides."""
     import hashlib
 
-    from catalytic.snapshot.walker import hash_listed
+    from catalytic.snapshot.walker import hash_files
 
     (tmp_path / "f").write_bytes(b"before")
     st = os.lstat(tmp_path / "f")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        got = hash_listed(fd, "f", st, hashlib.sha256)
+        got = hash_files(fd, [("f", st)], hashlib.sha256)[0]
         assert got is not None and got[0] == hashlib.sha256(b"before").hexdigest()
         (tmp_path / "f").write_bytes(b"changed")  # same name, other size and times
-        assert hash_listed(fd, "f", st, hashlib.sha256) is None
+        assert hash_files(fd, [("f", st)], hashlib.sha256)[0] is None
         (tmp_path / "f").unlink()
-        assert hash_listed(fd, "f", st, hashlib.sha256) is None
+        assert hash_files(fd, [("f", st)], hashlib.sha256)[0] is None
         (tmp_path / "f").mkdir()
-        assert hash_listed(fd, "f", st, hashlib.sha256) is None
+        assert hash_files(fd, [("f", st)], hashlib.sha256)[0] is None
     finally:
         os.close(fd)

@@ -21,7 +21,6 @@ import marshal
 import os
 import stat
 import time
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import STAMP, Item, fingerprint, seal, select, size_points, split_points
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
-from catalytic.snapshot.walker import WalkStats, describe_stat, hash_listed
+from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files
 
 #: Directories with more entries than this are split into parts of about this size.
 SPLIT = 2048
@@ -204,100 +203,124 @@ def _describe(
         raise SnapshotError(
             "the store of the pre-run snapshot was damaged during the run", path=rel or ".", code="STORE"
         )
-
     new_hasher = hasher_factory(config.algorithm)
-    counts = WalkStats()
-    hits = hashed = 0
-    result = DirResult()
-    manifest: list[str] = []
-    modes: list[str] = []
-    records: list[bytes] = []
-    now: list[Row] = []
-    seen: set[bytes] = set()
-    dirs_now: set[bytes] = set()
-    diff = result.diff
-    trust = config.trust
     compare = config.compare
 
-    # The fingerprint of what was described (the final lstat of every file), built as we go.
-    keys: list[bytes] = []
-    numbers: array[int] = array("q")
+    # Regular files a trusted row stands for, and the others hashed in one go, in walk order.
+    kept: dict[bytes, Row] = {}
+    todo: list[tuple[str, os.stat_result]] = []
+    trust = config.trust and bool(rows)
     for key, is_sub, name, st in items:
-        path = prefix + name
-        keys.append(key)
-        if is_sub:
-            numbers.extend(STAMP(st))
-            if manifest or modes:
-                result.items.append(("t", ",".join(manifest), ",".join(modes)))
-                manifest, modes = [], []
-            result.items.append(("d", path, st.st_dev, st.st_ino))
-            continue
-        seen.add(key)
-        row = rows.get(key)
-        regular = st.st_mode & 0o170000 == stat.S_IFREG
-        if regular and trust and trusted(row, st):
-            assert row is not None
-            value: str = row[8]
-            mode: str | None = row[9]
-            final = st
-            stamp = row[7]  # the digest is as old as the row
-            hits += 1
-            counts.files += 1
-        else:
-            quick = hash_listed(fd, name, st, new_hasher) if regular else None
-            if quick is not None:
-                value, final = quick
-                mode = mode_string(st.st_mode)
-                counts.files += 1
-                counts.bytes_hashed += st.st_size
+        if not is_sub and st.st_mode & _FMT == _REG:
+            row = rows.get(key) if trust else None
+            if row is not None and trusted(row, st):
+                kept[key] = row
             else:
-                entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
-                value, mode = entry.value, entry.mode
-                regular = final.st_mode & 0o170000 == stat.S_IFREG
+                todo.append((name, st))
+    hashed_now = iter(hash_files(fd, todo, new_hasher))
+
+    counts = WalkStats()  # what the careful path (describe_stat) saw
+    files = nbytes = hits = hashed = 0
+    result = DirResult()
+    out = result.items
+    manifest: list[str] = []
+    modes: list[str] = []
+    records: list[str] = []
+    now: list[Row] = []
+    stamps: list[tuple[int, ...]] = []  # the final lstat of every walk key, for the part's fingerprint
+    dirs_now: set[bytes] = set()
+    diff = result.diff
+    mode_of = _MODES
+    for key, is_sub, name, st in items:
+        if is_sub:
+            stamps.append(STAMP(st))
+            if manifest or modes:
+                out.append(("t", ",".join(manifest), ",".join(modes)))
+                manifest, modes = [], []
+            out.append(("d", prefix + name, st.st_dev, st.st_ino))
+            continue
+        regular = st.st_mode & _FMT == _REG
+        quick: tuple[str, os.stat_result] | None = None
+        described = False
+        if regular:
+            row = kept.get(key)
+            if row is not None:
+                value, final, mode = row[8], st, row[9]
+                stamp = row[7]  # the digest is as old as the row
+                hits += 1
+                files += 1
+            else:
+                quick = next(hashed_now)
+                if quick is not None:
+                    value, final = quick
+                    mode = mode_of.get(st.st_mode) or _mode(st.st_mode)
+                    stamp = taken
+                    nbytes += st.st_size
+                    hashed += 1
+                    files += 1
+            described = row is not None or quick is not None
+        if not described:
+            entry, final = describe_stat(fd, name, prefix + name, st, new_hasher, counts)
+            value, mode = entry.value, entry.mode
+            regular = final.st_mode & _FMT == _REG
             stamp = taken if regular else 0
             hashed += regular
-        jpath = json_string(path)
-        manifest.append(jpath + (f':"{value}"' if regular else ":" + json_string(value)))
+        jpath = json_string(prefix + name)
+        manifest.append(f'{jpath}:"{value}"' if regular else jpath + ":" + json_string(value))
         if mode is not None:
             modes.append(f'{jpath}:"{mode}"')
-        records.append(f"{name}\0{value}\0{mode or ''}\0".encode("utf-8", "surrogateescape"))
+        records.append(f"{name}\0{value}\0{mode or ''}\0")
         observed = STAMP(final)
-        fresh: Row = (key, *observed, stamp, value, mode)
-        numbers.extend(observed)
-        now.append(fresh)
+        stamps.append(observed)
+        now.append((key, *observed, stamp, value, mode))
         if value == DIR:
             dirs_now.add(key)
         if compare:
+            row = rows.get(key)
             if row is None:
-                diff.append(("added", path, None, value, None, mode))
+                diff.append(("added", prefix + name, None, value, None, mode))
             elif row[8] != value or row[9] != mode:
-                diff.append(("changed", path, row[8], value, row[9], mode))
+                diff.append(("changed", prefix + name, row[8], value, row[9], mode))
     if manifest or modes:
-        result.items.append(("t", ",".join(manifest), ",".join(modes)))
+        out.append(("t", ",".join(manifest), ",".join(modes)))
 
     emptied: list[bytes] = []
-    for key, row in rows.items():
-        if key not in seen and compare:
-            name = row[0].decode("utf-8", "surrogateescape")
-            diff.append(("removed", prefix + name, row[8], None, row[9], None))
-        if row[8] == DIR and key not in dirs_now:
-            sub = (prefix + row[0].decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
-            emptied.append(sub)
-            if compare:
-                _removed_below(store, sub, diff)
-    result.records = b"".join(records)
-    result.counts = (counts.files, counts.dirs, counts.other, counts.bytes_hashed, hits, hashed)
+    if rows:
+        seen = {item[0] for item in items if not item[1]}
+        for key, row in rows.items():
+            if key not in seen and compare:
+                name = row[0].decode("utf-8", "surrogateescape")
+                diff.append(("removed", prefix + name, row[8], None, row[9], None))
+            if row[8] == DIR and key not in dirs_now:
+                sub = (prefix + row[0].decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+                emptied.append(sub)
+                if compare:
+                    _removed_below(store, sub, diff)
+    result.records = "".join(records).encode("utf-8", "surrogateescape")
+    files += counts.files
+    result.counts = (files, counts.dirs, counts.other, nbytes + counts.bytes_hashed, hits, hashed)
     part = Part(
         lo or b"",
         hi,
         config.snap,
-        seal(keys, numbers),
+        seal([item[0] for item in items], stamps),
         taken,
-        _payload(result, (counts.files, counts.dirs, counts.other)),
+        _payload(result, (files, counts.dirs, counts.other)),
         marshal.dumps(now),
     )
     store.write(dir_key, part, replace=lo is None and hi is None, emptied=emptied, entries=len(now))
     return result
+
+
+def _mode(st_mode: int) -> str:
+    mode = _MODES[st_mode] = mode_string(st_mode)
+    return mode
+
+
+# Permission strings by st_mode: a directory's files mostly share a few modes.
+_MODES: dict[int, str] = {}
+_FMT = 0o170000
+_REG = stat.S_IFREG
 
 
 def _removed_below(store: Rows, sub: bytes, diff: list[Any]) -> None:

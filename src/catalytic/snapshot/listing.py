@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import marshal
 import os
 import stat
-from array import array
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from catalytic import faults
 from catalytic.errors import SnapshotError
@@ -20,17 +20,30 @@ from catalytic.paths import to_bytes
 
 # (walk key, is the subdirectory's contents, name, lstat)
 Item = tuple[bytes, bool, str, os.stat_result]
+_FMT, _DIR = 0o170000, stat.S_IFDIR
 
 
 def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: bytes | None) -> list[Item]:
     """The entries and subdirectory contents of this part, with their ``lstat``, in walk order."""
-    items: list[Item] = []
-    append = items.append
     bounded = lo is not None or hi is not None
     check_faults = faults.ACTIVE
+    if not bounded and not check_faults:
+        try:  # the common case in one comprehension; an entry that cannot be read takes the loop below
+            items = [
+                (d.name.encode("utf-8", "surrogateescape"), False, d.name, d.stat(follow_symlinks=False))
+                for d in listing
+            ]
+        except OSError:
+            pass
+        else:
+            items += [(key + b"/", True, name, st) for key, _, name, st in items if st.st_mode & _FMT == _DIR]
+            items.sort()
+            return items
+    items = []
+    append = items.append
     for dirent in listing:
         name = dirent.name
-        key = name.encode("utf-8", "surrogateescape")
+        key = to_bytes(name)
         entry_in = sub_in = True
         if bounded:
             entry_in = (lo is None or key >= lo) and (hi is None or key < hi)
@@ -45,7 +58,7 @@ def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: byte
             raise lost(rel, name, exc) from exc
         if entry_in:
             append((key, False, name, st))
-        if sub_in and st.st_mode & 0o170000 == stat.S_IFDIR:
+        if sub_in and st.st_mode & _FMT == _DIR:
             append((key + b"/", True, name, st))
     items.sort()  # by walk key: keys are unique, so the lstat results are never compared
     return items
@@ -54,6 +67,8 @@ def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: byte
 def size_points(items: list[Item], part_bytes: int) -> list[bytes]:
     """Split points that give each part about ``part_bytes`` of regular files (none for small dirs)."""
     points: list[bytes] = []
+    if sum([item[3].st_size for item in items]) < part_bytes:  # counts more than files: only a bound
+        return points
     gathered = 0
     for key, sub, _name, st in items:
         if gathered >= part_bytes:
@@ -73,20 +88,25 @@ def lost(rel: str, name: str, exc: OSError) -> SnapshotError:
 
 #: The lstat fields the stat cache compares, in the order fingerprints and rows hold them.
 STAMP = attrgetter("st_ino", "st_dev", "st_size", "st_mode", "st_mtime_ns", "st_ctime_ns")
+_KEY, _LSTAT = itemgetter(0), itemgetter(3)
+_MTIME, _CTIME = itemgetter(4), itemgetter(5)
 
 
 def fingerprint(items: list[Item]) -> tuple[bytes, int]:
     """One hash of every walk key and the ``lstat`` fields the stat cache compares; the newest timestamp."""
     # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
-    stamps = [STAMP(item[3]) for item in items]
-    numbers = array("q", [n for stamp in stamps for n in stamp])
-    newest = max([max(stamp[4], stamp[5]) for stamp in stamps], default=0)
-    return seal([item[0] for item in items], numbers), newest
+    stamps = list(map(STAMP, map(_LSTAT, items)))
+    newest = max(max(map(_MTIME, stamps), default=0), max(map(_CTIME, stamps), default=0))
+    return seal(list(map(_KEY, items)), stamps), newest
 
 
-def seal(keys: list[bytes], numbers: array[int]) -> bytes:
-    """The fingerprint of walk keys and their ``lstat`` fields (six numbers each, in the same order)."""
-    return hashlib.sha256(b"\0".join(keys) + b"\0\0" + numbers.tobytes()).digest()
+def seal(keys: list[bytes], stamps: list[tuple[int, ...]]) -> bytes:
+    """The fingerprint of walk keys and their ``lstat`` fields (:data:`STAMP` tuples in the same order).
+
+    The numbers are serialised by ``marshal`` version 2 (no object references, so equal values give equal
+    bytes): one C call for the whole part.
+    """
+    return hashlib.sha256(b"\0".join(keys) + b"\0\0" + marshal.dumps(stamps, 2)).digest()
 
 
 def split_points(listing: list[os.DirEntry[str]], every: int) -> list[bytes]:

@@ -13,6 +13,10 @@ bits) and a CRC over all of it. A part whose listing is unchanged and not racily
 answer without describing any entry again; otherwise each entry whose row is trusted (:func:`trusted`)
 keeps its digest and every other file is hashed. A corrupt or foreign file is deleted and rebuilt, a part
 whose CRC does not match is ignored: the store can only cost time, never correctness.
+
+The table of parts holds only small columns (SQLite reads and writes records of a few hundred KiB in a
+key-ordered table slowly: a lookup walks pages of the big records); a part's answer and entries are in two
+tables of their own, by the part's ``blob`` number, deleted with it by a trigger.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from catalytic.snapshot.cache import trusted_stamp
 if TYPE_CHECKING:
     import sqlite3
 
-FORMAT = "catalytic.rowstore/3"
+FORMAT = "catalytic.rowstore/5"
 _BUSY_MS = 600_000
 
 # name, ino, dev, size, st_mode, mtime_ns, ctime_ns, taken_ns, value, mode (None for symlinks)
@@ -42,6 +46,8 @@ Row = tuple[bytes, int, int, int, int, int, int, int, str, str | None]
 
 _COLUMNS = "lo, snap, hi, fingerprint, taken_ns, payload, crc"
 _ROWS = "rows, rows_crc"
+_JOIN = "parts JOIN payloads ON payloads.id = parts.blob"
+_JOIN_ROWS = _JOIN + " JOIN entries ON entries.id = parts.blob"
 #: Large pages: a part is one row of a few hundred KiB, read in a few syscalls. No memory map: mapped pages
 #: would count in the resident size of every worker that reads them.
 _PAGE_SIZE = 65536
@@ -133,7 +139,7 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
         conn = _connect(path)
         try:
             found = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-            conn.execute(f"SELECT {_COLUMNS}, {_ROWS} FROM parts LIMIT 1").fetchall()
+            conn.execute(f"SELECT dir, {_COLUMNS}, {_ROWS} FROM {_JOIN_ROWS} LIMIT 1").fetchall()
         finally:
             conn.close()
         if found == _meta(directory, algorithm):
@@ -198,8 +204,14 @@ def _create(path: Path, meta: dict[str, str]) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS parts (dir BLOB NOT NULL, lo BLOB NOT NULL, snap INTEGER NOT NULL,"
-            " hi BLOB, fingerprint BLOB, taken_ns INTEGER, payload BLOB, crc INTEGER, rows BLOB,"
-            " rows_crc INTEGER, PRIMARY KEY (dir, lo, snap)) WITHOUT ROWID"
+            " hi BLOB, fingerprint BLOB, taken_ns INTEGER, crc INTEGER, rows_crc INTEGER, blob INTEGER,"
+            " PRIMARY KEY (dir, lo, snap)) WITHOUT ROWID"
+        )
+        conn.execute("CREATE TABLE IF NOT EXISTS payloads (id INTEGER PRIMARY KEY, payload BLOB)")
+        conn.execute("CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, rows BLOB)")
+        conn.execute(
+            "CREATE TRIGGER IF NOT EXISTS part_gone AFTER DELETE ON parts BEGIN"
+            " DELETE FROM payloads WHERE id = OLD.blob; DELETE FROM entries WHERE id = OLD.blob; END"
         )
         conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", sorted(meta.items()))
         conn.execute("COMMIT")
@@ -246,7 +258,8 @@ class Rows:
             return []
         columns = f"dir, {_COLUMNS}, {_ROWS}" if rows else f"dir, {_COLUMNS}"
         out: list[tuple[bytes, Part]] = []
-        for record in conn.execute(f"SELECT {columns} FROM parts WHERE {where}", args):
+        tables = _JOIN_ROWS if rows else _JOIN
+        for record in conn.execute(f"SELECT {columns} FROM {tables} WHERE {where}", args):
             dir_key, lo, snap, hi, fingerprint, taken, payload, check = record[:8]
             try:
                 part = Part(lo, hi, snap, fingerprint, taken, payload, record[8] if rows else b"")
@@ -317,8 +330,14 @@ class Rows:
                 conn.execute("DELETE FROM parts WHERE dir = ? OR (dir >= ? AND dir < ?)", _below(sub))
             if replace:
                 conn.execute("DELETE FROM parts WHERE dir = ?", (dir_key,))
+            else:
+                conn.execute(
+                    "DELETE FROM parts WHERE dir = ? AND lo = ? AND snap = ?", (dir_key, part.lo, part.snap)
+                )
+            blob = conn.execute("INSERT INTO payloads (payload) VALUES (?)", (part.payload,)).lastrowid
+            conn.execute("INSERT INTO entries (id, rows) VALUES (?, ?)", (blob, part.rows))
             conn.execute(
-                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     dir_key,
                     part.lo,
@@ -326,10 +345,9 @@ class Rows:
                     part.hi,
                     part.fingerprint,
                     part.taken_ns,
-                    part.payload,
                     _crc(dir_key, part),
-                    part.rows,
                     _rows_crc(dir_key, part),
+                    blob,
                 ),
             )
             conn.execute("COMMIT")
@@ -364,7 +382,8 @@ class Rows:
         """Delete every part (the domain is gone or is not a directory)."""
         conn = self._open(create=False)
         if conn is not None:
-            conn.execute("DELETE FROM parts")
+            for table in ("parts", "payloads", "entries"):
+                conn.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:
         if self.conn is not None:

@@ -24,6 +24,7 @@ from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot.digest import Hasher
 from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, Entry, mode_string, special_value
+from catalytic.snapshot.listing import STAMP
 
 RETRIES = 3
 CHUNK = 1 << 20
@@ -42,17 +43,6 @@ class WalkStats:
     bytes_hashed: int = 0
     absent: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-def _unchanged(a: os.stat_result, b: os.stat_result) -> bool:
-    return (
-        a.st_ino == b.st_ino
-        and a.st_dev == b.st_dev
-        and a.st_size == b.st_size
-        and a.st_mtime_ns == b.st_mtime_ns
-        and a.st_ctime_ns == b.st_ctime_ns
-        and a.st_mode == b.st_mode
-    )
 
 
 def _fail(rel: str, exc: OSError) -> SnapshotError:
@@ -89,30 +79,51 @@ def hash_open_file(
             h.update(chunk)
             size += len(chunk)
     after = os.fstat(fd)
-    if size != expected.st_size or not _unchanged(expected, after):
+    if size != expected.st_size or STAMP(after) != STAMP(expected):
         return None
     return h.hexdigest(), after
 
 
-def hash_listed(
-    dir_fd: int, name: str, st: os.stat_result, new_hasher: Callable[[], Hasher]
-) -> tuple[str, os.stat_result] | None:
-    """One attempt at the digest of the regular file ``name`` exactly as it was listed (``st``).
+def hash_files(
+    dir_fd: int, files: list[tuple[str, os.stat_result]], new_hasher: Callable[[], Hasher]
+) -> list[tuple[str, os.stat_result] | None]:
+    """One attempt at the digest of each regular file ``name`` of ``dir_fd`` exactly as it was listed
+    (``st``), in one tight loop (the parallel snapshot's workers hash whole directories of small files: a
+    call per file is a large share of the cost there). The checks are :func:`hash_open_file`'s, inlined for
+    files read in one piece.
 
-    None when it cannot be opened or read or is not that file any more: the caller then takes the careful
-    path (:func:`describe_stat`), which retries and reports. Saves a describe's overhead per file where most
-    files are as listed (the parallel snapshot's workers).
+    An answer is None when its file cannot be opened or read or is not that file any more: the caller then
+    takes the careful path (:func:`describe_stat`), which retries and reports.
     """
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        return hash_open_file(fd, st, new_hasher)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    out: list[tuple[str, os.stat_result] | None] = []
+    append = append_none = out.append
+    open_, read, fstat, close = os.open, os.read, os.fstat, os.close
+    for name, st in files:
+        try:
+            fd = open_(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            append_none(None)
+            continue
+        try:
+            size = st.st_size
+            if size >= CHUNK:
+                append(hash_open_file(fd, st, new_hasher))
+                continue
+            # One read of one byte more than the size: a file that grew shows it, no read to see EOF.
+            data = read(fd, size + 1)
+            after = fstat(fd)
+        except OSError:
+            append_none(None)
+            continue
+        finally:
+            close(fd)
+        if len(data) != size or STAMP(after) != STAMP(st):
+            append_none(None)
+            continue
+        h = new_hasher()
+        h.update(data)
+        append((h.hexdigest(), after))
+    return out
 
 
 def describe(
