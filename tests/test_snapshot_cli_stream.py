@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import tracemalloc
 from collections.abc import Iterator
@@ -242,6 +244,17 @@ def test_diff_reads_a_hand_edited_manifest_whole(tmp_path: Path, capsys: pytest.
     expected = capsys.readouterr().out
     assert main(["diff", str(pretty), str(after), "-q"]) == EXIT_DIRTY
     assert capsys.readouterr().out == expected
+
+
+def test_diff_reads_a_manifest_from_a_pipe(tmp_path: Path) -> None:
+    root = tree(tmp_path / "t")
+    manifest = tmp_path / "m.json"
+    assert main(["snapshot", str(root), "-o", str(manifest), "-q"]) == 0
+    (root / "a" / "f01").write_text("changed")
+    script = f'"$0" -m catalytic diff <(cat "{manifest}") "{root}" --json -q'
+    proc = subprocess.run(["bash", "-c", script, sys.executable], check=False, capture_output=True, text=True)
+    assert proc.returncode == EXIT_DIRTY, proc.stderr
+    assert list(json.loads(proc.stdout)["changed"]) == ["a/f01"]
 
 
 def big_manifest(path: Path, count: int, *, edit: int = 0, name: str = "n" * 150) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -181,7 +182,8 @@ class ManifestReader:
         except OSError:
             return None
         try:
-            match = _HEAD.match(os.pread(fd, 4096, 0))
+            # Only a regular file can be read at offsets (a pipe, e.g. ``<(cat m.json)``, is read whole).
+            match = _HEAD.match(os.pread(fd, 4096, 0)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
         except OSError:
             match = None
         if match is None:
