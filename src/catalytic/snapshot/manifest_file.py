@@ -7,8 +7,8 @@ Shape (canonical JSON, ``catalytic.manifest/1``)::
 
 ``manifest`` and ``modes`` have the shapes of one domain of PRE_MANIFEST.json / PRE_MODES.json. The file is
 written either from entries in memory (:func:`write_manifest`) or straight from the parallel snapshot's
-spooled documents (:func:`write_spooled_manifest`), byte for byte the same; :mod:`catalytic.snapshot.
-manifest_stream` reads it back as a stream.
+spooled documents (:func:`write_spooled_manifest`), byte for byte the same;
+:mod:`catalytic.snapshot.manifest_stream` reads it back as a stream.
 """
 
 from __future__ import annotations
