@@ -544,3 +544,27 @@ def test_hash_listed_only_hashes_the_file_as_listed(tmp_path: Path) -> None:
         assert hash_files(fd, [("f", st)], hashlib.sha256)[0] is None
     finally:
         os.close(fd)
+
+
+def test_workers_start_before_a_big_directory_is_listed(tmp_path: Path) -> None:
+    """A subdirectory's size hints at its entry count: the workers start before this process would have
+    described POOL_MIN_ENTRIES entries itself (it describes only the top here), and never for a tree of
+    small directories."""
+    tree = tmp_path / "t"
+    big = tree / "big"
+    big.mkdir(parents=True)
+    for i in range(1300):
+        (big / f"file-{i:05d}").write_bytes(b"x")
+    if (os.stat(big).st_size - 4096) // 32 < scheduler.POOL_MIN_ENTRIES:
+        pytest.skip("this file system does not grow a directory's size with its entries")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    snap = scan(tree, store)
+    assert snap.report.pool_started and snap.stats.files == 1300
+    check_equal(tree, snap)
+
+    small = tmp_path / "small"
+    for i in range(40):
+        (small / f"d{i:02d}").mkdir(parents=True)
+        (small / f"d{i:02d}" / "f").write_bytes(b"y")
+    assert not scan(small, store).report.pool_started

@@ -62,7 +62,7 @@ class ScanConfig:
 class DirResult:
     """What a task found (pickled from the worker back to the snapshot)."""
 
-    __slots__ = ("counts", "diff", "items", "records", "split")
+    __slots__ = ("below", "counts", "diff", "items", "records", "split")
 
     def __init__(self) -> None:
         # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order.
@@ -72,6 +72,9 @@ class DirResult:
         self.counts = (0, 0, 0, 0, 0, 0)
         self.diff: list[Change] = []
         self.split: list[bytes] | None = None
+        # About how many entries the subdirectories found here hold (from their sizes): lets the snapshot
+        # start its workers before it has described many entries itself.
+        self.below = 0
 
 
 # This process's connection to the store: {"rows": Rows}; one inherited across fork is never used.
@@ -167,12 +170,12 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
 
 
 def _payload(result: DirResult, counts: tuple[int, int, int]) -> bytes:
-    return marshal.dumps((result.items, result.records, counts))
+    return marshal.dumps((result.items, result.records, counts, result.below))
 
 
 def _from_payload(payload: bytes) -> DirResult | None:
     try:
-        items, records, counts = marshal.loads(payload)
+        items, records, counts, below = marshal.loads(payload)
         files, dirs, other = counts
     except (ValueError, EOFError, TypeError):
         return None
@@ -182,6 +185,7 @@ def _from_payload(payload: bytes) -> DirResult | None:
     result.items = items
     result.records = records
     result.counts = (files, dirs, other, 0, files, 0)
+    result.below = below
     return result
 
 
@@ -228,6 +232,7 @@ def _describe(
     records: list[str] = []
     now: list[Row] = []
     stamps: list[tuple[int, ...]] = []  # the final lstat of every walk key, for the part's fingerprint
+    below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
     mode_of = _MODES
@@ -238,6 +243,7 @@ def _describe(
                 out.append(("t", ",".join(manifest), ",".join(modes)))
                 manifest, modes = [], []
             out.append(("d", prefix + name, st.st_dev, st.st_ino))
+            below += max(0, st.st_size - _SMALL_DIR) // _DIR_ENTRY
             continue
         regular = st.st_mode & _FMT == _REG
         quick: tuple[str, os.stat_result] | None = None
@@ -297,6 +303,7 @@ def _describe(
                 if compare:
                     _removed_below(store, sub, diff)
     result.records = "".join(records).encode("utf-8", "surrogateescape")
+    result.below = below
     files += counts.files
     result.counts = (files, counts.dirs, counts.other, nbytes + counts.bytes_hashed, hits, hashed)
     part = Part(
@@ -320,6 +327,9 @@ def _mode(st_mode: int) -> str:
 # Permission strings by st_mode: a directory's files mostly share a few modes.
 _MODES: dict[int, str] = {}
 _FMT = 0o170000
+# A directory's size hints at its entry count: ext4 gives one 4 KiB block to up to ~100 short names, then
+# about 32 bytes each (tmpfs and btrfs count fewer bytes per name: their hint is low, never high).
+_SMALL_DIR, _DIR_ENTRY = 4096, 32
 _REG = stat.S_IFREG
 
 

@@ -2,7 +2,8 @@
 
 Tasks are sent in walk order (byte order of ``path/``), so the answer the output needs next is always among
 the first sent; at most :data:`WINDOW` answers per worker wait to be written. No worker is started before
-:data:`POOL_MIN_ENTRIES` entries were described in this process, unless a directory had to be split.
+:data:`POOL_MIN_ENTRIES` entries were described in this process or are probably below the directories listed
+so far (by their sizes), unless a directory had to be split.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from catalytic.snapshot.rowstore import ensure
 if TYPE_CHECKING:
     from catalytic.snapshot.forkpool import ForkPool
 
-#: Start the worker processes once this many entries were described in this process (forking costs
-#: ~10-30 ms; small domains never pay it).
+#: Start the worker processes once this many entries were described in this process or are probably
+#: below the directories it listed (forking costs ~5-30 ms; small domains never pay it).
 POOL_MIN_ENTRIES = 1024
 #: Tasks queued per worker, and answers held (sent or waiting to be written) per worker.
 DEPTH = 3
@@ -53,6 +54,7 @@ class Scheduler:
         self.results: dict[int, dirscan.DirResult] = {}
         self.pool: ForkPool | None = None
         self.described = 0
+        self.below = 0  # entries the listed subdirectories probably hold (DirResult.below)
         self.split = False  # a directory was split: enough work for the workers, whatever the count
         self.report = StreamReport()
 
@@ -70,7 +72,7 @@ class Scheduler:
         if (
             self.pool is None
             and self.jobs > 1
-            and (self.described >= POOL_MIN_ENTRIES or self.split)
+            and (self.described + self.below >= POOL_MIN_ENTRIES or self.split)
             and not faults.ACTIVE  # fault points must fire in this process
             # Forking while other threads run could copy a lock one of them holds into the child.
             and threading.active_count() == 1
@@ -100,6 +102,7 @@ class Scheduler:
             raise SnapshotError(message, path=path, code=code)
         result: dirscan.DirResult = value
         self.described += sum(result.counts[:3])
+        self.below += result.below
         self.split = self.split or result.split is not None
         self.results[tid] = result
 
