@@ -62,9 +62,8 @@ def _scalar(value: bool | int | float | None) -> str:
     return float.__repr__(value)
 
 
-def json_string(s: str) -> str:
-    """The canonical JSON text of one string (the parallel snapshot writes manifests with it)."""
-    return _string(s)
+#: The canonical JSON text of one string (the parallel snapshot writes manifests with it).
+json_string = _string
 
 
 def iter_canonical(value: Any) -> Iterator[str]:

@@ -212,15 +212,17 @@ def _describe(
 
     # Regular files a trusted row stands for, and the others hashed in one go, in walk order.
     kept: dict[bytes, Row] = {}
-    todo: list[tuple[str, os.stat_result]] = []
-    trust = config.trust and bool(rows)
-    for key, is_sub, name, st in items:
-        if not is_sub and st.st_mode & _FMT == _REG:
-            row = rows.get(key) if trust else None
-            if row is not None and trusted(row, st):
-                kept[key] = row
-            else:
-                todo.append((name, st))
+    if config.trust and rows:
+        todo: list[tuple[str, os.stat_result]] = []
+        for key, is_sub, name, st in items:
+            if not is_sub and st.st_mode & _FMT == _REG:
+                row = rows.get(key)
+                if row is not None and trusted(row, st):
+                    kept[key] = row
+                else:
+                    todo.append((name, st))
+    else:
+        todo = [(name, st) for _key, is_sub, name, st in items if not is_sub and st.st_mode & _FMT == _REG]
     hashed_now = iter(hash_files(fd, todo, new_hasher))
 
     counts = WalkStats()  # what the careful path (describe_stat) saw
