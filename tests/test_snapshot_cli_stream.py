@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from catalytic.cli import main
+from catalytic.cli.output import printable
 from catalytic.diff import changes, diff_entries
 from catalytic.errors import EXIT_DIRTY, EXIT_USAGE, SnapshotError
 from catalytic.ledger.canonical import dumps, json_string
@@ -50,20 +51,20 @@ def tree(root: Path, variant: str = "") -> Path:
 
 
 def old_output(a: list[Entry], b: list[Entry], as_json: bool) -> str:
-    """What ``catalytic diff`` printed when it compared entries in memory."""
+    """What ``catalytic diff`` printed comparing entries in memory (names and values made printable)."""
     diff = diff_entries(a, b)
     if as_json:
         return dumps(diff.to_json())
     lines: list[tuple[bytes, str]] = []
     for path, value in diff.added.items():
-        lines.append((sort_key(path), f"extra    {path} ({value})"))
+        lines.append((sort_key(path), f"extra    {printable(path)} ({printable(value)})"))
     for path, value in diff.removed.items():
-        lines.append((sort_key(path), f"missing  {path} ({value})"))
+        lines.append((sort_key(path), f"missing  {printable(path)} ({printable(value)})"))
     for path, rec in diff.changed.items():
-        detail = f"{rec['before']} -> {rec['after']}"
+        detail = f"{printable(rec['before'])} -> {printable(rec['after'])}"
         if "mode_before" in rec:
             detail += f", mode {rec['mode_before']} -> {rec['mode_after']}"
-        lines.append((sort_key(path), f"changed  {path} ({detail})"))
+        lines.append((sort_key(path), f"changed  {printable(path)} ({detail})"))
     return "".join(line + "\n" for _key, line in sorted(lines))
 
 
@@ -255,6 +256,32 @@ def test_diff_reads_a_manifest_from_a_pipe(tmp_path: Path) -> None:
     proc = subprocess.run(["bash", "-c", script, sys.executable], check=False, capture_output=True, text=True)
     assert proc.returncode == EXIT_DIRTY, proc.stderr
     assert list(json.loads(proc.stdout)["changed"]) == ["a/f01"]
+
+
+def test_diff_text_shows_names_that_are_not_utf8_on_a_strict_terminal(tmp_path: Path) -> None:
+    """A name that is not UTF-8 (or holds a newline) is printed escaped, one line per difference, even when
+    stdout only takes UTF-8."""
+    root = tmp_path / "t"
+    root.mkdir()
+    odd = os.fsdecode(b"caf\xe9")
+    (root / odd).write_bytes(b"x")
+    (root / "two\nlines").write_bytes(b"y")
+    manifest = tmp_path / "m.json"
+    assert main(["snapshot", str(root), "-o", str(manifest), "-q"]) == 0
+    (root / odd).write_bytes(b"changed")
+    (root / "two\nlines").unlink()
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "catalytic", "diff", str(manifest), str(root)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == EXIT_DIRTY, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("changed  caf\\udce9 (") and lines[1].startswith("missing  two\\nlines (")
 
 
 def big_manifest(path: Path, count: int, *, edit: int = 0, name: str = "n" * 150) -> None:

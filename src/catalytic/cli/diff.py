@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from catalytic.cli.output import add_snapshot_options, add_verbosity, snapshot_settings
+from catalytic.cli.output import add_snapshot_options, add_verbosity, printable, snapshot_settings
 from catalytic.errors import EXIT_DIRTY
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
 
@@ -151,10 +151,10 @@ class _Output:
                 if self.json:
                     item = json_string(path) + ":" + "".join(iter_canonical(record))
                 else:
-                    detail = f"{before} -> {after}"
+                    detail = f"{printable(before)} -> {printable(after)}"
                     if "mode_before" in record:
                         detail += f", mode {record['mode_before']} -> {record['mode_after']}"
-                    item = f"changed  {path} ({detail})"
+                    item = f"changed  {printable(path)} ({detail})"
             else:
                 value = after if kind == "added" else before
                 assert value is not None
@@ -162,7 +162,7 @@ class _Output:
                     item = json_string(path) + ":" + json_string(value)
                 else:
                     label = "extra  " if kind == "added" else "missing"
-                    item = f"{label}  {path} ({value})"
+                    item = f"{label}  {printable(path)} ({printable(value)})"
             if self.json:
                 self.files[kind].write(item if empty[kind] else "," + item)
                 empty[kind] = False

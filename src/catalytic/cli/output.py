@@ -31,6 +31,12 @@ class Progress:
             sys.stderr.write(f"{PREFIX} {message}\n")
 
 
+def printable(text: str) -> str:
+    """``text`` on one line, always encodable: newlines, escape codes and lone surrogates (a name that is
+    not UTF-8) are shown as Python escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def print_json(value: Any) -> None:
     """Machine-readable output: canonical JSON on stdout."""
     sys.stdout.write(dumps(value))

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from catalytic.cli.output import Progress, add_verbosity, print_json
+from catalytic.cli.output import Progress, add_verbosity, print_json, printable
 from catalytic.errors import EXIT_DIRTY, EXIT_OK, UsageError
 from catalytic.ledger.format import DEFAULT_RUNS_ROOT
 
@@ -104,18 +104,13 @@ def find_runs(runs_root: Path) -> list[Path]:
     return runs
 
 
-def _printable(text: str) -> str:
-    # Ledger strings may hold newlines, escape codes or lone surrogates: one line each, always encodable.
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
 def format_report(report: dict[str, object], *, verbose: int = 0) -> list[str]:
     """The seed's block for one report: a PASS / FAIL line, then indented detail lines."""
-    run_id = _printable(str(report["run_id"]))
+    run_id = printable(str(report["run_id"]))
     if report["passed"]:
         lines = [
             f"{PREFIX} PASS: {run_id}",
-            f"  Intent: {_printable(str(report['intent']))}",
+            f"  Intent: {printable(str(report['intent']))}",
             f"  Exit code: {report['exit_code']}",
             f"  Outputs: {report['outputs']}",
         ]
@@ -123,9 +118,9 @@ def format_report(report: dict[str, object], *, verbose: int = 0) -> list[str]:
         lines = [f"{PREFIX} FAIL: {run_id}"]
         errors = report["errors"]
         assert isinstance(errors, list)
-        lines += [f"  {_printable(e['code'])}: {_printable(e['message'])}" for e in errors]
+        lines += [f"  {printable(e['code'])}: {printable(e['message'])}" for e in errors]
     if verbose:
-        lines.append(f"  Run dir: {_printable(str(report['run_dir']))}")
+        lines.append(f"  Run dir: {printable(str(report['run_dir']))}")
     return lines
 
 
@@ -190,7 +185,7 @@ def execute(args: argparse.Namespace) -> int:
         if chain_errors:
             sys.stdout.write(f"{PREFIX} FAIL: chain LEDGER.jsonl\n")
             for e in chain_errors:
-                sys.stdout.write(f"  {_printable(e['code'])}: {_printable(e['message'])}\n")
+                sys.stdout.write(f"  {printable(e['code'])}: {printable(e['message'])}\n")
         elif (
             runs_root is not None
             and args.check_chain

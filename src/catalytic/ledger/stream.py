@@ -19,7 +19,7 @@ import codecs
 import json.decoder
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import lt
 from typing import Literal
 
@@ -214,18 +214,30 @@ def read_batches(fd: int, kind: Kind, max_bytes: int) -> Iterator[Batch]:
     Every domain starts with a batch of no entries (so empty domains are seen). Raises
     :class:`NotStreamable` as soon as the file is not exactly canonical and schema-valid.
     """
+
+    def blocks() -> Iterator[bytes]:
+        size = 0
+        while block := os.read(fd, _BLOCK):
+            size += len(block)
+            if size > max_bytes:
+                raise NotStreamable("too large")
+            yield block
+
+    yield from parse_blocks(blocks(), kind)
+
+
+def parse_blocks(blocks: Iterable[bytes], kind: Kind) -> Iterator[Batch]:
+    """:func:`read_batches` for a document given as blocks of bytes (its end is the end of ``blocks``).
+
+    The text is parsed a block at a time: memory follows the size of the blocks, not of the document.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     parser = _Parser(kind)
     rest = ""
-    size = 0
-    while True:
-        block = os.read(fd, _BLOCK)
-        size += len(block)
-        if size > max_bytes:
-            raise NotStreamable("too large")
-        final = not block
+    for block in _with_end(blocks):
+        final = block is None
         try:
-            text = rest + decoder.decode(block, final)
+            text = rest + decoder.decode(block or b"", final)
         except UnicodeDecodeError:
             raise NotStreamable("not UTF-8") from None
         puncts, strings, rest = _tokens(text, final)
@@ -235,3 +247,8 @@ def read_batches(fd: int, kind: Kind, max_bytes: int) -> Iterator[Batch]:
             return
         if len(rest) > _MAX_CARRY:
             raise NotStreamable("token too long")
+
+
+def _with_end(blocks: Iterable[bytes]) -> Iterator[bytes | None]:
+    yield from blocks
+    yield None

@@ -15,7 +15,6 @@ JSON, schema-valid values, paths strictly increasing), with the checks of the le
 
 from __future__ import annotations
 
-import codecs
 import os
 import re
 import stat
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalytic.diff import Triple
-from catalytic.ledger.stream import _MAX_CARRY, Kind, NotStreamable, _Parser, _tokens
+from catalytic.ledger.stream import Kind, NotStreamable, parse_blocks
 from catalytic.paths import ROOT, sort_key
 from catalytic.snapshot.manifest_file import FORMAT, TAIL, read_manifest
 
@@ -90,39 +89,24 @@ def object_batches(chunks: Iterable[bytes], kind: Kind) -> Iterator[tuple[list[s
 
     Raises :class:`NotStreamable` as soon as the text is not exactly canonical and schema-valid.
     """
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    parser = _Parser(kind)
-    rest = ""
     domains = 0
     # The object is read as the only domain of a ledger document: '{".":' + object + '}\n'.
-    for block, final in _framed(chunks):
-        try:
-            text = rest + decoder.decode(block, final)
-        except UnicodeDecodeError:
-            raise NotStreamable("not UTF-8") from None
-        puncts, strings, rest = _tokens(text, final)
-        for _domain, keys, values in parser.feed(puncts, strings):
-            if not keys:  # the batch that opens a domain
-                domains += 1
-                if domains > 1:
-                    raise NotStreamable("more than one object")
-                continue
-            yield keys, values
-        if final:
-            parser.finish(rest)
-            return
-        if len(rest) > _MAX_CARRY:
-            raise NotStreamable("token too long")
+    for _domain, keys, values in parse_blocks(_framed(chunks), kind):
+        if not keys:  # the batch that opens a domain
+            domains += 1
+            if domains > 1:
+                raise NotStreamable("more than one object")
+            continue
+        yield keys, values
 
 
-def _framed(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
-    """``{".":`` + the chunks + ``}\\n`` as (block, final) pairs; the last pair is (b"", True)."""
-    yield b'{".":', False
+def _framed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``{".":`` + the chunks + ``}\\n``, in blocks of at most :data:`_BLOCK` bytes."""
+    yield b'{".":'
     for chunk in chunks:
         for start in range(0, len(chunk), _BLOCK):  # a spool gives larger pieces
-            yield chunk[start : start + _BLOCK], False
-    yield b"}\n", False
-    yield b"", True
+            yield chunk[start : start + _BLOCK]
+    yield b"}\n"
 
 
 def join_modes(
