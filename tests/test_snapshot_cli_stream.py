@@ -114,24 +114,25 @@ def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return where
 
 
-def test_the_temporary_store_is_removed(tmp_path: Path, temp_root: Path) -> None:
+def test_without_a_cache_dir_nothing_is_left_behind(tmp_path: Path, temp_root: Path) -> None:
+    """No store at all (the spools are unnamed files of the temporary directory)."""
     root = tree(tmp_path / "t")
     assert main(["snapshot", str(root), "-o", str(tmp_path / "m.json"), "-q"]) == 0
     assert main(["diff", str(tmp_path / "m.json"), str(root), "-q"]) == 0
     assert main(["diff", str(root), str(root), "-q", "--json"]) == 0
     assert list(temp_root.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "t", "tmp"]
 
 
-def test_the_temporary_store_is_removed_when_the_snapshot_fails(
+def test_a_failed_snapshot_leaves_nothing_behind(
     tmp_path: Path, temp_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from catalytic.snapshot import stream
 
-    seen: list[Path] = []
+    seen: list[Path | None] = []
 
-    def failing(path: Path, domain: str, algorithm: str, *, store_dir: Path, **_: object) -> None:
+    def failing(path: Path, domain: str, algorithm: str, *, store_dir: Path | None, **_: object) -> None:
         seen.append(store_dir)
-        (store_dir / "something").write_text("written before the failure")
         raise SnapshotError("it vanished", path="a", code="RACE")
 
     monkeypatch.setattr(stream, "scan_domain", failing)
@@ -139,7 +140,7 @@ def test_the_temporary_store_is_removed_when_the_snapshot_fails(
     out = tmp_path / "m.json"
     assert main(["snapshot", str(root), "-o", str(out), "-q"]) != 0
     assert main(["diff", str(root), str(root), "-q"]) != 0
-    assert len(seen) == 2 and all(path.parent == temp_root for path in seen)
+    assert seen == [None, None]
     assert list(temp_root.iterdir()) == [] and not out.exists()
 
 

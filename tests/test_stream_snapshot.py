@@ -568,3 +568,20 @@ def test_workers_start_before_a_big_directory_is_listed(tmp_path: Path) -> None:
         (small / f"d{i:02d}").mkdir(parents=True)
         (small / f"d{i:02d}" / "f").write_bytes(b"y")
     assert not scan(small, store).report.pool_started
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_snapshot_without_a_store(tmp_path: Path, eager: None, jobs: int) -> None:
+    """``store_dir=None`` (``catalytic snapshot`` without ``--cache-dir``): every file hashed, the same
+    documents and root, and no file written anywhere but the spools."""
+    tree = build(tmp_path / "t")
+    manifest, modes = spool.Spool(tmp_path), spool.Spool(tmp_path)
+    SPOOLS.extend((manifest, modes))
+    before = sorted(tmp_path.iterdir())
+    snap = stream.scan_domain(tree, "d", "sha256", store_dir=None, manifest=manifest, modes=modes, jobs=jobs)
+    reference = check_equal(tree, snap)
+    assert snap.cache == "disabled" and not snap.stored
+    assert snap.report.hashed_files == sum(1 for e in reference if len(e.value) == 64)
+    assert sorted(tmp_path.iterdir()) == before
+    with pytest.raises(ValueError):
+        stream.scan_domain(tree, "d", "sha256", store_dir=None, manifest=manifest, modes=modes, before=snap)

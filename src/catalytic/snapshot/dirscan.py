@@ -53,7 +53,7 @@ class ScanConfig:
 
     top: bytes  # absolute path of the domain directory
     algorithm: str
-    store: Path
+    store: Path | None  # None: no store (nothing trusted, nothing kept)
     trust: bool  # may rows stand for unchanged files (False: --no-cache)
     compare: bool  # compare with the rows (the post-run snapshot)
     snap: int  # this snapshot's mark on the parts it writes

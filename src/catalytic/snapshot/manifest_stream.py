@@ -54,8 +54,8 @@ def scanned(
 ) -> Iterator[DomainScan]:
     """The parallel snapshot of the tree at ``path``, its documents in spools while the block runs.
 
-    The row store lives in ``store_dir`` (a stat cache, trusted when ``trust``), or, without one, in a
-    temporary directory that is removed afterwards, whatever happens (nothing is then trusted).
+    The row store lives in ``store_dir`` (a stat cache, trusted when ``trust``); without one there is no store
+    at all (every file is hashed, nothing is kept) and the spools are unnamed files of the temp directory.
     """
     from catalytic.snapshot.spool import Spool
     from catalytic.snapshot.stream import scan_domain
@@ -64,11 +64,12 @@ def scanned(
         if store_dir is None:
             import tempfile
 
-            store_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="catalytic-snapshot-")))
+            spools = Path(tempfile.gettempdir())
             trust = False
         else:
             store_dir.mkdir(parents=True, exist_ok=True)
-        manifest, modes = Spool(store_dir), Spool(store_dir)
+            spools = store_dir
+        manifest, modes = Spool(spools), Spool(spools)
         stack.callback(modes.close)
         stack.callback(manifest.close)
         yield scan_domain(

@@ -91,7 +91,7 @@ def trusted(row: Row | None, st: os.stat_result) -> bool:
     return row is not None and trusted_stamp(row[1:7], row[7], st)
 
 
-def store_failure(store: Path, exc: BaseException, *, io: bool = False) -> SnapshotError | None:
+def store_failure(store: Path | None, exc: BaseException, *, io: bool = False) -> SnapshotError | None:
     """The ``STORE`` error for ``exc`` when it is the store's own failure (SQLite; with ``io`` any OSError,
     e.g. a full disk under the spools), else None.
 
@@ -101,7 +101,8 @@ def store_failure(store: Path, exc: BaseException, *, io: bool = False) -> Snaps
     ours = (sqlite3 is not None and isinstance(exc, sqlite3.Error)) or (io and isinstance(exc, OSError))
     if not ours:
         return None
-    return SnapshotError(f"the snapshot store {store} cannot be used: {exc}", path=".", code="STORE")
+    what = f"the snapshot store {store}" if store is not None else "the snapshot's spool files"
+    return SnapshotError(f"{what} cannot be used: {exc}", path=".", code="STORE")
 
 
 def store_path(cache_dir: Path, directory: str, algorithm: str) -> Path:
@@ -231,7 +232,8 @@ def rows_of(part: Part) -> list[Row] | None:
 class Rows:
     """One process's connection to a store (open it after ``fork``, never share it across one)."""
 
-    def __init__(self, path: Path, directory: str, algorithm: str) -> None:
+    def __init__(self, path: Path | None, directory: str, algorithm: str) -> None:
+        """``path`` None: no store at all (nothing is read or written: every answer is described)."""
         self.path = path
         self.meta = _meta(directory, algorithm)
         self.pid = os.getpid()
@@ -240,6 +242,8 @@ class Rows:
 
     def _open(self, *, create: bool) -> sqlite3.Connection | None:
         """The connection; None when there is no store yet (and ``create`` is False)."""
+        if self.path is None:
+            return None
         if self.conn is None:
             if not self.path.exists():
                 if not create:
@@ -250,7 +254,7 @@ class Rows:
 
     @property
     def exists(self) -> bool:
-        return self.conn is not None or self.path.exists()
+        return self.conn is not None or (self.path is not None and self.path.exists())
 
     def _parts(self, where: str, args: tuple[Any, ...], *, rows: bool = False) -> list[tuple[bytes, Part]]:
         conn = self._open(create=False)

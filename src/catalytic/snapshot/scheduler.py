@@ -80,7 +80,8 @@ class Scheduler:
             from catalytic.snapshot.forkpool import ForkPool
 
             config = self.config
-            ensure(config.store, os.fsdecode(config.top), config.algorithm)
+            if config.store is not None:
+                ensure(config.store, os.fsdecode(config.top), config.algorithm)
             self.pool = ForkPool(self.jobs, _work)
             self.queues = [deque() for _ in range(self.jobs)]
             self.report.pool_started = True

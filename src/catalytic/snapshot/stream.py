@@ -83,7 +83,7 @@ def scan_domain(
     domain: str,
     algorithm: str,
     *,
-    store_dir: Path,
+    store_dir: Path | None,
     manifest: Spool,
     modes: Spool,
     trust: bool = True,
@@ -95,10 +95,13 @@ def scan_domain(
 
     ``trust``: rows of the store may stand for unchanged files (False: ``--no-cache``). ``before``: the
     pre-run snapshot of the same domain, taken with the same ``store_dir`` just before; this is then the
-    post-run snapshot, and the result carries the differences from it.
+    post-run snapshot, and the result carries the differences from it. ``store_dir`` None: no store at all
+    (a one-off snapshot: every file is hashed, nothing is kept; it cannot be compared with later).
     """
     directory = os.path.abspath(path)
-    store = store_path(store_dir, directory, algorithm)
+    if store_dir is None and before is not None:
+        raise ValueError("a post-run snapshot compares with the pre-run snapshot's store")
+    store = store_path(store_dir, directory, algorithm) if store_dir is not None else None
     try:
         return _scan_domain(path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress)
     except Exception as exc:
@@ -113,7 +116,7 @@ def _scan_domain(
     path: Path,
     domain: str,
     algorithm: str,
-    store: Path,
+    store: Path | None,
     manifest: Spool,
     modes: Spool,
     trust: bool,
@@ -123,13 +126,13 @@ def _scan_domain(
 ) -> DomainScan:
     directory = os.path.abspath(path)
     stats = WalkStats()
-    state = prepare(store, directory, algorithm)
+    state = prepare(store, directory, algorithm) if store is not None else "missing"
     compare = before is not None
     if before is not None and before.stored and state != "used":
         raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
     config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare, time.time_ns())
     scheduler = Scheduler(config, jobs or default_jobs())
-    scheduler.report.cache = ("used" if state == "used" else "rebuilt") if trust else "disabled"
+    scheduler.report.cache = ("used" if state == "used" else "rebuilt") if trust and store else "disabled"
     diff = DomainDiff() if compare else None
     builder = MerkleBuilder(algorithm)
     body = ObjectWriter(manifest)
