@@ -524,7 +524,7 @@ def test_gc_removes_the_caches_of_directories_that_are_gone(
     )
 
 
-def test_hash_listed_only_hashes_the_file_as_listed(tmp_path: Path) -> None:
+def test_hash_files_only_hashes_the_file_as_listed(tmp_path: Path) -> None:
     """The optimistic hash gives up (None) on any difference from the listing; the careful path decides."""
     import hashlib
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,12 +96,33 @@ def test_removed_digest_needs_the_chain_or_require_seal(
     ledger = tmp_path / "CONTRACTS/_runs/r1"
     (ledger / "LEDGER_DIGEST.json").unlink()
     capsys.readouterr()
-    assert main(["validate", "--run-dir", str(ledger), "--json"]) == 0
-    capsys.readouterr()
-    assert main(["validate", "--run-dir", str(ledger), "--json", "--require-seal"]) == 1
-    capsys.readouterr()
+    # The chain beside the run records it as sealed: --run-dir alone notices.
+    assert main(["validate", "--run-dir", str(ledger), "--json"]) == 1
+    assert errors(json.loads(capsys.readouterr().out)) == {"DIGEST_MISSING"}
     code, doc = validate(tmp_path, capsys)
     assert code == 1 and errors(doc) == {"DIGEST_MISSING"}
+    # A copy without its runs root has no chain to ask: only --require-seal notices then.
+    copy = tmp_path / "copied" / "r1"
+    shutil.copytree(ledger, copy)
+    assert main(["validate", "--run-dir", str(copy), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["validate", "--run-dir", str(copy), "--json", "--require-seal"]) == 1
+
+
+def test_a_run_resealed_after_a_forgery_disagrees_with_the_chain_beside_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from catalytic.ledger import digest
+
+    run(tmp_path, "r1")
+    ledger = tmp_path / "CONTRACTS/_runs/r1"
+    info = loads((ledger / "RUN_INFO.json").read_bytes())
+    info["intent"] = "forged"
+    (ledger / "RUN_INFO.json").write_text(dumps(info))
+    (ledger / digest.DIGEST_FILE).write_text(dumps(digest.compute(ledger, "r1")))
+    capsys.readouterr()
+    assert main(["validate", "--run-dir", str(ledger), "--json"]) == 1
+    assert errors(json.loads(capsys.readouterr().out)) == {"CHAIN_DIGEST"}
 
 
 def test_bad_trusted_key_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -59,7 +59,7 @@ from catalytic.ledger.checks import (
     check_status,
     path_problem,
 )
-from catalytic.ledger.integrity import check_seal
+from catalytic.ledger.integrity import check_chained, check_seal
 from catalytic.ledger.reader import (
     MAX_LEDGER_BYTES,
     LedgerFile,
@@ -222,7 +222,9 @@ class CatalyticLedgerValidator:
         for name in _SCHEMAS:
             problems.extend(found[name])
         self._check(abs_dir, v1, problems)
-        problems.extend(check_seal(abs_dir, trusted_keys=self.trusted_keys, require_digest=self.require_seal))
+        sealed = check_seal(abs_dir, trusted_keys=self.trusted_keys, require_digest=self.require_seal)
+        problems.extend(sealed)
+        problems.extend(p for p in check_chained(abs_dir) if p.code not in {q.code for q in sealed})
 
     def _stream(self, dir_fd: int, v1: bool) -> StreamFacts | None:
         """One streamed pass over the large documents, or None when one of them is not canonical."""

@@ -72,6 +72,9 @@ class Lab:
             self.templates[kind] = {n: (self.runs / kind / n).read_bytes() for n in FILES}
         assert CatalyticLedgerValidator(self.runs / "restored", root=self.ws).validate()[0]
         assert not CatalyticLedgerValidator(self.runs / "dirty", root=self.ws).validate()[0]
+        # The broken ledgers are written without a seal: with the chain beside them every one would also
+        # be DIGEST_MISSING, which would hide whether the fault itself was found. The chain has its own tests.
+        (self.runs / "LEDGER.jsonl").unlink()
         # Bait: a copy of the good ledger outside the workspace, so following a link would "pass".
         for name, data in self.templates["restored"].items():
             (self.outside / name).write_bytes(data)

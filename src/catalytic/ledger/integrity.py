@@ -135,6 +135,40 @@ def check_anchor(runs_root: Path, anchor: bytes) -> list[Problem]:
     ]
 
 
+def check_chained(ledger_dir: Path) -> list[Problem]:
+    """A run that the chain beside it (``LEDGER.jsonl`` in its runs root) records as sealed must still carry
+    that seal: without this, deleting ``LEDGER_DIGEST.json`` would turn a sealed ledger into an unsealed
+    one that ``validate --run-dir`` accepts. A run copied out of its runs root has no chain beside it (use
+    ``--require-seal`` there). The chain's own problems are :func:`check_chain`'s."""
+    runs_root = ledger_dir.parent
+    if not os.path.lexists(runs_root / chain.CHAIN_FILE):
+        return []
+    try:
+        lines = chain.read_lines(runs_root)
+    except LedgerError:
+        return []
+    recorded = {
+        line.value["ledger_digest"]
+        for line in lines
+        if line.value is not None
+        and line.value.get("run_id") == ledger_dir.name
+        and isinstance(line.value.get("ledger_digest"), str)
+    }
+    if not recorded:
+        return []
+    if not os.path.lexists(ledger_dir / digest.DIGEST_FILE):
+        return [
+            Problem(
+                "DIGEST_MISSING",
+                f"no {digest.DIGEST_FILE}, but {chain.CHAIN_FILE} beside the run records it as sealed",
+            )
+        ]
+    root = recorded_root(ledger_dir)
+    if root is not None and root not in recorded:
+        return [Problem("CHAIN_DIGEST", f"the ledger digest differs from the one {chain.CHAIN_FILE} records")]
+    return []
+
+
 def check_chain(runs_root: Path) -> list[Problem]:
     """Check ``LEDGER.jsonl`` line by line and against the ledgers in ``runs_root``.
 
