@@ -129,6 +129,8 @@ class CatalyticLedgerValidator:
 
     ``root`` is the workspace the outputs are checked in (default: derived from the run directory and
     ``RUN_INFO.runs_root``, else the current directory). ``allowed_roots`` overrides the ledger's.
+    ``chain_beside``: a run recorded as sealed in the ``LEDGER.jsonl`` of its runs root must still carry
+    that seal (off when the caller checks the whole chain itself).
     """
 
     def __init__(
@@ -140,8 +142,10 @@ class CatalyticLedgerValidator:
         allowed_roots: Sequence[str] | None = None,
         trusted_keys: Sequence[PublicKey] = (),
         require_seal: bool = False,
+        chain_beside: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.chain_beside = chain_beside
         self.trusted_keys = tuple(trusted_keys)
         self.require_seal = require_seal
         self.root = Path(root) if root is not None else None
@@ -224,7 +228,8 @@ class CatalyticLedgerValidator:
         self._check(abs_dir, v1, problems)
         sealed = check_seal(abs_dir, trusted_keys=self.trusted_keys, require_digest=self.require_seal)
         problems.extend(sealed)
-        problems.extend(p for p in check_chained(abs_dir) if p.code not in {q.code for q in sealed})
+        if self.chain_beside:
+            problems.extend(p for p in check_chained(abs_dir) if p.code not in {q.code for q in sealed})
 
     def _stream(self, dir_fd: int, v1: bool) -> StreamFacts | None:
         """One streamed pass over the large documents, or None when one of them is not canonical."""
