@@ -546,6 +546,33 @@ def test_hash_files_only_hashes_the_file_as_listed(tmp_path: Path) -> None:
         os.close(fd)
 
 
+def test_hash_files_answers_a_mixed_batch_in_order(tmp_path: Path) -> None:
+    """Small files in one read, a file past CHUNK through the chunked path, and files that are no longer as
+    listed (rewritten with the same size, now a symlink) answered None, each at its own place."""
+    import hashlib
+
+    from catalytic.snapshot.walker import CHUNK, hash_files
+
+    big = os.urandom(1024) * (CHUNK // 1024 + 3)
+    contents = {"a": b"alpha", "big": big, "c": b"same size", "d": b"delta", "e": b""}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    listed = [(name, os.lstat(tmp_path / name)) for name in contents]
+    time.sleep(AGE)
+    (tmp_path / "c").write_bytes(b"SAME SIZE")  # same size, new times
+    (tmp_path / "d").unlink()
+    (tmp_path / "d").symlink_to("a")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got = hash_files(fd, listed, hashlib.sha256)
+    finally:
+        os.close(fd)
+    digests = [None if answer is None else answer[0] for answer in got]
+    expected = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+    assert digests == [expected["a"], expected["big"], None, None, expected["e"]]
+    assert got[1] is not None and got[1][1].st_size == len(big)
+
+
 def test_workers_start_before_a_big_directory_is_listed(tmp_path: Path) -> None:
     """A subdirectory's size hints at its entry count: the workers start before this process would have
     described POOL_MIN_ENTRIES entries itself (it describes only the top here), and never for a tree of
