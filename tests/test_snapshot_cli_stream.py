@@ -25,7 +25,7 @@ from catalytic.ledger.stream import NotStreamable
 from catalytic.paths import sort_key
 from catalytic.snapshot import Entry, entries_from_documents, snapshot_tree
 from catalytic.snapshot.manifest_file import read_manifest, write_manifest
-from catalytic.snapshot.manifest_stream import ManifestReader, whole_entries
+from catalytic.snapshot.manifest_stream import ManifestReader, sorted_entries
 from trees import build_tree
 
 #: Names a stream reader of JSON text must not trip on: quotes, braces, escapes, the marker that ends the
@@ -332,7 +332,7 @@ def test_manifest_files_are_streamed_whatever_their_names(tmp_path: Path) -> Non
         assert reader is not None and reader.algorithm == algorithm
         streamed = list(reader.entries())  # raises NotStreamable if it needed the whole-file path
         reader.close()
-        assert streamed == list(whole_entries(manifest))
+        assert streamed == list(sorted_entries(*read_manifest(manifest)[:2]))
         assert {path for path, _v, _m in streamed} >= set(TRICKY)
 
 

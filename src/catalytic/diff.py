@@ -7,18 +7,24 @@ differ, also ``"mode_before"`` and ``"mode_after"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, TypeVar
 
 from catalytic.paths import sort_key
 from catalytic.snapshot.entry import Entry
 
-_END = object()
+T = TypeVar("T")
+_PATH: Callable[[Any], str] = attrgetter("path")
+_FIRST: Callable[[Any], str] = itemgetter(0)
 
 #: One difference as the parallel snapshot's workers report it:
 #: (kind, path, value before, value after, mode before, mode after); kind: added | removed | changed.
 Change = tuple[str, str, str | None, str | None, str | None, str | None]
+
+#: One entry as a stream of a manifest gives it: (path, value, mode); mode None for symlinks.
+Triple = tuple[str, str, str | None]
 
 
 @dataclass
@@ -76,20 +82,25 @@ def change_record(
     return record
 
 
-def merge_join(pre: Iterable[Entry], post: Iterable[Entry]) -> Iterator[tuple[Entry | None, Entry | None]]:
-    """Pair entries of two streams sorted by path bytes: (pre, post), either side None if absent."""
+def merge_join(
+    pre: Iterable[T], post: Iterable[T], path: Callable[[T], str] = _PATH
+) -> Iterator[tuple[T | None, T | None]]:
+    """Pair entries of two streams sorted by path bytes: (pre, post), either side None if absent.
+
+    ``path`` gives an entry's path (an :class:`Entry`'s by default; ``itemgetter(0)`` for triples).
+    """
     a_it, b_it = iter(pre), iter(post)
     a = next(a_it, None)
     b = next(b_it, None)
     while a is not None or b is not None:
-        if a is not None and b is not None and a.path == b.path:  # the common case: no key needed
+        if a is not None and b is not None and path(a) == path(b):  # the common case: no key needed
             yield a, b
             a = next(a_it, None)
             b = next(b_it, None)
-        elif b is None or (a is not None and sort_key(a.path) < sort_key(b.path)):
+        elif b is None or (a is not None and sort_key(path(a)) < sort_key(path(b))):
             yield a, None
             a = next(a_it, None)
-        elif a is None or sort_key(b.path) < sort_key(a.path):
+        elif a is None or sort_key(path(b)) < sort_key(path(a)):
             yield None, b
             b = next(b_it, None)
         else:
@@ -101,51 +112,26 @@ def merge_join(pre: Iterable[Entry], post: Iterable[Entry]) -> Iterator[tuple[En
 def diff_entries(pre: Iterable[Entry], post: Iterable[Entry]) -> DomainDiff:
     """The differences between two sorted entry streams of the same domain."""
     result = DomainDiff()
-    for before, after in merge_join(pre, post):
-        if after is None and before is not None:
-            result.removed[before.path] = before.value
-        elif before is None and after is not None:
-            result.added[after.path] = after.value
-        elif before is not None and after is not None:
-            record = change_record(before.value, after.value, before.mode, after.mode)
-            if record is not None:
-                result.changed[before.path] = record
+    for change in changes(_triples(pre), _triples(post)):
+        result.add(change)
     return result
 
 
-#: One entry as a stream of a manifest gives it: (path, value, mode); mode None for symlinks.
-Triple = tuple[str, str, str | None]
+def _triples(entries: Iterable[Entry]) -> Iterator[Triple]:
+    return ((e.path, e.value, e.mode) for e in entries)
 
 
 def changes(pre: Iterable[Triple], post: Iterable[Triple]) -> Iterator[Change]:
     """The differences between two streams of entries sorted by path bytes, in that order.
 
-    The same differences as :func:`diff_entries` (a ``changed`` one whenever the value or the mode
-    differs), one :data:`Change` at a time: nothing is kept, whatever the number of entries.
+    A ``changed`` one whenever the value or the mode differs; one :data:`Change` at a time: nothing is kept,
+    whatever the number of entries.
     """
-    a_it, b_it = iter(pre), iter(post)
-    a = next(a_it, None)
-    b = next(b_it, None)
-    while a is not None and b is not None:
-        if a[0] == b[0]:  # the common case: no key needed
-            if a[1] != b[1] or a[2] != b[2]:
-                yield ("changed", a[0], a[1], b[1], a[2], b[2])
-            a = next(a_it, None)
-            b = next(b_it, None)
-        elif (ka := sort_key(a[0])) < (kb := sort_key(b[0])):
+    for a, b in merge_join(pre, post, _FIRST):
+        if b is None:
+            assert a is not None
             yield ("removed", a[0], a[1], None, a[2], None)
-            a = next(a_it, None)
-        elif kb < ka:
+        elif a is None:
             yield ("added", b[0], None, b[1], None, b[2])
-            b = next(b_it, None)
-        else:  # the same bytes (as merge_join, paired)
-            if a[1] != b[1] or a[2] != b[2]:
-                yield ("changed", a[0], a[1], b[1], a[2], b[2])
-            a = next(a_it, None)
-            b = next(b_it, None)
-    while a is not None:
-        yield ("removed", a[0], a[1], None, a[2], None)
-        a = next(a_it, None)
-    while b is not None:
-        yield ("added", b[0], None, b[1], None, b[2])
-        b = next(b_it, None)
+        elif a[1] != b[1] or a[2] != b[2]:
+            yield ("changed", a[0], a[1], b[1], a[2], b[2])

@@ -62,15 +62,12 @@ class _Side:
     def entries(self) -> Iterator[Triple]:
         """The side's entries in path order (:class:`NotStreamable` once, if the file is not canonical)."""
         from catalytic.ledger.stream import NotStreamable
-        from catalytic.paths import sort_key
-        from catalytic.snapshot.manifest_stream import spooled_entries
+        from catalytic.snapshot.manifest_stream import sorted_entries, spooled_entries
 
         if self.scan is not None:
             yield from spooled_entries(self.scan.manifest, self.scan.modes)
         elif self.whole is not None:
-            manifest, modes = self.whole
-            for path in sorted(manifest, key=sort_key):
-                yield path, manifest[path], modes.get(path)
+            yield from sorted_entries(*self.whole)
         else:
             assert self.reader is not None
             try:

@@ -56,7 +56,7 @@ def execute_cli(args: argparse.Namespace) -> int:
                 "dirs": snap.stats.dirs,
                 "other": snap.stats.other,
                 "bytes_hashed": snap.stats.bytes_hashed,
-                "cache": snap.cache if store is not None else "disabled",
+                "cache": snap.cache,
             }
         )
     else:

@@ -147,25 +147,23 @@ def check_chained(ledger_dir: Path) -> list[Problem]:
         lines = chain.read_lines(runs_root)
     except LedgerError:
         return []
-    recorded = {
+    recorded = [
         line.value["ledger_digest"]
         for line in lines
         if line.value is not None
         and line.value.get("run_id") == ledger_dir.name
         and isinstance(line.value.get("ledger_digest"), str)
-    }
-    if not recorded:
-        return []
-    if not os.path.lexists(ledger_dir / digest.DIGEST_FILE):
-        return [
-            Problem(
-                "DIGEST_MISSING",
-                f"no {digest.DIGEST_FILE}, but {chain.CHAIN_FILE} beside the run records it as sealed",
-            )
-        ]
+    ]
+    return _as_chained(ledger_dir, recorded[-1]) if recorded else []
+
+
+def _as_chained(ledger_dir: Path, chained_root: str) -> list[Problem]:
+    """A chained run's seal against the root its chain line records."""
     root = recorded_root(ledger_dir)
-    if root is not None and root not in recorded:
-        return [Problem("CHAIN_DIGEST", f"the ledger digest differs from the one {chain.CHAIN_FILE} records")]
+    if root is None:
+        return [Problem("DIGEST_MISSING", f"{ledger_dir.name}: chained but has no {digest.DIGEST_FILE}")]
+    if root != chained_root:
+        return [Problem("CHAIN_DIGEST", f"{ledger_dir.name}: the ledger digest differs from the chain's")]
     return []
 
 
@@ -224,15 +222,7 @@ def _check_chain(runs_root: Path) -> list[Problem]:
                 Problem("CHAIN_RUN_MISSING", f"{where}:{line.number}: the ledger of run {run_id} is gone")
             )
         else:
-            root = recorded_root(ledger_dir)
-            if root is None:
-                problems.append(
-                    Problem("DIGEST_MISSING", f"{run_id}: chained but has no {digest.DIGEST_FILE}")
-                )
-            elif root != value.get("ledger_digest"):
-                problems.append(
-                    Problem("CHAIN_DIGEST", f"{run_id}: the ledger digest differs from the chain's")
-                )
+            problems.extend(_as_chained(ledger_dir, value["ledger_digest"]))
         prev = line.hash
     for name in sorted(os.listdir(runs_root)) if runs_root.is_dir() else []:
         if name in seen or not os.path.lexists(runs_root / name / digest.DIGEST_FILE):

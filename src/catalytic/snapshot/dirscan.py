@@ -237,43 +237,38 @@ def _describe(
     below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
-    mode_of = _MODES
     for key, is_sub, name, st in items:
+        path = prefix + name
         if is_sub:
             stamps.append(STAMP(st))
             if manifest or modes:
                 out.append(("t", ",".join(manifest), ",".join(modes)))
                 manifest, modes = [], []
-            out.append(("d", prefix + name, st.st_dev, st.st_ino))
+            out.append(("d", path, st.st_dev, st.st_ino))
             below += max(0, st.st_size - _SMALL_DIR) // _DIR_ENTRY
             continue
         regular = st.st_mode & _FMT == _REG
-        quick: tuple[str, os.stat_result] | None = None
-        described = False
-        if regular:
-            row = kept.get(key)
-            if row is not None:
-                value, final, mode = row[8], st, row[9]
-                stamp = row[7]  # the digest is as old as the row
-                hits += 1
-                files += 1
-            else:
-                quick = next(hashed_now)
-                if quick is not None:
-                    value, final = quick
-                    mode = mode_of.get(st.st_mode) or _mode(st.st_mode)
-                    stamp = taken
-                    nbytes += st.st_size
-                    hashed += 1
-                    files += 1
-            described = row is not None or quick is not None
-        if not described:
-            entry, final = describe_stat(fd, name, prefix + name, st, new_hasher, counts)
+        row = kept.get(key) if regular else None
+        # hash_files answered the regular files no row stands for, in this order.
+        quick = next(hashed_now) if regular and row is None else None
+        if row is not None:
+            value, final, mode, stamp = row[8], st, row[9], row[7]  # the digest is as old as the row
+            hits += 1
+            files += 1
+        elif quick is not None:
+            value, final = quick
+            mode = mode_string(st.st_mode)
+            stamp = taken
+            nbytes += st.st_size
+            hashed += 1
+            files += 1
+        else:
+            entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
             value, mode = entry.value, entry.mode
             regular = final.st_mode & _FMT == _REG
             stamp = taken if regular else 0
             hashed += regular
-        jpath = json_string(prefix + name)
+        jpath = json_string(path)
         manifest.append(f'{jpath}:"{value}"' if regular else jpath + ":" + json_string(value))
         if mode is not None:
             modes.append(f'{jpath}:"{mode}"')
@@ -286,9 +281,9 @@ def _describe(
         if compare:
             row = rows.get(key)
             if row is None:
-                diff.append(("added", prefix + name, None, value, None, mode))
+                diff.append(("added", path, None, value, None, mode))
             elif row[8] != value or row[9] != mode:
-                diff.append(("changed", prefix + name, row[8], value, row[9], mode))
+                diff.append(("changed", path, row[8], value, row[9], mode))
     if manifest or modes:
         out.append(("t", ",".join(manifest), ",".join(modes)))
 
@@ -300,7 +295,7 @@ def _describe(
                 name = row[0].decode("utf-8", "surrogateescape")
                 diff.append(("removed", prefix + name, row[8], None, row[9], None))
             if row[8] == DIR and key not in dirs_now:
-                sub = (prefix + row[0].decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+                sub = dir_key + b"/" + key if dir_key else key
                 emptied.append(sub)
                 if compare:
                     _removed_below(store, sub, diff)
@@ -321,13 +316,6 @@ def _describe(
     return result
 
 
-def _mode(st_mode: int) -> str:
-    mode = _MODES[st_mode] = mode_string(st_mode)
-    return mode
-
-
-# Permission strings by st_mode: a directory's files mostly share a few modes.
-_MODES: dict[int, str] = {}
 _FMT = 0o170000
 # A directory's size hints at its entry count: ext4 gives one 4 KiB block to up to ~100 short names, then
 # about 32 bytes each (tmpfs and btrfs count fewer bytes per name: their hint is low, never high).

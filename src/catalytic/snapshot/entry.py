@@ -16,6 +16,7 @@ beside the manifest in ``PRE_MODES.json`` / ``POST_MODES.json`` for every entry 
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class Entry:
     mode: str | None
 
 
+@functools.cache  # a tree's files share a few modes: formatted once each
 def mode_string(st_mode: int) -> str:
     """Permission bits (including setuid/setgid/sticky) as four octal digits."""
     return f"{stat.S_IMODE(st_mode):04o}"

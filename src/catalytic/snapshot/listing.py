@@ -20,7 +20,7 @@ from catalytic.paths import to_bytes
 
 # (walk key, is the subdirectory's contents, name, lstat)
 Item = tuple[bytes, bool, str, os.stat_result]
-_FMT, _DIR = 0o170000, stat.S_IFDIR
+_FMT, _DIR, _REG = 0o170000, stat.S_IFDIR, stat.S_IFREG
 
 
 def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: bytes | None) -> list[Item]:
@@ -74,7 +74,7 @@ def size_points(items: list[Item], part_bytes: int) -> list[bytes]:
         if gathered >= part_bytes:
             points.append(key)
             gathered = 0
-        if not sub and st.st_mode & 0o170000 == stat.S_IFREG:
+        if not sub and st.st_mode & _FMT == _REG:
             gathered += st.st_size
     return points
 

@@ -1,7 +1,7 @@
 """Stand-alone manifests as streams: a tree scanned into spools, a manifest file read back entry by entry.
 
 ``catalytic snapshot`` and ``catalytic diff`` use these so that nothing they hold grows with the number of
-files: :func:`scanned` takes the parallel snapshot of a tree into spools (with a throw-away store unless a
+files: :func:`scanned` takes the parallel snapshot of a tree into spools (with no store at all unless a
 cache directory is given), :func:`spooled_entries` reads the spooled documents back as sorted
 ``(path, value, mode)`` triples, and :class:`ManifestReader` does the same for a manifest file written by
 ``catalytic snapshot --output`` (:mod:`catalytic.snapshot.manifest_file`).
@@ -10,7 +10,7 @@ A manifest file is read in blocks and checked on the way to be exactly what cata
 JSON, schema-valid values, paths strictly increasing), with the checks of the ledger's stream reader
 (:mod:`catalytic.ledger.stream`). A file that is not (edited by hand, written by another tool) raises
 :class:`~catalytic.ledger.stream.NotStreamable`, and the caller reads it whole instead
-(:func:`whole_entries`), as it always could.
+(:func:`sorted_entries` of :func:`~catalytic.snapshot.manifest_file.read_manifest`), as it always could.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from catalytic.diff import Triple
 from catalytic.ledger.stream import Kind, NotStreamable, parse_blocks
 from catalytic.paths import ROOT, sort_key
-from catalytic.snapshot.manifest_file import FORMAT, TAIL, read_manifest
+from catalytic.snapshot.manifest_file import FORMAT, TAIL
 
 if TYPE_CHECKING:
     from catalytic.snapshot.spool import Span
@@ -48,13 +48,12 @@ def scanned(
     algorithm: str,
     *,
     store_dir: Path | None = None,
-    trust: bool = True,
     jobs: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[DomainScan]:
     """The parallel snapshot of the tree at ``path``, its documents in spools while the block runs.
 
-    The row store lives in ``store_dir`` (a stat cache, trusted when ``trust``); without one there is no store
+    The row store lives in ``store_dir`` (a stat cache); without one there is no store
     at all (every file is hashed, nothing is kept) and the spools are unnamed files of the temp directory.
     """
     from catalytic.snapshot.spool import Spool
@@ -65,7 +64,6 @@ def scanned(
             import tempfile
 
             spools = Path(tempfile.gettempdir())
-            trust = False
         else:
             store_dir.mkdir(parents=True, exist_ok=True)
             spools = store_dir
@@ -79,7 +77,6 @@ def scanned(
             store_dir=store_dir,
             manifest=manifest,
             modes=modes,
-            trust=trust,
             jobs=jobs,
             progress=progress,
         )
@@ -140,9 +137,8 @@ def spooled_entries(manifest: Span, modes: Span) -> Iterator[Triple]:
     return join_modes(object_batches(manifest.chunks(), "manifest"), object_batches(modes.chunks(), "modes"))
 
 
-def whole_entries(path: Path) -> Iterator[Triple]:
-    """The entries of a manifest file read whole (any valid JSON manifest), sorted by path bytes."""
-    manifest, modes, _algorithm, _doc = read_manifest(path)
+def sorted_entries(manifest: dict[str, str], modes: dict[str, str]) -> Iterator[Triple]:
+    """The entries of manifest and modes objects read whole (any valid manifest), sorted by path bytes."""
     for key in sorted(manifest, key=sort_key):
         yield key, manifest[key], modes.get(key)
 

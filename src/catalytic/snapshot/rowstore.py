@@ -383,11 +383,10 @@ class Rows:
             raise
 
     def clear(self) -> None:
-        """Delete every part (the domain is gone or is not a directory)."""
+        """Delete every part (the domain is gone or is not a directory); the trigger takes their blobs."""
         conn = self._open(create=False)
         if conn is not None:
-            for table in ("parts", "payloads", "entries"):
-                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM parts")
 
     def close(self) -> None:
         if self.conn is not None:

@@ -53,8 +53,8 @@ class Scheduler:
         self.queues: list[deque[int]] = []
         self.results: dict[int, dirscan.DirResult] = {}
         self.pool: ForkPool | None = None
-        self.described = 0
-        self.below = 0  # entries the listed subdirectories probably hold (DirResult.below)
+        # Entries described in this process, and those the subdirectories it listed probably hold.
+        self.expected = 0
         self.split = False  # a directory was split: enough work for the workers, whatever the count
         self.report = StreamReport()
 
@@ -72,7 +72,7 @@ class Scheduler:
         if (
             self.pool is None
             and self.jobs > 1
-            and (self.described + self.below >= POOL_MIN_ENTRIES or self.split)
+            and (self.expected >= POOL_MIN_ENTRIES or self.split)
             and not faults.ACTIVE  # fault points must fire in this process
             # Forking while other threads run could copy a lock one of them holds into the child.
             and threading.active_count() == 1
@@ -102,8 +102,7 @@ class Scheduler:
             message, path, code = value
             raise SnapshotError(message, path=path, code=code)
         result: dirscan.DirResult = value
-        self.described += sum(result.counts[:3])
-        self.below += result.below
+        self.expected += sum(result.counts[:3]) + result.below
         self.split = self.split or result.split is not None
         self.results[tid] = result
 
