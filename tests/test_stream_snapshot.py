@@ -227,6 +227,38 @@ def test_same_size_rewrite_with_mtime_restored_is_caught(tmp_path: Path, eager: 
     assert post.diff is not None and list(post.diff.changed) == ["a/f02"]
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "parts"])
+@pytest.mark.parametrize("change", ["rewrite", "chmod", "grow"])
+def test_fingerprint_alone_catches_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: bool, change: str
+) -> None:
+    """With the racy rule switched off, only a part's fingerprint keeps its stored answer from standing for a
+    changed directory (whole directories are fingerprinted in listing order, parts in walk order)."""
+    monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
+    if split:
+        monkeypatch.setattr(dirscan, "SPLIT", 3)
+    monkeypatch.setattr(dirscan, "racy", lambda *_: False)
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    scan(tree, store)
+    pre = scan(tree, store)
+    assert pre.report.hashed_files == 0  # every part answered from the store
+    target = tree / "a" / "f02"
+    st = target.stat()
+    if change == "rewrite":  # same size, other bytes, mtime put back: the ctime differs
+        target.write_bytes(bytes(b ^ 1 for b in target.read_bytes()))
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "chmod":
+        target.chmod(0o600)
+    else:
+        with target.open("ab") as out:
+            out.write(b"!")
+    post = scan(tree, store, compare=True)
+    assert post.diff is not None and list(post.diff.changed) == ["a/f02"]
+    check_equal(tree, post)
+
+
 def test_racily_clean_file_is_hashed_again(tmp_path: Path, eager: None) -> None:
     tree = build(tmp_path / "t")
     store = tmp_path / "runs" / "_cache"

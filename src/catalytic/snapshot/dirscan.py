@@ -32,7 +32,18 @@ from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
-from catalytic.snapshot.listing import STAMP, Item, fingerprint, seal, select, size_points, split_points
+from catalytic.snapshot.listing import (
+    STAMP,
+    Item,
+    fingerprint,
+    seal,
+    select,
+    size_points,
+    split_points,
+    stat_all,
+    walk_items,
+    whole_fingerprint,
+)
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
 from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files
 
@@ -143,30 +154,46 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
     fd = _open(config, rel, dev, ino)
     try:
         listing = _list(fd, rel)
-        if lo is None and hi is None and len(listing) > SPLIT:
+        if lo is not None or hi is not None:
+            items = select(listing, rel, lo, hi)
+            store = _rows(config)
+            if config.trust:
+                cached = store.part(to_bytes(rel), lo, hi)
+                if cached is not None:
+                    found = _unchanged(cached, *fingerprint(items))
+                    if found is not None:
+                        return found
+            return _describe(config, fd, rel, items, lo, hi, taken, store, None)
+        if len(listing) > SPLIT:
             result = DirResult()
             result.split = split_points(listing, SPLIT)
             return result
-        items = select(listing, rel, lo, hi)
-        if lo is None and hi is None:
-            points = size_points(items, PART_BYTES)
-            if points:  # big files: one part per PART_BYTES of them, so every worker hashes some
-                result = DirResult()
-                result.split = points
-                return result
+        stats = stat_all(listing, rel)
         store = _rows(config)
+        order = [d.name for d in listing]
         if config.trust:
-            # The whole part is as the store last saw it: its answer is the stored one.
-            cached = store.part(to_bytes(rel), lo, hi)
+            # The whole directory is as the store last saw it: its answer is the stored one.
+            cached = store.part(to_bytes(rel), None, None)
             if cached is not None:
-                seen, newest = fingerprint(items)
-                fresh = not racy(newest, newest, cached.taken_ns)
-                found = _from_payload(cached.payload) if fresh and cached.fingerprint == seen else None
+                found = _unchanged(cached, *whole_fingerprint(order, list(map(STAMP, stats))))
                 if found is not None:
                     return found
-        return _describe(config, fd, rel, items, lo, hi, taken, store)
+        items = walk_items(listing, stats)
+        points = size_points(items, PART_BYTES)
+        if points:  # big files: one part per PART_BYTES of them, so every worker hashes some
+            result = DirResult()
+            result.split = points
+            return result
+        return _describe(config, fd, rel, items, lo, hi, taken, store, order)
     finally:
         os.close(fd)
+
+
+def _unchanged(cached: Part, seen: bytes, newest: int) -> DirResult | None:
+    """The stored answer of a part whose fingerprint is ``seen`` (None when it differs or is racy)."""
+    if cached.fingerprint != seen or racy(newest, newest, cached.taken_ns):
+        return None
+    return _from_payload(cached.payload)
 
 
 def _payload(result: DirResult, counts: tuple[int, int, int]) -> bytes:
@@ -198,7 +225,13 @@ def _describe(
     hi: bytes | None,
     taken: int,
     store: Rows,
+    order: list[str] | None,
 ) -> DirResult:
+    """Describe the part's entries, compare them with the rows, and store the part.
+
+    ``order``: for a whole directory, its names in listing order (its fingerprint is taken in that order, see
+    :func:`~catalytic.snapshot.listing.whole_fingerprint`); None for a part of a huge directory.
+    """
     prefix = rel + "/" if rel else ""
     dir_key = to_bytes(rel)
     bad_before = store.bad
@@ -234,6 +267,7 @@ def _describe(
     records: list[str] = []
     now: list[Row] = []
     stamps: list[tuple[int, ...]] = []  # the final lstat of every walk key, for the part's fingerprint
+    finals: dict[str, tuple[int, ...]] = {}  # the final lstat of every entry, by name
     below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
@@ -275,6 +309,7 @@ def _describe(
         records.append(f"{name}\0{value}\0{mode or ''}\0")
         observed = STAMP(final)
         stamps.append(observed)
+        finals[name] = observed
         now.append((key, *observed, stamp, value, mode))
         if value == DIR:
             dirs_now.add(key)
@@ -303,11 +338,15 @@ def _describe(
     result.below = below
     files += counts.files
     result.counts = (files, counts.dirs, counts.other, nbytes + counts.bytes_hashed, hits, hashed)
+    if order is None:
+        sealed = seal([item[0] for item in items], stamps)
+    else:
+        sealed = whole_fingerprint(order, [finals[name] for name in order])[0]
     part = Part(
         lo or b"",
         hi,
         config.snap,
-        seal([item[0] for item in items], stamps),
+        sealed,
         taken,
         _payload(result, (files, counts.dirs, counts.other)),
         marshal.dumps(now),

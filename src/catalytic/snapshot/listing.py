@@ -23,35 +23,44 @@ Item = tuple[bytes, bool, str, os.stat_result]
 _FMT, _DIR, _REG = 0o170000, stat.S_IFDIR, stat.S_IFREG
 
 
-def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: bytes | None) -> list[Item]:
-    """The entries and subdirectory contents of this part, with their ``lstat``, in walk order."""
-    bounded = lo is not None or hi is not None
-    check_faults = faults.ACTIVE
-    if not bounded and not check_faults:
+def stat_all(listing: list[os.DirEntry[str]], rel: str) -> list[os.stat_result]:
+    """Every entry's ``lstat``, in listing order (an entry that cannot be read: VANISHED or IO_ERROR)."""
+    if not faults.ACTIVE:
         try:  # the common case in one comprehension; an entry that cannot be read takes the loop below
-            items = [
-                (d.name.encode("utf-8", "surrogateescape"), False, d.name, d.stat(follow_symlinks=False))
-                for d in listing
-            ]
+            return [d.stat(follow_symlinks=False) for d in listing]
         except OSError:
             pass
-        else:
-            items += [(key + b"/", True, name, st) for key, _, name, st in items if st.st_mode & _FMT == _DIR]
-            items.sort()
-            return items
-    items = []
+    stats = []
+    for dirent in listing:
+        faults.point("entry")
+        try:
+            stats.append(dirent.stat(follow_symlinks=False))
+        except OSError as exc:
+            raise lost(rel, dirent.name, exc) from exc
+    return stats
+
+
+def walk_items(listing: list[os.DirEntry[str]], stats: list[os.stat_result]) -> list[Item]:
+    """A whole directory's entries and subdirectory contents in walk order (``stats``: :func:`stat_all`)."""
+    pairs = zip(listing, stats, strict=True)
+    items = [(d.name.encode("utf-8", "surrogateescape"), False, d.name, st) for d, st in pairs]
+    items += [(key + b"/", True, name, st) for key, _, name, st in items if st.st_mode & _FMT == _DIR]
+    items.sort()  # by walk key: keys are unique, so the lstat results are never compared
+    return items
+
+
+def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: bytes | None) -> list[Item]:
+    """The entries and subdirectory contents of the part ``[lo, hi)``, with their ``lstat``, in walk order."""
+    items: list[Item] = []
     append = items.append
     for dirent in listing:
         name = dirent.name
         key = to_bytes(name)
-        entry_in = sub_in = True
-        if bounded:
-            entry_in = (lo is None or key >= lo) and (hi is None or key < hi)
-            sub_in = (lo is None or key + b"/" >= lo) and (hi is None or key + b"/" < hi)
-            if not (entry_in or sub_in):
-                continue
-        if check_faults:
-            faults.point("entry")
+        entry_in = (lo is None or key >= lo) and (hi is None or key < hi)
+        sub_in = (lo is None or key + b"/" >= lo) and (hi is None or key + b"/" < hi)
+        if not (entry_in or sub_in):
+            continue
+        faults.point("entry")
         try:
             st = dirent.stat(follow_symlinks=False)
         except OSError as exc:
@@ -60,7 +69,7 @@ def select(listing: list[os.DirEntry[str]], rel: str, lo: bytes | None, hi: byte
             append((key, False, name, st))
         if sub_in and st.st_mode & _FMT == _DIR:
             append((key + b"/", True, name, st))
-    items.sort()  # by walk key: keys are unique, so the lstat results are never compared
+    items.sort()
     return items
 
 
@@ -93,11 +102,27 @@ _MTIME, _CTIME = itemgetter(4), itemgetter(5)
 
 
 def fingerprint(items: list[Item]) -> tuple[bytes, int]:
-    """One hash of every walk key and the ``lstat`` fields the stat cache compares; the newest timestamp."""
+    """A part's fingerprint: one hash of every walk key and the ``lstat`` fields the stat cache compares, in
+    walk order; and the newest timestamp among them."""
     # A subdirectory's contents carry its lstat too: a part may hold them without the entry itself.
     stamps = list(map(STAMP, map(_LSTAT, items)))
-    newest = max(max(map(_MTIME, stamps), default=0), max(map(_CTIME, stamps), default=0))
-    return seal(list(map(_KEY, items)), stamps), newest
+    return seal(list(map(_KEY, items)), stamps), newest(stamps)
+
+
+def whole_fingerprint(names: list[str], stamps: list[tuple[int, ...]]) -> tuple[bytes, int]:
+    """A whole directory's fingerprint: its entries' names and :data:`STAMP` fields in *listing* order.
+
+    An unchanged directory lists in the same order again, so its fingerprint is taken without sorting; a
+    directory listed in another order only misses the stored answer (equal fingerprints still mean equal
+    entries: the same names with the same ``lstat`` fields, which also give the same subdirectories).
+    """
+    joined = "\0".join(names).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(joined + b"\0\0" + marshal.dumps(stamps, 2)).digest(), newest(stamps)
+
+
+def newest(stamps: list[tuple[int, ...]]) -> int:
+    """The newest modification or change time among :data:`STAMP` tuples (0 for none)."""
+    return max(max(map(_MTIME, stamps), default=0), max(map(_CTIME, stamps), default=0))
 
 
 def seal(keys: list[bytes], stamps: list[tuple[int, ...]]) -> bytes:
