@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/run.py --cases 1m             # 1M x 64 B files (and the 100k case it is
                                                               # compared with); ~5 GB of disk, 1M inodes
     .venv/bin/python benchmarks/run.py --scale 0.01 --repeat 1   # smoke size (the test suite uses this)
+    .venv/bin/python benchmarks/run.py --cases disk            # 100k read from the disk (root: drops the
+                                                              # OS page cache before every command)
 
 Every case generates its tree under a temporary directory and removes it afterwards, runs each command
 ``--repeat`` times and prints the median wall time, the peak RSS (the largest ``ru_maxrss`` of any process
@@ -19,7 +21,8 @@ Baselines, all measured in the same invocation:
 - hashlib on all cores (one pass, large files);
 - the naive reference ``naive.py``: what the seed's prototype does (rglob, read_bytes, sha256, a dict per
   domain, twice around the command, compare, write the six JSON ledger files).
-"Cold cache" means no stat cache (a fresh runs root); the OS page cache is warm for every command.
+"Cold cache" means no stat cache (a fresh runs root); the OS page cache is warm for every command (every
+file of the tree is read, untimed, before each timed command), except in the disk case.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ import treegen
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-ALL_CASES = ("empty", "10k", "100k", "large", "1m")
+ALL_CASES = ("empty", "10k", "100k", "large", "1m", "disk")
+DROP_CACHES = "/proc/sys/vm/drop_caches"
 DEFAULT_CASES = ("empty", "10k", "100k", "large")
 # DESIGN.md's performance anchors (same machine kind), printed next to what this run measures.
 ANCHORS = {
@@ -82,15 +86,20 @@ def run_once(cmd: list[str], cwd: Path) -> dict[str, float]:
     return result
 
 
-def measure_many(jobs: dict[str, Job], cwd: Path, repeat: int) -> dict[str, Measure]:
+def measure_many(
+    jobs: dict[str, Job], cwd: Path, repeat: int, pages: Path | None = None
+) -> dict[str, Measure]:
     """Run every job ``repeat`` times through measure_tree.py, round-robin: each round runs each job once,
     so a load spike on a shared machine lands on the baselines and on catalytic alike instead of on one
-    command's whole series."""
+    command's whole series. With ``pages``, every file under it is read (untimed) before each timed command,
+    so each one finds the OS page cache warm (see :func:`read_tree`)."""
     results: dict[str, list[dict[str, float]]] = {key: [] for key in jobs}
     for _ in range(repeat):
         for key, job in jobs.items():
             if job.before:
                 job.before()
+            if pages is not None:
+                read_tree(pages)
             results[key].append(run_once(job.cmd, cwd))
     return {
         key: Measure(
@@ -101,6 +110,21 @@ def measure_many(jobs: dict[str, Job], cwd: Path, repeat: int) -> dict[str, Meas
         )
         for key, runs in results.items()
     }
+
+
+def read_tree(tree: Path) -> None:
+    """Read every file under ``tree`` so its pages are in the OS page cache. The cases compare commands on a
+    warm page cache, and some machines (memory reclaim such as DAMON on a VM) drop file pages seconds after
+    they were read: without this, a command would read more from the disk the later it runs in a round."""
+    script = f'find "$1" -type f -print0 | xargs -0 -r -n 4000 -P{CORES} cat >/dev/null'
+    subprocess.run(["bash", "-c", script, "-", str(tree)], check=True)
+
+
+def drop_page_cache() -> None:
+    """A ``before`` hook for the disk case: write back and drop the OS page cache (root, Linux)."""
+    os.sync()
+    with open(DROP_CACHES, "w") as out:
+        out.write("1\n")
 
 
 def clear(path: Path) -> Callable[[], None]:
@@ -290,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             if b3sum:
                 jobs["b3sum"] = Job(["bash", "-c", f"find d -type f -print0 | xargs -0 {b3sum} >/dev/null"])
-            got = measure_many(jobs, ws, r)
+            got = measure_many(jobs, ws, r, pages=ws / "d")
             n256, literal, naive, cold, warm = (
                 got[k] for k in ("sha256sum", "literal", "naive", "cold", "warm")
             )
@@ -383,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                 jobs["b3sum"] = Job([b3sum, *sorted(str(p) for p in (ws / "d").iterdir())])
             else:
                 jobs["pyblake3"] = Job([PY, str(HERE / "hashlib_pass.py"), "d", str(CORES), "blake3"])
-            got = measure_many(jobs, ws, r)
+            got = measure_many(jobs, ws, r, pages=ws / "d")
             hl, cold, b3 = got["hashlib"], got["sha256"], got["blake3"]
             report.row(f"hashlib sha256, {CORES} threads (one pass)", hl)
             report.row(f"find | xargs -0 -n 256 -P{CORES} sha256sum (one pass)", got["sha256sum"])
@@ -429,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         if "1m" in cases:
             run_1m(tmp / "1m", n(1_000_000), r, report, reference)
 
+        if "disk" in cases:
+            run_disk(tmp / "disk", n(100_000), r, report)
+
     skipped = []
     if "large" in cases and not b3sum:
         skipped.append("large: blake3 run / b3sum (b3sum not installed)")
@@ -461,6 +488,7 @@ def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Me
             },
             ws,
             r,
+            pages=ws / "d",
         )
         for kind, m in got.items():
             base = reference.get(kind)
@@ -486,6 +514,36 @@ def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Me
         start = time.perf_counter()
         treegen.remove(ws, CORES)
         print(f"  (1m tree removed in {time.perf_counter() - start:.1f} s)")
+
+
+def run_disk(ws: Path, files: int, r: int, report: Report) -> None:
+    """100k x 1 KiB with the OS page cache dropped before every command: the files come from the disk, as in
+    a first run after a reboot. Not one of the issue's targets; printed for what it shows."""
+    if not os.access(DROP_CACHES, os.W_OK):
+        print(f"\n[disk] skipped: dropping the page cache needs root and a writable {DROP_CACHES}")
+        return
+    treegen.make_tree(ws / "d", files, 1024, jobs=CORES)
+    time.sleep(0.3)
+    print(f"\n[disk: {files} files x 1024 B, page cache dropped before each command] whole run of `true`")
+
+    def fresh() -> None:
+        treegen.remove(ws / "runs-cold")
+        drop_page_cache()
+
+    try:
+        got = measure_many(
+            {
+                "literal": Job(sha256sum_pass(CORES, None), drop_page_cache),
+                "cold": Job(catalytic_run("runs-cold"), fresh),
+            },
+            ws,
+            r,
+        )
+        literal, cold = got["literal"], got["cold"]
+        report.row(f"find | xargs -0 -P{CORES} sha256sum (issue's form)", literal, "1.00x")
+        report.row("catalytic run, cold cache", cold, f"{cold.wall / literal.wall:.2f}x")
+    finally:
+        treegen.remove(ws, CORES)
 
 
 if __name__ == "__main__":

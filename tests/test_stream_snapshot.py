@@ -605,6 +605,56 @@ def test_hash_files_answers_a_mixed_batch_in_order(tmp_path: Path) -> None:
     assert got[1] is not None and got[1][1].st_size == len(big)
 
 
+@pytest.mark.parametrize("batch", [2, 64])
+def test_hash_files_asks_for_a_batch_of_pages_then_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """Every small file of a batch is opened and its pages asked for (POSIX_FADV_WILLNEED) before the batch
+    is read; a FIFO swapped in for a listed file refuses the advice and is answered None; answers keep their
+    order across batches and no descriptor stays open."""
+    import hashlib
+
+    from catalytic.snapshot import walker
+
+    contents = {f"f{i}": bytes([i]) * (i + 1) for i in range(5)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    listed = [(name, os.lstat(tmp_path / name)) for name in contents]
+    (tmp_path / "f3").unlink()
+    os.mkfifo(tmp_path / "f3")
+    events: list[tuple[str, int]] = []
+    real_advise, real_read = walker._advise, os.read
+
+    def advise(fd: int, offset: int, length: int, advice: int) -> None:
+        events.append(("advise", length))
+        real_advise(fd, offset, length, advice)
+
+    def read(fd: int, size: int) -> bytes:
+        events.append(("read", size - 1))
+        return real_read(fd, size)
+
+    monkeypatch.setattr(walker, "READ_AHEAD", batch)
+    monkeypatch.setattr(walker, "_advise", advise)
+    monkeypatch.setattr(os, "read", read)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got = walker.hash_files(fd, listed, hashlib.sha256)
+    finally:
+        os.close(fd)
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    digests = [None if answer is None else answer[0] for answer in got]
+    expected = [hashlib.sha256(data).hexdigest() for data in contents.values()]
+    assert digests == [*expected[:3], None, expected[4]]
+    # Sizes 1..5; per batch, the advice for each of its files comes before any of its reads.
+    sizes = [len(data) for data in contents.values()]
+    want: list[tuple[str, int]] = []
+    for start in range(0, len(sizes), batch):
+        chunk = sizes[start : start + batch]
+        want += [("advise", n) for n in chunk] + [("read", n) for n in chunk]
+    assert events == want
+
+
 def test_workers_start_before_a_big_directory_is_listed(tmp_path: Path) -> None:
     """A subdirectory's size hints at its entry count: the workers start before this process would have
     described POOL_MIN_ENTRIES entries itself (it describes only the top here), and never for a tree of

@@ -28,9 +28,19 @@ from catalytic.snapshot.listing import STAMP
 
 RETRIES = 3
 CHUNK = 1 << 20
+#: Small files opened (and their pages asked for) together by :func:`hash_files`.
+READ_AHEAD = 64
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 T = TypeVar("T")
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", 3)
+
+
+def _no_advice(fd: int, offset: int, length: int, advice: int) -> None:
+    """Where ``posix_fadvise`` does not exist (macOS), small files are read without asking first."""
+
+
+_advise: Callable[[int, int, int, int], None] = getattr(os, "posix_fadvise", _no_advice)
 
 
 @dataclass
@@ -96,34 +106,61 @@ def hash_files(
     takes the careful path (:func:`describe_stat`), which retries and reports.
     """
     out: list[tuple[str, os.stat_result] | None] = []
-    append = append_none = out.append
-    open_, read, fstat, close = os.open, os.read, os.fstat, os.close
-    for name, st in files:
-        try:
-            fd = open_(name, _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            append_none(None)
-            continue
-        try:
-            size = st.st_size
-            if size >= CHUNK:
-                append(hash_open_file(fd, st, new_hasher))
-                continue
-            # One read of one byte more than the size: a file that grew shows it, no read to see EOF.
-            data = read(fd, size + 1)
-            after = fstat(fd)
-        except OSError:
-            append_none(None)
-            continue
-        finally:
-            close(fd)
-        if len(data) != size or STAMP(after) != STAMP(st):
-            append_none(None)
-            continue
-        h = new_hasher()
-        h.update(data)
-        append((h.hexdigest(), after))
+    for start in range(0, len(files), READ_AHEAD):
+        _hash_batch(dir_fd, files[start : start + READ_AHEAD], new_hasher, out)
     return out
+
+
+def _hash_batch(
+    dir_fd: int,
+    batch: list[tuple[str, os.stat_result]],
+    new_hasher: Callable[[], Hasher],
+    out: list[tuple[str, os.stat_result] | None],
+) -> None:
+    # Open the whole batch and ask for every small file's pages first: files not in the page cache are then
+    # read from the disk together rather than one after the other (about 6x faster from a virtual disk; one
+    # cheap call per file when they are cached). A file that cannot be opened is -1 and answered None.
+    open_, read, fstat, close, advise = os.open, os.read, os.fstat, os.close, _advise
+    fds: list[int] = []
+    try:
+        for name, st in batch:
+            try:
+                fd = open_(name, _FILE_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                fd = -1
+            fds.append(fd)
+            if fd >= 0 and 0 < st.st_size < CHUNK:
+                # Not contextlib.suppress: a context manager per file is a measurable share of a small file.
+                try:  # noqa: SIM105
+                    advise(fd, 0, st.st_size, _WILLNEED)
+                except OSError:  # not a regular file any more (a FIFO says ESPIPE): the checks below see it
+                    pass
+        append = out.append
+        for (_name, st), fd in zip(batch, fds, strict=True):
+            if fd < 0:
+                append(None)
+                continue
+            try:
+                size = st.st_size
+                if size >= CHUNK:
+                    append(hash_open_file(fd, st, new_hasher))
+                    continue
+                # One read of one byte more than the size: a file that grew shows it, no read to see EOF.
+                data = read(fd, size + 1)
+                after = fstat(fd)
+            except OSError:
+                append(None)
+                continue
+            if len(data) != size or STAMP(after) != STAMP(st):
+                append(None)
+                continue
+            h = new_hasher()
+            h.update(data)
+            append((h.hexdigest(), after))
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                close(fd)
 
 
 def describe(
