@@ -62,6 +62,27 @@ def test_merkle_root_matches_rfc6962_shape() -> None:
     assert digest.merkle_root([a, b, c]) == h(b"\x01" + left + h(b"\x00c"))
 
 
+def test_big_files_hashed_in_threads_keep_their_own_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files hashed at the same time (one thread each) are each given their own hash; symlinks, FIFOs and
+    directories stay uncovered whatever their size."""
+    import hashlib
+
+    monkeypatch.setattr(digest, "THREAD_BYTES", 64)
+    contents = {
+        f"{name}.json": os.urandom(size) for name, size in (("a", 10), ("b", 300), ("c", 5000), ("d", 70))
+    }
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "link.json").symlink_to("./" * 40 + "c.json")  # lstat size 86: hashed in a thread, as None
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "quarantine").mkdir()
+    assert digest.file_hashes(tmp_path) == {
+        name: hashlib.sha256(data).hexdigest() for name, data in contents.items()
+    }
+
+
 @pytest.mark.parametrize("name", fmt.WRITE_ORDER)
 def test_editing_any_ledger_file_is_detected(tmp_path: Path, name: str) -> None:
     ledger = make_run(tmp_path, "r1")

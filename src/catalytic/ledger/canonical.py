@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from catalytic import faults
 from catalytic.errors import LedgerError
 from catalytic.paths import sort_key
+from catalytic.threads import each_at_once
 
 try:  # the C function behind json.encoder.encode_basestring, without importing the json package
     from _json import encode_basestring as _encode_basestring
@@ -256,34 +257,7 @@ def sync_all(files: Sequence[StagedFile]) -> None:
     Each ``fsync`` of a new file waits for a journal commit; issued one after the other they cost one
     commit each, issued together a journalling file system (ext4, xfs) groups them into one or two.
     """
-    if len(files) <= 1:
-        for staged in files:
-            staged.sync()
-        return
-    import threading
-
-    errors: list[BaseException] = []
-
-    def sync(staged: StagedFile) -> None:
-        try:
-            staged.sync()
-        except BaseException as exc:  # reported by the caller's thread below
-            errors.append(exc)
-
-    started: list[threading.Thread] = []
-    for staged in files[1:]:
-        thread = threading.Thread(target=sync, args=(staged,), daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # no thread to be had: this file is synced below, in this thread
-            sync(staged)
-            continue
-        started.append(thread)
-    sync(files[0])
-    for thread in started:
-        thread.join()
-    if errors:
-        raise errors[0]
+    each_at_once(StagedFile.sync, files)
 
 
 def write_atomic(

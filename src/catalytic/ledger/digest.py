@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import TypedDict
 
 from catalytic.errors import LedgerError
+from catalytic.threads import each_at_once
 
 DIGEST_FILE = "LEDGER_DIGEST.json"
 SIGNATURE_FILE = "SIGNATURE.json"
 DIGEST_SCHEMA = "catalytic.digest/1"
+#: Ledger files at least this big are hashed in threads (see :func:`file_hashes`).
+THREAD_BYTES = 1 << 20
 #: Written after the digest, so never part of it.
 SEAL_FILES = frozenset({DIGEST_FILE, SIGNATURE_FILE})
 
@@ -85,19 +88,29 @@ def _pieces(fd: int, path: Path) -> Iterator[bytes]:
 
 
 def file_hashes(ledger_dir: Path) -> dict[str, str]:
-    """sha256 of every top-level regular file of the ledger except the seal files and temp files."""
-    hashes: dict[str, str] = {}
+    """sha256 of every top-level regular file of the ledger except the seal files and temp files.
+
+    Files of :data:`THREAD_BYTES` or more (the manifests) are hashed at the same time, one thread each:
+    hashlib lets go of the GIL while it hashes a big piece, so they use every core.
+    """
     try:
         names = sorted(os.listdir(ledger_dir))
     except OSError as exc:
         raise LedgerError(f"cannot read the ledger {ledger_dir}: {exc.strerror or exc}") from exc
+    small: list[str] = []
+    big: list[str] = []
     for name in names:
         if name in SEAL_FILES or name.startswith("."):
             continue
-        digest = sha256_of_regular(ledger_dir / name)
-        if digest is not None:  # directories (quarantine/), symlinks and special files are not covered
-            hashes[name] = digest
-    return hashes
+        try:
+            size = os.lstat(ledger_dir / name).st_size
+        except OSError:
+            size = 0  # sha256_of_regular says what it is
+        (big if size >= THREAD_BYTES else small).append(name)
+    found = dict(zip(big, each_at_once(lambda name: sha256_of_regular(ledger_dir / name), big), strict=True))
+    found.update((name, sha256_of_regular(ledger_dir / name)) for name in small)
+    # Directories (quarantine/), symlinks and special files are not covered.
+    return {name: digest for name, digest in sorted(found.items()) if digest is not None}
 
 
 def _leaf(name: str, file_hash: str) -> bytes:
