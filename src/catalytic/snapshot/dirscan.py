@@ -266,15 +266,13 @@ def _describe(
     modes: list[str] = []
     records: list[str] = []
     now: list[Row] = []
-    stamps: list[tuple[int, ...]] = []  # the final lstat of every walk key, for the part's fingerprint
-    finals: dict[str, tuple[int, ...]] = {}  # the final lstat of every entry, by name
+    finals: dict[str, tuple[int, ...]] = {}  # the final lstat of every entry, by name, for the fingerprint
     below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
     for key, is_sub, name, st in items:
         path = prefix + name
         if is_sub:
-            stamps.append(STAMP(st))
             if manifest or modes:
                 out.append(("t", ",".join(manifest), ",".join(modes)))
                 manifest, modes = [], []
@@ -308,7 +306,6 @@ def _describe(
             modes.append(f'{jpath}:"{mode}"')
         records.append(f"{name}\0{value}\0{mode or ''}\0")
         observed = STAMP(final)
-        stamps.append(observed)
         finals[name] = observed
         now.append((key, *observed, stamp, value, mode))
         if value == DIR:
@@ -339,6 +336,8 @@ def _describe(
     files += counts.files
     result.counts = (files, counts.dirs, counts.other, nbytes + counts.bytes_hashed, hits, hashed)
     if order is None:
+        # A subdirectory's contents carry the lstat it was listed with (see listing.fingerprint).
+        stamps = [STAMP(st) if is_sub else finals[name] for _key, is_sub, name, st in items]
         sealed = seal([item[0] for item in items], stamps)
     else:
         sealed = whole_fingerprint(order, [finals[name] for name in order])[0]
