@@ -5,20 +5,29 @@ the ini option ``catalytic_domains`` (one path per line, relative to the rootdir
 ``@pytest.mark.catalytic_domain("PATH", ...)`` (relative to the rootdir) for one test. Each domain is
 snapshotted before the test's setup and again after its teardown (fixtures that clean up after
 themselves are fine); any difference makes the test's teardown fail with the test id and every path.
+
+The snapshots are the runtime's (parallel, streamed, constant memory) with a stat cache kept for the
+session in a temporary directory: the first snapshot of a domain hashes its files, later ones ``lstat``
+them and hash only what changed (same rules as ``catalytic run``; see docs/performance.md). The cache is
+private to this pytest process (an xdist worker has its own) and removed when the session ends.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from catalytic.snapshot import DomainSnapshot
+    from catalytic.diff import DomainDiff
+    from catalytic.snapshot.stream import DomainScan
 
-_KEY = pytest.StashKey[list[tuple[Path, "DomainSnapshot"]]]()
+_KEY = pytest.StashKey[list[tuple[Path, "DomainScan"]]]()
+_CACHE = pytest.StashKey[Path]()
 _SHOWN = 20
 
 
@@ -58,24 +67,68 @@ def _domains(item: pytest.Item) -> list[Path]:
     return list(unique.values())
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = config.stash.get(_CACHE, None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _cache(config: pytest.Config) -> Path:
+    """This session's stat cache directory (made on first use)."""
+    cache = config.stash.get(_CACHE, None)
+    if cache is None:
+        cache = config.stash[_CACHE] = Path(tempfile.mkdtemp(prefix="catalytic-pytest-"))
+    return cache
+
+
+def snapshot(domain: Path, cache: Path, before: DomainScan | None = None) -> DomainScan:
+    """Snapshot ``domain`` with the stat cache in ``cache``; with ``before`` (the last snapshot of the same
+    domain and cache), the result carries the differences from it."""
+    from catalytic.snapshot.spool import Spool
+    from catalytic.snapshot.stream import scan_domain
+
+    # The documents are not kept: the spools only hold their text while the snapshot runs.
+    manifest, modes = Spool(cache), Spool(cache)
+    try:
+        return scan_domain(
+            domain, "domain", "sha256", store_dir=cache, manifest=manifest, modes=modes, before=before
+        )
+    finally:
+        manifest.close()
+        modes.close()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     domains = _domains(item)
     if not domains:
         return
-    from catalytic.snapshot import snapshot_tree
+    from catalytic.errors import CatalyticError
 
-    item.stash[_KEY] = [(d, snapshot_tree(d)) for d in domains]
+    cache = _cache(item.config)
+    taken: list[tuple[Path, DomainScan]] = []
+    for domain in domains:
+        try:
+            taken.append((domain, snapshot(domain, cache)))
+        except CatalyticError as exc:
+            pytest.fail(f"catalytic: cannot snapshot {domain} before {item.nodeid}: {exc}", pytrace=False)
+    item.stash[_KEY] = taken
 
 
-def _describe(item: pytest.Item, before: list[tuple[Path, DomainSnapshot]]) -> str | None:
-    from catalytic.diff import diff_entries
+def _describe(item: pytest.Item, before: list[tuple[Path, DomainScan]]) -> str | None:
+    from catalytic.errors import CatalyticError
     from catalytic.paths import join
-    from catalytic.snapshot import snapshot_tree
 
+    cache = _cache(item.config)
     lines: list[str] = []
     for domain, snap in before:
-        diff = diff_entries(snap.entries, snapshot_tree(domain).entries)
+        try:
+            diff: DomainDiff | None = snapshot(domain, cache, snap).diff
+        except CatalyticError as exc:
+            lines.append(f"  cannot snapshot {domain} after the test: {exc}")
+            continue
+        if diff is None:  # never: a snapshot taken with ``before`` compares
+            raise RuntimeError("the post-test snapshot did not compare")
         if diff.clean:
             continue
         shown = 0

@@ -8,6 +8,7 @@ so far (by their sizes), unless a directory had to be split.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import threading
@@ -32,8 +33,7 @@ DEPTH = 3
 WINDOW = 8
 
 
-def _work(argument: tuple[dirscan.ScanConfig, dirscan.Task]) -> tuple[str, Any]:
-    config, task = argument
+def _work(config: dirscan.ScanConfig, task: dirscan.Task) -> tuple[str, Any]:
     try:
         return "ok", dirscan.scan(config, task)
     except SnapshotError as exc:
@@ -82,18 +82,19 @@ class Scheduler:
             config = self.config
             if config.store is not None:
                 ensure(config.store, os.fsdecode(config.top), config.algorithm)
-            self.pool = ForkPool(self.jobs, _work)
+            # The workers inherit the configuration; only tasks (tuples of plain values) go through pipes.
+            self.pool = ForkPool(self.jobs, functools.partial(_work, config))
             self.queues = [deque() for _ in range(self.jobs)]
             self.report.pool_started = True
 
     def _send(self, tid: int) -> None:
-        argument = (self.config, self.tasks[tid])
+        task = self.tasks[tid]
         if self.pool is None:
-            status, value = _work(argument)
+            status, value = _work(self.config, task)
             self._store(tid, status, value)
             return
         worker = min(range(self.jobs), key=lambda w: len(self.queues[w]))
-        self.pool.submit(argument, worker)
+        self.pool.submit(task, worker)
         self.sent[tid] = worker
         self.queues[worker].append(tid)
 
