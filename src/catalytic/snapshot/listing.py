@@ -1,8 +1,10 @@
 """One directory's listing as a snapshot task sees it: entries with their ``lstat``, in walk order.
 
 A directory's *walk keys* are its entries' names and, for each subdirectory, its name followed by ``/``
-(where the subdirectory's contents come in the walk). Parts of a directory are ranges of walk keys; a
-part's *fingerprint* hashes every walk key and the ``lstat`` fields the stat cache compares.
+(where the subdirectory's contents come in the walk). Parts of a directory are ranges of walk keys. A
+part's *fingerprint* hashes the ``lstat`` fields the stat cache compares with every name: for a whole
+directory in the order it lists (:func:`whole_fingerprint`), for a part of a huge one with every walk key
+in walk order (:func:`fingerprint`).
 """
 
 from __future__ import annotations

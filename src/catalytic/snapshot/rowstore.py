@@ -59,9 +59,10 @@ _HEAD = struct.Struct("<3q")
 class Part:
     """What one part of a directory (walk keys ``[lo, hi)``) looked like and what it gave.
 
-    ``fingerprint`` hashes every walk key and ``lstat`` of the part; ``payload`` is the part's answer
-    (:mod:`catalytic.snapshot.dirscan`); ``rows`` its entries (marshalled :data:`Row` tuples by name);
-    ``snap`` the snapshot that wrote it. ``rows`` is empty unless they were asked for.
+    ``fingerprint`` hashes the names and ``lstat`` fields of the part (:mod:`catalytic.snapshot.listing`);
+    ``payload`` is the part's answer (:mod:`catalytic.snapshot.dirscan`); ``rows`` its entries (marshalled
+    :data:`Row` tuples by name); ``snap`` the snapshot that wrote it. ``rows`` is empty unless they were asked
+    for.
     """
 
     lo: bytes
