@@ -44,6 +44,7 @@ from catalytic.snapshot.listing import (
     walk_items,
     whole_fingerprint,
 )
+from catalytic.snapshot.merkle import listing_hasher
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
 from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files
 
@@ -73,12 +74,15 @@ class ScanConfig:
 class DirResult:
     """What a task found (pickled from the worker back to the snapshot)."""
 
-    __slots__ = ("below", "counts", "diff", "items", "records", "split")
+    __slots__ = ("below", "counts", "diff", "items", "listing", "records", "split")
 
     def __init__(self) -> None:
         # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order.
         self.items: list[tuple[Any, ...]] = []
+        # The Merkle records of the part's entries, in order; for a whole directory with entries, its
+        # listing hash instead (``listing``: hashed here, in the worker, and kept with the stored answer).
         self.records = b""
+        self.listing: bytes | None = None
         # files, dirs, other, bytes hashed, rows used, files hashed
         self.counts = (0, 0, 0, 0, 0, 0)
         self.diff: list[Change] = []
@@ -197,20 +201,25 @@ def _unchanged(cached: Part, seen: bytes, newest: int) -> DirResult | None:
 
 
 def _payload(result: DirResult, counts: tuple[int, int, int]) -> bytes:
-    return marshal.dumps((result.items, result.records, counts, result.below))
+    return marshal.dumps((result.items, result.records, counts, result.below, result.listing))
 
 
 def _from_payload(payload: bytes) -> DirResult | None:
     try:
-        items, records, counts, below = marshal.loads(payload)
+        items, records, counts, below, listing = marshal.loads(payload)
         files, dirs, other = counts
     except (ValueError, EOFError, TypeError):
         return None
-    if not isinstance(items, list) or not isinstance(records, bytes):
+    if (
+        not isinstance(items, list)
+        or not isinstance(records, bytes)
+        or not (listing is None or isinstance(listing, bytes))
+    ):
         return None
     result = DirResult()
     result.items = items
     result.records = records
+    result.listing = listing
     result.counts = (files, dirs, other, 0, files, 0)
     result.below = below
     return result
@@ -331,7 +340,13 @@ def _describe(
                 emptied.append(sub)
                 if compare:
                     _removed_below(store, sub, diff)
-    result.records = "".join(records).encode("utf-8", "surrogateescape")
+    listed = "".join(records).encode("utf-8", "surrogateescape")
+    if order is not None and listed:
+        hasher = listing_hasher(new_hasher)
+        hasher.update(listed)
+        result.listing = hasher.digest()
+    else:
+        result.records = listed
     result.below = below
     files += counts.files
     result.counts = (files, counts.dirs, counts.other, nbytes + counts.bytes_hashed, hits, hashed)

@@ -44,6 +44,13 @@ def record(name: str, value: str, mode: str | None) -> bytes:
     return f"{name}\0{value}\0{mode or ''}\0".encode(_ENC, _ERR)
 
 
+def listing_hasher(new: Callable[[], Hasher]) -> Hasher:
+    """A hasher of ``L(D)`` (see the module docstring) waiting for a directory's records, in order."""
+    hasher = new()
+    hasher.update(b"\x00")
+    return hasher
+
+
 class MerkleBuilder:
     """The ``catalytic.merkle/2`` root of entries added in manifest order (byte order of the path)."""
 

@@ -29,7 +29,7 @@ from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.listing import STAMP
-from catalytic.snapshot.merkle import MerkleBuilder
+from catalytic.snapshot.merkle import MerkleBuilder, listing_hasher
 from catalytic.snapshot.report import StreamReport, default_jobs
 from catalytic.snapshot.rowstore import Row, Rows, prepare, store_failure, store_path
 from catalytic.snapshot.scheduler import Scheduler
@@ -68,7 +68,8 @@ class _Dir:
     rel: str
     hasher: Hasher
     parts: deque[int]
-    listed: bool = False
+    listed: bool = False  # records of its parts went into ``hasher``
+    listing: bytes | None = None  # its L(D), when a worker answered it whole (then ``hasher`` is unused)
     split: list[bytes] | None = None  # the lower bounds of its parts, when split
 
 
@@ -206,9 +207,7 @@ def _walk(
     factory = hasher_factory(scheduler.config.algorithm)
 
     def new() -> Hasher:
-        hasher = factory()
-        hasher.update(b"\x00")
-        return hasher
+        return listing_hasher(factory)
 
     report = scheduler.report
     first = scheduler.add(("", st.st_dev, st.st_ino, None, None))
@@ -221,7 +220,9 @@ def _walk(
                 stack.pop()
                 if directory.split is not None:
                     rows.keep_parts(to_bytes(directory.rel), directory.split)
-                if directory.listed:
+                if directory.listing is not None:  # answered whole: the worker hashed the listing
+                    builder.add_listing(directory.rel or ROOT, directory.listing)
+                elif directory.listed:
                     builder.add_listing(directory.rel or ROOT, directory.hasher.digest())
                 continue
             tid = directory.parts.popleft()
@@ -235,7 +236,9 @@ def _walk(
                 ]
                 directory.parts.extendleft(reversed(parts))
                 continue
-            if result.records:
+            if result.listing is not None:
+                directory.listing = result.listing
+            elif result.records:
                 directory.hasher.update(result.records)
                 directory.listed = True
             files, dirs, other, nbytes, hits, hashed = result.counts
