@@ -170,3 +170,23 @@ def test_the_session_cache_is_removed_at_the_end(
     result = project.runpytest("--catalytic-domain", "scratch", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, errors=2)
     assert list(temp.iterdir()) == []
+
+
+def test_snapshots_keep_no_document_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the differences are wanted: no spool file is ever made, however much text the domain has."""
+    from catalytic.snapshot import spool
+
+    def no_file(directory: Path) -> int:
+        raise AssertionError(f"a spool file was made in {directory}")
+
+    monkeypatch.setattr(spool.Spool, "LIMIT", 64)  # a kept document would go to a file at once
+    monkeypatch.setattr(spool, "_unnamed", no_file)
+    domain, cache = tmp_path / "domain", tmp_path / "cache"
+    cache.mkdir()
+    _tree(domain, 2, 40)
+    first = snapshot(domain, cache)
+    (domain / "s000" / "file-00003.txt").unlink()
+    after = snapshot(domain, cache, first)
+    assert after.diff is not None and list(after.diff.removed) == ["s000/file-00003.txt"]
+    with pytest.raises(ValueError, match="not kept"):
+        list(after.manifest.chunks())

@@ -84,18 +84,14 @@ def _cache(config: pytest.Config) -> Path:
 def snapshot(domain: Path, cache: Path, before: DomainScan | None = None) -> DomainScan:
     """Snapshot ``domain`` with the stat cache in ``cache``; with ``before`` (the last snapshot of the same
     domain and cache), the result carries the differences from it."""
-    from catalytic.snapshot.spool import Spool
+    from catalytic.snapshot.spool import Discard
     from catalytic.snapshot.stream import scan_domain
 
-    # The documents are not kept: the spools only hold their text while the snapshot runs.
-    manifest, modes = Spool(cache), Spool(cache)
-    try:
-        return scan_domain(
-            domain, "domain", "sha256", store_dir=cache, manifest=manifest, modes=modes, before=before
-        )
-    finally:
-        manifest.close()
-        modes.close()
+    # Only the differences are wanted: the manifest and MODES text is not kept anywhere.
+    manifest, modes = Discard(cache), Discard(cache)
+    return scan_domain(
+        domain, "domain", "sha256", store_dir=cache, manifest=manifest, modes=modes, before=before
+    )
 
 
 @pytest.hookimpl(tryfirst=True)

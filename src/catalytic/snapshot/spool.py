@@ -68,6 +68,17 @@ class Spool:
         self._buffer.clear()
 
 
+class Discard(Spool):
+    """A spool for documents nobody reads (the pytest plugin keeps only the differences): it counts what is
+    written (in characters: the offsets of its spans are never used) and keeps nothing, not even a file."""
+
+    def write(self, text: str) -> None:
+        self.size += len(text)
+
+    def read(self, start: int, end: int) -> Iterator[bytes]:
+        raise ValueError("the text of a discarded document was not kept")
+
+
 def _unnamed(directory: Path) -> int:
     """A read-write descriptor of a new file without a name in ``directory``."""
     flag = getattr(os, "O_TMPFILE", 0)
