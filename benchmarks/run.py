@@ -47,8 +47,8 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 ALL_CASES = ("empty", "10k", "100k", "large", "1m", "disk")
-DROP_CACHES = "/proc/sys/vm/drop_caches"
 DEFAULT_CASES = ("empty", "10k", "100k", "large")
+DROP_CACHES = "/proc/sys/vm/drop_caches"
 # DESIGN.md's performance anchors (same machine kind), printed next to what this run measures.
 ANCHORS = {
     ("10k", "sha256sum"): "0.127 s",

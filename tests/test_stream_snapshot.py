@@ -233,7 +233,7 @@ def test_fingerprint_alone_catches_a_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: bool, change: str
 ) -> None:
     """With the racy rule switched off, only a part's fingerprint keeps its stored answer from standing for a
-    changed directory (whole directories are fingerprinted in listing order, parts in walk order)."""
+    changed directory, whole or split into parts."""
     monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
     if split:
         monkeypatch.setattr(dirscan, "SPLIT", 3)

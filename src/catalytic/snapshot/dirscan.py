@@ -32,18 +32,7 @@ from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
-from catalytic.snapshot.listing import (
-    STAMP,
-    Item,
-    fingerprint,
-    seal,
-    select,
-    size_points,
-    split_points,
-    stat_all,
-    walk_items,
-    whole_fingerprint,
-)
+from catalytic.snapshot.listing import STAMP, Item, fingerprint, listed, size_points, split_points, walk_items
 from catalytic.snapshot.merkle import listing_hasher
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
 from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files
@@ -158,39 +147,32 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
     fd = _open(config, rel, dev, ino)
     try:
         listing = _list(fd, rel)
-        if lo is not None or hi is not None:
-            items = select(listing, rel, lo, hi)
-            store = _rows(config)
-            if config.trust:
-                cached = store.part(to_bytes(rel), lo, hi)
-                if cached is not None:
-                    found = _unchanged(cached, *fingerprint(items))
-                    if found is not None:
-                        return found
-            return _describe(config, fd, rel, items, lo, hi, taken, store, None)
-        if len(listing) > SPLIT:
-            result = DirResult()
-            result.split = split_points(listing, SPLIT)
-            return result
-        stats = stat_all(listing, rel)
+        whole = lo is None and hi is None
+        if whole and len(listing) > SPLIT:
+            return _split(split_points(listing, SPLIT))
+        names, stats = listed(listing, rel, lo, hi)
         store = _rows(config)
-        order = [d.name for d in listing]
         if config.trust:
-            # The whole directory is as the store last saw it: its answer is the stored one.
-            cached = store.part(to_bytes(rel), None, None)
+            # The part is as the store last saw it: its answer is the stored one.
+            cached = store.part(to_bytes(rel), lo, hi)
             if cached is not None:
-                found = _unchanged(cached, *whole_fingerprint(order, list(map(STAMP, stats))))
+                found = _unchanged(cached, *fingerprint(names, list(map(STAMP, stats))))
                 if found is not None:
                     return found
-        items = walk_items(listing, stats)
-        points = size_points(items, PART_BYTES)
+        items = walk_items(names, stats, lo, hi)
+        points = size_points(items, PART_BYTES) if whole else None
         if points:  # big files: one part per PART_BYTES of them, so every worker hashes some
-            result = DirResult()
-            result.split = points
-            return result
-        return _describe(config, fd, rel, items, lo, hi, taken, store, order)
+            return _split(points)
+        return _describe(config, fd, rel, items, lo, hi, taken, store, (names, stats))
     finally:
         os.close(fd)
+
+
+def _split(points: list[bytes]) -> DirResult:
+    """The answer "list these parts (split at ``points``) as tasks of their own"."""
+    result = DirResult()
+    result.split = points
+    return result
 
 
 def _unchanged(cached: Part, seen: bytes, newest: int) -> DirResult | None:
@@ -234,13 +216,10 @@ def _describe(
     hi: bytes | None,
     taken: int,
     store: Rows,
-    order: list[str] | None,
+    names_stats: tuple[list[str], list[os.stat_result]],
 ) -> DirResult:
-    """Describe the part's entries, compare them with the rows, and store the part.
-
-    ``order``: for a whole directory, its names in listing order (its fingerprint is taken in that order, see
-    :func:`~catalytic.snapshot.listing.whole_fingerprint`); None for a part of a huge directory.
-    """
+    """Describe the part's entries, compare them with the rows, and store the part (``names_stats``: what
+    :func:`~catalytic.snapshot.listing.listed` gave, for the part's fingerprint)."""
     prefix = rel + "/" if rel else ""
     dir_key = to_bytes(rel)
     bad_before = store.bad
@@ -273,7 +252,7 @@ def _describe(
     out = result.items
     manifest: list[str] = []
     modes: list[str] = []
-    records: list[str] = []
+    record_texts: list[str] = []
     now: list[Row] = []
     finals: dict[str, tuple[int, ...]] = {}  # the final lstat of every entry, by name, for the fingerprint
     below = 0
@@ -313,7 +292,7 @@ def _describe(
         manifest.append(f'{jpath}:"{value}"' if regular else jpath + ":" + json_string(value))
         if mode is not None:
             modes.append(f'{jpath}:"{mode}"')
-        records.append(f"{name}\0{value}\0{mode or ''}\0")
+        record_texts.append(f"{name}\0{value}\0{mode or ''}\0")
         observed = STAMP(final)
         finals[name] = observed
         now.append((key, *observed, stamp, value, mode))
@@ -340,27 +319,24 @@ def _describe(
                 emptied.append(sub)
                 if compare:
                     _removed_below(store, sub, diff)
-    listed = "".join(records).encode("utf-8", "surrogateescape")
-    if order is not None and listed:
+    records = "".join(record_texts).encode("utf-8", "surrogateescape")
+    if lo is None and hi is None and records:
         hasher = listing_hasher(new_hasher)
-        hasher.update(listed)
+        hasher.update(records)
         result.listing = hasher.digest()
     else:
-        result.records = listed
+        result.records = records
     result.below = below
     files += counts.files
     result.counts = (files, counts.dirs, counts.other, nbytes + counts.bytes_hashed, hits, hashed)
-    if order is None:
-        # A subdirectory's contents carry the lstat it was listed with (see listing.fingerprint).
-        stamps = [STAMP(st) if is_sub else finals[name] for _key, is_sub, name, st in items]
-        sealed = seal([item[0] for item in items], stamps)
-    else:
-        sealed = whole_fingerprint(order, [finals[name] for name in order])[0]
+    # An entry described here counts with its final lstat; one only whose contents are in the part, as listed.
+    names, stats = names_stats
+    stamps = [finals.get(name) or STAMP(st) for name, st in zip(names, stats, strict=True)]
     part = Part(
         lo or b"",
         hi,
         config.snap,
-        sealed,
+        fingerprint(names, stamps)[0],
         taken,
         _payload(result, (files, counts.dirs, counts.other)),
         marshal.dumps(now),

@@ -55,7 +55,8 @@ class MerkleBuilder:
     """The ``catalytic.merkle/2`` root of entries added in manifest order (byte order of the path)."""
 
     def __init__(self, algorithm: str) -> None:
-        self._new = cast(Callable[[bytes], Hasher], hasher_factory(algorithm))
+        self._factory = hasher_factory(algorithm)
+        self._new = cast(Callable[[bytes], Hasher], self._factory)
         self._dirs = self._new(b"\x01")
         self._top: bytes | None = None
         self._listed = False
@@ -72,7 +73,7 @@ class MerkleBuilder:
         while stack and not _contains(stack[-1][0], parent):
             self._close()
         if not stack or stack[-1][0] != parent:
-            stack.append((parent, self._new(b"\x00")))
+            stack.append((parent, listing_hasher(self._factory)))
         stack[-1][1].update(record(name, value, mode))
 
     def add_entry(self, entry: Entry) -> None:

@@ -66,10 +66,9 @@ class DomainScan:
 @dataclass
 class _Dir:
     rel: str
-    hasher: Hasher
     parts: deque[int]
-    listed: bool = False  # records of its parts went into ``hasher``
-    listing: bytes | None = None  # its L(D), when a worker answered it whole (then ``hasher`` is unused)
+    listing: bytes | None = None  # its L(D), when a worker answered it whole
+    hasher: Hasher | None = None  # its L(D) so far, from the records of its parts (a split directory)
     split: list[bytes] | None = None  # the lower bounds of its parts, when split
 
 
@@ -205,13 +204,9 @@ def _walk(
     progress: Callable[[int, int], None] | None,
 ) -> None:
     factory = hasher_factory(scheduler.config.algorithm)
-
-    def new() -> Hasher:
-        return listing_hasher(factory)
-
     report = scheduler.report
     first = scheduler.add(("", st.st_dev, st.st_ino, None, None))
-    stack = [_Frame(_Dir("", new(), deque([first])))]
+    stack = [_Frame(_Dir("", deque([first])))]
     while stack:
         frame = stack[-1]
         if frame.items is None:
@@ -220,10 +215,9 @@ def _walk(
                 stack.pop()
                 if directory.split is not None:
                     rows.keep_parts(to_bytes(directory.rel), directory.split)
-                if directory.listing is not None:  # answered whole: the worker hashed the listing
-                    builder.add_listing(directory.rel or ROOT, directory.listing)
-                elif directory.listed:
-                    builder.add_listing(directory.rel or ROOT, directory.hasher.digest())
+                listing = directory.listing if directory.hasher is None else directory.hasher.digest()
+                if listing is not None:  # a directory with no entry has no listing hash
+                    builder.add_listing(directory.rel or ROOT, listing)
                 continue
             tid = directory.parts.popleft()
             task, result = scheduler.take(tid)
@@ -239,8 +233,9 @@ def _walk(
             if result.listing is not None:
                 directory.listing = result.listing
             elif result.records:
+                if directory.hasher is None:
+                    directory.hasher = listing_hasher(factory)
                 directory.hasher.update(result.records)
-                directory.listed = True
             files, dirs, other, nbytes, hits, hashed = result.counts
             stats.files += files
             stats.dirs += dirs
@@ -268,4 +263,4 @@ def _walk(
             body.add(item[1])
             mode_body.add(item[2])
         else:
-            stack.append(_Frame(_Dir(item[1], new(), deque([item[2]]))))
+            stack.append(_Frame(_Dir(item[1], deque([item[2]]))))
