@@ -23,6 +23,7 @@ from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import iter_canonical, loads
 from catalytic.snapshot import Entry, dirscan, reference_walk, scheduler, spool, stream
 from catalytic.snapshot.cache import FINE_GRANULARITY_NS
+from catalytic.snapshot.listing import STAMP
 from catalytic.snapshot.merkle import merkle_root
 from catalytic.snapshot.rowstore import store_path
 from trees import build_tree
@@ -602,7 +603,9 @@ def test_hash_files_answers_a_mixed_batch_in_order(tmp_path: Path) -> None:
     digests = [None if answer is None else answer[0] for answer in got]
     expected = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
     assert digests == [expected["a"], expected["big"], None, None, expected["e"]]
-    assert got[1] is not None and got[1][1].st_size == len(big)
+    # Each answer carries the file's STAMP fields as they were after the read: the listing's.
+    assert got[1] is not None and got[1][1] == STAMP(listed[1][1])
+    assert got[1][1][2] == len(big)
 
 
 @pytest.mark.parametrize("batch", [2, 64])

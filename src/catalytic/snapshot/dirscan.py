@@ -254,47 +254,58 @@ def _describe(
     modes: list[str] = []
     record_texts: list[str] = []
     now: list[Row] = []
-    finals: dict[str, tuple[int, ...]] = {}  # the final lstat of every entry, by name, for the fingerprint
+    # Entries whose final lstat is not the one listed (described again on the careful path), by name: the
+    # fingerprint takes them as they were at the end.
+    moved: dict[str, tuple[int, ...]] = {}
+    mode_of: dict[int, str] = {}  # mode_string by st_mode: a directory's files mostly share a few
+    # When no name needs escaping in JSON (the common case, checked in one call), a path's JSON text is the
+    # path in quotes.
+    joined = prefix + "/".join(names_stats[0])
+    plain = json_string(joined) == f'"{joined}"'
     below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
     for key, is_sub, name, st in items:
-        path = prefix + name
         if is_sub:
             if manifest or modes:
                 out.append(("t", ",".join(manifest), ",".join(modes)))
                 manifest, modes = [], []
-            out.append(("d", path, st.st_dev, st.st_ino))
+            out.append(("d", prefix + name, st.st_dev, st.st_ino))
             below += max(0, st.st_size - _SMALL_DIR) // _DIR_ENTRY
             continue
-        regular = st.st_mode & _FMT == _REG
-        row = kept.get(key) if regular else None
+        path = prefix + name
+        bits = st.st_mode
+        regular = bits & _FMT == _REG
+        row = kept.get(key) if regular and kept else None
         # hash_files answered the regular files no row stands for, in this order.
         quick = next(hashed_now) if regular and row is None else None
         if row is not None:
-            value, final, mode, stamp = row[8], st, row[9], row[7]  # the digest is as old as the row
+            # The digest is as old as the row.
+            value, observed, mode, stamp = row[8], STAMP(st), row[9], row[7]
             hits += 1
             files += 1
         elif quick is not None:
-            value, final = quick
-            mode = mode_string(st.st_mode)
+            value, observed = quick
+            mode = mode_of.get(bits)
+            if mode is None:
+                mode = mode_of[bits] = mode_string(bits)
             stamp = taken
             nbytes += st.st_size
             hashed += 1
             files += 1
         else:
             entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
-            value, mode = entry.value, entry.mode
+            value, mode, observed = entry.value, entry.mode, STAMP(final)
+            if final is not st:
+                moved[name] = observed
             regular = final.st_mode & _FMT == _REG
             stamp = taken if regular else 0
             hashed += regular
-        jpath = json_string(path)
+        jpath = f'"{path}"' if plain else json_string(path)
         manifest.append(f'{jpath}:"{value}"' if regular else jpath + ":" + json_string(value))
         if mode is not None:
             modes.append(f'{jpath}:"{mode}"')
         record_texts.append(f"{name}\0{value}\0{mode or ''}\0")
-        observed = STAMP(final)
-        finals[name] = observed
         now.append((key, *observed, stamp, value, mode))
         if value == DIR:
             dirs_now.add(key)
@@ -331,7 +342,9 @@ def _describe(
     result.counts = (files, counts.dirs, counts.other, nbytes + counts.bytes_hashed, hits, hashed)
     # An entry described here counts with its final lstat; one only whose contents are in the part, as listed.
     names, stats = names_stats
-    stamps = [finals.get(name) or STAMP(st) for name, st in zip(names, stats, strict=True)]
+    stamps = list(map(STAMP, stats))
+    if moved:
+        stamps = [moved.get(name) or stamp for name, stamp in zip(names, stamps, strict=True)]
     part = Part(
         lo or b"",
         hi,
@@ -339,7 +352,7 @@ def _describe(
         fingerprint(names, stamps)[0],
         taken,
         _payload(result, (files, counts.dirs, counts.other)),
-        marshal.dumps(now),
+        marshal.dumps(now, 2),
     )
     store.write(dir_key, part, replace=lo is None and hi is None, emptied=emptied, entries=len(now))
     return result

@@ -94,9 +94,14 @@ def hash_open_file(
     return h.hexdigest(), after
 
 
+#: What :func:`hash_files` answers for a file: its digest and its :data:`STAMP` (the listing's, as the file
+#: still had it after the read), or None.
+Hashed = tuple[str, tuple[int, ...]] | None
+
+
 def hash_files(
     dir_fd: int, files: list[tuple[str, os.stat_result]], new_hasher: Callable[[], Hasher]
-) -> list[tuple[str, os.stat_result] | None]:
+) -> list[Hashed]:
     """One attempt at the digest of each regular file ``name`` of ``dir_fd`` exactly as it was listed
     (``st``), in one tight loop (the parallel snapshot's workers hash whole directories of small files: a
     call per file is a large share of the cost there). The checks are :func:`hash_open_file`'s, inlined for
@@ -105,7 +110,7 @@ def hash_files(
     An answer is None when its file cannot be opened or read or is not that file any more: the caller then
     takes the careful path (:func:`describe_stat`), which retries and reports.
     """
-    out: list[tuple[str, os.stat_result] | None] = []
+    out: list[Hashed] = []
     for start in range(0, len(files), READ_AHEAD):
         _hash_batch(dir_fd, files[start : start + READ_AHEAD], new_hasher, out)
     return out
@@ -115,7 +120,7 @@ def _hash_batch(
     dir_fd: int,
     batch: list[tuple[str, os.stat_result]],
     new_hasher: Callable[[], Hasher],
-    out: list[tuple[str, os.stat_result] | None],
+    out: list[Hashed],
 ) -> None:
     # Open the whole batch and ask for every small file's pages first: files not in the page cache are then
     # read from the disk together rather than one after the other (about 6x faster from a virtual disk; one
@@ -143,7 +148,8 @@ def _hash_batch(
             try:
                 size = st.st_size
                 if size >= CHUNK:
-                    append(hash_open_file(fd, st, new_hasher))
+                    big = hash_open_file(fd, st, new_hasher)
+                    append(None if big is None else (big[0], STAMP(big[1])))
                     continue
                 # One read of one byte more than the size: a file that grew shows it, no read to see EOF.
                 data = read(fd, size + 1)
@@ -151,12 +157,13 @@ def _hash_batch(
             except OSError:
                 append(None)
                 continue
-            if len(data) != size or STAMP(after) != STAMP(st):
+            stamp = STAMP(after)
+            if len(data) != size or stamp != STAMP(st):
                 append(None)
                 continue
             h = new_hasher()
             h.update(data)
-            append((h.hexdigest(), after))
+            append((h.hexdigest(), stamp))
     finally:
         for fd in fds:
             if fd >= 0:
