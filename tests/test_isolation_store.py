@@ -30,6 +30,47 @@ def test_put_file_refuses_bytes_that_do_not_match_their_name(tmp_path: Path) -> 
     assert store.object_path("sha256", right).read_bytes() == b"actual"
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_put_files_stores_a_batch_in_worker_processes(tmp_path: Path, jobs: int) -> None:
+    """Enough files for two processes: every object is stored under its name with its bytes, and the count
+    of new objects comes back from the workers (a second batch of the same files stores nothing)."""
+    from catalytic.isolation.store import PARALLEL_FILES
+
+    store = Store(tmp_path / "runs")
+    files: dict[str, str] = {}
+    for i in range(2 * PARALLEL_FILES + 3):
+        src = tmp_path / f"f{i}"
+        src.write_bytes(i.to_bytes(4, "little") * (i % 7 + 1))
+        files[hashlib.sha256(src.read_bytes()).hexdigest()] = str(src)
+    assert store.put_files(files, "sha256", jobs) == len(files)
+    for digest, source in files.items():
+        assert store.object_path("sha256", digest).read_bytes() == Path(source).read_bytes()
+    assert store.put_files(files, "sha256", jobs) == 0
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_put_files_reports_the_first_file_it_cannot_save(tmp_path: Path, jobs: int) -> None:
+    """A file whose bytes no longer match its name stops the batch with STORE_UNSTABLE, from a worker
+    process as from this one; a file gone is a STORE error naming it."""
+    from catalytic.isolation.store import PARALLEL_FILES
+
+    store = Store(tmp_path / "runs")
+    files: dict[str, str] = {}
+    for i in range(2 * PARALLEL_FILES):
+        src = tmp_path / f"f{i}"
+        src.write_bytes(b"%d" % i)
+        files[hashlib.sha256(src.read_bytes()).hexdigest()] = str(src)
+    changed = tmp_path / "f700"
+    changed.write_bytes(b"changed since it was hashed")
+    with pytest.raises(StoreError) as info:
+        store.put_files(files, "sha256", jobs)
+    assert info.value.code == "STORE_UNSTABLE" and str(changed) in info.value.message
+    changed.unlink()
+    with pytest.raises(StoreError) as info:
+        store.put_files(files, "sha256", jobs)
+    assert info.value.code == "STORE" and str(changed) in info.value.message
+
+
 def test_large_files_go_through_the_kernel_copy_path(tmp_path: Path) -> None:
     store = Store(tmp_path / "runs")
     data = os.urandom(3 << 20)

@@ -204,7 +204,8 @@ def execute(
                 say(f"Recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
         ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
-        backend = create_isolation(policy, ledger_dir, replace(options or Options(), say=say))
+        run_options = replace(options or Options(), say=say, jobs=settings.jobs)
+        backend = create_isolation(policy, ledger_dir, run_options)
         # Without isolation the snapshots stream to spool files and are compared in the workers.
         spools = Spools(policy.root / policy.runs_root) if backend.name == "none" else None
         try:

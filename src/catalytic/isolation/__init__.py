@@ -47,6 +47,7 @@ class Options:
     discard: bool = False
     check_determinism: bool = False
     say: Callable[[str], None] = lambda _m: None
+    jobs: int = 0  # processes for work on many files (0: one per core), as --jobs
 
 
 @dataclass

@@ -26,6 +26,7 @@ from catalytic.isolation.store import Store
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, entries_from_documents, snapshot_tree
 from catalytic.snapshot.entry import kind_of
+from catalytic.snapshot.report import default_jobs
 
 
 def _tree_doc(entries: Sequence[Entry], absent: bool) -> dict[str, Any]:
@@ -41,21 +42,15 @@ def tree_entries(doc: dict[str, Any]) -> list[Entry]:
     return list(entries_from_documents(doc.get("manifest", {}), doc.get("modes", {})))
 
 
-def save_tree(store: Store, base: Path, entries: Sequence[Entry], algorithm: str) -> int:
-    """Store every regular file of a snapshotted tree; return how many objects were new."""
-    jobs = {
-        e.value: (base if e.path == paths.ROOT else base / e.path)
-        for e in entries
-        if kind_of(e.value) == "file" and not store.has(algorithm, e.value)
-    }
-    if len(jobs) < 64:
-        return sum(store.put_file(path, algorithm, digest) for digest, path in jobs.items())
-    # File creation dominates for small files and releases the GIL: a few threads overlap it.
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        done = pool.map(lambda item: store.put_file(item[1], algorithm, item[0]), jobs.items())
-        return sum(done)
+def save_tree(store: Store, base: Path, entries: Sequence[Entry], algorithm: str, jobs: int = 1) -> int:
+    """Store every regular file of a snapshotted tree (with up to ``jobs`` processes); return how many
+    objects were new."""
+    top = os.fspath(base)
+    files: dict[str, str] = {}
+    for e in entries:
+        if kind_of(e.value) == "file" and e.value not in files and not store.has(algorithm, e.value):
+            files[e.value] = top if e.path == paths.ROOT else os.path.join(top, e.path)
+    return store.put_files(files, algorithm, jobs)
 
 
 def restore_state(
@@ -110,6 +105,7 @@ class RollbackIsolation:
         self.options = options
         self.store = Store(policy.root / policy.runs_root)
         self.saved: dict[str, Any] = {}
+        self.jobs = options.jobs or default_jobs()
 
     def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
         root, algorithm = self.policy.root, self.policy.hash
@@ -117,13 +113,13 @@ class RollbackIsolation:
         domains: dict[str, Any] = {}
         for snap in pre:
             base = root if snap.domain == paths.ROOT else root / snap.domain
-            new += save_tree(self.store, base, snap.entries, algorithm)
+            new += save_tree(self.store, base, snap.entries, algorithm, self.jobs)
             files += snap.stats.files
             domains[snap.domain] = _tree_doc(snap.entries, snap.absent)
         outputs: dict[str, Any] = {}
         for out in self.policy.durable_outputs:
             snap = snapshot_tree(root / out, algorithm)
-            new += save_tree(self.store, root / out, snap.entries, algorithm)
+            new += save_tree(self.store, root / out, snap.entries, algorithm, self.jobs)
             files += snap.stats.files
             outputs[out] = _tree_doc(snap.entries, snap.absent)
         if new:
