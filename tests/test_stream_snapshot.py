@@ -697,3 +697,50 @@ def test_a_snapshot_without_a_store(tmp_path: Path, eager: None, jobs: int) -> N
     assert sorted(tmp_path.iterdir()) == before
     with pytest.raises(ValueError):
         stream.scan_domain(tree, "d", "sha256", store_dir=None, manifest=manifest, modes=modes, before=snap)
+
+
+def test_a_part_of_files_only_gives_what_the_general_loop_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first snapshot of a directory holding only regular files takes a list-by-list path; with that path
+    switched off the entry-by-entry loop gives the same answer (text, listing hash, counts) and stores the
+    same fingerprint and rows. Names that need JSON escaping and two modes are in it."""
+    tree = tmp_path / "t"
+    (tree / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a", 'quo"te', "tab\there", "ünï", "z"]):
+        (tree / "sub" / name).write_bytes(b"%d" % i * (i + 1))
+    os.chmod(tree / "sub" / "z", 0o600)
+    st_sub = os.stat(tree / "sub")
+    task: dirscan.Task = ("sub", st_sub.st_dev, st_sub.st_ino, None, None)
+
+    def scan_into(store: Path) -> tuple[dirscan.DirResult, object]:
+        config = dirscan.ScanConfig(os.fsencode(tree), "sha256", store, True, False, 1)
+        try:
+            result = dirscan.scan(config, task)
+        finally:
+            dirscan.close_rows()
+        with sqlite3.connect(store) as conn:
+            query = "SELECT fingerprint, rows FROM parts JOIN entries ON entries.id = parts.blob"
+            return result, conn.execute(query).fetchall()
+
+    calls: list[bool] = []
+    real = dirscan._all_hashed
+
+    def spy(*args: object) -> bool:
+        calls.append(real(*args))  # type: ignore[arg-type]
+        return calls[-1]
+
+    monkeypatch.setattr(dirscan, "_all_hashed", spy)
+    fast, fast_rows = scan_into(tmp_path / "fast.sqlite")
+    assert calls == [True]
+    monkeypatch.setattr(dirscan, "_all_hashed", lambda *args: False)
+    slow, slow_rows = scan_into(tmp_path / "slow.sqlite")
+    assert fast.items == slow.items and fast.items
+    assert (fast.listing, fast.records, fast.counts) == (slow.listing, slow.records, slow.counts)
+    # Rows hold the moment their directory was listed (field 7): the two scans differ only there.
+    [(fast_print, fast_blob)], [(slow_print, slow_blob)] = fast_rows, slow_rows
+    assert fast_print == slow_print
+    fast_list, slow_list = marshal.loads(fast_blob), marshal.loads(slow_blob)
+    assert len(fast_list) == 5
+    assert [row[:7] + row[8:] for row in fast_list] == [row[:7] + row[8:] for row in slow_list]
+    assert all(row[7] > 0 for row in fast_list)
