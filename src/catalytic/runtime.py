@@ -206,8 +206,12 @@ def execute(
         faults.point("ledger.reserved")
         run_options = replace(options or Options(), say=say, jobs=settings.jobs)
         backend = create_isolation(policy, ledger_dir, run_options)
-        # Without isolation the snapshots stream to spool files and are compared in the workers.
-        spools = Spools(policy.root / policy.runs_root) if backend.name == "none" else None
+        # The snapshots stream to spool files and are compared in the workers; isolation backends then read
+        # them back as whole manifests (their pre-states and restores work on those). A domain holding the
+        # runs root or a declared output (overlay leaves those out) is snapshotted in memory.
+        spools = (
+            Spools(policy.root / policy.runs_root) if backend.name == "none" or _streams(policy) else None
+        )
         try:
             return _execute(
                 policy,
@@ -245,7 +249,10 @@ def _execute(
 ) -> RunResult:
     pre: list[Snapshot] = []
     post: list[Snapshot] = []
-    streamed = spools
+    # ``streamed``: the documents and differences come from the spools (no isolation). With isolation,
+    # ``scans`` are the streamed pre-run snapshots the post-run scan compares with.
+    streamed = spools if backend.name == "none" else None
+    scans: list[Snapshot] = []
     child: ChildResult | None = None
     error: CatalyticError | None = None
     interrupted: int | None = None
@@ -263,11 +270,13 @@ def _execute(
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
                 faults.point("snapshot_pre.begin")
-                if streamed is not None:
-                    pre, error = scan_all(policy, "pre", say, settings, streamed)
+                if spools is not None:
+                    pre, error = scan_all(policy, "pre", say, settings, spools)
                     if store_failed(error, say):
-                        streamed = None
+                        streamed = spools = None
                         pre, error = snapshot_all(policy, "pre", say, settings)
+                    elif streamed is None:  # every scan in the list is whole, even after an error
+                        scans, pre = pre, [in_memory(snap) for snap in pre]
                 else:
                     pre, error = snapshot_all(policy, "pre", say, settings)
                 if error is None:
@@ -301,9 +310,12 @@ def _execute(
                             post, error = snapshot_all(policy, "post", say, settings)
                     else:
                         computed = backend.post_snapshots(pre)
-                        post, error = (
-                            computed if computed is not None else snapshot_all(policy, "post", say, settings)
-                        )
+                        if computed is not None:
+                            post, error = computed
+                        elif scans and spools is not None:
+                            post, error = _scan_post(policy, say, settings, spools, scans)
+                        else:
+                            post, error = snapshot_all(policy, "post", say, settings)
                     moved = roots.moved()
                     faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
@@ -390,6 +402,24 @@ def _execute(
     result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
+
+
+def _streams(policy: Policy) -> bool:
+    """Whether an isolation backend's snapshots can stream: no domain leaves anything out."""
+    from catalytic.isolation.upper import domain_excludes
+
+    return not any(domain_excludes(policy, domain) for domain in policy.catalytic_domains)
+
+
+def _scan_post(
+    policy: Policy, say: ProgressCallback, settings: SnapshotSettings, spools: Spools, scans: list[Snapshot]
+) -> tuple[list[Snapshot], CatalyticError | None]:
+    """An isolation backend's post-run snapshots: streamed and compared with ``scans`` like a run without
+    isolation, then read back as whole manifests (taken in memory when the store fails)."""
+    post, error = scan_all(policy, "post", say, settings, spools, scans)
+    if store_failed(error, say):
+        return snapshot_all(policy, "post", say, settings)
+    return [in_memory(snap) for snap in post], error
 
 
 def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:
