@@ -201,6 +201,17 @@ def test_interrupted_run_fails(ledger: Ledger) -> None:
     assert codes(check(ledger)[1]) == {"INTERRUPTED"}
 
 
+SIGNAL_CASES = [("SIGTERM", "STATUS_MISMATCH"), ("", "SCHEMA"), ("kill", "SCHEMA")]
+
+
+@pytest.mark.parametrize(("signal", "code"), SIGNAL_CASES)
+def test_a_signal_names_a_signal_of_an_interrupted_run(ledger: Ledger, signal: str, code: str) -> None:
+    """RUN_INFO's signal is null unless the run was interrupted, and then a signal's name."""
+    ledger.edit("RUN_INFO.json", lambda d: d.update(signal=signal))
+    ok, report = check(ledger)
+    assert not ok and code in codes(report), report["errors"]
+
+
 def test_run_id_must_be_the_directory_name(ledger: Ledger) -> None:
     ledger.run_dir = ledger.run_dir.rename(ledger.run_dir.with_name("renamed"))
     _ok, report = check(ledger)

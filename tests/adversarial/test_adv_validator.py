@@ -177,6 +177,14 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _wrong_type(value: Any, current: Any) -> bool:
+    """Whether ``value`` has another JSON type than ``current``. A whole number where a fraction was is no
+    wrong type (JSON has one number type: ``0`` is a valid timing); a fraction where a whole number was is."""
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return False
+    return _type_name(value) != _type_name(current)
+
+
 # -- cases ----------------------------------------------------------------------------------------
 
 
@@ -211,7 +219,7 @@ def test_wrong_types(lab: Lab, kind: str, name: str, data: st.DataObject) -> Non
     current: Any = doc
     for step in path:
         current = current[step]
-    value = data.draw(json_values.filter(lambda v: _type_name(v) != _type_name(current)))
+    value = data.draw(json_values.filter(lambda v: _wrong_type(v, current)))
     mutated = _set(copy.deepcopy(doc), path, value)
     if name in (fmt.RUN_INFO, fmt.STATUS) and path and path[0] not in _typed_keys(name):
         return  # an extension key the schema does not constrain: any type is allowed

@@ -264,6 +264,13 @@ def check_status(docs: dict[str, Any], proof: bool | None, problems: list[Proble
     ):
         signal = info.get("signal") if info is not None else None
         problems.append(Problem("INTERRUPTED", f"the run was interrupted (signal {signal!r})"))
+    elif info is not None and info.get("signal") is not None:
+        problems.append(
+            Problem(
+                "STATUS_MISMATCH",
+                f"{fmt.RUN_INFO}: signal is {info['signal']!r} but the run was not interrupted",
+            )
+        )
     if status is None:
         return
     if info is not None:
