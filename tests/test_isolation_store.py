@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,11 +32,22 @@ def test_put_file_refuses_bytes_that_do_not_match_their_name(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_put_files_stores_a_batch_in_worker_processes(tmp_path: Path, jobs: int) -> None:
+def test_put_files_stores_a_batch_in_worker_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
     """Enough files for two processes: every object is stored under its name with its bytes, and the count
     of new objects comes back from the workers (a second batch of the same files stores nothing)."""
     from catalytic.isolation.store import PARALLEL_FILES
+    from catalytic.snapshot import forkpool
 
+    pools: list[int] = []
+    real_pool = forkpool.ForkPool
+
+    def counted(size: int, work: Any) -> forkpool.ForkPool:
+        pools.append(size)
+        return real_pool(size, work)
+
+    monkeypatch.setattr(forkpool, "ForkPool", counted)
     store = Store(tmp_path / "runs")
     files: dict[str, str] = {}
     for i in range(2 * PARALLEL_FILES + 3):
@@ -43,6 +55,7 @@ def test_put_files_stores_a_batch_in_worker_processes(tmp_path: Path, jobs: int)
         src.write_bytes(i.to_bytes(4, "little") * (i % 7 + 1))
         files[hashlib.sha256(src.read_bytes()).hexdigest()] = str(src)
     assert store.put_files(files, "sha256", jobs) == len(files)
+    assert pools == ([2] if jobs == 2 else [])  # two worker processes did the work
     for digest, source in files.items():
         assert store.object_path("sha256", digest).read_bytes() == Path(source).read_bytes()
     assert store.put_files(files, "sha256", jobs) == 0

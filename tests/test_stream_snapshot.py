@@ -744,3 +744,46 @@ def test_a_part_of_files_only_gives_what_the_general_loop_gives(
     assert len(fast_list) == 5
     assert [row[:7] + row[8:] for row in fast_list] == [row[:7] + row[8:] for row in slow_list]
     assert all(row[7] > 0 for row in fast_list)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_skipped_paths_are_left_out_with_everything_below(tmp_path: Path, eager: None, jobs: int) -> None:
+    """``skip`` leaves paths out as if they did not exist (an overlay run's runs root and outputs inside a
+    domain): the documents, root and stored rows are those of the tree without them, and a post-run scan
+    that compares sees no difference when only the skipped paths changed."""
+    tree = build(tmp_path / "t")
+    (tree / "runs" / "deep").mkdir(parents=True)
+    (tree / "runs" / "deep" / "ledger").write_text("written by the run\n")
+    (tree / "sub" / "out.txt").parent.mkdir(exist_ok=True)
+    (tree / "sub" / "out.txt").write_text("a declared output\n")
+    skip = frozenset({"runs", "sub/out.txt"})
+    store = tmp_path / "cache"
+
+    def scan_skipping(before: stream.DomainScan | None) -> stream.DomainScan:
+        manifest, modes = spool.Spool(tmp_path), spool.Spool(tmp_path)
+        SPOOLS.extend((manifest, modes))
+        return stream.scan_domain(
+            tree,
+            "d",
+            "sha256",
+            store_dir=store,
+            manifest=manifest,
+            modes=modes,
+            before=before,
+            jobs=jobs,
+            skip=skip,
+        )
+
+    pre = scan_skipping(None)
+    reference = [
+        e for e in reference_walk(tree) if e.path != "sub/out.txt" and not (e.path + "/").startswith("runs/")
+    ]
+    assert len(reference) < len(list(reference_walk(tree)))
+    assert documents(pre) == expected(reference)
+    assert pre.merkle_root == merkle_root(reference, "sha256")
+    (tree / "runs" / "deep" / "ledger").write_text("more\n")
+    (tree / "runs" / "new").write_text("new\n")
+    (tree / "sub" / "out.txt").unlink()
+    post = scan_skipping(pre)
+    assert post.diff is not None and post.diff.clean
+    assert documents(post) == expected(reference)

@@ -207,11 +207,8 @@ def execute(
         run_options = replace(options or Options(), say=say, jobs=settings.jobs)
         backend = create_isolation(policy, ledger_dir, run_options)
         # The snapshots stream to spool files and are compared in the workers; isolation backends then read
-        # them back as whole manifests (their pre-states and restores work on those). A domain holding the
-        # runs root or a declared output (overlay leaves those out) is snapshotted in memory.
-        spools = (
-            Spools(policy.root / policy.runs_root) if backend.name == "none" or _streams(policy) else None
-        )
+        # them back as whole manifests (their pre-states and restores work on those).
+        spools = Spools(policy.root / policy.runs_root)
         try:
             return _execute(
                 policy,
@@ -402,13 +399,6 @@ def _execute(
     result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
-
-
-def _streams(policy: Policy) -> bool:
-    """Whether an isolation backend's snapshots can stream: no domain leaves anything out."""
-    from catalytic.isolation.upper import domain_excludes
-
-    return not any(domain_excludes(policy, domain) for domain in policy.catalytic_domains)
 
 
 def _scan_post(

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,8 @@ class Store:
         """
         items = list(files.items())
         jobs = max(1, min(jobs, len(items) // PARALLEL_FILES))
-        if jobs == 1:
+        # Forking while other threads run could copy a lock one of them holds into the child.
+        if jobs == 1 or threading.active_count() > 1:
             answers = [_put_batch(self, algorithm, items)]
         else:
             import functools

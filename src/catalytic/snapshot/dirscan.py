@@ -58,6 +58,8 @@ class ScanConfig:
     trust: bool  # may rows stand for unchanged files (False: --no-cache)
     compare: bool  # compare with the rows (the post-run snapshot)
     snap: int  # this snapshot's mark on the parts it writes
+    # Paths (relative to the domain) left out with everything below them, as if they did not exist.
+    skip: frozenset[str] = frozenset()
 
 
 class DirResult:
@@ -151,6 +153,8 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         if whole and len(listing) > SPLIT:
             return _split(split_points(listing, SPLIT))
         names, stats = listed(listing, rel, lo, hi)
+        if config.skip:
+            names, stats = _without(config.skip, rel, names, stats)
         store = _rows(config)
         if config.trust:
             # The part is as the store last saw it: its answer is the stored one.
@@ -166,6 +170,15 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         return _describe(config, fd, rel, items, lo, hi, taken, store, (names, stats))
     finally:
         os.close(fd)
+
+
+def _without(
+    skip: frozenset[str], rel: str, names: list[str], stats: list[os.stat_result]
+) -> tuple[list[str], list[os.stat_result]]:
+    """``names`` and their ``stats`` without the entries whose paths are in ``skip``."""
+    prefix = rel + "/" if rel else ""
+    kept = [(name, st) for name, st in zip(names, stats, strict=True) if prefix + name not in skip]
+    return [name for name, _st in kept], [st for _name, st in kept]
 
 
 def _split(points: list[bytes]) -> DirResult:

@@ -79,6 +79,7 @@ def scan_all(
                 before=before.get(domain),
                 jobs=settings.jobs,
                 progress=settings.progress,
+                skip=_left_out(policy, domain),
             )
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
@@ -86,6 +87,17 @@ def scan_all(
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)
     return snaps, None
+
+
+def _left_out(policy: Policy, domain: str) -> frozenset[str]:
+    """What an overlay run's snapshots of ``domain`` leave out (relative to it): the runs root and the
+    declared outputs inside it, as :func:`catalytic.isolation.upper.exclude_entries` does."""
+    if policy.isolation != "overlay":
+        return frozenset()
+    from catalytic.isolation.upper import domain_excludes
+
+    depth = len(paths.parts(domain))
+    return frozenset("/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain))
 
 
 def store_failed(error: CatalyticError | None, say: Say) -> bool:

@@ -90,6 +90,7 @@ def scan_domain(
     before: DomainScan | None = None,
     jobs: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> DomainScan:
     """Snapshot the directory tree at ``path`` (the domain ``domain``) into the two spools.
 
@@ -97,13 +98,17 @@ def scan_domain(
     pre-run snapshot of the same domain, taken with the same ``store_dir`` just before; this is then the
     post-run snapshot, and the result carries the differences from it. ``store_dir`` None: no store at all
     (a one-off snapshot: every file is hashed, nothing is kept; it cannot be compared with later).
+    ``skip``: paths below the top (relative to it) left out with everything below them (overlay runs leave
+    out the runs root and the declared outputs inside a domain).
     """
     directory = os.path.abspath(path)
     if store_dir is None and before is not None:
         raise ValueError("a post-run snapshot compares with the pre-run snapshot's store")
     store = store_path(store_dir, directory, algorithm) if store_dir is not None else None
     try:
-        return _scan_domain(path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress)
+        return _scan_domain(
+            path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress, skip
+        )
     except Exception as exc:
         # A spool or the store that cannot be written (a full disk): the run falls back to memory.
         failure = store_failure(store, exc, io=True)
@@ -123,6 +128,7 @@ def _scan_domain(
     before: DomainScan | None,
     jobs: int,
     progress: Callable[[int, int], None] | None,
+    skip: frozenset[str],
 ) -> DomainScan:
     directory = os.path.abspath(path)
     stats = WalkStats()
@@ -130,7 +136,9 @@ def _scan_domain(
     compare = before is not None
     if before is not None and before.stored and state != "used":
         raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
-    config = dirscan.ScanConfig(os.fsencode(directory), algorithm, store, trust, compare, time.time_ns())
+    config = dirscan.ScanConfig(
+        os.fsencode(directory), algorithm, store, trust, compare, time.time_ns(), skip
+    )
     scheduler = Scheduler(config, jobs or default_jobs())
     scheduler.report.cache = ("used" if state == "used" else "rebuilt") if trust and store else "disabled"
     diff = DomainDiff() if compare else None
