@@ -234,3 +234,36 @@ def test_rollback_snapshots_go_through_the_row_store(ws: Path) -> None:
     assert rb(ws, command=f"echo changed > {DOMAIN}/a.txt", run_id="r3") == 1
     assert tree(ws / DOMAIN) == before
     assert ledger(ws, "r3")["POST_MANIFEST.json"][DOMAIN] != expected
+
+
+def test_rollback_streams_its_pre_state(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean rollback run never reads a manifest back into memory: the files are stored from the spooled
+    manifest and the pre-state document is copied from the spools; that document is byte for byte the
+    canonical JSON of the pre-state (domain manifest and modes, outputs, run id, version)."""
+    from catalytic import runtime
+    from catalytic.isolation.rollback import _tree_doc
+    from catalytic.isolation.store import STATE_VERSION
+    from catalytic.ledger.canonical import encode
+    from catalytic.snapshot import domains, reference_walk, snapshot_tree
+
+    (ws / OUT).write_text("{}\n")
+
+    def refused(snap: object) -> object:
+        raise AssertionError("a manifest was read back into memory")
+
+    monkeypatch.setattr(domains, "in_memory", refused)
+    monkeypatch.setattr(runtime, "in_memory", refused)
+    entries = list(reference_walk(ws / DOMAIN))
+    assert rb(ws, "--durable-outputs", OUT, command="true", run_id="r1") == 0
+    state = ws / RUNS / "_store" / "states" / "r1.json"
+    expected = {
+        "algorithm": "sha256",
+        "domains": {DOMAIN: _tree_doc(entries, False)},
+        "outputs": {OUT: _tree_doc(list(snapshot_tree(ws / OUT).entries), False)},
+        "run_id": "r1",
+        "version": STATE_VERSION,
+    }
+    assert state.read_bytes() == encode(expected)
+    before = tree(ws / DOMAIN)
+    assert rb(ws, command=f"rm -r {DOMAIN}/sub && echo x > {DOMAIN}/new", run_id="r2") == 1
+    assert tree(ws / DOMAIN) == before

@@ -246,10 +246,9 @@ def _execute(
 ) -> RunResult:
     pre: list[Snapshot] = []
     post: list[Snapshot] = []
-    # ``streamed``: the documents and differences come from the spools (no isolation). With isolation,
-    # ``scans`` are the streamed pre-run snapshots the post-run scan compares with.
-    streamed = spools if backend.name == "none" else None
-    scans: list[Snapshot] = []
+    # ``streamed``: the documents and differences come from the spools; a backend that works on whole
+    # manifests gets its pre-run snapshots read back from them.
+    streamed = spools if not backend.whole_manifests else None
     child: ChildResult | None = None
     error: CatalyticError | None = None
     interrupted: int | None = None
@@ -273,7 +272,7 @@ def _execute(
                         streamed = spools = None
                         pre, error = snapshot_all(policy, "pre", say, settings)
                     elif streamed is None:  # every scan in the list is whole, even after an error
-                        scans, pre = pre, [in_memory(snap) for snap in pre]
+                        pre = [in_memory(snap) for snap in pre]
                 else:
                     pre, error = snapshot_all(policy, "pre", say, settings)
                 if error is None:
@@ -307,12 +306,9 @@ def _execute(
                             post, error = snapshot_all(policy, "post", say, settings)
                     else:
                         computed = backend.post_snapshots(pre)
-                        if computed is not None:
-                            post, error = computed
-                        elif scans and spools is not None:
-                            post, error = _scan_post(policy, say, settings, spools, scans)
-                        else:
-                            post, error = snapshot_all(policy, "post", say, settings)
+                        post, error = (
+                            computed if computed is not None else snapshot_all(policy, "post", say, settings)
+                        )
                     moved = roots.moved()
                     faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")
@@ -399,17 +395,6 @@ def _execute(
     result = replace(result, ledger_digest=root_digest)
     say(f"Ledger: {ledger_dir}")
     return result
-
-
-def _scan_post(
-    policy: Policy, say: ProgressCallback, settings: SnapshotSettings, spools: Spools, scans: list[Snapshot]
-) -> tuple[list[Snapshot], CatalyticError | None]:
-    """An isolation backend's post-run snapshots: streamed and compared with ``scans`` like a run without
-    isolation, then read back as whole manifests (taken in memory when the store fails)."""
-    post, error = scan_all(policy, "post", say, settings, spools, scans)
-    if store_failed(error, say):
-        return snapshot_all(policy, "post", say, settings)
-    return [in_memory(snap) for snap in post], error
 
 
 def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:

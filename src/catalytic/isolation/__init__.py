@@ -81,8 +81,11 @@ class Backend(Protocol):
     """One isolation mode. The runtime calls the methods in this order, ``close`` always."""
 
     name: IsolationName
+    #: Whether the backend works on whole manifests in memory (the pre-run snapshots are read back for it);
+    #: otherwise its snapshots stream and ``prepare`` receives streamed snapshots.
+    whole_manifests: bool
 
-    def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
+    def prepare(self, pre: Sequence[Any]) -> None:
         """After the pre-run snapshots, before the command starts."""
 
     def wrap(self, command: Sequence[str]) -> list[str]:
@@ -104,6 +107,7 @@ class NoIsolation:
     """``none``: run on the real tree, verify afterwards (the seed's behaviour)."""
 
     name: IsolationName = "none"
+    whole_manifests = False
 
     def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
         del policy, ledger_dir, options

@@ -143,6 +143,7 @@ class OverlayIsolation:
     """The ``overlay`` backend."""
 
     name: IsolationName = "overlay"
+    whole_manifests = True  # the post-run snapshot is the pre-run one merged with the upper layer
 
     def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
         why = unavailable_reason(policy.root)

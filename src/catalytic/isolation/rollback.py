@@ -11,9 +11,10 @@ and output is put back and a fresh snapshot proves it. What cannot be put back i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,15 @@ from catalytic.diff import diff_entries
 from catalytic.errors import CatalyticError
 from catalytic.isolation import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.restore import restore_tree
-from catalytic.isolation.store import Store
+from catalytic.isolation.store import STATE_VERSION, Store
+from catalytic.ledger.canonical import encode, json_string
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, entries_from_documents, snapshot_tree
 from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
+
+#: :func:`save_tree` stores new files in batches of this many (bounds the memory a first run needs).
+SAVE_BATCH = 50_000
 
 
 def _tree_doc(entries: Sequence[Entry], absent: bool) -> dict[str, Any]:
@@ -42,15 +47,56 @@ def tree_entries(doc: dict[str, Any]) -> list[Entry]:
     return list(entries_from_documents(doc.get("manifest", {}), doc.get("modes", {})))
 
 
-def save_tree(store: Store, base: Path, entries: Sequence[Entry], algorithm: str, jobs: int = 1) -> int:
-    """Store every regular file of a snapshotted tree (with up to ``jobs`` processes); return how many
-    objects were new."""
+def save_tree(
+    store: Store, base: Path, entries: Iterable[tuple[str, str]], algorithm: str, jobs: int = 1
+) -> int:
+    """Store every regular file of a snapshotted tree (``(path, value)`` pairs, with up to ``jobs``
+    processes, :data:`SAVE_BATCH` new files at a time); return how many objects were new."""
     top = os.fspath(base)
+    new = 0
     files: dict[str, str] = {}
-    for e in entries:
-        if kind_of(e.value) == "file" and e.value not in files and not store.has(algorithm, e.value):
-            files[e.value] = top if e.path == paths.ROOT else os.path.join(top, e.path)
-    return store.put_files(files, algorithm, jobs)
+    for path, value in entries:
+        if kind_of(value) == "file" and value not in files and not store.has(algorithm, value):
+            files[value] = top if path == paths.ROOT else os.path.join(top, path)
+            if len(files) >= SAVE_BATCH:
+                new += store.put_files(files, algorithm, jobs)
+                files = {}
+    return new + store.put_files(files, algorithm, jobs)
+
+
+def _pairs(snap: Any) -> Iterator[tuple[str, str]]:
+    """``(path, value)`` of every entry of a snapshot: from its entries, or read back from the manifest a
+    streamed snapshot spooled (a batch at a time: memory does not grow with the number of files)."""
+    if isinstance(snap, DomainSnapshot):
+        yield from ((e.path, e.value) for e in snap.entries)
+        return
+    from catalytic.ledger.stream import parse_blocks
+
+    blocks = itertools.chain([b'{"d":'], snap.manifest.chunks(), [b"}\n"])
+    for _domain, names, values in parse_blocks(blocks, "manifest"):
+        yield from zip(names, values, strict=True)
+
+
+def _state_chunks(state: dict[str, Any], pre: Sequence[Any]) -> Iterator[bytes]:
+    """The canonical JSON of the pre-state document ``state`` with its domains taken from ``pre``: the
+    manifests and modes of streamed snapshots are copied from their spools, not held in memory."""
+    yield b'{"algorithm":' + encode(state["algorithm"]).rstrip(b"\n") + b',"domains":{'
+    for index, snap in enumerate(sorted(pre, key=lambda snap: paths.sort_key(snap.domain))):
+        head = b"," if index else b""
+        if isinstance(snap, DomainSnapshot):
+            doc = encode(_tree_doc(snap.entries, snap.absent)).rstrip(b"\n")
+            yield head + json_string(snap.domain).encode() + b":" + doc
+            continue
+        yield (
+            head + json_string(snap.domain).encode() + b':{"absent":' + (b"true" if snap.absent else b"false")
+        )
+        yield b',"manifest":'
+        yield from snap.manifest.chunks()
+        yield b',"modes":'
+        yield from snap.modes.chunks()
+        yield b"}"
+    rest = encode({key: state[key] for key in ("outputs", "run_id", "version")}).rstrip(b"\n")
+    yield b"}," + rest[1:] + b"\n"
 
 
 def restore_state(
@@ -98,6 +144,7 @@ class RollbackIsolation:
     """The ``rollback`` backend."""
 
     name: IsolationName = "rollback"
+    whole_manifests = False  # its snapshots stream; a restore reads the saved state back
 
     def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
         self.policy = policy
@@ -107,25 +154,27 @@ class RollbackIsolation:
         self.saved: dict[str, Any] = {}
         self.jobs = options.jobs or default_jobs()
 
-    def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
+    def prepare(self, pre: Sequence[Any]) -> None:
+        """Save the pre-state: every file of the domains (snapshots in memory or streamed) and of the
+        existing declared outputs in the store, and the state document."""
         root, algorithm = self.policy.root, self.policy.hash
         new = files = 0
-        domains: dict[str, Any] = {}
         for snap in pre:
             base = root if snap.domain == paths.ROOT else root / snap.domain
-            new += save_tree(self.store, base, snap.entries, algorithm, self.jobs)
+            new += save_tree(self.store, base, _pairs(snap), algorithm, self.jobs)
             files += snap.stats.files
-            domains[snap.domain] = _tree_doc(snap.entries, snap.absent)
         outputs: dict[str, Any] = {}
         for out in self.policy.durable_outputs:
             snap = snapshot_tree(root / out, algorithm)
-            new += save_tree(self.store, root / out, snap.entries, algorithm, self.jobs)
+            new += save_tree(self.store, root / out, _pairs(snap), algorithm, self.jobs)
             files += snap.stats.files
             outputs[out] = _tree_doc(snap.entries, snap.absent)
         if new:
             self.store.sync()
-        state = {"run_id": self.policy.run_id, "algorithm": algorithm, "domains": domains, "outputs": outputs}
-        self.store.save_state(self.policy.run_id, state)
+        state = {"algorithm": algorithm, "outputs": outputs, "run_id": self.policy.run_id}
+        self.store.save_state_chunks(
+            self.policy.run_id, _state_chunks({**state, "version": STATE_VERSION}, pre)
+        )
         self.saved = {
             "files": files,
             "new_objects": new,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from catalytic.errors import CatalyticError
-from catalytic.ledger.canonical import loads, write_json
+from catalytic.ledger.canonical import loads, write_atomic, write_json
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import kind_of
 
@@ -214,6 +214,13 @@ class Store:
         path = self.state_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"version": STATE_VERSION, **state})
+        return path
+
+    def save_state_chunks(self, run_id: str, chunks: Iterable[bytes]) -> Path:
+        """:meth:`save_state` for a document given as its canonical JSON text, in pieces."""
+        path = self.state_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, chunks)
         return path
 
     def load_state(self, run_id: str) -> dict[str, Any]:
