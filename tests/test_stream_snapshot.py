@@ -699,51 +699,25 @@ def test_a_snapshot_without_a_store(tmp_path: Path, eager: None, jobs: int) -> N
         stream.scan_domain(tree, "d", "sha256", store_dir=None, manifest=manifest, modes=modes, before=snap)
 
 
-def test_a_part_of_files_only_gives_what_the_general_loop_gives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A first snapshot of a directory holding only regular files takes a list-by-list path; with that path
-    switched off the entry-by-entry loop gives the same answer (text, listing hash, counts) and stores the
-    same fingerprint and rows. Names that need JSON escaping and two modes are in it."""
+def test_names_that_need_json_escaping_and_plain_names(tmp_path: Path) -> None:
+    """A directory whose names are written as they are in JSON and one where some need escaping (a quote, a
+    tab, non-ASCII) give the reference documents and root, and the rows stored for them hold the
+    reference's values and modes."""
     tree = tmp_path / "t"
-    (tree / "sub").mkdir(parents=True)
-    for i, name in enumerate(["a", 'quo"te', "tab\there", "ünï", "z"]):
-        (tree / "sub" / name).write_bytes(b"%d" % i * (i + 1))
-    os.chmod(tree / "sub" / "z", 0o600)
-    st_sub = os.stat(tree / "sub")
-    task: dirscan.Task = ("sub", st_sub.st_dev, st_sub.st_ino, None, None)
-
-    def scan_into(store: Path) -> tuple[dirscan.DirResult, object]:
-        config = dirscan.ScanConfig(os.fsencode(tree), "sha256", store, True, False, 1)
-        try:
-            result = dirscan.scan(config, task)
-        finally:
-            dirscan.close_rows()
-        with sqlite3.connect(store) as conn:
-            query = "SELECT fingerprint, rows FROM parts JOIN entries ON entries.id = parts.blob"
-            return result, conn.execute(query).fetchall()
-
-    calls: list[bool] = []
-    real = dirscan._all_hashed
-
-    def spy(*args: object) -> bool:
-        calls.append(real(*args))  # type: ignore[arg-type]
-        return calls[-1]
-
-    monkeypatch.setattr(dirscan, "_all_hashed", spy)
-    fast, fast_rows = scan_into(tmp_path / "fast.sqlite")
-    assert calls == [True]
-    monkeypatch.setattr(dirscan, "_all_hashed", lambda *args: False)
-    slow, slow_rows = scan_into(tmp_path / "slow.sqlite")
-    assert fast.items == slow.items and fast.items
-    assert (fast.listing, fast.records, fast.counts) == (slow.listing, slow.records, slow.counts)
-    # Rows hold the moment their directory was listed (field 7): the two scans differ only there.
-    [(fast_print, fast_blob)], [(slow_print, slow_blob)] = fast_rows, slow_rows
-    assert fast_print == slow_print
-    fast_list, slow_list = marshal.loads(fast_blob), marshal.loads(slow_blob)
-    assert len(fast_list) == 5
-    assert [row[:7] + row[8:] for row in fast_list] == [row[:7] + row[8:] for row in slow_list]
-    assert all(row[7] > 0 for row in fast_list)
+    for sub, names in (("plain", ["a", "b.txt", "z"]), ("quoted", ["a", 'quo"te', "tab\there", "ünï", "z"])):
+        (tree / sub).mkdir(parents=True)
+        for i, name in enumerate(names):
+            (tree / sub / name).write_bytes(b"%d" % i * (i + 1))
+        os.chmod(tree / sub / "z", 0o600)
+    snap = scan(tree, tmp_path / "cache", jobs=1)
+    reference = {e.path: (e.value, e.mode) for e in check_equal(tree, snap)}
+    with sqlite3.connect(store_path(tmp_path / "cache", os.fsdecode(tree), "sha256")) as conn:
+        query = "SELECT dir, rows FROM parts JOIN entries ON entries.id = parts.blob"
+        stored = {d.decode(): marshal.loads(blob) for d, blob in conn.execute(query) if d}
+    assert sorted(stored) == ["plain", "quoted"]
+    for sub, rows in stored.items():
+        got = {f"{sub}/{row[0].decode()}": (row[8], row[9]) for row in rows}
+        assert got == {path: value for path, value in reference.items() if path.startswith(sub + "/")}
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

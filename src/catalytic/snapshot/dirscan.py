@@ -23,7 +23,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from catalytic.diff import Change
 from catalytic.errors import SnapshotError
@@ -257,8 +257,7 @@ def _describe(
                     todo.append((name, st))
     else:
         todo = [(name, st) for _key, is_sub, name, st in items if not is_sub and st.st_mode & _FMT == _REG]
-    answers = hash_files(fd, todo, new_hasher)
-    hashed_now = iter(answers)
+    hashed_now = iter(hash_files(fd, todo, new_hasher))
 
     counts = WalkStats()  # what the careful path (describe_stat) saw
     files = nbytes = hits = hashed = 0
@@ -279,77 +278,56 @@ def _describe(
     below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
-    if not rows and not compare and _all_hashed(items, answers):
-        # The usual part of a first snapshot: regular files only, each hashed at the first attempt, nothing
-        # stored to compare with. The same text, records and rows as the loop below, list by list.
-        done = cast("list[tuple[str, tuple[int, ...]]]", answers)
-        files = hashed = len(todo)
-        nbytes = sum([st.st_size for _name, st in todo])
-        names_now = [name for name, _st in todo]
-        bits_now = [st.st_mode for _name, st in todo]
-        mode_of.update((bits, mode_string(bits)) for bits in set(bits_now))
-        mode_now = [mode_of[bits] for bits in bits_now]
-        values = [digest for digest, _stamp in done]
-        jpaths = [f'"{prefix}{name}"' if plain else json_string(prefix + name) for name in names_now]
-        manifest = [f'{jpath}:"{value}"' for jpath, value in zip(jpaths, values, strict=True)]
-        modes = [f'{jpath}:"{mode}"' for jpath, mode in zip(jpaths, mode_now, strict=True)]
-        texts = zip(names_now, values, mode_now, strict=True)
-        record_texts = [f"{name}\0{value}\0{mode}\0" for name, value, mode in texts]
-        rows_now = zip(items, done, mode_now, strict=True)
-        now = cast(
-            "list[Row]", [(item[0], *stamp, taken, digest, mode) for item, (digest, stamp), mode in rows_now]
-        )
-    else:
-        for key, is_sub, name, st in items:
-            if is_sub:
-                if manifest or modes:
-                    out.append(("t", ",".join(manifest), ",".join(modes)))
-                    manifest, modes = [], []
-                out.append(("d", prefix + name, st.st_dev, st.st_ino))
-                below += max(0, st.st_size - _SMALL_DIR) // _DIR_ENTRY
-                continue
-            path = prefix + name
-            bits = st.st_mode
-            regular = bits & _FMT == _REG
-            row = kept.get(key) if regular and kept else None
-            # hash_files answered the regular files no row stands for, in this order.
-            quick = next(hashed_now) if regular and row is None else None
-            if row is not None:
-                # The digest is as old as the row.
-                value, observed, mode, stamp = row[8], STAMP(st), row[9], row[7]
-                hits += 1
-                files += 1
-            elif quick is not None:
-                value, observed = quick
-                mode = mode_of.get(bits)
-                if mode is None:
-                    mode = mode_of[bits] = mode_string(bits)
-                stamp = taken
-                nbytes += st.st_size
-                hashed += 1
-                files += 1
-            else:
-                entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
-                value, mode, observed = entry.value, entry.mode, STAMP(final)
-                if final is not st:
-                    moved[name] = observed
-                regular = final.st_mode & _FMT == _REG
-                stamp = taken if regular else 0
-                hashed += regular
-            jpath = f'"{path}"' if plain else json_string(path)
-            manifest.append(f'{jpath}:"{value}"' if regular else jpath + ":" + json_string(value))
-            if mode is not None:
-                modes.append(f'{jpath}:"{mode}"')
-            record_texts.append(f"{name}\0{value}\0{mode or ''}\0")
-            now.append((key, *observed, stamp, value, mode))
-            if value == DIR:
-                dirs_now.add(key)
-            if compare:
-                row = rows.get(key)
-                if row is None:
-                    diff.append(("added", path, None, value, None, mode))
-                elif row[8] != value or row[9] != mode:
-                    diff.append(("changed", path, row[8], value, row[9], mode))
+    for key, is_sub, name, st in items:
+        if is_sub:
+            if manifest or modes:
+                out.append(("t", ",".join(manifest), ",".join(modes)))
+                manifest, modes = [], []
+            out.append(("d", prefix + name, st.st_dev, st.st_ino))
+            below += max(0, st.st_size - _SMALL_DIR) // _DIR_ENTRY
+            continue
+        path = prefix + name
+        bits = st.st_mode
+        regular = bits & _FMT == _REG
+        row = kept.get(key) if regular and kept else None
+        # hash_files answered the regular files no row stands for, in this order.
+        quick = next(hashed_now) if regular and row is None else None
+        if row is not None:
+            # The digest is as old as the row.
+            value, observed, mode, stamp = row[8], STAMP(st), row[9], row[7]
+            hits += 1
+            files += 1
+        elif quick is not None:
+            value, observed = quick
+            mode = mode_of.get(bits)
+            if mode is None:
+                mode = mode_of[bits] = mode_string(bits)
+            stamp = taken
+            nbytes += st.st_size
+            hashed += 1
+            files += 1
+        else:
+            entry, final = describe_stat(fd, name, path, st, new_hasher, counts)
+            value, mode, observed = entry.value, entry.mode, STAMP(final)
+            if final is not st:
+                moved[name] = observed
+            regular = final.st_mode & _FMT == _REG
+            stamp = taken if regular else 0
+            hashed += regular
+        jpath = f'"{path}"' if plain else json_string(path)
+        manifest.append(f'{jpath}:"{value}"' if regular else jpath + ":" + json_string(value))
+        if mode is not None:
+            modes.append(f'{jpath}:"{mode}"')
+        record_texts.append(f"{name}\0{value}\0{mode or ''}\0")
+        now.append((key, *observed, stamp, value, mode))
+        if value == DIR:
+            dirs_now.add(key)
+        if compare:
+            row = rows.get(key)
+            if row is None:
+                diff.append(("added", path, None, value, None, mode))
+            elif row[8] != value or row[9] != mode:
+                diff.append(("changed", path, row[8], value, row[9], mode))
     if manifest or modes:
         out.append(("t", ",".join(manifest), ",".join(modes)))
 
@@ -391,11 +369,6 @@ def _describe(
     )
     store.write(dir_key, part, replace=lo is None and hi is None, emptied=emptied, entries=len(now))
     return result
-
-
-def _all_hashed(items: list[Item], answers: list[Any]) -> bool:
-    """Whether every entry of the part is a regular file that :func:`hash_files` answered."""
-    return len(answers) == len(items) and None not in answers
 
 
 _FMT = 0o170000
