@@ -1,5 +1,6 @@
-"""Run a few blocking calls at once, one thread each: calls that let go of the GIL while they wait or
-compute (``fsync``, hashing big buffers), so they overlap instead of queueing."""
+"""Threads: run a few blocking calls at once, one thread each (calls that let go of the GIL while they wait
+or compute, ``fsync`` or hashing big buffers, so they overlap instead of queueing); and whether this
+process may fork."""
 
 from __future__ import annotations
 
@@ -44,3 +45,11 @@ def each_at_once(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
     if errors:
         raise errors[0]
     return [results[index] for index in range(len(items))]
+
+
+def may_fork() -> bool:
+    """Whether forking worker processes is safe now: no other thread runs, so none can hold a lock the
+    children would inherit locked."""
+    import threading
+
+    return threading.active_count() == 1

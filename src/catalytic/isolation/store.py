@@ -19,7 +19,6 @@ import contextlib
 import errno
 import os
 import stat
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from catalytic.errors import CatalyticError
 from catalytic.ledger.canonical import loads, write_atomic, write_json
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import kind_of
+from catalytic.threads import may_fork
 
 STORE_DIR = "_store"
 STATE_VERSION = "catalytic.state/1"
@@ -168,8 +168,7 @@ class Store:
         """
         items = list(files.items())
         jobs = max(1, min(jobs, len(items) // PARALLEL_FILES))
-        # Forking while other threads run could copy a lock one of them holds into the child.
-        if jobs == 1 or threading.active_count() > 1:
+        if jobs == 1 or not may_fork():
             answers = [_put_batch(self, algorithm, items)]
         else:
             import functools

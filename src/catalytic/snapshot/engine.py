@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import Entry, mode_string
 from catalytic.snapshot.report import ScanReport, default_jobs
 from catalytic.snapshot.walker import WalkStats, describe_stat, walk_with
+from catalytic.threads import may_fork
 
 #: A batch is handed to a worker when it holds this many files or bytes.
 BATCH_FILES = 256
@@ -153,8 +153,7 @@ class Scanner:
             self._pool is None
             and self.jobs > 1
             and (self._queued_files >= POOL_MIN_FILES or self._queued_bytes >= POOL_MIN_BYTES)
-            # Forking while other threads run could copy a lock one of them holds into the child.
-            and threading.active_count() == 1
+            and may_fork()
         ):
             from catalytic.snapshot.forkpool import ForkPool
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import heapq
 import os
-import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from catalytic.paths import to_bytes
 from catalytic.snapshot import dirscan
 from catalytic.snapshot.report import StreamReport
 from catalytic.snapshot.rowstore import ensure
+from catalytic.threads import may_fork
 
 if TYPE_CHECKING:
     from catalytic.snapshot.forkpool import ForkPool
@@ -74,8 +74,7 @@ class Scheduler:
             and self.jobs > 1
             and (self.expected >= POOL_MIN_ENTRIES or self.split)
             and not faults.ACTIVE  # fault points must fire in this process
-            # Forking while other threads run could copy a lock one of them holds into the child.
-            and threading.active_count() == 1
+            and may_fork()
         ):
             from catalytic.snapshot.forkpool import ForkPool
 
