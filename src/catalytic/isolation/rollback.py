@@ -77,26 +77,23 @@ def _pairs(snap: Any) -> Iterator[tuple[str, str]]:
         yield from zip(names, values, strict=True)
 
 
-def _state_chunks(state: dict[str, Any], pre: Sequence[Any]) -> Iterator[bytes]:
-    """The canonical JSON of the pre-state document ``state`` with its domains taken from ``pre``: the
-    manifests and modes of streamed snapshots are copied from their spools, not held in memory."""
-    yield b'{"algorithm":' + encode(state["algorithm"]).rstrip(b"\n") + b',"domains":{'
+def _state_text(algorithm: str, pre: Sequence[Any], outputs: dict[str, Any], run_id: str) -> Iterator[bytes]:
+    """The canonical JSON of a pre-state document, its domains taken from ``pre``: the manifests and modes of
+    streamed snapshots are copied from their spools, not held in memory. Keys in canonical order:
+    ``algorithm``, ``domains``, then ``outputs``, ``run_id``, ``version``."""
+    yield b'{"algorithm":' + json_string(algorithm).encode() + b',"domains":{'
     for index, snap in enumerate(sorted(pre, key=lambda snap: paths.sort_key(snap.domain))):
-        head = b"," if index else b""
+        yield (b"," if index else b"") + json_string(snap.domain).encode() + b":"
         if isinstance(snap, DomainSnapshot):
-            doc = encode(_tree_doc(snap.entries, snap.absent)).rstrip(b"\n")
-            yield head + json_string(snap.domain).encode() + b":" + doc
+            yield encode(_tree_doc(snap.entries, snap.absent)).rstrip(b"\n")
             continue
-        yield (
-            head + json_string(snap.domain).encode() + b':{"absent":' + (b"true" if snap.absent else b"false")
-        )
-        yield b',"manifest":'
+        yield b'{"absent":' + (b"true" if snap.absent else b"false") + b',"manifest":'
         yield from snap.manifest.chunks()
         yield b',"modes":'
         yield from snap.modes.chunks()
         yield b"}"
-    rest = encode({key: state[key] for key in ("outputs", "run_id", "version")}).rstrip(b"\n")
-    yield b"}," + rest[1:] + b"\n"
+    rest = encode({"outputs": outputs, "run_id": run_id, "version": STATE_VERSION})
+    yield b"}," + rest[1:]  # the rest of the document, after its opening brace
 
 
 def restore_state(
@@ -171,10 +168,7 @@ class RollbackIsolation:
             outputs[out] = _tree_doc(snap.entries, snap.absent)
         if new:
             self.store.sync()
-        state = {"algorithm": algorithm, "outputs": outputs, "run_id": self.policy.run_id}
-        self.store.save_state_chunks(
-            self.policy.run_id, _state_chunks({**state, "version": STATE_VERSION}, pre)
-        )
+        self.store.save_state(self.policy.run_id, _state_text(algorithm, pre, outputs, self.policy.run_id))
         self.saved = {
             "files": files,
             "new_objects": new,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from catalytic.errors import CatalyticError
-from catalytic.ledger.canonical import loads, write_atomic, write_json
+from catalytic.ledger.canonical import loads, write_atomic
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import kind_of
 from catalytic.threads import may_fork
@@ -95,7 +95,7 @@ class Store:
         self.path = runs_root / STORE_DIR
 
     def object_path(self, algorithm: str, digest: str) -> Path:
-        return self.path / "objects" / algorithm / digest[:2] / digest[2:]
+        return Path(self._object(algorithm, digest))
 
     def state_path(self, run_id: str) -> Path:
         return self.path / "states" / f"{run_id}.json"
@@ -208,18 +208,12 @@ class Store:
         finally:
             os.close(src)
 
-    def save_state(self, run_id: str, state: dict[str, Any]) -> Path:
-        """Record what a run's domains and outputs held before it ran."""
+    def save_state(self, run_id: str, text: Iterable[bytes]) -> Path:
+        """Record what a run's domains and outputs held before it ran: the state document's canonical JSON
+        text (:data:`STATE_VERSION`), in pieces."""
         path = self.state_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"version": STATE_VERSION, **state})
-        return path
-
-    def save_state_chunks(self, run_id: str, chunks: Iterable[bytes]) -> Path:
-        """:meth:`save_state` for a document given as its canonical JSON text, in pieces."""
-        path = self.state_path(run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, chunks)
+        write_atomic(path, text)
         return path
 
     def load_state(self, run_id: str) -> dict[str, Any]:
