@@ -175,11 +175,16 @@ def domain_excludes(policy: Policy, domain: str) -> list[str]:
     ]
 
 
+def excludes_within(policy: Policy, domain: str) -> list[str]:
+    """:func:`domain_excludes` relative to ``domain`` (as its snapshot's paths are)."""
+    depth = len(paths.parts(domain))
+    return ["/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain)]
+
+
 def exclude_entries(policy: Policy, domain: str, entries: Sequence[Entry]) -> list[Entry]:
-    excl = [paths.parts(p)[len(paths.parts(domain)) :] for p in domain_excludes(policy, domain)]
-    if not excl:
+    rels = excludes_within(policy, domain)
+    if not rels:
         return list(entries)
-    rels = ["/".join(x) for x in excl]
     return [e for e in entries if not any(paths.is_within(e.path, r) for r in rels)]
 
 

@@ -94,10 +94,9 @@ def _left_out(policy: Policy, domain: str) -> frozenset[str]:
     declared outputs inside it, as :func:`catalytic.isolation.upper.exclude_entries` does."""
     if policy.isolation != "overlay":
         return frozenset()
-    from catalytic.isolation.upper import domain_excludes
+    from catalytic.isolation.upper import excludes_within
 
-    depth = len(paths.parts(domain))
-    return frozenset("/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain))
+    return frozenset(excludes_within(policy, domain))
 
 
 def store_failed(error: CatalyticError | None, say: Say) -> bool:
