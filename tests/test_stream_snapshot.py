@@ -315,7 +315,7 @@ def test_no_cache_hashes_everything(tmp_path: Path, eager: None) -> None:
     snap = scan(tree, store, trust=False)
     assert snap.cache == "disabled" and snap.report.cache_hits == 0
     files = [p for p in tree.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert snap.report.hashed_files == len(files) == 17
+    assert snap.report.hashed_files == len(files) == 19
     check_equal(tree, snap)
 
 
@@ -761,3 +761,46 @@ def test_skipped_paths_are_left_out_with_everything_below(tmp_path: Path, eager:
     post = scan_skipping(pre)
     assert post.diff is not None and post.diff.clean
     assert documents(post) == expected(reference)
+
+
+@pytest.mark.parametrize("isolation", ["none", "rollback", "overlay"])
+def test_names_before_the_domains_own_entry(
+    tmp_path: Path, eager: None, monkeypatch: pytest.MonkeyPatch, isolation: str
+) -> None:
+    """Top-level names whose first byte sorts below ``.`` (``+page``, ``-dir``, ``#x#``, a space) come before
+    the domain's own entry in byte order: the ledgers of a cold, a warm and a dirty run, whole or with the
+    top directory split into parts, are canonical and pass the validator, with every isolation."""
+    from catalytic.cli import main
+    from catalytic.isolation.overlay import unavailable_reason
+    from catalytic.validate import CatalyticLedgerValidator
+
+    ws = tmp_path / "ws"
+    d = ws / "d"
+    (d / "-dir").mkdir(parents=True)
+    for name in ("+page", "-dir/in", "#x#", " space", "!bang", ".hidden", "z"):
+        (d / name).write_text(name)
+    if isolation == "overlay" and unavailable_reason(ws) is not None:
+        pytest.skip(f"overlay mounts unavailable here: {unavailable_reason(ws)}")
+
+    def run(run_id: str, command: str) -> dict[str, object]:
+        args = ["run", "-q", "--root", str(ws), "--run-id", run_id, "--isolation", isolation]
+        main([*args, "--catalytic-domains", "d", "--", "sh", "-c", f"cd {ws} && {command}"])
+        ledger = ws / "CONTRACTS" / "_runs" / run_id
+        ok, report = CatalyticLedgerValidator(ledger).validate()
+        assert {e["code"] for e in report["errors"]} <= {"NOT_RESTORED", "DIRTY"}
+        manifest = loads((ledger / "PRE_MANIFEST.json").read_bytes())["d"]
+        assert list(manifest)[:6] == [" space", "!bang", "#x#", "+page", "-dir", "-dir/in"]
+        assert list(manifest)[6:8] == [".", ".hidden"]
+        return {"ok": ok, "diff": loads((ledger / "RESTORE_DIFF.json").read_bytes())["d"]}
+
+    assert run("cold", "true")["ok"]
+    assert run("warm", "true")["ok"]
+    dirty = run("dirty", "echo changed > d/+page && rm d/-dir/in && echo new > 'd/ new'")
+    assert not dirty["ok"]
+    diff = dirty["diff"]
+    assert isinstance(diff, dict)
+    assert [list(diff[kind]) for kind in ("added", "removed", "changed")] == [
+        [" new"],
+        ["-dir/in"],
+        ["+page"],
+    ]

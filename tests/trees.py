@@ -7,8 +7,9 @@ from pathlib import Path
 
 
 def build_tree(root: Path, files: int = 40, *, extras: bool = True) -> Path:
-    """Files (some with equal contents), nested and empty directories, names that sort around ``/``, an
-    executable, symlinks, a FIFO and an undecodable name; ``extras`` adds a dangling symlink and a 3 MiB file.
+    """Files (some with equal contents), nested and empty directories, names that sort around ``/`` and
+    before the domain's own entry ``.`` (``+page``, ``-dir/``), an executable, symlinks, a FIFO and an
+    undecodable name; ``extras`` adds a dangling symlink and a 3 MiB file.
     """
     (root / "a" / "b").mkdir(parents=True)
     (root / "empty").mkdir()
@@ -17,6 +18,9 @@ def build_tree(root: Path, files: int = 40, *, extras: bool = True) -> Path:
     (root / "a" / "b" / "deep").write_text("deep\n")
     (root / "a.txt").write_text("sorted between a and a/\n")
     (root / "a-1").write_text("x")
+    (root / "+page").write_text("sorted before the domain itself\n")
+    (root / "-dir").mkdir()
+    (root / "-dir" / "in").write_text("and so is everything below it\n")
     (root / "exec.sh").write_text("#!/bin/sh\n")
     (root / "exec.sh").chmod(0o755)
     os.symlink("a/f01", root / "link")

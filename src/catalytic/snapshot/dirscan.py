@@ -41,6 +41,8 @@ from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files
 SPLIT = 2048
 #: Directories holding more bytes of files than this are split into parts of about this many bytes.
 PART_BYTES = 32 << 20
+#: The item of a top directory's answer where the domain's own entry ``.`` belongs in byte order.
+ROOT_HERE = ("r",)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # (path of the directory relative to the domain, "" for the domain itself; its device; its inode;
@@ -68,7 +70,9 @@ class DirResult:
     __slots__ = ("below", "counts", "diff", "items", "listing", "records", "split")
 
     def __init__(self) -> None:
-        # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order.
+        # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order; in
+        # the top directory also ROOT_HERE, before its first name not below b"." (once per part that has
+        # one: the walk writes the domain's own entry at the first it meets, or at the end).
         self.items: list[tuple[Any, ...]] = []
         # The Merkle records of the part's entries, in order; for a whole directory with entries, its
         # listing hash instead (``listing``: hashed here, in the worker, and kept with the stored answer).
@@ -278,7 +282,16 @@ def _describe(
     below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
+    # The domain's own entry ``.`` sorts after the top directory's names that start below b"." (``-x``,
+    # ``+page``, ``#x#``): the top directory marks where it goes (see DirResult.items).
+    root_at = b"." if not rel else None
     for key, is_sub, name, st in items:
+        if root_at is not None and key >= root_at:
+            if manifest or modes:
+                out.append(("t", ",".join(manifest), ",".join(modes)))
+                manifest, modes = [], []
+            out.append(ROOT_HERE)
+            root_at = None
         if is_sub:
             if manifest or modes:
                 out.append(("t", ",".join(manifest), ",".join(modes)))

@@ -38,7 +38,7 @@ from catalytic.snapshot.cache import trusted_stamp
 if TYPE_CHECKING:
     import sqlite3
 
-FORMAT = "catalytic.rowstore/7"
+FORMAT = "catalytic.rowstore/8"
 _BUSY_MS = 600_000
 
 # name, ino, dev, size, st_mode, mtime_ns, ctime_ns, taken_ns, value, mode (None for symlinks)

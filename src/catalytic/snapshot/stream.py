@@ -158,9 +158,10 @@ def _scan_domain(
             entry, st, _fd = found
             value, mode = entry.value, entry.mode
             builder.set_top(value, mode)
-            body.add(json_string(ROOT) + ":" + json_string(value))
-            if mode is not None:
-                mode_body.add(json_string(ROOT) + ':"' + mode + '"')
+            root = (
+                json_string(ROOT) + ":" + json_string(value),
+                "" if mode is None else json_string(ROOT) + f':"{mode}"',
+            )
             top_row = (b"", *STAMP(st), 0, value, mode)
             if diff is not None:
                 if was is None:
@@ -171,8 +172,10 @@ def _scan_domain(
                 if diff is not None and was is not None and was[8] == "dir":
                     _everything_removed(rows, None, diff)
                 rows.clear()
+                body.add(root[0])
+                mode_body.add(root[1])
             else:
-                _walk(scheduler, rows, st, body, mode_body, builder, stats, diff, progress)
+                _walk(scheduler, rows, st, root, body, mode_body, builder, stats, diff, progress)
         stored = rows.exists
     finally:
         rows.close()
@@ -204,6 +207,7 @@ def _walk(
     scheduler: Scheduler,
     rows: Rows,
     st: os.stat_result,
+    root: tuple[str, str] | None,
     body: ObjectWriter,
     mode_body: ObjectWriter,
     builder: MerkleBuilder,
@@ -211,6 +215,8 @@ def _walk(
     diff: DomainDiff | None,
     progress: Callable[[int, int], None] | None,
 ) -> None:
+    """Put the answers in walk order; ``root``: the domain's own manifest and MODES texts, written where
+    the top directory's answer marks their place in byte order (or last, after names all below it)."""
     factory = hasher_factory(scheduler.config.algorithm)
     report = scheduler.report
     first = scheduler.add(("", st.st_dev, st.st_ino, None, None))
@@ -256,7 +262,7 @@ def _walk(
                     diff.add(record)
             items = [
                 item
-                if item[0] == "t"
+                if item[0] != "d"
                 else ("d", item[1], scheduler.add((item[1], item[2], item[3], None, None)))
                 for item in result.items
             ]
@@ -270,5 +276,12 @@ def _walk(
         elif item[0] == "t":
             body.add(item[1])
             mode_body.add(item[2])
-        else:
+        elif item[0] == "d":
             stack.append(_Frame(_Dir(item[1], deque([item[2]]))))
+        elif root is not None:  # ROOT_HERE
+            body.add(root[0])
+            mode_body.add(root[1])
+            root = None
+    if root is not None:
+        body.add(root[0])
+        mode_body.add(root[1])

@@ -265,7 +265,11 @@ def _open_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> int:
 Visit = Callable[[int, bytes, str, str, os.stat_result], T]
 
 
-def _walk_dir(fd: int, dir_path: bytes, prefix: str, visit: Visit[T]) -> Iterator[T]:
+def _walk_dir(
+    fd: int, dir_path: bytes, prefix: str, visit: Visit[T], top: Entry | None = None
+) -> Iterator[T | Entry]:
+    """The entries below a directory in byte order of the path; ``top``: the tree's own entry ``.``, put
+    before the first name not below b"." (``-x``, ``+page`` and ``#x#`` come first)."""
     items: list[tuple[bytes, bool, str, os.stat_result]] = []
     try:
         with os.scandir(fd) as it:
@@ -283,7 +287,10 @@ def _walk_dir(fd: int, dir_path: bytes, prefix: str, visit: Visit[T]) -> Iterato
     except OSError as exc:
         raise _fail(prefix.rstrip("/") or ROOT, exc) from exc
     items.sort(key=lambda item: item[0])
-    for _key, is_subtree, name, st in items:
+    for key, is_subtree, name, st in items:
+        if top is not None and key >= b".":
+            yield top
+            top = None
         rel = prefix + name
         if not is_subtree:
             yield visit(fd, dir_path, name, rel, st)
@@ -293,6 +300,8 @@ def _walk_dir(fd: int, dir_path: bytes, prefix: str, visit: Visit[T]) -> Iterato
             yield from _walk_dir(sub, dir_path + b"/" + to_bytes(name), rel + "/", visit)
         finally:
             os.close(sub)
+    if top is not None:
+        yield top
 
 
 def walk(path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Iterator[Entry]:
@@ -352,10 +361,10 @@ def walk_with(
     if found is None:
         return
     top, _st, fd = found
-    yield top
     if fd < 0:
+        yield top
         return
     try:
-        yield from _walk_dir(fd, os.fsencode(os.path.abspath(path)).rstrip(b"/"), "", visit)
+        yield from _walk_dir(fd, os.fsencode(os.path.abspath(path)).rstrip(b"/"), "", visit, top)
     finally:
         os.close(fd)
