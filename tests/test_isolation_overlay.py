@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -407,9 +409,73 @@ VIEW_SCRIPTS = {
 }
 
 
+def _check_ledger(ws: Path, run_id: str = "r1") -> dict[str, Any]:
+    """The run's ledger, after checking that its differences and Merkle roots follow from its manifests
+    and that the validator finds nothing wrong with it beyond a dirty domain."""
+    from catalytic.diff import diff_entries
+    from catalytic.snapshot import entries_from_documents
+    from catalytic.snapshot.merkle import merkle_root
+    from catalytic.validate import CatalyticLedgerValidator
+
+    docs = ledger(ws, run_id)
+    info = docs["RUN_INFO.json"]
+    for domain, roots in info["merkle_roots"].items():
+        snaps = {}
+        for label in ("PRE", "POST"):
+            manifest = docs[f"{label}_MANIFEST.json"][domain]
+            snaps[label] = list(entries_from_documents(manifest, docs[f"{label}_MODES.json"][domain]))
+            assert roots[label.lower()] == merkle_root(snaps[label], info["hash_algorithm"])
+        assert docs["RESTORE_DIFF.json"][domain] == diff_entries(snaps["PRE"], snaps["POST"]).to_json()
+    ok, report = CatalyticLedgerValidator(ws / RUNS / run_id).validate()
+    assert {e["code"] for e in report["errors"]} <= {"NOT_RESTORED", "DIRTY"}
+    assert ok == (docs["STATUS.json"]["status"] == "restored")
+    return docs
+
+
+def _spooling(monkeypatch: pytest.MonkeyPatch, *, disk_full: bool) -> list[str]:
+    """Record the domains whose post-run snapshot was spooled; ``disk_full``: the post-run spools cannot be
+    written, and the run falls back to memory."""
+    from catalytic.snapshot import manifest_stream
+
+    original = manifest_stream.spool_entries
+    calls: list[str] = []
+
+    def spool_entries(domain: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(domain)
+        if disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(domain, *args, **kwargs)
+
+    monkeypatch.setattr(manifest_stream, "spool_entries", spool_entries)
+    return calls
+
+
+def _never_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from catalytic import runtime
+    from catalytic.snapshot import domains
+
+    def refused(snap: object) -> object:
+        raise AssertionError("a manifest was read back into memory")
+
+    monkeypatch.setattr(domains, "in_memory", refused)
+    monkeypatch.setattr(runtime, "in_memory", refused)
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "memory"])
 @pytest.mark.parametrize("name", sorted(VIEW_SCRIPTS))
-def test_post_manifest_equals_what_the_command_saw(ws: Path, tmp_path: Path, name: str) -> None:
-    """The merged lower + upper computation matches a snapshot taken inside the overlay itself."""
+def test_post_manifest_equals_what_the_command_saw(
+    ws: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    streamed: bool,
+) -> None:
+    """The merged lower + upper computation matches a snapshot taken inside the overlay itself, both when
+    the pre-run manifest streams from its spool into the post-run one (never read back whole) and when
+    the run fell back to memory; the differences and Merkle roots follow from the manifests."""
+    if streamed:
+        _never_in_memory(monkeypatch)
+    spooled = _spooling(monkeypatch, disk_full=not streamed)
     view = tmp_path / "view.json"  # outside the workspace root: not in the overlay, not a write set entry
     snap = (
         "import json,sys; from catalytic.snapshot import snapshot_tree; "
@@ -418,11 +484,52 @@ def test_post_manifest_equals_what_the_command_saw(ws: Path, tmp_path: Path, nam
     )
     cmd = f'cd {DOMAIN} && {VIEW_SCRIPTS[name]} && cd {ws} && {sys.executable} -c "{snap}" {DOMAIN} {view}'
     run(ws, command=cmd)
-    docs = ledger(ws)
+    assert spooled == [DOMAIN]
+    docs = _check_ledger(ws)
     seen = json.loads(view.read_text())
     post = docs["POST_MANIFEST.json"][DOMAIN]
     modes = docs["POST_MODES.json"][DOMAIN]
     assert {p: [v, modes.get(p)] for p, v in post.items()} == seen
+    clean = docs["RESTORE_DIFF.json"][DOMAIN] == {"added": {}, "removed": {}, "changed": {}}
+    assert clean == (name == "same_bytes")  # the one script that leaves every byte and mode as it was
+
+
+def test_whole_repository_domain_streams_and_leaves_out_the_runs_root(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the whole workspace as domain, the streamed post-run snapshot leaves out the runs root and the
+    declared output inside it, as the pre-run one does, and reports only the domain's own changes."""
+    _never_in_memory(monkeypatch)
+    spooled = _spooling(monkeypatch, disk_full=False)
+    proposal = f"{RUNS}/proposal"
+    cmd = f"cd {ws} && rm src/m.py && echo new > src/n.py && mkdir -p {proposal} && echo p > {proposal}/p"
+    code = main(
+        [
+            "run",
+            "-q",
+            "--root",
+            str(ws),
+            "--run-id",
+            "r1",
+            "--isolation",
+            "overlay",
+            "--catalytic-domains",
+            ".",
+            "--durable-outputs",
+            proposal,
+            "--",
+            "sh",
+            "-c",
+            cmd,
+        ]
+    )
+    assert code == 1 and spooled == ["."]
+    docs = _check_ledger(ws)
+    diff = docs["RESTORE_DIFF.json"]["."]
+    assert list(diff["removed"]) == ["src/m.py"] and list(diff["added"]) == ["src/n.py"]
+    assert not diff["changed"]
+    assert not any(p.startswith("CONTRACTS/") for p in docs["POST_MANIFEST.json"]["."])
+    assert (ws / "src" / "m.py").exists() and not (ws / proposal).exists()
 
 
 def test_killed_runtime_leaves_the_real_tree_untouched(ws: Path) -> None:

@@ -230,6 +230,23 @@ def execute(
             backend.close()
 
 
+def _post_snapshots(
+    policy: Policy,
+    backend: Backend,
+    pre: list[Snapshot],
+    say: ProgressCallback,
+    settings: SnapshotSettings,
+    spools: Spools | None,
+) -> tuple[list[Snapshot], CatalyticError | None]:
+    """Phase 3: the backend's post-run snapshots (overlay), else the real tree's, streamed or in memory."""
+    computed = backend.post_snapshots(pre, spools)
+    if computed is not None:
+        return computed
+    if spools is not None:
+        return scan_all(policy, "post", say, settings, spools, pre)
+    return snapshot_all(policy, "post", say, settings)
+
+
 def _execute(
     policy: Policy,
     command: Sequence[str],
@@ -246,9 +263,8 @@ def _execute(
 ) -> RunResult:
     pre: list[Snapshot] = []
     post: list[Snapshot] = []
-    # ``streamed``: the documents and differences come from the spools; a backend that works on whole
-    # manifests gets its pre-run snapshots read back from them.
-    streamed = spools if not backend.whole_manifests else None
+    # ``streamed``: the documents and differences come from the spools (None: the run fell back to memory).
+    streamed = spools
     child: ChildResult | None = None
     error: CatalyticError | None = None
     interrupted: int | None = None
@@ -271,8 +287,6 @@ def _execute(
                     if store_failed(error, say):
                         streamed = spools = None
                         pre, error = snapshot_all(policy, "pre", say, settings)
-                    elif streamed is None:  # every scan in the list is whole, even after an error
-                        pre = [in_memory(snap) for snap in pre]
                 else:
                     pre, error = snapshot_all(policy, "pre", say, settings)
                 if error is None:
@@ -298,17 +312,11 @@ def _execute(
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
                     faults.point("snapshot_post.begin")
-                    if streamed is not None:
-                        post, error = scan_all(policy, "post", say, settings, streamed, pre)
-                        if store_failed(error, say):
-                            streamed = None
-                            pre = [in_memory(snap) for snap in pre]
-                            post, error = snapshot_all(policy, "post", say, settings)
-                    else:
-                        computed = backend.post_snapshots(pre)
-                        post, error = (
-                            computed if computed is not None else snapshot_all(policy, "post", say, settings)
-                        )
+                    post, error = _post_snapshots(policy, backend, pre, say, settings, streamed)
+                    if streamed is not None and store_failed(error, say):
+                        streamed = None
+                        pre = [in_memory(snap) for snap in pre]
+                        post, error = _post_snapshots(policy, backend, pre, say, settings, None)
                     moved = roots.moved()
                     faults.point("snapshot_post.end")
                 say("Phase 4: Verifying restoration...")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from catalytic.errors import SnapshotError
     from catalytic.policy import Policy
     from catalytic.snapshot import DomainSnapshot
+    from catalytic.snapshot.domains import Spools
 
 IsolationName = Literal["none", "rollback", "overlay"]
 ISOLATION_NAMES: tuple[IsolationName, ...] = ("none", "rollback", "overlay")
@@ -81,9 +82,6 @@ class Backend(Protocol):
     """One isolation mode. The runtime calls the methods in this order, ``close`` always."""
 
     name: IsolationName
-    #: Whether the backend works on whole manifests in memory (the pre-run snapshots are read back for it);
-    #: otherwise its snapshots stream and ``prepare`` receives streamed snapshots.
-    whole_manifests: bool
 
     def prepare(self, pre: Sequence[Any]) -> None:
         """After the pre-run snapshots, before the command starts."""
@@ -92,9 +90,13 @@ class Backend(Protocol):
         """The argv that actually gets spawned for ``command``."""
 
     def post_snapshots(
-        self, pre: Sequence[DomainSnapshot]
-    ) -> tuple[list[DomainSnapshot], SnapshotError | None] | None:
-        """The post-run snapshots if the backend computes them, else None (snapshot the real tree)."""
+        self, pre: Sequence[Any], spools: Spools | None
+    ) -> tuple[list[Any], SnapshotError | None] | None:
+        """The post-run snapshots if the backend computes them, else None (snapshot the real tree).
+
+        ``pre`` are streamed snapshots when ``spools`` is given (the post-run ones go there too), else
+        in memory (the run fell back to memory).
+        """
 
     def finish(self, outcome: Outcome) -> Facts:
         """Commit, roll back or quarantine, once the verdict is known."""
@@ -107,7 +109,6 @@ class NoIsolation:
     """``none``: run on the real tree, verify afterwards (the seed's behaviour)."""
 
     name: IsolationName = "none"
-    whole_manifests = False
 
     def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
         del policy, ledger_dir, options
@@ -119,9 +120,9 @@ class NoIsolation:
         return list(command)
 
     def post_snapshots(
-        self, pre: Sequence[DomainSnapshot]
-    ) -> tuple[list[DomainSnapshot], SnapshotError | None] | None:
-        del pre
+        self, pre: Sequence[Any], spools: Spools | None
+    ) -> tuple[list[Any], SnapshotError | None] | None:
+        del pre, spools
         return None
 
     def finish(self, outcome: Outcome) -> Facts:

@@ -24,9 +24,9 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from catalytic import paths
 from catalytic.errors import SnapshotError
@@ -37,7 +37,9 @@ from catalytic.isolation.upper import (
     domain_excludes,
     exclude_entries,
     exclude_from_snapshot,
+    excludes_within,
     hidden_from,
+    merged_entries,
     merged_tree,
     scan_upper,
     undeclared_writes,
@@ -46,6 +48,11 @@ from catalytic.ledger.canonical import encode, write_json
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
 from catalytic.snapshot.entry import DIR, kind_of
+
+if TYPE_CHECKING:
+    from catalytic.diff import Triple
+    from catalytic.snapshot.domains import Snapshot, Spools
+    from catalytic.snapshot.stream import DomainScan
 
 MOUNT_SCRIPT = (
     'mount -t overlay overlay -o "$1" "$2" || exit 125; '
@@ -143,7 +150,6 @@ class OverlayIsolation:
     """The ``overlay`` backend."""
 
     name: IsolationName = "overlay"
-    whole_manifests = True  # the post-run snapshot is the pre-run one merged with the upper layer
 
     def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
         why = unavailable_reason(policy.root)
@@ -197,8 +203,8 @@ class OverlayIsolation:
         return self._wrap(command, self.upper_dir)
 
     def post_snapshots(
-        self, pre: Sequence[DomainSnapshot]
-    ) -> tuple[list[DomainSnapshot], SnapshotError | None] | None:
+        self, pre: Sequence[Snapshot], spools: Spools | None
+    ) -> tuple[list[Snapshot], SnapshotError | None] | None:
         if not (self.upper_dir.parent / "mounted").exists():
             self.mount_failed = True
             return [], SnapshotError(
@@ -207,24 +213,48 @@ class OverlayIsolation:
                 code="OVERLAY_FAILED",
             )
         self.upper = scan_upper(self.upper_dir, _xattr_prefix())
-        post: list[DomainSnapshot] = []
+        post: list[Snapshot] = []
         for snap in pre:
             try:
-                entries, absent, _src = merged_tree(
-                    snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash
-                )
+                after = self._merged(snap) if spools is None else self._merged_stream(snap, spools)
             except SnapshotError as exc:
                 return post, exc
-            entries = exclude_entries(self.policy, snap.domain, entries)
-            stats = WalkStats(absent=absent)
-            stats.files = sum(1 for e in entries if kind_of(e.value) == "file")
-            stats.dirs = sum(1 for e in entries if e.value == DIR)
-            post.append(DomainSnapshot(snap.domain, tuple(entries), stats))
+            post.append(after)
+            files = after.stats.files
             self.options.say(
-                f"Snapshots post: {snap.domain} ({'absent' if absent else f'{stats.files} files'}, "
+                f"Snapshots post: {snap.domain} ({'absent' if after.absent else f'{files} files'}, "
                 "lower + upper)"
             )
         return post, None
+
+    def _merged(self, snap: DomainSnapshot) -> DomainSnapshot:
+        """The post-run snapshot of a domain in memory: its pre-run entries merged with the upper layer."""
+        entries, absent, _src = merged_tree(
+            snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash
+        )
+        entries = exclude_entries(self.policy, snap.domain, entries)
+        stats = WalkStats(absent=absent)
+        stats.files = sum(1 for e in entries if kind_of(e.value) == "file")
+        stats.dirs = sum(1 for e in entries if e.value == DIR)
+        return DomainSnapshot(snap.domain, tuple(entries), stats)
+
+    def _merged_stream(self, snap: DomainScan, spools: Spools) -> DomainScan:
+        """The same, streamed: the pre-run manifest is read from its spools entry by entry and the merged
+        one written to the post-run spools, with its Merkle root and its differences from the pre-run one."""
+        from catalytic.snapshot.manifest_stream import spool_entries, spooled_entries
+        from catalytic.snapshot.rowstore import store_failure
+
+        lower = spooled_entries(snap.manifest, snap.modes)
+        merged = merged_entries(lower, self.upper_dir, self.upper, snap.domain, self.policy.hash)
+        entries: Iterator[Triple] = (entry for entry, _from_upper in merged)
+        left_out = excludes_within(self.policy, snap.domain)
+        if left_out:
+            entries = (e for e in entries if not any(paths.is_within(e[0], rel) for rel in left_out))
+        manifest, modes = spools.manifest["post"], spools.modes["post"]
+        try:
+            return spool_entries(snap.domain, entries, self.policy.hash, manifest, modes, before=snap)
+        except OSError as exc:  # a spool that cannot be written: the run falls back to memory
+            raise cast(SnapshotError, store_failure(None, exc, io=True)) from exc
 
     def _outputs_digest(self, upper_dir: Path, upper: dict[str, UpperEntry]) -> tuple[str, dict[str, Any]]:
         manifest: dict[str, Any] = {}

@@ -16,7 +16,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic import faults, paths
 from catalytic.diff import diff_entries
@@ -29,6 +29,9 @@ from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, entries_from_documents, snapshot_tree
 from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
+
+if TYPE_CHECKING:
+    from catalytic.snapshot.domains import Spools
 
 #: :func:`save_tree` stores new files in batches of this many (bounds the memory a first run needs).
 SAVE_BATCH = 50_000
@@ -141,7 +144,6 @@ class RollbackIsolation:
     """The ``rollback`` backend."""
 
     name: IsolationName = "rollback"
-    whole_manifests = False  # its snapshots stream; a restore reads the saved state back
 
     def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
         self.policy = policy
@@ -179,8 +181,8 @@ class RollbackIsolation:
     def wrap(self, command: Sequence[str]) -> list[str]:
         return list(command)
 
-    def post_snapshots(self, pre: Sequence[DomainSnapshot]) -> tuple[list[DomainSnapshot], Any] | None:
-        del pre
+    def post_snapshots(self, pre: Sequence[Any], spools: Spools | None) -> tuple[list[Any], Any] | None:
+        del pre, spools
         return None
 
     def finish(self, outcome: Outcome) -> Facts:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
+from typing import cast
 
 from catalytic import paths
+from catalytic.diff import Triple, merge_join
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, snapshot_tree
 from catalytic.snapshot.entry import DIR
+
+_FIRST = itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -91,46 +96,75 @@ def hidden_from(upper: dict[str, UpperEntry], target: str) -> tuple[bool, bool, 
     return False, hidden, touched or any(paths.is_within(r, target) for r in upper if target != paths.ROOT)
 
 
-def merged_tree(
-    lower_entries: Sequence[Entry], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
-) -> tuple[list[Entry], bool, dict[str, str]]:
-    """The entries of ``target`` as the command left it (lower + upper).
+def merged_entries(
+    lower: Iterable[Triple], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
+) -> Iterator[tuple[Triple, bool]]:
+    """The entries of ``target`` as the command left it (lower + upper), in path order, one at a time.
 
-    Returns the entries (sorted), whether the tree is absent, and for each entry taken from the upper
-    layer its source ("upper").
+    ``lower`` is the target's snapshot (the lower layer, in path order); each entry comes with True when
+    it is taken from the upper layer. Only the upper layer's entries below ``target`` (the write set) are
+    held in memory: the lower layer streams through, so a pre-run manifest read from a spool stays there.
     """
     absent, hidden, touched = hidden_from(upper, target)
     if target == paths.ROOT:
         touched = bool(upper)
     if absent:
-        return [], True, {}
+        return
     if not touched:
-        return list(lower_entries), not lower_entries, {}
-    base: dict[str, Entry] = {} if hidden else {e.path: e for e in lower_entries}
+        yield from ((entry, False) for entry in lower)
+        return
     up_snap = snapshot_tree(upper_dir if target == paths.ROOT else upper_dir / target, algorithm)
-    sources: dict[str, str] = {}
-
-    def drop_below(rel: str) -> None:
-        prefix = "" if rel == paths.ROOT else rel + "/"
-        for k in [k for k in base if k != rel and k.startswith(prefix)]:
-            del base[k]
-            sources.pop(k, None)
-
+    cut: set[str] = set()  # what the lower layer has below these paths is hidden
+    whiteouts: set[str] = set()
+    written: list[Triple] = []
     for e in up_snap.entries:
         if e.path == paths.ROOT and target == paths.ROOT:
             continue  # the workspace root itself: its attributes are the lower one's
         u = upper.get(paths.join(target, e.path))
         kind = u.kind if u is not None else ("dir" if e.value == DIR else "file")
-        replaced = e.path in base and base[e.path].value != DIR
-        if kind != "dir" or (u is not None and u.opaque) or replaced:
-            drop_below(e.path)
+        if kind != "dir" or (u is not None and u.opaque):
+            cut.add(e.path)
         if kind == "whiteout":
-            base.pop(e.path, None)
-            sources.pop(e.path, None)
-            continue
-        base[e.path] = e
-        sources[e.path] = "upper"
-    entries = sorted(base.values(), key=lambda x: paths.sort_key(x.path))
+            whiteouts.add(e.path)
+        else:
+            written.append((e.path, e.value, e.mode))
+    if hidden:
+        lower = ()
+    elif cut:
+        lower = (t for t in lower if t[0] not in whiteouts and not _below(t[0], cut))
+    for before, after in merge_join(lower, written, _FIRST):
+        yield (after, True) if after is not None else (cast(Triple, before), False)
+
+
+def _below(path: str, cut: set[str]) -> bool:
+    """True when ``path`` lies strictly below one of the ``cut`` paths (``.`` is above everything)."""
+    if path == paths.ROOT:
+        return False
+    if paths.ROOT in cut:
+        return True
+    parent = path.rpartition("/")[0]
+    while parent:
+        if parent in cut:
+            return True
+        parent = parent.rpartition("/")[0]
+    return False
+
+
+def merged_tree(
+    lower_entries: Sequence[Entry], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
+) -> tuple[list[Entry], bool, dict[str, str]]:
+    """The entries of ``target`` as the command left it (lower + upper), in memory.
+
+    Returns the entries (sorted), whether the tree is absent, and for each entry taken from the upper
+    layer its source ("upper").
+    """
+    lower = ((e.path, e.value, e.mode) for e in lower_entries)
+    entries: list[Entry] = []
+    sources: dict[str, str] = {}
+    for (path, value, mode), from_upper in merged_entries(lower, upper_dir, upper, target, algorithm):
+        entries.append(Entry(path, value, mode))
+        if from_upper:
+            sources[path] = "upper"
     return entries, not entries, sources
 
 

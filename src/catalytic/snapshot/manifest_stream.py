@@ -29,7 +29,7 @@ from catalytic.paths import ROOT, sort_key
 from catalytic.snapshot.manifest_file import FORMAT, TAIL
 
 if TYPE_CHECKING:
-    from catalytic.snapshot.spool import Span
+    from catalytic.snapshot.spool import Span, Spool
     from catalytic.snapshot.stream import DomainScan
 
 #: Text parsed at a time: every entry of a block is a few Python objects at once, so a block of 1 MiB
@@ -135,6 +135,61 @@ def join_modes(
 def spooled_entries(manifest: Span, modes: Span) -> Iterator[Triple]:
     """The entries of a streamed snapshot, read back from its spools in path order."""
     return join_modes(object_batches(manifest.chunks(), "manifest"), object_batches(modes.chunks(), "modes"))
+
+
+def spool_entries(
+    domain: str,
+    entries: Iterable[Triple],
+    algorithm: str,
+    manifest: Spool,
+    modes: Spool,
+    before: DomainScan | None = None,
+) -> DomainScan:
+    """A streamed snapshot of ``domain`` made of ``entries`` (path order): its documents written into the
+    spools, its Merkle root and counts computed on the way, and, given ``before``, its differences from
+    that snapshot (a merge-join with ``before``'s spooled entries). Nothing is kept per entry.
+
+    An overlay run's post-run snapshot is made this way from the pre-run one merged with the upper layer.
+    """
+    from catalytic.diff import DomainDiff, changes
+    from catalytic.ledger.canonical import json_string
+    from catalytic.snapshot.entry import DIR, kind_of
+    from catalytic.snapshot.merkle import MerkleBuilder
+    from catalytic.snapshot.spool import ObjectWriter
+    from catalytic.snapshot.stream import DomainScan
+    from catalytic.snapshot.walker import WalkStats
+
+    stats = WalkStats()
+    builder = MerkleBuilder(algorithm)
+    body, mode_body = ObjectWriter(manifest), ObjectWriter(modes)
+    count = 0
+
+    def written() -> Iterator[Triple]:
+        nonlocal count
+        for entry in entries:
+            path, value, mode = entry
+            count += 1
+            key = json_string(path)
+            body.add(key + ":" + json_string(value))
+            if mode is not None:
+                mode_body.add(key + ':"' + mode + '"')
+            builder.add(path, value, mode)
+            if value == DIR:
+                stats.dirs += 1
+            elif kind_of(value) == "file":
+                stats.files += 1
+            yield entry
+
+    diff: DomainDiff | None = None
+    if before is None:
+        for _entry in written():
+            pass
+    else:
+        diff = DomainDiff()
+        for change in changes(spooled_entries(before.manifest, before.modes), written()):
+            diff.add(change)
+    stats.absent = count == 0
+    return DomainScan(domain, stats, builder.root(), body.close(), mode_body.close(), diff)
 
 
 def sorted_entries(manifest: dict[str, str], modes: dict[str, str]) -> Iterator[Triple]:
