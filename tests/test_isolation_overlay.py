@@ -437,16 +437,16 @@ def _spooling(monkeypatch: pytest.MonkeyPatch, *, disk_full: bool) -> list[str]:
     written, and the run falls back to memory."""
     from catalytic.snapshot import manifest_stream
 
-    original = manifest_stream.spool_entries
+    original = manifest_stream.spool_changes
     calls: list[str] = []
 
-    def spool_entries(domain: str, *args: Any, **kwargs: Any) -> Any:
+    def spool_changes(domain: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(domain)
         if disk_full:
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(domain, *args, **kwargs)
 
-    monkeypatch.setattr(manifest_stream, "spool_entries", spool_entries)
+    monkeypatch.setattr(manifest_stream, "spool_changes", spool_changes)
     return calls
 
 
@@ -492,6 +492,24 @@ def test_post_manifest_equals_what_the_command_saw(
     assert {p: [v, modes.get(p)] for p, v in post.items()} == seen
     clean = docs["RESTORE_DIFF.json"][DOMAIN] == {"added": {}, "removed": {}, "changed": {}}
     assert clean == (name == "same_bytes")  # the one script that leaves every byte and mode as it was
+
+
+def test_a_domain_the_command_did_not_write_is_its_pre_run_snapshot(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of two domains, only the one the command wrote in is merged with the upper layer; the other's post-run
+    documents and Merkle root are its pre-run ones, with no pass over its manifest."""
+    _never_in_memory(monkeypatch)
+    spooled = _spooling(monkeypatch, disk_full=False)
+    assert run(ws, "--catalytic-domains", DOMAIN, "src", command=f"echo x > {DOMAIN}/new") == 1
+    assert spooled == [DOMAIN]
+    docs = _check_ledger(ws)
+    for name in ("MANIFEST", "MODES"):
+        assert docs[f"POST_{name}.json"]["src"] == docs[f"PRE_{name}.json"]["src"]
+    roots = docs["RUN_INFO.json"]["merkle_roots"]
+    assert roots["src"]["post"] == roots["src"]["pre"] != roots[DOMAIN]["post"]
+    assert list(docs["RESTORE_DIFF.json"][DOMAIN]["added"]) == ["new"]
+    assert docs["RESTORE_DIFF.json"]["src"] == {"added": {}, "removed": {}, "changed": {}}
 
 
 def test_whole_repository_domain_streams_and_leaves_out_the_runs_root(

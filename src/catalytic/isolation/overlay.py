@@ -42,6 +42,7 @@ from catalytic.isolation.upper import (
     merged_entries,
     merged_tree,
     scan_upper,
+    touches,
     undeclared_writes,
 )
 from catalytic.ledger.canonical import encode, write_json
@@ -240,19 +241,31 @@ class OverlayIsolation:
 
     def _merged_stream(self, snap: DomainScan, spools: Spools) -> DomainScan:
         """The same, streamed: the pre-run manifest is read from its spools entry by entry and the merged
-        one written to the post-run spools, with its Merkle root and its differences from the pre-run one."""
-        from catalytic.snapshot.manifest_stream import spool_entries, spooled_entries
+        one written to the post-run spools, with its Merkle root and its differences from the pre-run one.
+        A domain the command wrote nothing in is its pre-run snapshot: the same documents and root."""
+        from catalytic.diff import DomainDiff
+        from catalytic.snapshot.manifest_stream import spool_changes, spooled_entries
         from catalytic.snapshot.rowstore import store_failure
+        from catalytic.snapshot.stream import DomainScan
 
+        if not touches(self.upper, snap.domain):
+            was = snap.stats
+            stats = WalkStats(files=was.files, dirs=was.dirs, other=was.other, absent=was.absent)
+            return DomainScan(snap.domain, stats, snap.merkle_root, snap.manifest, snap.modes, DomainDiff())
         lower = spooled_entries(snap.manifest, snap.modes)
         merged = merged_entries(lower, self.upper_dir, self.upper, snap.domain, self.policy.hash)
-        entries: Iterator[Triple] = (entry for entry, _from_upper in merged)
+        pairs: Iterator[tuple[Triple | None, Triple | None]] = ((a, b) for a, b, _from_upper in merged)
         left_out = excludes_within(self.policy, snap.domain)
+
+        def kept(pair: tuple[Triple | None, Triple | None]) -> bool:
+            path = (pair[1] or cast("Triple", pair[0]))[0]
+            return not any(paths.is_within(path, rel) for rel in left_out)
+
         if left_out:
-            entries = (e for e in entries if not any(paths.is_within(e[0], rel) for rel in left_out))
+            pairs = filter(kept, pairs)
         manifest, modes = spools.manifest["post"], spools.modes["post"]
         try:
-            return spool_entries(snap.domain, entries, self.policy.hash, manifest, modes, before=snap)
+            return spool_changes(snap.domain, pairs, self.policy.hash, manifest, modes)
         except OSError as exc:  # a spool that cannot be written: the run falls back to memory
             raise cast(SnapshotError, store_failure(None, exc, io=True)) from exc
 

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import cast
 
 from catalytic import paths
 from catalytic.diff import Triple, merge_join
@@ -96,22 +95,31 @@ def hidden_from(upper: dict[str, UpperEntry], target: str) -> tuple[bool, bool, 
     return False, hidden, touched or any(paths.is_within(r, target) for r in upper if target != paths.ROOT)
 
 
+def touches(upper: dict[str, UpperEntry], target: str) -> bool:
+    """Whether the upper layer changes anything at or below ``target`` (else it is as the lower layer)."""
+    absent, _hidden, touched = hidden_from(upper, target)
+    return absent or (bool(upper) if target == paths.ROOT else touched)
+
+
 def merged_entries(
     lower: Iterable[Triple], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
-) -> Iterator[tuple[Triple, bool]]:
-    """The entries of ``target`` as the command left it (lower + upper), in path order, one at a time.
+) -> Iterator[tuple[Triple | None, Triple | None, bool]]:
+    """``target`` before and after the command, entry by entry in path order: (before, after, from upper).
 
-    ``lower`` is the target's snapshot (the lower layer, in path order); each entry comes with True when
-    it is taken from the upper layer. Only the upper layer's entries below ``target`` (the write set) are
-    held in memory: the lower layer streams through, so a pre-run manifest read from a spool stays there.
+    ``lower`` is the target's snapshot (the lower layer, in path order); ``before`` is its entry at a path
+    (None: added), ``after`` the entry the command left there, lower + upper (None: removed), and the flag
+    says whether ``after`` comes from the upper layer. Only the upper layer's entries below ``target`` (the
+    write set) are held in memory: the lower layer streams through, so a pre-run manifest read from a spool
+    stays there.
     """
     absent, hidden, touched = hidden_from(upper, target)
     if target == paths.ROOT:
         touched = bool(upper)
     if absent:
+        yield from ((entry, None, False) for entry in lower)
         return
     if not touched:
-        yield from ((entry, False) for entry in lower)
+        yield from ((entry, entry, False) for entry in lower)
         return
     up_snap = snapshot_tree(upper_dir if target == paths.ROOT else upper_dir / target, algorithm)
     cut: set[str] = set()  # what the lower layer has below these paths is hidden
@@ -128,12 +136,13 @@ def merged_entries(
             whiteouts.add(e.path)
         else:
             written.append((e.path, e.value, e.mode))
-    if hidden:
-        lower = ()
-    elif cut:
-        lower = (t for t in lower if t[0] not in whiteouts and not _below(t[0], cut))
     for before, after in merge_join(lower, written, _FIRST):
-        yield (after, True) if after is not None else (cast(Triple, before), False)
+        if after is not None:
+            yield before, after, True
+            continue
+        assert before is not None
+        gone = hidden or before[0] in whiteouts or _below(before[0], cut)
+        yield before, None if gone else before, False
 
 
 def _below(path: str, cut: set[str]) -> bool:
@@ -161,10 +170,11 @@ def merged_tree(
     lower = ((e.path, e.value, e.mode) for e in lower_entries)
     entries: list[Entry] = []
     sources: dict[str, str] = {}
-    for (path, value, mode), from_upper in merged_entries(lower, upper_dir, upper, target, algorithm):
-        entries.append(Entry(path, value, mode))
-        if from_upper:
-            sources[path] = "upper"
+    for _before, after, from_upper in merged_entries(lower, upper_dir, upper, target, algorithm):
+        if after is not None:
+            entries.append(Entry(*after))
+            if from_upper:
+                sources[after[0]] = "upper"
     return entries, not entries, sources
 
 

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 #: Text parsed at a time: every entry of a block is a few Python objects at once, so a block of 1 MiB
 #: costs ~20 MiB of memory, one of 64 KiB ~1 MiB (and parses no slower).
 _BLOCK = 1 << 16
+#: Entries written to a spool at a time by :func:`spool_changes`.
+_BATCH = 4096
 _HEAD = re.compile(
     rb'\{"format":"' + re.escape(FORMAT.encode()) + rb'","hash_algorithm":"([a-z0-9]+)","manifest":'
 )
@@ -137,21 +139,21 @@ def spooled_entries(manifest: Span, modes: Span) -> Iterator[Triple]:
     return join_modes(object_batches(manifest.chunks(), "manifest"), object_batches(modes.chunks(), "modes"))
 
 
-def spool_entries(
+def spool_changes(
     domain: str,
-    entries: Iterable[Triple],
+    pairs: Iterable[tuple[Triple | None, Triple | None]],
     algorithm: str,
     manifest: Spool,
     modes: Spool,
-    before: DomainScan | None = None,
 ) -> DomainScan:
-    """A streamed snapshot of ``domain`` made of ``entries`` (path order): its documents written into the
-    spools, its Merkle root and counts computed on the way, and, given ``before``, its differences from
-    that snapshot (a merge-join with ``before``'s spooled entries). Nothing is kept per entry.
+    """A streamed snapshot of ``domain`` given as its entries before and after, pair by pair in path order
+    (``before`` None: added; ``after`` None: removed): the ``after`` entries' documents are written into the
+    spools, their Merkle root and counts computed on the way, and the differences collected. Nothing is
+    kept per entry.
 
     An overlay run's post-run snapshot is made this way from the pre-run one merged with the upper layer.
     """
-    from catalytic.diff import DomainDiff, changes
+    from catalytic.diff import DomainDiff
     from catalytic.ledger.canonical import json_string
     from catalytic.snapshot.entry import DIR, kind_of
     from catalytic.snapshot.merkle import MerkleBuilder
@@ -162,32 +164,38 @@ def spool_entries(
     stats = WalkStats()
     builder = MerkleBuilder(algorithm)
     body, mode_body = ObjectWriter(manifest), ObjectWriter(modes)
+    diff = DomainDiff()
+    add = builder.add
     count = 0
-
-    def written() -> Iterator[Triple]:
-        nonlocal count
-        for entry in entries:
-            path, value, mode = entry
-            count += 1
-            key = json_string(path)
-            body.add(key + ":" + json_string(value))
-            if mode is not None:
-                mode_body.add(key + ':"' + mode + '"')
-            builder.add(path, value, mode)
-            if value == DIR:
-                stats.dirs += 1
-            elif kind_of(value) == "file":
-                stats.files += 1
-            yield entry
-
-    diff: DomainDiff | None = None
-    if before is None:
-        for _entry in written():
-            pass
-    else:
-        diff = DomainDiff()
-        for change in changes(spooled_entries(before.manifest, before.modes), written()):
-            diff.add(change)
+    texts: list[str] = []  # written to the spools a few thousand entries at a time
+    mode_texts: list[str] = []
+    for before, after in pairs:
+        if after is None:
+            assert before is not None
+            diff.add(("removed", before[0], before[1], None, before[2], None))
+            continue
+        path, value, mode = after
+        if before is None:
+            diff.add(("added", path, None, value, None, mode))
+        elif before[1] != value or before[2] != mode:
+            diff.add(("changed", path, before[1], value, before[2], mode))
+        count += 1
+        key = json_string(path)
+        texts.append(key + ":" + json_string(value))
+        if mode is not None:
+            mode_texts.append(key + ':"' + mode + '"')
+        add(path, value, mode)
+        if value == DIR:
+            stats.dirs += 1
+        elif kind_of(value) == "file":
+            stats.files += 1
+        if len(texts) >= _BATCH:
+            body.add(",".join(texts))
+            mode_body.add(",".join(mode_texts))
+            texts.clear()
+            mode_texts.clear()
+    body.add(",".join(texts))
+    mode_body.add(",".join(mode_texts))
     stats.absent = count == 0
     return DomainScan(domain, stats, builder.root(), body.close(), mode_body.close(), diff)
 
