@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from catalytic.isolation.restore import restore_tree
 from catalytic.isolation.store import Store
-from catalytic.snapshot import snapshot_tree
+from catalytic.snapshot import Entry, snapshot_tree
 from catalytic.snapshot.entry import kind_of
 
 NAMES = st.sampled_from(["a", "b", "c"])
@@ -47,6 +47,10 @@ def build(base: Path, spec: dict[tuple[str, ...], tuple[str, bytes, int]]) -> No
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def triples(entries: list[Entry]) -> list[tuple[str, str, str | None]]:
+    return [(e.path, e.value, e.mode) for e in entries]
+
+
 @given(want_spec=TREE, have_spec=TREE)
 def test_restore_tree_reaches_the_wanted_state(want_spec: dict, have_spec: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="catalytic-restore-prop-"))
@@ -59,7 +63,7 @@ def test_restore_tree_reaches_the_wanted_state(want_spec: dict, have_spec: dict)
             if kind_of(e.value) == "file":
                 store.put_file(tmp / "want" / e.path, "sha256", e.value)
         have = list(snapshot_tree(tmp / "have").entries)
-        report = restore_tree(tmp / "have", want, have, store, "sha256")
+        report = restore_tree(tmp / "have", triples(want), triples(have), store, "sha256")
         assert report.ok, report.problems
         after = [(e.path, e.value, e.mode) for e in snapshot_tree(tmp / "have").entries]
         assert after == [(e.path, e.value, e.mode) for e in want]

@@ -241,7 +241,7 @@ def test_rollback_streams_its_pre_state(ws: Path, monkeypatch: pytest.MonkeyPatc
     manifest and the pre-state document is copied from the spools; that document is byte for byte the
     canonical JSON of the pre-state (domain manifest and modes, outputs, run id, version)."""
     from catalytic import runtime
-    from catalytic.isolation.rollback import _tree_doc
+    from catalytic.isolation.state import tree_doc
     from catalytic.isolation.store import STATE_VERSION
     from catalytic.ledger.canonical import encode
     from catalytic.snapshot import domains, reference_walk, snapshot_tree
@@ -258,8 +258,8 @@ def test_rollback_streams_its_pre_state(ws: Path, monkeypatch: pytest.MonkeyPatc
     state = ws / RUNS / "_store" / "states" / "r1.json"
     expected = {
         "algorithm": "sha256",
-        "domains": {DOMAIN: _tree_doc(entries, False)},
-        "outputs": {OUT: _tree_doc(list(snapshot_tree(ws / OUT).entries), False)},
+        "domains": {DOMAIN: tree_doc(entries, False)},
+        "outputs": {OUT: tree_doc(list(snapshot_tree(ws / OUT).entries), False)},
         "run_id": "r1",
         "version": STATE_VERSION,
     }
@@ -267,3 +267,64 @@ def test_rollback_streams_its_pre_state(ws: Path, monkeypatch: pytest.MonkeyPatc
     before = tree(ws / DOMAIN)
     assert rb(ws, command=f"rm -r {DOMAIN}/sub && echo x > {DOMAIN}/new", run_id="r2") == 1
     assert tree(ws / DOMAIN) == before
+
+
+DIRTY = (
+    f"cd {DOMAIN} && echo changed > a.txt && chmod 600 run.sh && rm link && ln -s sub link && "
+    "mkdir -p emptydir/deeper && rm sub/b.txt && chmod 500 sub && echo new > sub2"
+)
+
+
+def test_dirty_run_restores_from_the_streamed_state(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dirty run's restore reads the saved state tree by tree through its index and compares it with
+    streamed snapshots: the state document is never loaded whole, no snapshot is taken in memory."""
+    from catalytic.isolation import rollback
+    from catalytic.isolation.store import Store
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise AssertionError("read into memory")
+
+    monkeypatch.setattr(Store, "load_state", refused)
+    monkeypatch.setattr(rollback, "snapshot_tree", refused)  # no declared output: prepare needs none
+    before = tree(ws / DOMAIN)
+    assert rb(ws, command=DIRTY) == 1
+    assert tree(ws / DOMAIN) == before
+    rollback_facts = ledger(ws)["STATUS.json"]["rollback"]
+    assert rollback_facts["performed"] is True and rollback_facts["verified"] is True
+    assert rollback_facts["actions"] == 8 and rollback_facts["problems"] == []
+    assert (ws / RUNS / "_store" / "states" / "r1.json.index").is_file()
+
+
+@pytest.mark.parametrize("index", ["missing", "stale", "damaged"])
+def test_restore_without_a_usable_index(ws: Path, capsys: pytest.CaptureFixture[str], index: str) -> None:
+    """A state saved without an index (an older version) or with one that does not describe it is read
+    whole; a state whose indexed text is not what catalytic writes is refused, with the tree untouched."""
+    before = tree(ws / DOMAIN)
+    assert rb(ws, command="true") == 0
+    state = ws / RUNS / "_store" / "states" / "r1.json"
+    index_file = Path(f"{state}.index")
+    if index == "missing":
+        index_file.unlink()
+    elif index == "stale":
+        index_file.write_bytes(index_file.read_bytes().replace(b'"size":', b'"size":1'))
+    else:  # the domain's own entry renamed "z": valid JSON of the same size, no longer in path order
+        text = state.read_bytes()
+        assert b'"manifest":{".":"dir",' in text
+        state.write_bytes(text.replace(b'"manifest":{".":"dir",', b'"manifest":{"z":"dir",', 1))
+    (ws / DOMAIN / "a.txt").write_text("edited later\n")
+    edited = tree(ws / DOMAIN)
+    code = main(["restore", "r1", "--root", str(ws), "-q"])
+    if index == "damaged":
+        assert code == 1 and "is damaged" in capsys.readouterr().err
+        assert tree(ws / DOMAIN) == edited
+    else:
+        assert code == 0 and tree(ws / DOMAIN) == before
+
+
+def test_gc_drops_a_state_with_its_index(ws: Path) -> None:
+    assert rb(ws, command="true") == 0
+    states = ws / RUNS / "_store" / "states"
+    assert sorted(p.name for p in states.iterdir()) == ["r1.json", "r1.json.index"]
+    shutil.rmtree(ws / RUNS / "r1")
+    assert main(["gc", "--root", str(ws), "-q"]) == 0
+    assert list(states.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import catalytic
 from catalytic.isolation.restore import restore_tree
 from catalytic.isolation.store import Store, StoreError
-from catalytic.snapshot import snapshot_tree
+from catalytic.snapshot import Entry, snapshot_tree
 from isolation_helpers import DOMAIN, make_workspace, tree
 
 
@@ -94,6 +95,10 @@ def test_large_files_go_through_the_kernel_copy_path(tmp_path: Path) -> None:
     assert store.object_path("sha256", digest).read_bytes() == data
 
 
+def triples(entries: Iterable[Entry]) -> list[tuple[str, str, str | None]]:
+    return [(e.path, e.value, e.mode) for e in entries]
+
+
 def test_restore_tree_dry_run_changes_nothing_and_then_restores(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     domain = ws / DOMAIN
@@ -107,11 +112,11 @@ def test_restore_tree_dry_run_changes_nothing_and_then_restores(tmp_path: Path) 
     (domain / "new").mkdir()
     edited = tree(domain)
     have = list(snapshot_tree(domain).entries)
-    plan = restore_tree(domain, want, have, store, "sha256", dry_run=True)
+    plan = restore_tree(domain, triples(want), triples(have), store, "sha256", dry_run=True)
     assert ("remove", "new") in plan.actions and ("replace", "a.txt") in plan.actions
     assert ("chmod", "sub") in plan.actions
     assert tree(domain) == edited
-    report = restore_tree(domain, want, have, store, "sha256")
+    report = restore_tree(domain, triples(want), triples(have), store, "sha256")
     assert report.ok
     assert [(e.path, e.value, e.mode) for e in snapshot_tree(domain).entries] == [
         (e.path, e.value, e.mode) for e in want
@@ -146,7 +151,7 @@ def test_restore_recreates_a_deleted_domain_and_removes_a_created_one(tmp_path: 
     import shutil
 
     shutil.rmtree(ws / "CORTEX")
-    report = restore_tree(domain, want, [], store, "sha256")
+    report = restore_tree(domain, triples(want), [], store, "sha256")
     assert report.ok and tree(domain) == [(e.path, e.value, e.mode) for e in want]
-    report = restore_tree(domain, [], list(snapshot_tree(domain).entries), store, "sha256")
+    report = restore_tree(domain, [], triples(snapshot_tree(domain).entries), store, "sha256")
     assert report.ok and not domain.exists()

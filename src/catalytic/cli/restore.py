@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.journal import recover
     from catalytic.isolation.rollback import restore_state
+    from catalytic.isolation.state import open_state
     from catalytic.isolation.store import Store
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
@@ -39,13 +40,13 @@ def execute_cli(args: argparse.Namespace) -> int:
     for done in recover(runs_root):
         progress(f"recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
     store = Store(runs_root)
-    state = store.load_state(args.run_id)
-    domains = list(state.get("domains", {}))
+    state = open_state(store, args.run_id)
+    domains = state.names("domains")
     wanted = args.domain or domains
     unknown = [d for d in wanted if d not in domains]
     if unknown:
         raise UsageError(f"run {args.run_id} has no domain {unknown[0]!r} (domains: {', '.join(domains)})")
-    only = [*wanted, *(state.get("outputs", {}) if args.outputs else [])]
+    only = [*wanted, *(state.names("outputs") if args.outputs else [])]
     result = restore_state(root, store, state, only=only, dry_run=args.dry_run)
     for op, path in result["actions"]:
         progress(f"{'would ' if args.dry_run else ''}{op} {path}")

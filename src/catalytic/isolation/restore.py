@@ -1,7 +1,8 @@
 """Put a directory tree back to a recorded state, byte for byte, from the content-addressed store.
 
-The wanted state is a list of manifest entries (value + mode, as in PRE_MANIFEST / PRE_MODES); the
-current state is a fresh snapshot. Entries that should not be there are removed (deepest first),
+The wanted state is a stream of manifest entries (value + mode, as in PRE_MANIFEST / PRE_MODES); the
+current state is a fresh snapshot, also a stream: both are read once, in path order, and only the
+differences are kept. Entries that should not be there are removed (deepest first),
 missing or different ones are recreated (parents first: files through a temporary file and a rename,
 symlinks likewise), and permission bits are set last (directories deepest first, so a read-only
 directory is still writable while its content is restored). What cannot be recreated (a socket, a
@@ -15,15 +16,18 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 from catalytic import faults
-from catalytic.diff import diff_entries
+from catalytic.diff import Triple, merge_join
 from catalytic.isolation.store import Store, StoreError
 from catalytic.paths import ROOT, sort_key
 from catalytic.snapshot.entry import DIR, FIFO, SYMLINK_PREFIX, Entry, kind_of
+
+_FIRST = itemgetter(0)
 
 
 @dataclass
@@ -108,15 +112,16 @@ def _make(entry: Entry, path: Path, store: Store, algorithm: str) -> None:
 
 def restore_tree(
     target: Path,
-    want: Sequence[Entry],
-    have: Sequence[Entry],
+    want: Iterable[Triple],
+    have: Iterable[Triple],
     store: Store,
     algorithm: str,
     *,
     dry_run: bool = False,
     label: str = "",
 ) -> RestoreReport:
-    """Make the tree at ``target`` hold exactly ``want`` (it holds ``have`` now).
+    """Make the tree at ``target`` hold exactly ``want`` (it holds ``have`` now); both are streams of
+    ``(path, value, mode)`` in path order, read once, and only what differs is kept.
 
     ``want`` empty means the tree must not exist. ``label`` prefixes paths in the report.
     """
@@ -125,57 +130,65 @@ def restore_tree(
     def name(rel: str) -> str:
         return (label if rel == ROOT else f"{label}/{rel}" if label and label != ROOT else rel) or rel
 
-    diff = diff_entries(have, want)
-    wanted = {e.path: e for e in want}
-    # Entries that must go: present now and not wanted, or wanted with another type.
-    doomed = set(diff.removed)
-    for rel, change in diff.changed.items():
-        if kind_of(change["before"]) != kind_of(change["after"]):
-            doomed.add(rel)
-    build = sorted(
-        [*diff.added, *(r for r, c in diff.changed.items() if c["before"] != c["after"])], key=sort_key
-    )
-    chmods = [r for r, c in diff.changed.items() if "mode_before" in c]
-    for rel in sorted(doomed, key=sort_key, reverse=True):
-        report.actions.append(("remove", name(rel)))
-    for rel in build:
-        report.actions.append(("create" if rel in diff.added else "replace", name(rel)))
-    for rel in sorted(set(chmods) - set(build), key=sort_key):
-        report.actions.append(("chmod", name(rel)))
+    doomed: list[str] = []  # present now and not wanted, or wanted with another type
+    build: list[Triple] = []  # missing or different, in path order
+    modes: list[Triple] = []  # wanted entries whose permission bits are put back at the end
+    opened: list[Triple] = []  # directories kept and opened up to write into (their modes put back too)
+    for now, wanted in merge_join(have, want, _FIRST):
+        if wanted is None:
+            assert now is not None
+            doomed.append(now[0])
+            continue
+        if now is None:
+            build.append(wanted)
+            modes.append(wanted)
+            report.actions.append(("create", name(wanted[0])))
+            continue
+        if kind_of(now[1]) != kind_of(wanted[1]):
+            doomed.append(now[0])
+        elif now[1] == DIR and now[2] is not None and int(now[2], 8) & 0o700 != 0o700:
+            opened.append(wanted)
+        if now[1] != wanted[1]:
+            build.append(wanted)
+            report.actions.append(("replace", name(wanted[0])))
+        if now[1] != wanted[1] or now[2] != wanted[2]:
+            modes.append(wanted)
+    removal = sorted(doomed, key=sort_key, reverse=True)
+    build_paths = {entry[0] for entry in build}
+    chmods = sorted({e[0] for e in modes} - build_paths, key=sort_key)
+    report.actions[:0] = [("remove", name(rel)) for rel in removal]
+    report.actions.extend(("chmod", name(rel)) for rel in chmods)
     if dry_run:
         return report
 
     # Open up directories we will write into (their real modes are put back at the end).
-    for entry in have:
-        if entry.value == DIR and entry.path not in doomed:
-            p = _abs(target, entry.path)
-            with contextlib.suppress(OSError):
-                if stat.S_IMODE(os.lstat(p).st_mode) & 0o700 != 0o700:
-                    os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | 0o700)
-    for rel in sorted(doomed, key=sort_key, reverse=True):
+    for entry in opened:
+        p = _abs(target, entry[0])
+        with contextlib.suppress(OSError):
+            os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | 0o700)
+    for rel in removal:
         faults.point("rollback.entry")
         try:
             remove_tree(_abs(target, rel))
         except OSError as exc:
             report.problems.append(f"{name(rel)}: cannot remove: {exc.strerror or exc}")
-    for rel in build:
-        entry = wanted[rel]
+    for rel, value, mode in build:
         faults.point("rollback.entry")
         try:
             if rel == ROOT:
                 target.parent.mkdir(parents=True, exist_ok=True)
-            _make(entry, _abs(target, rel), store, algorithm)
+            _make(Entry(rel, value, mode), _abs(target, rel), store, algorithm)
         except (OSError, StoreError) as exc:
             message = exc.message if isinstance(exc, StoreError) else (exc.strerror or str(exc))
-            report.problems.append(f"{name(rel)}: cannot recreate {kind_of(entry.value)}: {message}")
+            report.problems.append(f"{name(rel)}: cannot recreate {kind_of(value)}: {message}")
     # Permission bits last; directories deepest first.
-    for entry in sorted(want, key=lambda e: sort_key(e.path), reverse=True):
-        if entry.mode is None:
+    for rel, _value, mode in sorted([*modes, *opened], key=lambda e: sort_key(e[0]), reverse=True):
+        if mode is None:
             continue
-        p = _abs(target, entry.path)
+        p = _abs(target, rel)
         try:
-            if stat.S_IMODE(os.lstat(p).st_mode) != int(entry.mode, 8):
-                os.chmod(p, int(entry.mode, 8))
+            if stat.S_IMODE(os.lstat(p).st_mode) != int(mode, 8):
+                os.chmod(p, int(mode, 8))
         except OSError as exc:
-            report.problems.append(f"{name(entry.path)}: cannot set mode {entry.mode}: {exc.strerror or exc}")
+            report.problems.append(f"{name(rel)}: cannot set mode {mode}: {exc.strerror or exc}")
     return report

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import faults, paths
-from catalytic.diff import diff_entries
 from catalytic.errors import CatalyticError
 from catalytic.isolation import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.restore import restore_tree
-from catalytic.isolation.store import STATE_VERSION, Store
-from catalytic.ledger.canonical import encode, json_string
+from catalytic.isolation.state import IndexRow, SavedState, index_text, open_state, state_text, tree_doc
+from catalytic.isolation.store import Store
 from catalytic.policy import Policy
-from catalytic.snapshot import DomainSnapshot, Entry, entries_from_documents, snapshot_tree
+from catalytic.snapshot import DomainSnapshot, snapshot_tree
 from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
 
@@ -35,19 +34,6 @@ if TYPE_CHECKING:
 
 #: :func:`save_tree` stores new files in batches of this many (bounds the memory a first run needs).
 SAVE_BATCH = 50_000
-
-
-def _tree_doc(entries: Sequence[Entry], absent: bool) -> dict[str, Any]:
-    return {
-        "absent": absent,
-        "manifest": {e.path: e.value for e in entries},
-        "modes": {e.path: e.mode for e in entries if e.mode is not None},
-    }
-
-
-def tree_entries(doc: dict[str, Any]) -> list[Entry]:
-    """The entries of a tree saved in a pre-state document."""
-    return list(entries_from_documents(doc.get("manifest", {}), doc.get("modes", {})))
 
 
 def save_tree(
@@ -80,58 +66,46 @@ def _pairs(snap: Any) -> Iterator[tuple[str, str]]:
         yield from zip(names, values, strict=True)
 
 
-def _state_text(algorithm: str, pre: Sequence[Any], outputs: dict[str, Any], run_id: str) -> Iterator[bytes]:
-    """The canonical JSON of a pre-state document, its domains taken from ``pre``: the manifests and modes of
-    streamed snapshots are copied from their spools, not held in memory. Keys in canonical order:
-    ``algorithm``, ``domains``, then ``outputs``, ``run_id``, ``version``."""
-    yield b'{"algorithm":' + json_string(algorithm).encode() + b',"domains":{'
-    for index, snap in enumerate(sorted(pre, key=lambda snap: paths.sort_key(snap.domain))):
-        yield (b"," if index else b"") + json_string(snap.domain).encode() + b":"
-        if isinstance(snap, DomainSnapshot):
-            yield encode(_tree_doc(snap.entries, snap.absent)).rstrip(b"\n")
-            continue
-        yield b'{"absent":' + (b"true" if snap.absent else b"false") + b',"manifest":'
-        yield from snap.manifest.chunks()
-        yield b',"modes":'
-        yield from snap.modes.chunks()
-        yield b"}"
-    rest = encode({"outputs": outputs, "run_id": run_id, "version": STATE_VERSION})
-    yield b"}," + rest[1:]  # the rest of the document, after its opening brace
-
-
 def restore_state(
     root: Path,
     store: Store,
-    state: dict[str, Any],
+    state: SavedState,
     *,
     only: Sequence[str] | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Put the domains and outputs of a saved pre-state back; prove it with fresh snapshots.
 
+    Each tree is restored from a merge of its saved entries and a fresh snapshot, both streamed, and
+    checked by another: memory holds the differences, not the entries.
     Returns ``{"actions", "problems", "verified", "remaining": {tree: [paths]}}``.
     """
-    algorithm = str(state.get("algorithm", "sha256"))
+    from catalytic.diff import changes
+    from catalytic.snapshot.manifest_stream import scanned, spooled_entries
+
+    algorithm = state.algorithm
     actions: list[list[str]] = []
     problems: list[str] = []
     remaining: dict[str, list[str]] = {}
-    for section in ("domains", "outputs"):
-        for name, doc in sorted(state.get(section, {}).items()):
-            if only is not None and name not in only:
-                continue
-            target = root if name == paths.ROOT else root / name
-            if not dry_run:
-                faults.point("rollback.tree")
-            want = tree_entries(doc)
-            have = list(snapshot_tree(target, algorithm).entries)
-            report = restore_tree(target, want, have, store, algorithm, dry_run=dry_run, label=name)
-            actions.extend([op, p] for op, p in report.actions)
-            problems.extend(report.problems)
-            if not dry_run:
-                after = list(snapshot_tree(target, algorithm).entries)
-                diff = diff_entries(want, after)
-                if not diff.clean:
-                    remaining[name] = diff.paths()
+    for tree in state.trees:
+        if only is not None and tree.name not in only:
+            continue
+        target = root if tree.name == paths.ROOT else root / tree.name
+        if not dry_run:
+            faults.point("rollback.tree")
+        with scanned(target, algorithm) as have:
+            now = spooled_entries(have.manifest, have.modes)
+            report = restore_tree(
+                target, tree.entries(), now, store, algorithm, dry_run=dry_run, label=tree.name
+            )
+        actions.extend([op, p] for op, p in report.actions)
+        problems.extend(report.problems)
+        if not dry_run:
+            with scanned(target, algorithm) as after:
+                left = changes(tree.entries(), spooled_entries(after.manifest, after.modes))
+                differing = [change[1] for change in left]
+            if differing:
+                remaining[tree.name] = differing
     return {
         "actions": actions,
         "problems": problems,
@@ -167,10 +141,12 @@ class RollbackIsolation:
             snap = snapshot_tree(root / out, algorithm)
             new += save_tree(self.store, root / out, _pairs(snap), algorithm, self.jobs)
             files += snap.stats.files
-            outputs[out] = _tree_doc(snap.entries, snap.absent)
+            outputs[out] = tree_doc(snap.entries, snap.absent)
         if new:
             self.store.sync()
-        self.store.save_state(self.policy.run_id, _state_text(algorithm, pre, outputs, self.policy.run_id))
+        index: list[IndexRow] = []
+        text = state_text(algorithm, pre, outputs, self.policy.run_id, index)
+        self.store.save_state(self.policy.run_id, text, lambda size: index_text(size, index))
         self.saved = {
             "files": files,
             "new_objects": new,
@@ -199,8 +175,7 @@ class RollbackIsolation:
             return facts  # nothing to do, or the pre-state was never saved (the command did not run)
         self.options.say(f"Rollback: {why}; putting the domains and outputs back...")
         try:
-            state = self.store.load_state(self.policy.run_id)
-            result = restore_state(self.policy.root, self.store, state)
+            result = restore_state(self.policy.root, self.store, open_state(self.store, self.policy.run_id))
         except (CatalyticError, OSError) as exc:
             message = exc.message if isinstance(exc, CatalyticError) else str(exc)
             result = {"verified": False, "actions": [], "problems": [message], "remaining": {}}

@@ -5,6 +5,7 @@ Layout under the runs root (names starting with ``_`` under the runs root are no
     <runs root>/_store/objects/<algorithm>/<ab>/<rest of the hex digest>   file contents
     <runs root>/_store/states/<run_id>.json                               what a run's domains and
                                                                           outputs held before it ran
+    <runs root>/_store/states/<run_id>.json.index                         where each tree is in it
 
 An object is named by the digest of its bytes in the run's manifest algorithm, so the same bytes are
 stored once across runs. Objects are copied with a reflink (``FICLONE``) where the file system offers
@@ -19,7 +20,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ STATE_VERSION = "catalytic.state/1"
 _FICLONE = 0x40049409  # _IOW(0x94, 9, int) on Linux
 _CHUNK = 1 << 20
 _SMALL = 1 << 20
+#: The suffix of a state's index (``<run_id>.json.index``, see :mod:`catalytic.isolation.state`).
+INDEX_SUFFIX = ".index"
 #: :meth:`Store.put_files` starts one process per this many files (up to its ``jobs``).
 PARALLEL_FILES = 512
 
@@ -208,12 +211,20 @@ class Store:
         finally:
             os.close(src)
 
-    def save_state(self, run_id: str, text: Iterable[bytes]) -> Path:
+    def save_state(
+        self, run_id: str, text: Iterable[bytes], index: Callable[[int], bytes] | None = None
+    ) -> Path:
         """Record what a run's domains and outputs held before it ran: the state document's canonical JSON
-        text (:data:`STATE_VERSION`), in pieces."""
+        text (:data:`STATE_VERSION`), in pieces; then, given ``index`` (the document's size -> the text of
+        its index, :mod:`catalytic.isolation.state`), the index beside it."""
         path = self.state_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
+        index_path = Path(f"{path}{INDEX_SUFFIX}")
+        with contextlib.suppress(FileNotFoundError):
+            index_path.unlink()  # an index never describes another document than the one beside it
         write_atomic(path, text)
+        if index is not None:
+            write_atomic(index_path, index(path.stat().st_size))
         return path
 
     def load_state(self, run_id: str) -> dict[str, Any]:
@@ -265,8 +276,10 @@ class Store:
                         removed.append(p)
         if not dry_run:
             for run_id in dropped:
-                with contextlib.suppress(FileNotFoundError):
-                    self.state_path(run_id).unlink()
+                saved = self.state_path(run_id)
+                for doc in (saved, Path(f"{saved}{INDEX_SUFFIX}")):
+                    with contextlib.suppress(FileNotFoundError):
+                        doc.unlink()
             for p in removed:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()

@@ -1,0 +1,190 @@
+"""A ``rollback`` run's saved pre-state: written as one canonical JSON document, read back tree by tree.
+
+The document (:data:`~catalytic.isolation.store.STATE_VERSION`, ``<store>/states/<run_id>.json``)::
+
+    {"algorithm": "sha256",
+     "domains": {"<domain>": {"absent": false, "manifest": {path: value}, "modes": {path: mode}}},
+     "outputs": {"<output>": {...the same...}},
+     "run_id": "...", "version": "catalytic.state/1"}
+
+Beside it, ``<run_id>.json.index`` gives the document's size and the byte range of every tree's manifest
+and modes objects, so a restore reads one tree's entries at a time, in path order and a block at a time:
+memory does not grow with the number of files. A state without an index (saved by an older version), or
+whose index does not match it, is read whole, as it always could be.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from catalytic import paths
+from catalytic.ledger.canonical import encode, json_string, loads
+
+if TYPE_CHECKING:
+    from catalytic.diff import Triple
+    from catalytic.isolation.store import Store
+
+SECTIONS = ("domains", "outputs")
+_BLOCK = 1 << 16
+
+#: Where a tree's objects lie in the state document: (section, name, absent, manifest range, modes range).
+IndexRow = tuple[str, str, bool, tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class SavedTree:
+    """One domain or declared output of a saved pre-state."""
+
+    section: str  # "domains" or "outputs"
+    name: str
+    entries: Callable[[], Iterator[Triple]]  # its entries in path order, read again at every call
+
+
+@dataclass(frozen=True)
+class SavedState:
+    algorithm: str
+    trees: tuple[SavedTree, ...]
+
+    def names(self, section: str) -> list[str]:
+        return [tree.name for tree in self.trees if tree.section == section]
+
+
+def tree_doc(entries: Sequence[Any], absent: bool) -> dict[str, Any]:
+    """The saved form of a tree held in memory (entries with ``path``, ``value``, ``mode``)."""
+    return {
+        "absent": absent,
+        "manifest": {e.path: e.value for e in entries},
+        "modes": {e.path: e.mode for e in entries if e.mode is not None},
+    }
+
+
+def state_text(
+    algorithm: str,
+    domains: Sequence[Any],
+    outputs: dict[str, dict[str, Any]],
+    run_id: str,
+    index: list[IndexRow],
+) -> Iterator[bytes]:
+    """The canonical JSON of a pre-state document, in pieces; ``index`` receives where each tree's objects
+    are. ``domains`` are snapshots: a streamed one's manifest and modes are copied from its spools (never
+    held in memory), an in-memory one's (with ``entries``) encoded. Keys in canonical order."""
+    at = 0
+
+    def piece(data: bytes) -> bytes:
+        nonlocal at
+        at += len(data)
+        return data
+
+    def tree(section: str, name: str, absent: bool, manifest: Any, modes: Any) -> Iterator[bytes]:
+        yield piece(b'{"absent":' + (b"true" if absent else b"false") + b',"manifest":')
+        start = at
+        yield from map(piece, manifest)
+        manifest_range = (start, at)
+        yield piece(b',"modes":')
+        start = at
+        yield from map(piece, modes)
+        index.append((section, name, absent, manifest_range, (start, at)))
+        yield piece(b"}")
+
+    yield piece(b'{"algorithm":' + json_string(algorithm).encode() + b',"domains":{')
+    for i, snap in enumerate(sorted(domains, key=lambda snap: paths.sort_key(snap.domain))):
+        yield piece((b"," if i else b"") + json_string(snap.domain).encode() + b":")
+        if hasattr(snap, "entries"):
+            doc = tree_doc(snap.entries, snap.absent)
+            yield from tree(
+                "domains", snap.domain, snap.absent, _encoded(doc["manifest"]), _encoded(doc["modes"])
+            )
+        else:
+            yield from tree("domains", snap.domain, snap.absent, snap.manifest.chunks(), snap.modes.chunks())
+    yield piece(b'},"outputs":{')
+    for i, name in enumerate(sorted(outputs, key=paths.sort_key)):
+        doc = outputs[name]
+        yield piece((b"," if i else b"") + json_string(name).encode() + b":")
+        yield from tree("outputs", name, doc["absent"], _encoded(doc["manifest"]), _encoded(doc["modes"]))
+    yield piece(b'},"run_id":' + json_string(run_id).encode() + b',"version":')
+    from catalytic.isolation.store import STATE_VERSION
+
+    yield piece(json_string(STATE_VERSION).encode() + b"}\n")
+
+
+def _encoded(obj: dict[str, str]) -> list[bytes]:
+    return [encode(obj).rstrip(b"\n")]
+
+
+def index_text(size: int, rows: list[IndexRow]) -> bytes:
+    return encode({"size": size, "trees": [list(row) for row in rows]})
+
+
+def open_state(store: Store, run_id: str) -> SavedState:
+    """The saved pre-state of ``run_id``, read tree by tree through its index, else whole."""
+    path = store.state_path(run_id)
+    indexed = _indexed(str(path))
+    if indexed is not None:
+        return indexed
+    from catalytic.snapshot.manifest_stream import sorted_entries
+
+    state = store.load_state(run_id)
+    trees: list[SavedTree] = []
+    for section in SECTIONS:
+        for name, doc in sorted(state.get(section, {}).items()):
+            whole = functools.partial(sorted_entries, doc.get("manifest", {}), doc.get("modes", {}))
+            trees.append(SavedTree(section, name, whole))
+    return SavedState(str(state.get("algorithm", "sha256")), tuple(trees))
+
+
+def _indexed(path: str) -> SavedState | None:
+    """The state through its index; None when there is none or it does not describe the document."""
+    from catalytic.isolation.store import INDEX_SUFFIX
+
+    try:
+        with open(path + INDEX_SUFFIX, "rb") as fh:
+            index = loads(fh.read())
+        size = os.stat(path).st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or index.get("size") != size or not isinstance(index.get("trees"), list):
+        return None
+    if not head.startswith(b'{"algorithm":"'):
+        return None
+    algorithm = head[len(b'{"algorithm":"') :].split(b'"', 1)[0].decode("ascii", "replace")
+    trees: list[SavedTree] = []
+    try:
+        for section, name, _absent, (m0, m1), (d0, d1) in index["trees"]:
+            if section not in SECTIONS or not (0 < m0 < m1 < d0 < d1 <= size):
+                return None
+            trees.append(SavedTree(section, name, functools.partial(_tree_entries, path, m0, m1, d0, d1)))
+    except (TypeError, ValueError):
+        return None
+    return SavedState(algorithm, tuple(trees))
+
+
+def _tree_entries(path: str, m0: int, m1: int, d0: int, d1: int) -> Iterator[Triple]:
+    """A tree's entries read from the document's byte ranges (checked to be canonical on the way)."""
+    from catalytic.isolation.store import StoreError
+    from catalytic.ledger.stream import NotStreamable
+    from catalytic.snapshot.manifest_stream import join_modes, object_batches
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield from join_modes(
+            object_batches(_read(fd, m0, m1), "manifest"), object_batches(_read(fd, d0, d1), "modes")
+        )
+    except NotStreamable as exc:
+        raise StoreError(f"the saved pre-state {path} is damaged ({exc})") from exc
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int, start: int, end: int) -> Iterator[bytes]:
+    while start < end:
+        chunk = os.pread(fd, min(end - start, _BLOCK), start)
+        if not chunk:
+            raise OSError(f"shorter than its index says ({start} < {end})")
+        yield chunk
+        start += len(chunk)
