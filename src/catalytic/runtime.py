@@ -204,10 +204,10 @@ def execute(
                 say(f"Recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
         ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
-        run_options = replace(options or Options(), say=say, jobs=settings.jobs)
+        run_options = replace(options or Options(), say=say, jobs=settings.jobs, cache=settings.use_cache)
         backend = create_isolation(policy, ledger_dir, run_options)
-        # The snapshots stream to spool files and are compared in the workers; isolation backends then read
-        # them back as whole manifests (their pre-states and restores work on those).
+        # The snapshots stream to spool files and are compared in the workers (isolation backends read the
+        # spooled manifests entry by entry).
         spools = Spools(policy.root / policy.runs_root)
         try:
             return _execute(

@@ -49,6 +49,7 @@ class Options:
     check_determinism: bool = False
     say: Callable[[str], None] = lambda _m: None
     jobs: int = 0  # processes for work on many files (0: one per core), as --jobs
+    cache: bool = True  # snapshots may use the stat cache (False: --no-cache)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from catalytic.isolation.state import IndexRow, SavedState, index_text, open_sta
 from catalytic.isolation.store import Store
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
+from catalytic.snapshot.domains import CACHE_DIR
 from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
 
@@ -73,11 +74,13 @@ def restore_state(
     *,
     only: Sequence[str] | None = None,
     dry_run: bool = False,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Put the domains and outputs of a saved pre-state back; prove it with fresh snapshots.
 
     Each tree is restored from a merge of its saved entries and a fresh snapshot, both streamed, and
-    checked by another: memory holds the differences, not the entries.
+    checked by another: memory holds the differences, not the entries. ``cache_dir``: the stat cache the
+    snapshots may use (the runs' own; None: every file is hashed).
     Returns ``{"actions", "problems", "verified", "remaining": {tree: [paths]}}``.
     """
     from catalytic.diff import changes
@@ -93,7 +96,7 @@ def restore_state(
         target = root if tree.name == paths.ROOT else root / tree.name
         if not dry_run:
             faults.point("rollback.tree")
-        with scanned(target, algorithm) as have:
+        with scanned(target, algorithm, store_dir=cache_dir) as have:
             now = spooled_entries(have.manifest, have.modes)
             report = restore_tree(
                 target, tree.entries(), now, store, algorithm, dry_run=dry_run, label=tree.name
@@ -101,7 +104,7 @@ def restore_state(
         actions.extend([op, p] for op, p in report.actions)
         problems.extend(report.problems)
         if not dry_run:
-            with scanned(target, algorithm) as after:
+            with scanned(target, algorithm, store_dir=cache_dir) as after:
                 left = changes(tree.entries(), spooled_entries(after.manifest, after.modes))
                 differing = [change[1] for change in left]
             if differing:
@@ -175,7 +178,9 @@ class RollbackIsolation:
             return facts  # nothing to do, or the pre-state was never saved (the command did not run)
         self.options.say(f"Rollback: {why}; putting the domains and outputs back...")
         try:
-            result = restore_state(self.policy.root, self.store, open_state(self.store, self.policy.run_id))
+            state = open_state(self.store, self.policy.run_id)
+            cache_dir = self.policy.root / self.policy.runs_root / CACHE_DIR if self.options.cache else None
+            result = restore_state(self.policy.root, self.store, state, cache_dir=cache_dir)
         except (CatalyticError, OSError) as exc:
             message = exc.message if isinstance(exc, CatalyticError) else str(exc)
             result = {"verified": False, "actions": [], "problems": [message], "remaining": {}}
