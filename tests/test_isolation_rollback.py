@@ -321,10 +321,31 @@ def test_restore_without_a_usable_index(ws: Path, capsys: pytest.CaptureFixture[
         assert code == 0 and tree(ws / DOMAIN) == before
 
 
-def test_gc_drops_a_state_with_its_index(ws: Path) -> None:
+def test_gc_drops_a_state_with_its_index_and_reads_the_kept_ones_tree_by_tree(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from catalytic.isolation.store import Store
+
     assert rb(ws, command="true") == 0
+    (ws / DOMAIN / "a.txt").write_text("only in r2\n")
+    assert rb(ws, command="true", run_id="r2") == 0
     states = ws / RUNS / "_store" / "states"
-    assert sorted(p.name for p in states.iterdir()) == ["r1.json", "r1.json.index"]
+    assert sorted(p.name for p in states.iterdir()) == [
+        "r1.json",
+        "r1.json.index",
+        "r2.json",
+        "r2.json.index",
+    ]
     shutil.rmtree(ws / RUNS / "r1")
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a state was loaded whole")
+
+    monkeypatch.setattr(Store, "load_state", refused)
     assert main(["gc", "--root", str(ws), "-q"]) == 0
-    assert list(states.iterdir()) == []
+    assert sorted(p.name for p in states.iterdir()) == ["r2.json", "r2.json.index"]
+    objects = [p for p in (ws / RUNS / "_store" / "objects").rglob("*") if p.is_file()]
+    assert len(objects) == 3  # a.txt of r2, sub/b.txt, run.sh
+    (ws / DOMAIN / "a.txt").write_text("edited\n")
+    assert main(["restore", "r2", "--root", str(ws), "-q"]) == 0
+    assert (ws / DOMAIN / "a.txt").read_text() == "only in r2\n"

@@ -254,26 +254,27 @@ class Store:
 
         Returns the dropped run ids and object paths.
         """
+        from catalytic.isolation.state import open_state
+
         keep_set = set(keep)
         dropped = [r for r in self.states() if r not in keep_set]
-        referenced: set[Path] = set()
+        referenced: set[str] = set()  # object paths: one per distinct file the kept states hold
         for run_id in self.states():
             if run_id in dropped:
                 continue
-            state = self.load_state(run_id)
-            algorithm = str(state.get("algorithm", "sha256"))
-            for tree in _trees(state):
-                for value in tree.get("manifest", {}).values():
+            state = open_state(self, run_id)  # tree by tree, a block at a time
+            for tree in state.trees:
+                for _path, value, _mode in tree.entries():
                     if kind_of(value) == "file":
-                        referenced.add(self.object_path(algorithm, value))
+                        referenced.add(self._object(state.algorithm, value))
         removed: list[Path] = []
         objects = self.path / "objects"
         if objects.is_dir():
             for dirpath, _dirs, files in os.walk(objects):
                 for name in files:
-                    p = Path(dirpath) / name
-                    if p not in referenced:
-                        removed.append(p)
+                    found = os.path.join(dirpath, name)
+                    if found not in referenced:
+                        removed.append(Path(found))
         if not dry_run:
             for run_id in dropped:
                 saved = self.state_path(run_id)
@@ -301,15 +302,6 @@ def _put_batch(
         except OSError as exc:  # the store's own side (a full disk, say)
             return new, (f"cannot save {source} in the store: {exc.strerror or exc}", "STORE")
     return new, None
-
-
-def _trees(state: dict[str, Any]) -> list[dict[str, Any]]:
-    trees: list[dict[str, Any]] = []
-    for key in ("domains", "outputs"):
-        section = state.get(key, {})
-        if isinstance(section, dict):
-            trees.extend(t for t in section.values() if isinstance(t, dict))
-    return trees
 
 
 def is_regular(path: Path) -> bool:
