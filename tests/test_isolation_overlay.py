@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -574,3 +575,21 @@ def test_killed_runtime_leaves_the_real_tree_untouched(ws: Path) -> None:
     assert [t for t in tree(ws) if not t[0].startswith("CONTRACTS")] == [
         t for t in before if not t[0].startswith("CONTRACTS")
     ]
+
+
+def test_a_tree_deeper_than_the_recursion_limit(ws: Path) -> None:
+    """A command that builds a directory chain deeper than Python's recursion limit: the upper layer is
+    read, the post-run snapshot merged, the write set quarantined and the layers removed without a crash."""
+    from catalytic.isolation.restore import remove_tree
+
+    depth = sys.getrecursionlimit() * 3 // 2
+    script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import trees; "
+    script += f"trees.build_deep(trees.Path({DOMAIN!r}), {depth})"
+    assert run(ws, command=f'cd {ws} && {sys.executable} -c "{script}"') == 1
+    docs = _check_ledger(ws)
+    assert len(docs["RESTORE_DIFF.json"][DOMAIN]["added"]) == depth + 1
+    assert not (ws / DOMAIN / "a").exists()
+    quarantined = ws / RUNS / "r1" / "quarantine" / "upper" / DOMAIN
+    assert (quarantined / "/".join(["a"] * depth) / "bottom").is_file()
+    assert not list(Path(tempfile.gettempdir()).glob("catalytic-overlay-r1-*"))
+    remove_tree(quarantined)  # pytest's clean-up of old temporary directories recurses

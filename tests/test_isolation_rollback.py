@@ -349,3 +349,21 @@ def test_gc_drops_a_state_with_its_index_and_reads_the_kept_ones_tree_by_tree(
     (ws / DOMAIN / "a.txt").write_text("edited\n")
     assert main(["restore", "r2", "--root", str(ws), "-q"]) == 0
     assert (ws / DOMAIN / "a.txt").read_text() == "only in r2\n"
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_put_back(ws: Path) -> None:
+    """Removing a directory chain deeper than Python's recursion limit, and putting it back."""
+    from catalytic.isolation.restore import remove_tree
+    from trees import build_deep
+
+    depth = sys.getrecursionlimit() * 3 // 2
+    build_deep(ws / DOMAIN / "deep", depth)
+    before = tree(ws / DOMAIN)
+    assert rb(ws, command=f"rm -r {DOMAIN}/deep") == 1
+    assert tree(ws / DOMAIN) == before
+    assert ledger(ws)["STATUS.json"]["rollback"]["verified"] is True
+    bottom = f"deep/{'a/' * depth}bottom"
+    assert rb(ws, command=f"echo changed > {DOMAIN}/{bottom}", run_id="r2") == 1
+    assert list(ledger(ws, "r2")["RESTORE_DIFF.json"][DOMAIN]["changed"]) == [bottom]
+    assert (ws / DOMAIN / bottom).read_text() == "" and tree(ws / DOMAIN) == before
+    remove_tree(ws / DOMAIN / "deep")  # pytest's clean-up of old temporary directories recurses

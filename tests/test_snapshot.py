@@ -305,3 +305,25 @@ def test_directory_swapped_during_walk_is_never_followed(tmp_path: Path, replace
     assert info.value.code == "VANISHED"
     assert info.value.path == "d"
     assert "d/secret" not in seen
+
+
+def test_trees_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+    """The walker, the in-memory engine, the streamed engine and remove_tree go as deep as the file system
+    does (1.5 times Python's recursion limit here)."""
+    import sys
+
+    from catalytic.isolation.restore import remove_tree
+    from catalytic.snapshot import reference_walk
+    from catalytic.snapshot.manifest_stream import scanned, spooled_entries
+    from trees import build_deep
+
+    depth = sys.getrecursionlimit() * 3 // 2
+    tree = build_deep(tmp_path / "t", depth)
+    os.chmod(tree / "a" / "a", 0o500)  # read-only on the way down: remove_tree opens it up
+    reference = [(e.path, e.value, e.mode) for e in reference_walk(tree)]
+    assert len(reference) == depth + 2 and reference[-1][0] == "/".join(["a"] * depth + ["bottom"])
+    assert [(e.path, e.value, e.mode) for e in snapshot_tree(tree, jobs=2).entries] == reference
+    with scanned(tree, "sha256") as scan:
+        assert list(spooled_entries(scan.manifest, scan.modes)) == reference
+    remove_tree(tree)
+    assert not tree.exists()

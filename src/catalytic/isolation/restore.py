@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from catalytic.paths import ROOT, sort_key
 from catalytic.snapshot.entry import DIR, FIFO, SYMLINK_PREFIX, Entry, kind_of
 
 _FIRST = itemgetter(0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -47,6 +47,8 @@ def _abs(base: Path, rel: str) -> Path:
 
 
 def remove_tree(path: Path) -> None:
+    """Remove ``path`` and everything below it, read-only directories included, at any depth (a stack of
+    open directories, not recursion: ``shutil.rmtree`` recurses and stops at Python's recursion limit)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -54,15 +56,37 @@ def remove_tree(path: Path) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return
-    # A read-only directory inside would stop rmtree: open every directory up first.
+    # A read-only directory would stop the removal: each is opened up before it is listed.
     os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
-    for dirpath, dirnames, _files in os.walk(path):
-        for d in dirnames:
-            sub = os.path.join(dirpath, d)
-            with contextlib.suppress(OSError):
-                if not os.path.islink(sub):
-                    os.chmod(sub, stat.S_IMODE(os.lstat(sub).st_mode) | 0o700)
-    shutil.rmtree(path)
+    top = os.open(path, _DIR_FLAGS)
+    stack = [(top, os.listdir(top), "")]  # (directory, names left in it, its name in its parent)
+    try:
+        while stack:
+            fd, names, own = stack[-1]
+            if not names:
+                stack.pop()
+                os.close(fd)
+                if stack:
+                    os.rmdir(own, dir_fd=stack[-1][0])
+                continue
+            name = names.pop()
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=fd)
+                continue
+            if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+                os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)
+            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            try:
+                listed = os.listdir(sub)
+            except BaseException:
+                os.close(sub)
+                raise
+            stack.append((sub, listed, name))
+    finally:
+        for fd, _names, _own in stack:
+            os.close(fd)
+    os.rmdir(path)
 
 
 def _write_file(store: Store, algorithm: str, digest: str, path: Path, mode: int) -> None:

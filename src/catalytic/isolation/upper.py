@@ -36,7 +36,7 @@ class UpperEntry:
 
 
 def scan_upper(upper: Path, prefix: str) -> dict[str, UpperEntry]:
-    """Every entry of the upper layer by workspace-relative path (the root itself excluded).
+    """Every entry of the upper layer by workspace-relative path (the root itself excluded), in path order.
 
     ``prefix`` is the overlay xattr namespace: ``trusted.overlay.`` or (userxattr) ``user.overlay.``.
     """
@@ -48,7 +48,10 @@ def scan_upper(upper: Path, prefix: str) -> dict[str, UpperEntry]:
         except OSError:
             return None
 
-    def visit(directory: str, rel_prefix: str) -> None:
+    # Directories still to list (a stack, not recursion: any depth), each with its path prefix.
+    todo = [(str(upper), "")] if upper.is_dir() else []
+    while todo:
+        directory, rel_prefix = todo.pop()
         with os.scandir(directory) as it:
             items = sorted(it, key=lambda d: paths.to_bytes(d.name))
         for d in items:
@@ -59,7 +62,7 @@ def scan_upper(upper: Path, prefix: str) -> dict[str, UpperEntry]:
             elif stat.S_ISDIR(st.st_mode):
                 opaque = xattr(d.path, "opaque") == b"y"
                 found[rel] = UpperEntry(rel, "dir", opaque, stat.S_IMODE(st.st_mode))
-                visit(d.path, rel + "/")
+                todo.append((d.path, rel + "/"))
             elif stat.S_ISREG(st.st_mode):
                 white = st.st_size == 0 and xattr(d.path, "whiteout") is not None
                 found[rel] = UpperEntry(rel, "whiteout" if white else "file")
@@ -67,10 +70,7 @@ def scan_upper(upper: Path, prefix: str) -> dict[str, UpperEntry]:
                 found[rel] = UpperEntry(rel, "symlink")
             else:
                 found[rel] = UpperEntry(rel, "other")
-
-    if upper.is_dir():
-        visit(str(upper), "")
-    return found
+    return dict(sorted(found.items(), key=lambda item: paths.sort_key(item[0])))  # parents first
 
 
 def hidden_from(upper: dict[str, UpperEntry], target: str) -> tuple[bool, bool, bool]:

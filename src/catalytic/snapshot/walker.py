@@ -265,21 +265,17 @@ def _open_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> int:
 Visit = Callable[[int, bytes, str, str, os.stat_result], T]
 
 
-def _walk_dir(
-    fd: int, dir_path: bytes, prefix: str, visit: Visit[T], top: Entry | None = None
-) -> Iterator[T | Entry]:
-    """The entries below a directory in byte order of the path; ``top``: the tree's own entry ``.``, put
-    before the first name not below b"." (``-x``, ``+page`` and ``#x#`` come first)."""
+def _listed(fd: int, prefix: str) -> list[tuple[bytes, bool, str, os.stat_result]]:
+    """A directory's entries and subtrees in walk order: (walk key, is subtree, name, lstat)."""
     items: list[tuple[bytes, bool, str, os.stat_result]] = []
     try:
         with os.scandir(fd) as it:
             for dirent in it:
                 name = dirent.name
-                rel = prefix + name
                 try:
                     st = dirent.stat(follow_symlinks=False)
                 except OSError as exc:
-                    raise _fail(rel, exc) from exc
+                    raise _fail(prefix + name, exc) from exc
                 key = to_bytes(name)
                 items.append((key, False, name, st))
                 if stat.S_ISDIR(st.st_mode):
@@ -287,21 +283,49 @@ def _walk_dir(
     except OSError as exc:
         raise _fail(prefix.rstrip("/") or ROOT, exc) from exc
     items.sort(key=lambda item: item[0])
-    for key, is_subtree, name, st in items:
-        if top is not None and key >= b".":
+    return items
+
+
+def _walk_dir(
+    fd: int, dir_path: bytes, prefix: str, visit: Visit[T], top: Entry | None = None
+) -> Iterator[T | Entry]:
+    """The entries below a directory in byte order of the path; ``top``: the tree's own entry ``.``, put
+    before the first name not below b"." (``-x``, ``+page`` and ``#x#`` come first).
+
+    Iterative (a stack of open directories, not recursion), so any depth the file system allows is
+    walked; the descriptors this opens are closed however the walk ends.
+    """
+    # (directory descriptor, its absolute path, its prefix, its remaining items); ``fd`` is the caller's.
+    stack = [(fd, dir_path, prefix, iter(_listed(fd, prefix)))]
+    try:
+        while stack:
+            dir_fd, path, pre, items = stack[-1]
+            item = next(items, None)
+            if item is None:
+                stack.pop()
+                if stack:
+                    os.close(dir_fd)
+                continue
+            key, is_subtree, name, st = item
+            if top is not None and key >= b"." and len(stack) == 1:
+                yield top
+                top = None
+            rel = pre + name
+            if not is_subtree:
+                yield visit(dir_fd, path, name, rel, st)
+                continue
+            sub = _open_dir(dir_fd, name, rel, st)
+            try:
+                listed = _listed(sub, rel + "/")
+            except BaseException:
+                os.close(sub)
+                raise
+            stack.append((sub, path + b"/" + to_bytes(name), rel + "/", iter(listed)))
+        if top is not None:
             yield top
-            top = None
-        rel = prefix + name
-        if not is_subtree:
-            yield visit(fd, dir_path, name, rel, st)
-            continue
-        sub = _open_dir(fd, name, rel, st)
-        try:
-            yield from _walk_dir(sub, dir_path + b"/" + to_bytes(name), rel + "/", visit)
-        finally:
-            os.close(sub)
-    if top is not None:
-        yield top
+    finally:
+        for dir_fd, *_rest in stack[1:]:
+            os.close(dir_fd)
 
 
 def walk(path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Iterator[Entry]:
