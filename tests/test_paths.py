@@ -116,3 +116,29 @@ def test_preflight_refuses_a_domain_through_a_symlink_loop(tmp_path: Path) -> No
         api.run(["true"], root=tmp_path, catalytic_domains=["loop/x"], run_id="loop")
     assert [p.code for p in info.value.problems] == ["BAD_PATH"]
     assert not (tmp_path / "CONTRACTS").exists()
+
+
+def test_walk_dirs_goes_any_depth_prunes_and_never_follows_symlinks(tmp_path: Path) -> None:
+    import sys
+
+    from catalytic.isolation.restore import remove_tree
+    from catalytic.paths import walk_dirs
+    from trees import build_deep
+
+    depth = sys.getrecursionlimit() * 3 // 2
+    build_deep(tmp_path / "deep", depth)
+    (tmp_path / "skip" / "below").mkdir(parents=True)
+    os.symlink(tmp_path / "skip", tmp_path / "link")
+    seen = []
+    for top, dirs, files in walk_dirs(str(tmp_path)):
+        seen.append((top, sorted(files)))
+        dirs[:] = [d for d in dirs if d != "skip"]
+    tops = [top for top, _files in seen]
+    assert len(tops) == depth + 2 and str(tmp_path / "skip") not in tops
+    assert (str(tmp_path), ["link"]) in seen
+    assert seen[-1] == (str(tmp_path / "deep" / "/".join(["a"] * depth)), ["bottom"])
+    assert [top for top, _d, _f in walk_dirs(os.fsencode(tmp_path / "skip"))] == [
+        os.fsencode(tmp_path / "skip"),
+        os.fsencode(tmp_path / "skip" / "below"),
+    ]
+    remove_tree(tmp_path / "deep")

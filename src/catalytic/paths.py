@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import AnyStr
 
 from catalytic.errors import Problem
 
@@ -114,3 +116,27 @@ def resolve(root: Path, user_path: str, *, what: str) -> tuple[str | None, Probl
         )
     canonical = inside.as_posix()
     return (ROOT if canonical in ("", ".") else canonical), None
+
+
+def walk_dirs(top: AnyStr) -> Iterator[tuple[AnyStr, list[AnyStr], list[AnyStr]]]:
+    """``os.walk(top)`` without recursion (Python 3.11's recurses, and stops at the recursion limit): each
+    directory as (path, subdirectory names, other names), parents before children; symlinks are never
+    followed, a directory that cannot be listed is skipped, and the caller may prune ``dirs`` in place."""
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        dirs: list[AnyStr] = []
+        others: list[AnyStr] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else others).append(entry.name)
+        yield current, dirs, others
+        stack.extend(os.path.join(current, name) for name in reversed(dirs))

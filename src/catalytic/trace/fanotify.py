@@ -243,7 +243,7 @@ class FanotifyTracer:
 
     def _learn(self, top_dir: bytes) -> None:
         """Remember the handle of every directory in scope (after the marks, so none is missed)."""
-        for top, dirs, _files in os.walk(top_dir):
+        for top, dirs, _files in paths.walk_dirs(top_dir):
             found = self._handle_of(top)
             if found is not None:
                 self._dirs[found] = self._describe(top)

@@ -17,6 +17,7 @@ import time
 import warnings
 from typing import Any
 
+from catalytic import paths
 from catalytic.errors import TraceUnavailable
 from catalytic.trace.log import Op, TraceEvent, TraceLog, TraceScope, now_iso
 
@@ -117,7 +118,7 @@ class WatchdogTracer:
                 watches = sum(1 for line in fh if line.startswith("inotify wd:"))
         except OSError:
             return
-        dirs = sum(1 for root in scope.watch_roots() for _entry in os.walk(root))
+        dirs = sum(1 for root in scope.watch_roots() for _entry in paths.walk_dirs(os.fsdecode(root)))
         if watches < dirs:
             self.warn(
                 f"only {watches} of {dirs} directories are watched (inotify watch limit, "
