@@ -35,7 +35,7 @@ from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import STAMP, Item, fingerprint, listed, size_points, split_points, walk_items
 from catalytic.snapshot.merkle import listing_hasher
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
-from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files
+from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files, open_directory
 
 #: Directories with more entries than this are split into parts of about this size.
 SPLIT = 2048
@@ -43,7 +43,6 @@ SPLIT = 2048
 PART_BYTES = 32 << 20
 #: The item of a top directory's answer where the domain's own entry ``.`` belongs in byte order.
 ROOT_HERE = ("r",)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # (path of the directory relative to the domain, "" for the domain itself; its device; its inode;
 #  lowest walk key of the part, or None; walk key the part stops before, or None)
@@ -107,7 +106,7 @@ def close_rows() -> None:
 def _open(config: ScanConfig, rel: str, dev: int, ino: int) -> int:
     path = config.top if not rel else config.top + b"/" + to_bytes(rel)
     try:
-        fd = os.open(path, _DIR_FLAGS)
+        fd = open_directory(path)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             raise SnapshotError(

@@ -31,7 +31,7 @@ from catalytic.snapshot.cache import CacheReader, CacheWriter, Row, cache_path
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import Entry, mode_string
 from catalytic.snapshot.report import ScanReport, default_jobs
-from catalytic.snapshot.walker import WalkStats, describe_stat, walk_with
+from catalytic.snapshot.walker import WalkStats, describe_stat, open_directory, walk_with
 from catalytic.threads import may_fork
 
 #: A batch is handed to a worker when it holds this many files or bytes.
@@ -40,7 +40,6 @@ BATCH_BYTES = 16 << 20
 #: Below this much work to do, hashing stays in this process (starting processes costs ~10-30 ms).
 POOL_MIN_FILES = 1024
 POOL_MIN_BYTES = 64 << 20
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 if TYPE_CHECKING:
     from catalytic.snapshot.forkpool import ForkPool
@@ -71,7 +70,7 @@ def hash_batch(algorithm: str, jobs: list[Job]) -> tuple[list[Outcome], int]:
                     dir_fd = -1
                 current, dir_error = dir_path, None
                 try:
-                    dir_fd = os.open(dir_path or b"/", _DIR_FLAGS)
+                    dir_fd = open_directory(dir_path or b"/")
                     dst = os.fstat(dir_fd)
                     if dst.st_dev != dir_dev or dst.st_ino != dir_ino:
                         dir_error = ("err", "was replaced while the snapshot was taken", rel, "VANISHED")

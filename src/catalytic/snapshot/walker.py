@@ -245,6 +245,39 @@ def _lstat(dir_fd: int, name: str, rel: str) -> os.stat_result:
         raise _fail(rel, exc) from exc
 
 
+def open_directory(path: bytes) -> int:
+    """``os.open(path)`` of a directory (the last component not followed), also when ``path`` is longer
+    than the system takes in one call (PATH_MAX, 4096 bytes on Linux): then it is opened a piece at a
+    time, each piece relative to the last, with the same meaning (symlinks followed on the way only)."""
+    try:
+        return os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    parts = path.split(b"/")
+    fd = os.open(b"/" if path.startswith(b"/") else b".", _DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        start = 0
+        while start < len(parts):
+            end, size = start, 0
+            while end < len(parts) and (end == start or size + len(parts[end]) < _PIECE):
+                size += len(parts[end]) + 1
+                end += 1
+            piece = b"/".join(parts[start:end]) or b"."
+            flags = _DIR_FLAGS if end == len(parts) else _DIR_FLAGS & ~os.O_NOFOLLOW
+            opened = os.open(piece, flags, dir_fd=fd)
+            os.close(fd)
+            fd = opened
+            start = end
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+_PIECE = 2048
+
+
 def _open_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> int:
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
