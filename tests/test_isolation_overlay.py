@@ -522,26 +522,8 @@ def test_whole_repository_domain_streams_and_leaves_out_the_runs_root(
     spooled = _spooling(monkeypatch, disk_full=False)
     proposal = f"{RUNS}/proposal"
     cmd = f"cd {ws} && rm src/m.py && echo new > src/n.py && mkdir -p {proposal} && echo p > {proposal}/p"
-    code = main(
-        [
-            "run",
-            "-q",
-            "--root",
-            str(ws),
-            "--run-id",
-            "r1",
-            "--isolation",
-            "overlay",
-            "--catalytic-domains",
-            ".",
-            "--durable-outputs",
-            proposal,
-            "--",
-            "sh",
-            "-c",
-            cmd,
-        ]
-    )
+    # The later --catalytic-domains replaces the helper's.
+    code = run(ws, "--catalytic-domains", ".", "--durable-outputs", proposal, command=cmd)
     assert code == 1 and spooled == ["."]
     docs = _check_ledger(ws)
     diff = docs["RESTORE_DIFF.json"]["."]
