@@ -804,3 +804,29 @@ def test_names_before_the_domains_own_entry(
         ["-dir/in"],
         ["+page"],
     ]
+
+
+@pytest.mark.parametrize("isolation", ["none", "rollback", "overlay"])
+def test_a_domain_whose_own_name_is_not_utf8(tmp_path: Path, isolation: str) -> None:
+    """The stat cache records its directory as raw bytes: a domain named with a byte that is not UTF-8 runs
+    (cold, then warm from the cache), validates, and keeps its cache through ``catalytic gc``."""
+    from catalytic.cli import main
+    from catalytic.isolation.overlay import unavailable_reason
+    from catalytic.validate import CatalyticLedgerValidator
+
+    ws = tmp_path / "ws"
+    name = b"bad\xffname".decode("utf-8", "surrogateescape")
+    (ws / name / name).mkdir(parents=True)
+    (ws / name / "f").write_text("f")
+    (ws / name / name / "g").write_text("g")
+    if isolation == "overlay" and unavailable_reason(ws) is not None:
+        pytest.skip(f"overlay mounts unavailable here: {unavailable_reason(ws)}")
+    runs = ws / "CONTRACTS" / "_runs"
+    for run_id in ("cold", "warm"):
+        args = ["run", "-q", "--root", str(ws), "--run-id", run_id, "--isolation", isolation]
+        assert main([*args, "--catalytic-domains", name, "--", "true"]) == 0
+        assert CatalyticLedgerValidator(runs / run_id).validate()[0]
+    info = loads((runs / "warm" / "RUN_INFO.json").read_bytes())
+    assert info["cache"] == "used"
+    assert main(["gc", "--root", str(ws), "-q"]) == 0
+    assert [p for p in (runs / "_cache").iterdir() if p.suffix == ".sqlite"]

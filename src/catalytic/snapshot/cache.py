@@ -105,7 +105,7 @@ class CacheReader:
             self.state = "corrupt"
             return
         ident = (meta.get("format"), meta.get("algorithm"), meta.get("directory"))
-        if ident != (FORMAT, algorithm, directory):
+        if ident != (FORMAT, algorithm, os.fsencode(directory)):  # raw bytes: any name can be stored
             self.state = "foreign"
             conn.close()
             return
@@ -166,7 +166,7 @@ class CacheWriter:
         self.meta = [
             ("format", FORMAT),
             ("algorithm", algorithm),
-            ("directory", directory),
+            ("directory", os.fsencode(directory)),
             ("taken_ns", str(taken_ns)),
         ]
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")

@@ -172,7 +172,7 @@ def stale_caches(cache_dir: Path) -> list[Path]:
                 found = conn.execute("SELECT value FROM meta WHERE name = 'directory'").fetchone()
             finally:
                 conn.close()
-            gone = found is None or not os.path.isdir(str(found[0]))
+            gone = found is None or not isinstance(found[0], bytes) or not os.path.isdir(found[0])
         except sqlite3.Error:
             gone = True
         if gone:
@@ -185,8 +185,9 @@ def remove_cache(path: Path) -> None:
     _remove(path)
 
 
-def _meta(directory: str, algorithm: str) -> dict[str, str]:
-    return {"format": FORMAT, "algorithm": algorithm, "directory": directory}
+def _meta(directory: str, algorithm: str) -> dict[str, str | bytes]:
+    # The directory as its raw bytes: a name that is not UTF-8 cannot be SQLite text.
+    return {"format": FORMAT, "algorithm": algorithm, "directory": os.fsencode(directory)}
 
 
 def ensure(path: Path, directory: str, algorithm: str) -> None:
@@ -195,7 +196,7 @@ def ensure(path: Path, directory: str, algorithm: str) -> None:
         _create(path, _meta(directory, algorithm))
 
 
-def _create(path: Path, meta: dict[str, str]) -> None:
+def _create(path: Path, meta: dict[str, str | bytes]) -> None:
     """Create the store (statements tolerate a store that appeared meanwhile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = _connect(path)
