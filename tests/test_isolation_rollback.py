@@ -295,7 +295,7 @@ def test_dirty_run_restores_from_the_streamed_state(ws: Path, monkeypatch: pytes
     assert (ws / RUNS / "_store" / "states" / "r1.json.index").is_file()
 
 
-@pytest.mark.parametrize("index", ["missing", "stale", "damaged"])
+@pytest.mark.parametrize("index", ["missing", "stale", "garbage", "damaged"])
 def test_restore_without_a_usable_index(ws: Path, capsys: pytest.CaptureFixture[str], index: str) -> None:
     """A state saved without an index (an older version) or with one that does not describe it is read
     whole; a state whose indexed text is not what catalytic writes is refused, with the tree untouched."""
@@ -307,6 +307,8 @@ def test_restore_without_a_usable_index(ws: Path, capsys: pytest.CaptureFixture[
         index_file.unlink()
     elif index == "stale":
         index_file.write_bytes(index_file.read_bytes().replace(b'"size":', b'"size":1'))
+    elif index == "garbage":
+        index_file.write_bytes(b'{"size": "\xff')
     else:  # the domain's own entry renamed "z": valid JSON of the same size, no longer in path order
         text = state.read_bytes()
         assert b'"manifest":{".":"dir",' in text

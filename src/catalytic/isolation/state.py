@@ -156,7 +156,7 @@ def _indexed(path: str) -> SavedState | None:
     trees: list[SavedTree] = []
     try:
         for section, name, _absent, (m0, m1), (d0, d1) in index["trees"]:
-            if section not in SECTIONS or not (0 < m0 < m1 < d0 < d1 <= size):
+            if section not in SECTIONS or not isinstance(name, str) or not (0 < m0 < m1 < d0 < d1 <= size):
                 return None
             trees.append(SavedTree(section, name, functools.partial(_tree_entries, path, m0, m1, d0, d1)))
     except (TypeError, ValueError):
