@@ -225,8 +225,7 @@ def execute(
                 spools,
             )
         finally:
-            if spools is not None:
-                spools.close()
+            spools.close()
             backend.close()
 
 
@@ -259,12 +258,12 @@ def _execute(
     mask: set[int],
     sign_key: SigningKey | None,
     settings: SnapshotSettings,
-    spools: Spools | None,
+    spools: Spools,
 ) -> RunResult:
     pre: list[Snapshot] = []
     post: list[Snapshot] = []
     # ``streamed``: the documents and differences come from the spools (None: the run fell back to memory).
-    streamed = spools
+    streamed: Spools | None = spools
     child: ChildResult | None = None
     error: CatalyticError | None = None
     interrupted: int | None = None
@@ -282,12 +281,9 @@ def _execute(
             say("Phase 1: Capturing pre-snapshots...")
             with timer.phase("snapshot_pre"):
                 faults.point("snapshot_pre.begin")
-                if spools is not None:
-                    pre, error = scan_all(policy, "pre", say, settings, spools)
-                    if store_failed(error, say):
-                        streamed = spools = None
-                        pre, error = snapshot_all(policy, "pre", say, settings)
-                else:
+                pre, error = scan_all(policy, "pre", say, settings, spools)
+                if store_failed(error, say):
+                    streamed = None
                     pre, error = snapshot_all(policy, "pre", say, settings)
                 if error is None:
                     try:
