@@ -16,12 +16,14 @@ worker busy.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import marshal
 import os
 import stat
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,17 @@ def _without(
     return [name for name, _st in kept], [st for _name, st in kept]
 
 
+def _with_root_mark(items: list[Item], fd: int) -> list[Item]:
+    """The top directory's items with a mark where the domain's own entry ``.`` sorts: after the names that
+    start below b"." (``-x``, ``+page``, ``#x#``). A part whose names all sort below it gets none (see
+    DirResult.items). The mark is an item of its own (a subtree item with no name), so the loop over the
+    entries pays nothing for it."""
+    at = bisect.bisect_left(items, b".", key=itemgetter(0))
+    if at == len(items):
+        return items
+    return [*items[:at], (b".", True, "", os.fstat(fd)), *items[at:]]
+
+
 def _split(points: list[bytes]) -> DirResult:
     """The answer "list these parts (split at ``points``) as tasks of their own"."""
     result = DirResult()
@@ -281,20 +294,16 @@ def _describe(
     below = 0
     dirs_now: set[bytes] = set()
     diff = result.diff
-    # The domain's own entry ``.`` sorts after the top directory's names that start below b"." (``-x``,
-    # ``+page``, ``#x#``): the top directory marks where it goes (see DirResult.items).
-    root_at = b"." if not rel else None
+    if not rel:
+        items = _with_root_mark(items, fd)
     for key, is_sub, name, st in items:
-        if root_at is not None and key >= root_at:
-            if manifest or modes:
-                out.append(("t", ",".join(manifest), ",".join(modes)))
-                manifest, modes = [], []
-            out.append(ROOT_HERE)
-            root_at = None
         if is_sub:
             if manifest or modes:
                 out.append(("t", ",".join(manifest), ",".join(modes)))
                 manifest, modes = [], []
+            if not name:  # the mark of _with_root_mark
+                out.append(ROOT_HERE)
+                continue
             out.append(("d", prefix + name, st.st_dev, st.st_ino))
             below += max(0, st.st_size - _SMALL_DIR) // _DIR_ENTRY
             continue

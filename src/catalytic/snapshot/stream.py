@@ -159,8 +159,9 @@ def _scan_domain(
             value, mode = entry.value, entry.mode
             builder.set_top(value, mode)
             root = (
+                "t",
                 json_string(ROOT) + ":" + json_string(value),
-                "" if mode is None else json_string(ROOT) + f':"{mode}"',
+                "" if mode is None else f'".":"{mode}"',
             )
             top_row = (b"", *STAMP(st), 0, value, mode)
             if diff is not None:
@@ -172,8 +173,7 @@ def _scan_domain(
                 if diff is not None and was is not None and was[8] == "dir":
                     _everything_removed(rows, None, diff)
                 rows.clear()
-                body.add(root[0])
-                mode_body.add(root[1])
+                _put(root, body, mode_body)
             else:
                 _walk(scheduler, rows, st, root, body, mode_body, builder, stats, diff, progress)
         stored = rows.exists
@@ -207,7 +207,7 @@ def _walk(
     scheduler: Scheduler,
     rows: Rows,
     st: os.stat_result,
-    root: tuple[str, str] | None,
+    root: tuple[str, str, str] | None,
     body: ObjectWriter,
     mode_body: ObjectWriter,
     builder: MerkleBuilder,
@@ -215,8 +215,8 @@ def _walk(
     diff: DomainDiff | None,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Put the answers in walk order; ``root``: the domain's own manifest and MODES texts, written where
-    the top directory's answer marks their place in byte order (or last, after names all below it)."""
+    """Put the answers in walk order; ``root``: the domain's own entry as a text item, written where the
+    top directory's answer marks its place in byte order (or last, after names all below it)."""
     factory = hasher_factory(scheduler.config.algorithm)
     report = scheduler.report
     first = scheduler.add(("", st.st_dev, st.st_ino, None, None))
@@ -274,14 +274,17 @@ def _walk(
         if item is None:
             frame.items = None
         elif item[0] == "t":
-            body.add(item[1])
-            mode_body.add(item[2])
+            _put(item, body, mode_body)
         elif item[0] == "d":
             stack.append(_Frame(_Dir(item[1], deque([item[2]]))))
         elif root is not None:  # ROOT_HERE
-            body.add(root[0])
-            mode_body.add(root[1])
+            _put(root, body, mode_body)
             root = None
     if root is not None:
-        body.add(root[0])
-        mode_body.add(root[1])
+        _put(root, body, mode_body)
+
+
+def _put(item: tuple[Any, ...], body: ObjectWriter, mode_body: ObjectWriter) -> None:
+    """Write a text item: ("t", manifest text, MODES text)."""
+    body.add(item[1])
+    mode_body.add(item[2])

@@ -11,11 +11,13 @@ skipped: unreadable and vanishing entries are errors.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -328,8 +330,11 @@ def _walk_dir(
     Iterative (a stack of open directories, not recursion), so any depth the file system allows is
     walked; the descriptors this opens are closed however the walk ends.
     """
+    first = _listed(fd, prefix)
+    if top is not None:  # its place: a subtree item with no name (the loop over entries pays nothing)
+        first.insert(bisect.bisect_left(first, b".", key=itemgetter(0)), (b".", True, "", os.fstat(fd)))
     # (directory descriptor, its absolute path, its prefix, its remaining items); ``fd`` is the caller's.
-    stack = [(fd, dir_path, prefix, iter(_listed(fd, prefix)))]
+    stack = [(fd, dir_path, prefix, iter(first))]
     try:
         while stack:
             dir_fd, path, pre, items = stack[-1]
@@ -339,13 +344,14 @@ def _walk_dir(
                 if stack:
                     os.close(dir_fd)
                 continue
-            key, is_subtree, name, st = item
-            if top is not None and key >= b"." and len(stack) == 1:
-                yield top
-                top = None
+            _key, is_subtree, name, st = item
             rel = pre + name
             if not is_subtree:
                 yield visit(dir_fd, path, name, rel, st)
+                continue
+            if not name:  # the place of ``top``
+                assert top is not None
+                yield top
                 continue
             sub = _open_dir(dir_fd, name, rel, st)
             try:
@@ -354,8 +360,6 @@ def _walk_dir(
                 os.close(sub)
                 raise
             stack.append((sub, path + b"/" + to_bytes(name), rel + "/", iter(listed)))
-        if top is not None:
-            yield top
     finally:
         for dir_fd, *_rest in stack[1:]:
             os.close(dir_fd)
