@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,7 +35,6 @@ from catalytic.isolation.restore import remove_tree
 from catalytic.isolation.upper import (
     UpperEntry,
     domain_excludes,
-    exclude_entries,
     exclude_from_snapshot,
     excludes_within,
     hidden_from,
@@ -51,7 +50,6 @@ from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
 from catalytic.snapshot.entry import DIR, kind_of
 
 if TYPE_CHECKING:
-    from catalytic.diff import Triple
     from catalytic.snapshot.domains import Snapshot, Spools
     from catalytic.snapshot.stream import DomainScan
 
@@ -230,10 +228,10 @@ class OverlayIsolation:
 
     def _merged(self, snap: DomainSnapshot) -> DomainSnapshot:
         """The post-run snapshot of a domain in memory: its pre-run entries merged with the upper layer."""
+        left_out = excludes_within(self.policy, snap.domain)
         entries, absent, _src = merged_tree(
-            snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash
+            snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash, left_out
         )
-        entries = exclude_entries(self.policy, snap.domain, entries)
         stats = WalkStats(absent=absent)
         stats.files = sum(1 for e in entries if kind_of(e.value) == "file")
         stats.dirs = sum(1 for e in entries if e.value == DIR)
@@ -249,20 +247,13 @@ class OverlayIsolation:
         from catalytic.snapshot.stream import DomainScan
 
         if not touches(self.upper, snap.domain):
-            was = snap.stats
-            stats = WalkStats(files=was.files, dirs=was.dirs, other=was.other, absent=was.absent)
-            return DomainScan(snap.domain, stats, snap.merkle_root, snap.manifest, snap.modes, DomainDiff())
+            return DomainScan(
+                snap.domain, snap.stats, snap.merkle_root, snap.manifest, snap.modes, DomainDiff()
+            )
         lower = spooled_entries(snap.manifest, snap.modes)
-        merged = merged_entries(lower, self.upper_dir, self.upper, snap.domain, self.policy.hash)
-        pairs: Iterator[tuple[Triple | None, Triple | None]] = ((a, b) for a, b, _from_upper in merged)
         left_out = excludes_within(self.policy, snap.domain)
-
-        def kept(pair: tuple[Triple | None, Triple | None]) -> bool:
-            path = (pair[1] or cast("Triple", pair[0]))[0]
-            return not any(paths.is_within(path, rel) for rel in left_out)
-
-        if left_out:
-            pairs = filter(kept, pairs)
+        merged = merged_entries(lower, self.upper_dir, self.upper, snap.domain, self.policy.hash, left_out)
+        pairs = ((before, after) for before, after, _from_upper in merged)
         manifest, modes = spools.manifest["post"], spools.modes["post"]
         try:
             return spool_changes(snap.domain, pairs, self.policy.hash, manifest, modes)

@@ -74,7 +74,10 @@ def scan_upper(upper: Path, prefix: str) -> dict[str, UpperEntry]:
 
 
 def hidden_from(upper: dict[str, UpperEntry], target: str) -> tuple[bool, bool, bool]:
-    """For a workspace path: (absent, lower hidden, touched) from its ancestors' and its own upper entries."""
+    """For a workspace path: (absent, lower hidden, touched) from its ancestors' and its own upper entries
+    (the workspace root is touched by any upper entry)."""
+    if target == paths.ROOT:
+        return False, False, bool(upper)
     segs = paths.parts(target)
     touched = False
     hidden = False
@@ -92,17 +95,22 @@ def hidden_from(upper: dict[str, UpperEntry], target: str) -> tuple[bool, bool, 
             continue
         if u.opaque:
             hidden = True
-    return False, hidden, touched or any(paths.is_within(r, target) for r in upper if target != paths.ROOT)
+    return False, hidden, touched or any(paths.is_within(r, target) for r in upper)
 
 
 def touches(upper: dict[str, UpperEntry], target: str) -> bool:
     """Whether the upper layer changes anything at or below ``target`` (else it is as the lower layer)."""
     absent, _hidden, touched = hidden_from(upper, target)
-    return absent or (bool(upper) if target == paths.ROOT else touched)
+    return absent or touched
 
 
 def merged_entries(
-    lower: Iterable[Triple], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
+    lower: Iterable[Triple],
+    upper_dir: Path,
+    upper: dict[str, UpperEntry],
+    target: str,
+    algorithm: str,
+    left_out: Sequence[str] = (),
 ) -> Iterator[tuple[Triple | None, Triple | None, bool]]:
     """``target`` before and after the command, entry by entry in path order: (before, after, from upper).
 
@@ -110,11 +118,11 @@ def merged_entries(
     (None: added), ``after`` the entry the command left there, lower + upper (None: removed), and the flag
     says whether ``after`` comes from the upper layer. Only the upper layer's entries below ``target`` (the
     write set) are held in memory: the lower layer streams through, so a pre-run manifest read from a spool
-    stays there.
+    stays there. ``left_out``: paths (relative to ``target``) the snapshots leave out
+    (:func:`excludes_within`); ``lower`` has nothing there already, and what the command wrote there is
+    dropped.
     """
     absent, hidden, touched = hidden_from(upper, target)
-    if target == paths.ROOT:
-        touched = bool(upper)
     if absent:
         yield from ((entry, None, False) for entry in lower)
         return
@@ -128,6 +136,8 @@ def merged_entries(
     for e in up_snap.entries:
         if e.path == paths.ROOT and target == paths.ROOT:
             continue  # the workspace root itself: its attributes are the lower one's
+        if left_out and any(paths.is_within(e.path, rel) for rel in left_out):
+            continue
         u = upper.get(paths.join(target, e.path))
         kind = u.kind if u is not None else ("dir" if e.value == DIR else "file")
         if kind != "dir" or (u is not None and u.opaque):
@@ -160,9 +170,15 @@ def _below(path: str, cut: set[str]) -> bool:
 
 
 def merged_tree(
-    lower_entries: Sequence[Entry], upper_dir: Path, upper: dict[str, UpperEntry], target: str, algorithm: str
+    lower_entries: Sequence[Entry],
+    upper_dir: Path,
+    upper: dict[str, UpperEntry],
+    target: str,
+    algorithm: str,
+    left_out: Sequence[str] = (),
 ) -> tuple[list[Entry], bool, dict[str, str]]:
-    """The entries of ``target`` as the command left it (lower + upper), in memory.
+    """The entries of ``target`` as the command left it (lower + upper), in memory (``left_out``: as for
+    :func:`merged_entries`).
 
     Returns the entries (sorted), whether the tree is absent, and for each entry taken from the upper
     layer its source ("upper").
@@ -170,7 +186,7 @@ def merged_tree(
     lower = ((e.path, e.value, e.mode) for e in lower_entries)
     entries: list[Entry] = []
     sources: dict[str, str] = {}
-    for _before, after, from_upper in merged_entries(lower, upper_dir, upper, target, algorithm):
+    for _before, after, from_upper in merged_entries(lower, upper_dir, upper, target, algorithm, left_out):
         if after is not None:
             entries.append(Entry(*after))
             if from_upper:
