@@ -11,7 +11,6 @@ and output is put back and a fresh snapshot proves it. What cannot be put back i
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,10 +59,9 @@ def _pairs(snap: Any) -> Iterator[tuple[str, str]]:
     if isinstance(snap, DomainSnapshot):
         yield from ((e.path, e.value) for e in snap.entries)
         return
-    from catalytic.ledger.stream import parse_blocks
+    from catalytic.snapshot.manifest_stream import object_batches
 
-    blocks = itertools.chain([b'{"d":'], snap.manifest.chunks(), [b"}\n"])
-    for _domain, names, values in parse_blocks(blocks, "manifest"):
+    for names, values in object_batches(snap.manifest.chunks(), "manifest"):
         yield from zip(names, values, strict=True)
 
 
@@ -149,7 +147,7 @@ class RollbackIsolation:
             self.store.sync()
         index: list[IndexRow] = []
         text = state_text(algorithm, pre, outputs, self.policy.run_id, index)
-        self.store.save_state(self.policy.run_id, text, lambda size: index_text(size, index))
+        self.store.save_state(self.policy.run_id, text, lambda size: index_text(algorithm, size, index))
         self.saved = {
             "files": files,
             "new_objects": new,

@@ -7,10 +7,10 @@ The document (:data:`~catalytic.isolation.store.STATE_VERSION`, ``<store>/states
      "outputs": {"<output>": {...the same...}},
      "run_id": "...", "version": "catalytic.state/1"}
 
-Beside it, ``<run_id>.json.index`` gives the document's size and the byte range of every tree's manifest
-and modes objects, so a restore reads one tree's entries at a time, in path order and a block at a time:
-memory does not grow with the number of files. A state without an index (saved by an older version), or
-whose index does not match it, is read whole, as it always could be.
+Beside it, ``<run_id>.json.index`` gives the document's size, its algorithm and the byte range of every
+tree's manifest and modes objects, so a restore reads one tree's entries at a time, in path order and a
+block at a time: memory does not grow with the number of files. A state without an index (saved by an
+older version), or whose index does not match it, is read whole, as it always could be.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
@@ -29,10 +30,9 @@ if TYPE_CHECKING:
     from catalytic.isolation.store import Store
 
 SECTIONS = ("domains", "outputs")
-_BLOCK = 1 << 16
 
-#: Where a tree's objects lie in the state document: (section, name, absent, manifest range, modes range).
-IndexRow = tuple[str, str, bool, tuple[int, int], tuple[int, int]]
+#: Where a tree's objects lie in the state document: (section, name, manifest range, modes range).
+IndexRow = tuple[str, str, tuple[int, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def state_text(
         yield piece(b',"modes":')
         start = at
         yield from map(piece, modes)
-        index.append((section, name, absent, manifest_range, (start, at)))
+        index.append((section, name, manifest_range, (start, at)))
         yield piece(b"}")
 
     yield piece(b'{"algorithm":' + json_string(algorithm).encode() + b',"domains":{')
@@ -115,14 +115,13 @@ def _encoded(obj: dict[str, str]) -> list[bytes]:
     return [encode(obj).rstrip(b"\n")]
 
 
-def index_text(size: int, rows: list[IndexRow]) -> bytes:
-    return encode({"size": size, "trees": [list(row) for row in rows]})
+def index_text(algorithm: str, size: int, rows: list[IndexRow]) -> bytes:
+    return encode({"algorithm": algorithm, "size": size, "trees": [list(row) for row in rows]})
 
 
 def open_state(store: Store, run_id: str) -> SavedState:
     """The saved pre-state of ``run_id``, read tree by tree through its index, else whole."""
-    path = store.state_path(run_id)
-    indexed = _indexed(str(path))
+    indexed = _indexed(str(store.state_path(run_id)), store.index_path(run_id))
     if indexed is not None:
         return indexed
     from catalytic.snapshot.manifest_stream import sorted_entries
@@ -136,55 +135,36 @@ def open_state(store: Store, run_id: str) -> SavedState:
     return SavedState(str(state.get("algorithm", "sha256")), tuple(trees))
 
 
-def _indexed(path: str) -> SavedState | None:
+def _indexed(path: str, index_path: Path) -> SavedState | None:
     """The state through its index; None when there is none or it does not describe the document."""
-    from catalytic.isolation.store import INDEX_SUFFIX
-
     try:
-        with open(path + INDEX_SUFFIX, "rb") as fh:
-            index = loads(fh.read())
+        index = loads(index_path.read_bytes())
         size = os.stat(path).st_size
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
     except (OSError, ValueError):
         return None
     if not isinstance(index, dict) or index.get("size") != size or not isinstance(index.get("trees"), list):
         return None
-    if not head.startswith(b'{"algorithm":"'):
-        return None
-    algorithm = head[len(b'{"algorithm":"') :].split(b'"', 1)[0].decode("ascii", "replace")
     trees: list[SavedTree] = []
     try:
-        for section, name, _absent, (m0, m1), (d0, d1) in index["trees"]:
+        for section, name, (m0, m1), (d0, d1) in index["trees"]:
             if section not in SECTIONS or not isinstance(name, str) or not (0 < m0 < m1 < d0 < d1 <= size):
                 return None
-            trees.append(SavedTree(section, name, functools.partial(_tree_entries, path, m0, m1, d0, d1)))
+            trees.append(SavedTree(section, name, functools.partial(_tree_entries, path, (m0, m1), (d0, d1))))
     except (TypeError, ValueError):
         return None
-    return SavedState(algorithm, tuple(trees))
+    return SavedState(str(index.get("algorithm")), tuple(trees))
 
 
-def _tree_entries(path: str, m0: int, m1: int, d0: int, d1: int) -> Iterator[Triple]:
+def _tree_entries(path: str, manifest: tuple[int, int], modes: tuple[int, int]) -> Iterator[Triple]:
     """A tree's entries read from the document's byte ranges (checked to be canonical on the way)."""
     from catalytic.isolation.store import StoreError
     from catalytic.ledger.stream import NotStreamable
-    from catalytic.snapshot.manifest_stream import join_modes, object_batches
+    from catalytic.snapshot.manifest_stream import file_entries
 
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        yield from join_modes(
-            object_batches(_read(fd, m0, m1), "manifest"), object_batches(_read(fd, d0, d1), "modes")
-        )
+        yield from file_entries(fd, manifest, modes)
     except NotStreamable as exc:
         raise StoreError(f"the saved pre-state {path} is damaged ({exc})") from exc
     finally:
         os.close(fd)
-
-
-def _read(fd: int, start: int, end: int) -> Iterator[bytes]:
-    while start < end:
-        chunk = os.pread(fd, min(end - start, _BLOCK), start)
-        if not chunk:
-            raise OSError(f"shorter than its index says ({start} < {end})")
-        yield chunk
-        start += len(chunk)

@@ -103,6 +103,10 @@ class Store:
     def state_path(self, run_id: str) -> Path:
         return self.path / "states" / f"{run_id}.json"
 
+    def index_path(self, run_id: str) -> Path:
+        """Where the index of a run's state is (see :mod:`catalytic.isolation.state`)."""
+        return self.path / "states" / f"{run_id}.json{INDEX_SUFFIX}"
+
     def has(self, algorithm: str, digest: str) -> bool:
         return os.path.isfile(self._object(algorithm, digest))
 
@@ -219,7 +223,7 @@ class Store:
         its index, :mod:`catalytic.isolation.state`), the index beside it."""
         path = self.state_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        index_path = Path(f"{path}{INDEX_SUFFIX}")
+        index_path = self.index_path(run_id)
         with contextlib.suppress(FileNotFoundError):
             index_path.unlink()  # an index never describes another document than the one beside it
         write_atomic(path, text)
@@ -277,8 +281,7 @@ class Store:
                         removed.append(Path(found))
         if not dry_run:
             for run_id in dropped:
-                saved = self.state_path(run_id)
-                for doc in (saved, Path(f"{saved}{INDEX_SUFFIX}")):
+                for doc in (self.state_path(run_id), self.index_path(run_id)):
                     with contextlib.suppress(FileNotFoundError):
                         doc.unlink()
             for p in removed:

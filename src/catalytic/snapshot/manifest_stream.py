@@ -243,10 +243,7 @@ class ManifestReader:
     def entries(self) -> Iterator[Triple]:
         """The entries, checked on the way (:class:`NotStreamable` when the file is not canonical)."""
         manifest_end, modes_start, modes_end = self._layout()
-        return join_modes(
-            object_batches(self._read(self._start, manifest_end), "manifest"),
-            object_batches(self._read(modes_start, modes_end), "modes"),
-        )
+        return file_entries(self.fd, (self._start, manifest_end), (modes_start, modes_end))
 
     def _layout(self) -> tuple[int, int, int]:
         """Where the manifest object ends and the modes object starts and ends.
@@ -274,10 +271,19 @@ class ManifestReader:
             end = begin
         raise NotStreamable("no merkle_root")
 
-    def _read(self, start: int, end: int) -> Iterator[bytes]:
-        while start < end:
-            chunk = os.pread(self.fd, min(end - start, _BLOCK), start)
-            if not chunk:
-                raise NotStreamable("file shorter than it was")
-            yield chunk
-            start += len(chunk)
+
+def file_entries(fd: int, manifest: tuple[int, int], modes: tuple[int, int]) -> Iterator[Triple]:
+    """The entries of a MANIFEST object and a MODES object that lie at byte ranges of an open file, read a
+    block at a time and checked on the way (:class:`NotStreamable` when they are not canonical)."""
+    return join_modes(
+        object_batches(_read(fd, *manifest), "manifest"), object_batches(_read(fd, *modes), "modes")
+    )
+
+
+def _read(fd: int, start: int, end: int) -> Iterator[bytes]:
+    while start < end:
+        chunk = os.pread(fd, min(end - start, _BLOCK), start)
+        if not chunk:
+            raise NotStreamable("file shorter than it was")
+        yield chunk
+        start += len(chunk)
