@@ -73,3 +73,21 @@ def run(root: Path, *args: str, command: str, run_id: str = "r1", isolation: str
 def ledger(root: Path, run_id: str = "r1") -> dict[str, Any]:
     d = root / RUNS / run_id
     return {p.name: json.loads(p.read_text()) for p in d.glob("*.json")}
+
+
+def refuse(monkeypatch: Any, target: object, name: str, what: str) -> None:
+    """Make ``target.name`` fail the test if it is called (``what``: what calling it would mean)."""
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise AssertionError(what)
+
+    monkeypatch.setattr(target, name, refused)
+
+
+def never_in_memory(monkeypatch: Any) -> None:
+    """Fail the test if the run reads a streamed snapshot's manifest back into memory."""
+    from catalytic import runtime
+    from catalytic.snapshot import domains
+
+    for module in (domains, runtime):
+        refuse(monkeypatch, module, "in_memory", "a manifest was read back into memory")

@@ -24,6 +24,7 @@ from isolation_helpers import (
     RUNS,
     ledger,
     make_workspace,
+    never_in_memory,
     overlay_skip_reason,
     run,
     tree,
@@ -451,17 +452,6 @@ def _spooling(monkeypatch: pytest.MonkeyPatch, *, disk_full: bool) -> list[str]:
     return calls
 
 
-def _never_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    from catalytic import runtime
-    from catalytic.snapshot import domains
-
-    def refused(snap: object) -> object:
-        raise AssertionError("a manifest was read back into memory")
-
-    monkeypatch.setattr(domains, "in_memory", refused)
-    monkeypatch.setattr(runtime, "in_memory", refused)
-
-
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "memory"])
 @pytest.mark.parametrize("name", sorted(VIEW_SCRIPTS))
 def test_post_manifest_equals_what_the_command_saw(
@@ -475,7 +465,7 @@ def test_post_manifest_equals_what_the_command_saw(
     the pre-run manifest streams from its spool into the post-run one (never read back whole) and when
     the run fell back to memory; the differences and Merkle roots follow from the manifests."""
     if streamed:
-        _never_in_memory(monkeypatch)
+        never_in_memory(monkeypatch)
     spooled = _spooling(monkeypatch, disk_full=not streamed)
     view = tmp_path / "view.json"  # outside the workspace root: not in the overlay, not a write set entry
     snap = (
@@ -500,7 +490,7 @@ def test_a_domain_the_command_did_not_write_is_its_pre_run_snapshot(
 ) -> None:
     """Of two domains, only the one the command wrote in is merged with the upper layer; the other's post-run
     documents and Merkle root are its pre-run ones, with no pass over its manifest."""
-    _never_in_memory(monkeypatch)
+    never_in_memory(monkeypatch)
     spooled = _spooling(monkeypatch, disk_full=False)
     assert run(ws, "--catalytic-domains", DOMAIN, "src", command=f"echo x > {DOMAIN}/new") == 1
     assert spooled == [DOMAIN]
@@ -518,7 +508,7 @@ def test_whole_repository_domain_streams_and_leaves_out_the_runs_root(
 ) -> None:
     """With the whole workspace as domain, the streamed post-run snapshot leaves out the runs root and the
     declared output inside it, as the pre-run one does, and reports only the domain's own changes."""
-    _never_in_memory(monkeypatch)
+    never_in_memory(monkeypatch)
     spooled = _spooling(monkeypatch, disk_full=False)
     proposal = f"{RUNS}/proposal"
     cmd = f"cd {ws} && rm src/m.py && echo new > src/n.py && mkdir -p {proposal} && echo p > {proposal}/p"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from catalytic.cli import main
-from isolation_helpers import DOMAIN, OUT, RUNS, ledger, make_workspace, run, tree
+from isolation_helpers import DOMAIN, OUT, RUNS, ledger, make_workspace, never_in_memory, refuse, run, tree
 
 CATALYTIC_RUN = [sys.executable, "-m", "catalytic", "run", "-q", "--isolation", "rollback", "--run-id", "r1"]
 
@@ -240,19 +240,13 @@ def test_rollback_streams_its_pre_state(ws: Path, monkeypatch: pytest.MonkeyPatc
     """A clean rollback run never reads a manifest back into memory: the files are stored from the spooled
     manifest and the pre-state document is copied from the spools; that document is byte for byte the
     canonical JSON of the pre-state (domain manifest and modes, outputs, run id, version)."""
-    from catalytic import runtime
     from catalytic.isolation.state import tree_doc
     from catalytic.isolation.store import STATE_VERSION
     from catalytic.ledger.canonical import encode
-    from catalytic.snapshot import domains, reference_walk, snapshot_tree
+    from catalytic.snapshot import reference_walk, snapshot_tree
 
     (ws / OUT).write_text("{}\n")
-
-    def refused(snap: object) -> object:
-        raise AssertionError("a manifest was read back into memory")
-
-    monkeypatch.setattr(domains, "in_memory", refused)
-    monkeypatch.setattr(runtime, "in_memory", refused)
+    never_in_memory(monkeypatch)
     entries = list(reference_walk(ws / DOMAIN))
     assert rb(ws, "--durable-outputs", OUT, command="true", run_id="r1") == 0
     state = ws / RUNS / "_store" / "states" / "r1.json"
@@ -281,11 +275,9 @@ def test_dirty_run_restores_from_the_streamed_state(ws: Path, monkeypatch: pytes
     from catalytic.isolation import rollback
     from catalytic.isolation.store import Store
 
-    def refused(*args: object, **kwargs: object) -> object:
-        raise AssertionError("read into memory")
-
-    monkeypatch.setattr(Store, "load_state", refused)
-    monkeypatch.setattr(rollback, "snapshot_tree", refused)  # no declared output: prepare needs none
+    refuse(monkeypatch, Store, "load_state", "the state was loaded whole")
+    # No declared output: prepare needs no snapshot in memory either.
+    refuse(monkeypatch, rollback, "snapshot_tree", "a snapshot was taken in memory")
     before = tree(ws / DOMAIN)
     assert rb(ws, command=DIRTY) == 1
     assert tree(ws / DOMAIN) == before
@@ -340,10 +332,7 @@ def test_gc_drops_a_state_with_its_index_and_reads_the_kept_ones_tree_by_tree(
     ]
     shutil.rmtree(ws / RUNS / "r1")
 
-    def refused(*args: object, **kwargs: object) -> object:
-        raise AssertionError("a state was loaded whole")
-
-    monkeypatch.setattr(Store, "load_state", refused)
+    refuse(monkeypatch, Store, "load_state", "a state was loaded whole")
     assert main(["gc", "--root", str(ws), "-q"]) == 0
     assert sorted(p.name for p in states.iterdir()) == ["r2.json", "r2.json.index"]
     objects = [p for p in (ws / RUNS / "_store" / "objects").rglob("*") if p.is_file()]
