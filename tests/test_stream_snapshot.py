@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -46,6 +47,16 @@ def eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers from the first entry on, and directories split every 3 entries."""
     monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
     monkeypatch.setattr(dirscan, "SPLIT", 3)
+
+
+@pytest.fixture(params=["parts", "whole"])
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Workers from the first entry on; directories split every 3 entries ("parts") or described whole
+    ("whole": a directory's first description then lists and hashes in one pass, walker.listed_reading)."""
+    monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
+    if request.param == "parts":
+        monkeypatch.setattr(dirscan, "SPLIT", 3)
+    return str(request.param)
 
 
 def scan(
@@ -100,7 +111,7 @@ def check_equal(tree: Path, snap: stream.DomainScan, algorithm: str = "sha256") 
 @pytest.mark.parametrize("jobs", [1, 2])
 @pytest.mark.parametrize("algorithm", ["sha256", "blake3"])
 def test_documents_and_root_equal_the_reference(
-    tmp_path: Path, eager: None, jobs: int, algorithm: str
+    tmp_path: Path, layout: str, jobs: int, algorithm: str
 ) -> None:
     tree = build(tmp_path / "t")
     store = tmp_path / "runs" / "_cache"
@@ -136,7 +147,7 @@ def mutate(root: Path, step: int) -> None:
 
 @pytest.mark.parametrize("step", range(9))
 @pytest.mark.parametrize("warm", [False, True])
-def test_differences_equal_the_reference_diff(tmp_path: Path, eager: None, step: int, warm: bool) -> None:
+def test_differences_equal_the_reference_diff(tmp_path: Path, layout: str, step: int, warm: bool) -> None:
     tree = build(tmp_path / "t")
     store = tmp_path / "runs" / "_cache"
     store.mkdir(parents=True)
@@ -211,7 +222,7 @@ def test_domain_removed_and_created(tmp_path: Path, eager: None) -> None:
     assert back.diff == diff_entries([], before)
 
 
-def test_same_size_rewrite_with_mtime_restored_is_caught(tmp_path: Path, eager: None) -> None:
+def test_same_size_rewrite_with_mtime_restored_is_caught(tmp_path: Path, layout: str) -> None:
     tree = build(tmp_path / "t")
     store = tmp_path / "runs" / "_cache"
     store.mkdir(parents=True)
@@ -260,7 +271,7 @@ def test_fingerprint_alone_catches_a_change(
     check_equal(tree, post)
 
 
-def test_racily_clean_file_is_hashed_again(tmp_path: Path, eager: None) -> None:
+def test_racily_clean_file_is_hashed_again(tmp_path: Path, layout: str) -> None:
     tree = build(tmp_path / "t")
     store = tmp_path / "runs" / "_cache"
     store.mkdir(parents=True)
@@ -306,7 +317,7 @@ def test_damaged_store_is_rebuilt_never_trusted(tmp_path: Path, eager: None, dam
     assert forged.encode() not in documents(snap)[0]
 
 
-def test_no_cache_hashes_everything(tmp_path: Path, eager: None) -> None:
+def test_no_cache_hashes_everything(tmp_path: Path, layout: str) -> None:
     tree = build(tmp_path / "t")
     store = tmp_path / "runs" / "_cache"
     store.mkdir(parents=True)
@@ -656,6 +667,171 @@ def test_hash_files_asks_for_a_batch_of_pages_then_reads(
         chunk = sizes[start : start + batch]
         want += [("advise", n) for n in chunk] + [("read", n) for n in chunk]
     assert events == want
+
+
+def _listed_reading(
+    directory: Path, budget: int = 1 << 30
+) -> tuple[list[str], list[tuple[int, ...]], dict[str, Any]]:
+    import hashlib
+
+    from catalytic.snapshot.walker import listed_reading
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with os.scandir(fd) as it:
+            listing = list(it)
+        names, stats, answers = listed_reading(fd, listing, "dir", hashlib.sha256, budget)
+    finally:
+        os.close(fd)
+    assert names == [dirent.name for dirent in listing]  # listing order: the part's fingerprint needs it
+    return names, list(map(STAMP, stats)), answers
+
+
+def test_listed_reading_lists_like_lstat_and_hashes_small_regular_files(tmp_path: Path) -> None:
+    """Over several groups of READ_AHEAD files: every entry's stat equals its lstat, every small regular
+    file is answered with its digest and those stat fields; a big file, a symlink, a FIFO and a directory
+    are listed only; no descriptor stays open."""
+    import hashlib
+
+    from catalytic.snapshot.walker import CHUNK, READ_AHEAD
+
+    contents = {f"f{i:03d}": os.urandom(i % 7 * 100) for i in range(READ_AHEAD * 2 + 5)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "big").write_bytes(b"b" * (CHUNK + 1))
+    (tmp_path / "link").symlink_to("f001")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "sub").mkdir()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    names, stamps, answers = _listed_reading(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert stamps == [STAMP(os.lstat(tmp_path / name)) for name in names]
+    assert answers == {
+        name: (hashlib.sha256(data).hexdigest(), STAMP(os.lstat(tmp_path / name)))
+        for name, data in contents.items()
+    }
+
+
+def test_listed_reading_leaves_a_group_it_cannot_open_to_the_careful_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that cannot be opened: its group is listed with lstat and not answered (hash_files and the
+    careful path find out why); the other groups are answered. A whole snapshot then reports the file."""
+    from catalytic.snapshot import walker
+
+    monkeypatch.setattr(walker, "READ_AHEAD", 4)
+    for i in range(12):
+        (tmp_path / f"f{i:02d}").write_bytes(b"%d" % i)
+    real_open = os.open
+
+    def open_(path: object, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if path == "f05":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, mode, dir_fd=dir_fd)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_)
+    names, stamps, answers = _listed_reading(tmp_path)
+    assert stamps == [STAMP(os.lstat(tmp_path / name)) for name in names]
+    group = {name for name in names[names.index("f05") // 4 * 4 :][:4]}
+    assert "f05" in group and set(answers) == set(names) - group
+    store = tmp_path.parent / "store"
+    store.mkdir()
+    with pytest.raises(SnapshotError) as caught:
+        scan(tmp_path, store, jobs=1)
+    assert caught.value.code == "UNREADABLE" and caught.value.path == "f05"
+
+
+def test_listed_reading_reports_an_entry_gone_since_listing(tmp_path: Path) -> None:
+    """Entries listed by the directory but gone before they were opened or looked at: VANISHED."""
+    from catalytic.snapshot.walker import listed_reading
+
+    for kind in ("file", "link"):
+        directory = tmp_path / kind
+        directory.mkdir()
+        (directory / "keep").write_bytes(b"k")
+        if kind == "file":
+            (directory / "gone").write_bytes(b"g")
+        else:
+            (directory / "gone").symlink_to("keep")
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(fd) as it:
+                listing = list(it)
+            (directory / "gone").unlink()
+            with pytest.raises(SnapshotError) as caught:
+                listed_reading(fd, listing, kind, __import__("hashlib").sha256, 1 << 30)
+        finally:
+            os.close(fd)
+        assert caught.value.code == "VANISHED" and caught.value.path == f"{kind}/gone"
+
+
+def test_listed_reading_gives_no_digest_for_a_file_changed_while_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file rewritten with the same size, or grown, after its fstat and before its read: None (the careful
+    path lists it again); the rest of its group is answered."""
+    import hashlib
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(name.encode() * 10)
+    real_read = os.read
+    changed: list[str] = []
+
+    def read(fd: int, size: int) -> bytes:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if target.endswith(("/a", "/c")):
+            time.sleep(AGE)  # a new mtime and ctime, whatever the file system's granularity
+            with open(target, "r+b" if target.endswith("/a") else "ab") as out:
+                out.write(b"A" * 10 if target.endswith("/a") else b"!")
+            changed.append(target)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", read)
+    _names, _stamps, answers = _listed_reading(tmp_path)
+    assert len(changed) == 2
+    assert answers["a"] is None and answers["c"] is None
+    assert answers["b"] == (hashlib.sha256(b"b" * 10).hexdigest(), STAMP(os.lstat(tmp_path / "b")))
+
+
+def test_listed_reading_stops_reading_past_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once ``budget`` bytes were read, the other files are only listed (the directory may be split by
+    bytes); a directory of big files is split without a byte hashed first."""
+    from catalytic.snapshot import walker
+
+    monkeypatch.setattr(walker, "READ_AHEAD", 2)
+    for i in range(8):
+        (tmp_path / f"f{i}").write_bytes(b"x" * 100)
+    names, stamps, answers = _listed_reading(tmp_path, budget=250)
+    assert stamps == [STAMP(os.lstat(tmp_path / name)) for name in names]
+    assert len(answers) == 4  # two groups of 200 bytes: the budget ran out during the second
+
+
+def test_a_first_description_is_reused_whole_by_the_next_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory described for the first time (listed and hashed in one pass, fstat for lstat) is stored
+    with the fingerprint the next listing gives: the next snapshot takes every stored answer as it is,
+    describing nothing again, and the post-run snapshot finds no difference."""
+    from isolation_helpers import refuse
+
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    time.sleep(AGE)
+    with monkeypatch.context() as first:
+        refuse(first, dirscan, "listed", "a first description listed its files with lstat")
+        cold = scan(tree, store, jobs=1)
+    check_equal(tree, cold)
+    assert cold.report.hashed_files > 0
+    time.sleep(AGE)  # the store's listings are now older than the racy window
+    with monkeypatch.context() as again:
+        refuse(again, dirscan, "_describe", "an unchanged directory was described again")
+        warm = scan(tree, store, jobs=1)
+        post = scan(tree, store, jobs=1, compare=True)
+    check_equal(tree, warm)
+    assert warm.report.hashed_files == 0 and post.diff == DomainDiff()
 
 
 def test_workers_start_before_a_big_directory_is_listed(tmp_path: Path) -> None:

@@ -23,7 +23,13 @@ class Hasher(Protocol):
     def digest(self) -> bytes: ...
 
 
-def _blake3() -> Callable[[], Hasher]:
+class HasherFactory(Protocol):
+    """A constructor of fresh hashers, optionally fed their first bytes (``hashlib.sha256(data)``)."""
+
+    def __call__(self, data: bytes = b"", /) -> Hasher: ...
+
+
+def _blake3() -> HasherFactory:
     try:
         from blake3 import blake3
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -31,17 +37,17 @@ def _blake3() -> Callable[[], Hasher]:
             "--hash blake3 needs the 'blake3' package: pip install 'catalytic[blake3]'",
             code="MISSING_DEPENDENCY",
         ) from exc
-    factory: Callable[[], Hasher] = blake3
+    factory: HasherFactory = blake3
     return factory
 
 
-_FACTORIES: dict[str, Callable[[], Callable[[], Hasher]]] = {
+_FACTORIES: dict[str, Callable[[], HasherFactory]] = {
     "sha256": lambda: hashlib.sha256,
     "blake3": _blake3,
 }
 
 
-def hasher_factory(name: str) -> Callable[[], Hasher]:
+def hasher_factory(name: str) -> HasherFactory:
     """A zero-argument constructor of a fresh hasher for the algorithm ``name``."""
     try:
         loader = _FACTORIES[name]

@@ -27,6 +27,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from catalytic import faults
 from catalytic.diff import Change
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import json_string
@@ -37,7 +38,14 @@ from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import STAMP, Item, fingerprint, listed, size_points, split_points, walk_items
 from catalytic.snapshot.merkle import listing_hasher
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
-from catalytic.snapshot.walker import WalkStats, describe_stat, hash_files, open_directory
+from catalytic.snapshot.walker import (
+    Hashed,
+    WalkStats,
+    describe_stat,
+    hash_files,
+    listed_reading,
+    open_directory,
+)
 
 #: Directories with more entries than this are split into parts of about this size.
 SPLIT = 2048
@@ -157,13 +165,20 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         whole = lo is None and hi is None
         if whole and len(listing) > SPLIT:
             return _split(split_points(listing, SPLIT))
-        names, stats = listed(listing, rel, lo, hi)
         if config.skip:
-            names, stats = _without(config.skip, rel, names, stats)
+            listing = _without(config.skip, rel, listing)
         store = _rows(config)
-        if config.trust:
+        stored = store.parts_at(to_bytes(rel), lo) if config.trust else []
+        hashed: dict[str, Hashed] = {}
+        if whole and not stored and not faults.ACTIVE:
+            # Nothing stored can stand for a file here: hash the small ones while listing.
+            names, stats, hashed = listed_reading(
+                fd, listing, rel, hasher_factory(config.algorithm), PART_BYTES
+            )
+        else:
+            names, stats = listed(listing, rel, lo, hi)
             # The part is as the store last saw it: its answer is the stored one.
-            cached = store.part(to_bytes(rel), lo, hi)
+            cached = next((part for part in stored if part.hi == hi), None)
             if cached is not None:
                 found = _unchanged(cached, *fingerprint(names, list(map(STAMP, stats))))
                 if found is not None:
@@ -172,18 +187,15 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         points = size_points(items, PART_BYTES) if whole else None
         if points:  # big files: one part per PART_BYTES of them, so every worker hashes some
             return _split(points)
-        return _describe(config, fd, rel, items, lo, hi, taken, store, (names, stats))
+        return _describe(config, fd, rel, items, lo, hi, taken, store, (names, stats), hashed)
     finally:
         os.close(fd)
 
 
-def _without(
-    skip: frozenset[str], rel: str, names: list[str], stats: list[os.stat_result]
-) -> tuple[list[str], list[os.stat_result]]:
-    """``names`` and their ``stats`` without the entries whose paths are in ``skip``."""
+def _without(skip: frozenset[str], rel: str, listing: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+    """``listing`` without the entries whose paths are in ``skip`` (never looked at: not even an lstat)."""
     prefix = rel + "/" if rel else ""
-    kept = [(name, st) for name, st in zip(names, stats, strict=True) if prefix + name not in skip]
-    return [name for name, _st in kept], [st for _name, st in kept]
+    return [dirent for dirent in listing if prefix + dirent.name not in skip]
 
 
 def _with_root_mark(items: list[Item], fd: int) -> list[Item]:
@@ -246,9 +258,11 @@ def _describe(
     taken: int,
     store: Rows,
     names_stats: tuple[list[str], list[os.stat_result]],
+    answered: dict[str, Hashed],
 ) -> DirResult:
     """Describe the part's entries, compare them with the rows, and store the part (``names_stats``: what
-    :func:`~catalytic.snapshot.listing.listed` gave, for the part's fingerprint)."""
+    :func:`~catalytic.snapshot.listing.listed` gave, for the part's fingerprint; ``answered``: the files
+    :func:`~catalytic.snapshot.walker.listed_reading` already hashed)."""
     prefix = rel + "/" if rel else ""
     dir_key = to_bytes(rel)
     bad_before = store.bad
@@ -273,7 +287,13 @@ def _describe(
                     todo.append((name, st))
     else:
         todo = [(name, st) for _key, is_sub, name, st in items if not is_sub and st.st_mode & _FMT == _REG]
-    hashed_now = iter(hash_files(fd, todo, new_hasher))
+    if answered:
+        rest = [(name, st) for name, st in todo if name not in answered]
+        if rest:
+            answered.update(zip([name for name, _st in rest], hash_files(fd, rest, new_hasher), strict=True))
+        hashed_now = iter([answered[name] for name, _st in todo])
+    else:
+        hashed_now = iter(hash_files(fd, todo, new_hasher))
 
     counts = WalkStats()  # what the careful path (describe_stat) saw
     files = nbytes = hits = hashed = 0

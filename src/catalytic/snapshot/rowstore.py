@@ -278,11 +278,12 @@ class Rows:
             out.append((dir_key, part))
         return out
 
-    def part(self, dir_key: bytes, lo: bytes | None, hi: bytes | None) -> Part | None:
-        """The newest stored part of ``dir_key`` with exactly these bounds (without its entries)."""
+    def parts_at(self, dir_key: bytes, lo: bytes | None) -> list[Part]:
+        """The stored parts of ``dir_key`` that start at ``lo``, newest first (without their entries). None
+        for a directory the store has never seen (every directory's first part starts at ``b""``)."""
         found = [part for _d, part in self._parts("dir = ? AND lo = ?", (dir_key, lo or b""))]
         found.sort(key=lambda part: -part.snap)
-        return next((part for part in found if part.hi == hi), None)
+        return found
 
     def entries(self, dir_key: bytes, lo: bytes | None, hi: bytes | None, snap: int = 0) -> dict[bytes, Row]:
         """The stored entries of directory ``dir_key`` whose names lie in ``[lo, hi)``.

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import TypeVar
 
 from catalytic import faults
 from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
-from catalytic.snapshot.digest import Hasher
+from catalytic.snapshot.digest import Hasher, HasherFactory
 from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, Entry, mode_string, special_value
-from catalytic.snapshot.listing import STAMP
+from catalytic.snapshot.listing import STAMP, lost
 
 RETRIES = 3
 CHUNK = 1 << 20
@@ -36,6 +37,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 T = TypeVar("T")
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", 3)
+_SIZE, _MODE = attrgetter("st_size"), attrgetter("st_mode")
 
 
 def _no_advice(fd: int, offset: int, length: int, advice: int) -> None:
@@ -170,6 +172,86 @@ def _hash_batch(
         for fd in fds:
             if fd >= 0:
                 close(fd)
+
+
+def listed_reading(
+    dir_fd: int,
+    listing: list[os.DirEntry[str]],
+    rel: str,
+    new_hasher: HasherFactory,
+    budget: int,
+) -> tuple[list[str], list[os.stat_result], dict[str, Hashed]]:
+    """A whole directory's names and stats as :func:`~catalytic.snapshot.listing.listed` gives them, with its
+    small regular files already hashed: the first description of a directory, when nothing stored can stand
+    for its files.
+
+    The files the listing calls regular are opened first, and a file's stat is the ``fstat`` of the
+    descriptor it is read from: it is looked up by name once instead of twice (``lstat``, then ``open``).
+    They go :data:`READ_AHEAD` at a time, each step one call over the whole group (open, ``fstat``, ask for
+    the pages, read, ``fstat`` again, close), so the interpreter's work per file stays small. The checks
+    are :func:`hash_files`': a digest only when the ``fstat`` after the read equals the one before and
+    exactly ``size`` bytes were read, else None (the caller takes the careful path). Files of :data:`CHUNK`
+    bytes or more, or not regular any more, are only listed; so is a group with a file that cannot be opened
+    or read, and every file once ``budget`` bytes were read: the caller hashes those (or splits the
+    directory).
+    """
+    names = [dirent.name for dirent in listing]
+    files = [dirent.name for dirent in listing if dirent.is_file(follow_symlinks=False)]
+    opened_stats: dict[str, os.stat_result] = {}
+    answers: dict[str, Hashed] = {}
+    fstat, read, advise = os.fstat, os.read, _advise
+    open_file = functools.partial(os.open, flags=_FILE_FLAGS, dir_fd=dir_fd)
+    for start in range(0, len(files), READ_AHEAD):
+        if budget <= 0:
+            break
+        group = files[start : start + READ_AHEAD]
+        fds: list[int] = []
+        try:
+            fds.extend(map(open_file, group))  # extend keeps the descriptors opened before a failure
+            stats = list(map(fstat, fds))
+            opened_stats.update(zip(group, stats, strict=True))
+            reading = fds
+            if max(map(_SIZE, stats)) >= CHUNK or not all(map(stat.S_ISREG, map(_MODE, stats))):
+                # A big file, or one that is not regular any more: only the group's small files are read.
+                small = [i for i, st in enumerate(stats) if stat.S_ISREG(st.st_mode) and st.st_size < CHUNK]
+                group, reading, stats = (
+                    [group[i] for i in small],
+                    [fds[i] for i in small],
+                    [stats[i] for i in small],
+                )
+            sizes = list(map(_SIZE, stats))
+            for fd, size in zip(reading, sizes, strict=True):
+                advise(fd, 0, size, _WILLNEED)
+            # One read of one byte more than the size: a file that grew shows it, no read to see EOF.
+            datas = list(map(read, reading, [size + 1 for size in sizes]))
+            afters = list(map(STAMP, map(fstat, reading)))
+        except OSError:
+            continue
+        finally:
+            for fd in fds:
+                os.close(fd)
+        budget -= sum(sizes)
+        answers.update(
+            zip(
+                group,
+                [
+                    (new_hasher(data).hexdigest(), after) if after == before and len(data) == size else None
+                    for data, after, before, size in zip(datas, afters, map(STAMP, stats), sizes, strict=True)
+                ],
+                strict=True,
+            )
+        )
+    entries = list(zip(names, listing, strict=True))
+    try:
+        listed = [opened_stats.get(name) or dirent.stat(follow_symlinks=False) for name, dirent in entries]
+    except OSError:
+        listed = []
+        for name, dirent in entries:
+            try:
+                listed.append(opened_stats.get(name) or dirent.stat(follow_symlinks=False))
+            except OSError as exc:
+                raise lost(rel, name, exc) from exc
+    return names, listed, answers
 
 
 def describe(
