@@ -20,7 +20,10 @@ Baselines, all measured in the same invocation:
 - ``b3sum`` (one pass, when installed: Debian package ``b3sum``; skipped otherwise);
 - hashlib on all cores (one pass, large files);
 - the naive reference ``naive.py``: what the seed's prototype does (rglob, read_bytes, sha256, a dict per
-  domain, twice around the command, compare, write the six JSON ledger files).
+  domain, twice around the command, compare, write the six JSON ledger files);
+- floors (``floor.py``), the least a pure-Python tool does for the case: for the empty domain, start, run
+  ``true`` and write a seven-document ledger durably; for many small files, one tuned pass that hashes
+  every file once in one process per core (printed for reference, not a target's baseline).
 "Cold cache" means no stat cache (a fresh runs root); the OS page cache is warm for every command (every
 file of the tree is read, untimed, before each timed command), except in the disk case.
 """
@@ -275,13 +278,22 @@ def main(argv: list[str] | None = None) -> int:
             got = measure_many(
                 {
                     "python": Job([PY, "-c", "pass"]),
+                    "floor": Job(
+                        [PY, str(HERE / "floor.py"), "ledger", "floor-runs"], clear(ws / "floor-runs")
+                    ),
                     "run": Job(catalytic_run("runs"), clear(ws / "runs")),
                 },
                 ws,
                 r,
             )
-            base, m = got["python"], got["run"]
+            base, floor, m = got["python"], got["floor"], got["run"]
             report.row("python -c pass", base)
+            report.row(
+                "floor: run `true`, write a 7-document ledger",
+                floor,
+                f"{floor.wall / base.wall:.2f}x",
+                "(floor.py ledger: the least any Python run does)",
+            )
             report.row("catalytic run", m, f"{m.wall / base.wall:.2f}x", "(ratio to python -c pass)")
             report.target(
                 Target(
@@ -289,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{m.wall:.3f} s vs {base.wall:.3f} s",
                     m.wall / base.wall,
                     2.5,
+                    note=f"(the floor alone: {floor.wall / base.wall:.2f}x)",
                 )
             )
             treegen.remove(ws, CORES)
@@ -311,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warm": Job(catalytic_run("runs-warm"), drop_ledgers(ws / "runs-warm")),
                 "nocache": Job(catalytic_run("runs-nocache", "--no-cache"), clear(ws / "runs-nocache")),
                 "jobs1": Job(catalytic_run("runs-j1", "--jobs", "1"), clear(ws / "runs-j1")),
+                "pypass": Job([PY, str(HERE / "floor.py"), "pass", "d", str(CORES)]),
             }
             if b3sum:
                 jobs["b3sum"] = Job(["bash", "-c", f"find d -type f -print0 | xargs -0 {b3sum} >/dev/null"])
@@ -341,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{b3.wall / one.wall:.2f}x",
                     anchor(name, "b3sum"),
                 )
+            report.row(
+                f"tuned pure-Python one pass, {CORES} processes",
+                got["pypass"],
+                f"{got['pypass'].wall / one.wall:.2f}x",
+                "(floor.py pass: hashes each file once, writes nothing)",
+            )
             report.row(
                 "naive reference (seed prototype, naive.py)",
                 naive,
