@@ -796,8 +796,8 @@ def test_listed_reading_gives_no_digest_for_a_file_changed_while_read(
 def test_listed_reading_stops_reading_past_its_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once ``budget`` bytes were read, the other files are only listed (the directory may be split by
-    bytes); a directory of big files is split without a byte hashed first."""
+    """Once ``budget`` bytes were read, the other files are only listed (the caller may split the directory
+    by bytes, and hashes what is left)."""
     from catalytic.snapshot import walker
 
     monkeypatch.setattr(walker, "READ_AHEAD", 2)
