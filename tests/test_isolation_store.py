@@ -32,6 +32,31 @@ def test_put_file_refuses_bytes_that_do_not_match_their_name(tmp_path: Path) -> 
     assert store.object_path("sha256", right).read_bytes() == b"actual"
 
 
+def test_storing_files_leaves_no_reference_cycles(tmp_path: Path) -> None:
+    """The store's workers run with the cyclic collector off (snapshot/forkpool.py): storing new files,
+    files already stored and a file whose bytes do not match its name leaves nothing for it to free."""
+    import gc
+
+    from catalytic.isolation.store import _put_batch
+
+    store = Store(tmp_path / "runs")
+    files = []
+    for i in range(40):
+        src = tmp_path / f"f{i}"
+        src.write_bytes(b"%d" % i)
+        files.append((hashlib.sha256(src.read_bytes()).hexdigest(), str(src)))
+    gc.collect()
+    gc.disable()
+    try:
+        found = []
+        for batch in (files[:20], files, [("0" * 64, files[0][1])]):
+            _put_batch(store, "sha256", batch)
+            found.append(gc.collect())
+    finally:
+        gc.enable()
+    assert found == [0, 0, 0]
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_put_files_stores_a_batch_in_worker_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int

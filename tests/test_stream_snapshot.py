@@ -834,6 +834,62 @@ def test_a_first_description_is_reused_whole_by_the_next_snapshot(
     assert warm.report.hashed_files == 0 and post.diff == DomainDiff()
 
 
+def test_worker_processes_run_without_the_cyclic_collector() -> None:
+    import gc
+
+    from catalytic.snapshot.forkpool import ForkPool
+
+    pool = ForkPool(2, lambda _argument: gc.isenabled())
+    try:
+        tickets = [pool.submit(None, worker) for worker in range(2)]
+        assert [pool.result(ticket) for ticket in tickets] == [False, False]
+    finally:
+        pool.close()
+    assert gc.isenabled()  # this process keeps its collector
+
+
+def test_snapshot_tasks_leave_no_reference_cycles(tmp_path: Path) -> None:
+    """Workers run with the cyclic collector off, so a task must leave no garbage that only the collector
+    could free. A worker's tasks (first descriptions, stored answers, comparisons with differences, a task
+    that fails) run here with the collector off; after the first snapshot (which imports SQLite and creates
+    the store), a collection finds nothing."""
+    import gc
+
+    tree = build(tmp_path / "t")
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    config = dirscan.ScanConfig(
+        os.fsencode(tree), "sha256", store_path(store, str(tree), "sha256"), True, False, 1
+    )
+    top = os.stat(tree)
+
+    def every_task(config: dirscan.ScanConfig) -> None:
+        for directory in sorted({p.parent for p in tree.rglob("*")} | {tree}):
+            st = os.stat(directory)
+            rel = "" if directory == tree else str(directory.relative_to(tree))
+            assert scheduler._work(config, (rel, st.st_dev, st.st_ino, None, None))[0] == "ok"
+
+    gc.collect()
+    gc.disable()
+    try:
+        every_task(config)
+        gc.collect()
+        found = []
+        time.sleep(AGE)
+        every_task(dirscan.ScanConfig(config.top, "sha256", config.store, True, False, 2))
+        found.append(gc.collect())
+        mutate(tree, 6)  # new files: changed directories described again
+        (tree / "a" / "f00").write_bytes(b"changed")
+        every_task(dirscan.ScanConfig(config.top, "sha256", config.store, True, True, 3))
+        found.append(gc.collect())
+        assert scheduler._work(config, ("gone", top.st_dev, top.st_ino, None, None))[0] == "err"
+        found.append(gc.collect())
+    finally:
+        gc.enable()
+        dirscan.close_rows()
+    assert found == [0, 0, 0]
+
+
 def test_workers_start_before_a_big_directory_is_listed(tmp_path: Path) -> None:
     """A subdirectory's size hints at its entry count: the workers start before this process would have
     described POOL_MIN_ENTRIES entries itself (it describes only the top here), and never for a tree of

@@ -10,6 +10,7 @@ has at most ``depth`` batches outstanding and the pipes are enlarged, so neither
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -56,6 +57,10 @@ def _read_frame(fd: int) -> bytes | None:
 def _serve(inbox: int, outbox: int, work: Callable[[Any], Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A worker lives for one snapshot, and its tasks leave no reference cycles behind (tested): the cyclic
+    # collector would only walk the objects it allocates, and those inherited from the parent, about 2.5 %
+    # of a first snapshot's CPU.
+    gc.disable()
     while True:
         frame = _read_frame(inbox)
         if frame is None:
