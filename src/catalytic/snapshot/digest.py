@@ -48,7 +48,8 @@ _FACTORIES: dict[str, Callable[[], HasherFactory]] = {
 
 
 def hasher_factory(name: str) -> HasherFactory:
-    """A zero-argument constructor of a fresh hasher for the algorithm ``name``."""
+    """The constructor of fresh hashers for the algorithm ``name`` (called with no argument, or with the
+    first bytes to hash)."""
     try:
         loader = _FACTORIES[name]
     except KeyError:

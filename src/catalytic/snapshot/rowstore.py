@@ -279,7 +279,7 @@ class Rows:
         return out
 
     def parts_at(self, dir_key: bytes, lo: bytes | None) -> list[Part]:
-        """The stored parts of ``dir_key`` that start at ``lo``, newest first (without their entries). None
+        """The stored parts of ``dir_key`` that start at ``lo``, newest first (without their entries). Empty
         for a directory the store has never seen (every directory's first part starts at ``b""``)."""
         found = [part for _d, part in self._parts("dir = ? AND lo = ?", (dir_key, lo or b""))]
         found.sort(key=lambda part: -part.snap)
