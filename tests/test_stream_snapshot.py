@@ -1038,6 +1038,22 @@ def test_names_before_the_domains_own_entry(
     ]
 
 
+def test_a_domain_whose_names_all_sort_before_its_own_entry(tmp_path: Path, layout: str) -> None:
+    """Every top-level name below b".": the domain's own entry comes last, in the walker, the in-memory
+    engine and the streamed one (whole, or with the top directory split into parts that all sort below it)."""
+    from catalytic.snapshot import snapshot_tree
+
+    tree = tmp_path / "t"
+    (tree / "-dir").mkdir(parents=True)
+    for name in ("+page", "-dir/in", "#x#", " space", "!bang", "-z"):
+        (tree / name).write_text(name)
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    reference = check_equal(tree, scan(tree, store))
+    assert [e.path for e in reference][-1] == "."
+    assert list(snapshot_tree(tree).entries) == reference
+
+
 @pytest.mark.parametrize("isolation", ["none", "rollback", "overlay"])
 def test_a_domain_whose_own_name_is_not_utf8(tmp_path: Path, isolation: str) -> None:
     """The stat cache records its directory as raw bytes: a domain named with a byte that is not UTF-8 runs

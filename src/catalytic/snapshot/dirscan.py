@@ -16,14 +16,12 @@ worker busy.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import marshal
 import os
 import stat
 import time
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,16 @@ from catalytic.paths import to_bytes
 from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
-from catalytic.snapshot.listing import STAMP, Item, fingerprint, listed, size_points, split_points, walk_items
+from catalytic.snapshot.listing import (
+    STAMP,
+    Item,
+    fingerprint,
+    listed,
+    size_points,
+    split_points,
+    walk_items,
+    with_root_mark,
+)
 from catalytic.snapshot.merkle import listing_hasher
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
 from catalytic.snapshot.walker import (
@@ -198,17 +205,6 @@ def _without(skip: frozenset[str], rel: str, listing: list[os.DirEntry[str]]) ->
     return [dirent for dirent in listing if prefix + dirent.name not in skip]
 
 
-def _with_root_mark(items: list[Item], fd: int) -> list[Item]:
-    """The top directory's items with a mark where the domain's own entry ``.`` sorts: after the names that
-    start below b"." (``-x``, ``+page``, ``#x#``). A part whose names all sort below it gets none (see
-    DirResult.items). The mark is an item of its own (a subtree item with no name), so the loop over the
-    entries pays nothing for it."""
-    at = bisect.bisect_left(items, b".", key=itemgetter(0))
-    if at == len(items):
-        return items
-    return [*items[:at], (b".", True, "", os.fstat(fd)), *items[at:]]
-
-
 def _split(points: list[bytes]) -> DirResult:
     """The answer "list these parts (split at ``points``) as tasks of their own"."""
     result = DirResult()
@@ -315,13 +311,13 @@ def _describe(
     dirs_now: set[bytes] = set()
     diff = result.diff
     if not rel:
-        items = _with_root_mark(items, fd)
+        items = with_root_mark(items, os.fstat(fd))
     for key, is_sub, name, st in items:
         if is_sub:
             if manifest or modes:
                 out.append(("t", ",".join(manifest), ",".join(modes)))
                 manifest, modes = [], []
-            if not name:  # the mark of _with_root_mark
+            if not name:  # the mark of with_root_mark
                 out.append(ROOT_HERE)
                 continue
             out.append(("d", prefix + name, st.st_dev, st.st_ino))

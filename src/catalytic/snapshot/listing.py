@@ -8,6 +8,7 @@ directory lists them, with the ``lstat`` fields the stat cache compares (:func:`
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import marshal
@@ -68,6 +69,18 @@ def walk_items(
     return items
 
 
+def with_root_mark(items: list[Item], st: os.stat_result) -> list[Item]:
+    """``items`` (a top directory's, in walk order) with a mark where the domain's own entry ``.`` sorts:
+    after the names that start below b"." (``-x``, ``+page``, ``#x#``), before the others. The mark is a
+    subtree item with no name, so the loops over entries pay nothing for it. None when every name sorts
+    below b".": the entry then comes after all of them (a part of a split directory cannot know that no
+    later part holds more such names)."""
+    at = bisect.bisect_left(items, b".", key=_KEY)
+    if at == len(items):
+        return items
+    return [*items[:at], (b".", True, "", st), *items[at:]]
+
+
 def size_points(items: list[Item], part_bytes: int) -> list[bytes]:
     """Split points that give each part about ``part_bytes`` of regular files (none for small dirs)."""
     points: list[bytes] = []
@@ -93,6 +106,7 @@ def lost(rel: str, name: str, exc: OSError) -> SnapshotError:
 #: The lstat fields the stat cache compares, in the order fingerprints and rows hold them.
 STAMP = attrgetter("st_ino", "st_dev", "st_size", "st_mode", "st_mtime_ns", "st_ctime_ns")
 _MTIME, _CTIME = itemgetter(4), itemgetter(5)
+_KEY = itemgetter(0)
 
 
 def fingerprint(names: list[str], stamps: list[tuple[int, ...]]) -> tuple[bytes, int]:

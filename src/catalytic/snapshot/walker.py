@@ -11,14 +11,13 @@ skipped: unreadable and vanishing entries are errors.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +26,7 @@ from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot.digest import Hasher, HasherFactory
 from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, Entry, mode_string, special_value
-from catalytic.snapshot.listing import STAMP, lost
+from catalytic.snapshot.listing import STAMP, lost, with_root_mark
 
 RETRIES = 3
 CHUNK = 1 << 20
@@ -406,15 +405,18 @@ def _listed(fd: int, prefix: str) -> list[tuple[bytes, bool, str, os.stat_result
 def _walk_dir(
     fd: int, dir_path: bytes, prefix: str, visit: Visit[T], top: Entry | None = None
 ) -> Iterator[T | Entry]:
-    """The entries below a directory in byte order of the path; ``top``: the tree's own entry ``.``, put
-    before the first name not below b"." (``-x``, ``+page`` and ``#x#`` come first).
+    """The entries below a directory in byte order of the path; ``top``: the tree's own entry ``.``, put at
+    its place in that order (:func:`~catalytic.snapshot.listing.with_root_mark`).
 
     Iterative (a stack of open directories, not recursion), so any depth the file system allows is
     walked; the descriptors this opens are closed however the walk ends.
     """
     first = _listed(fd, prefix)
-    if top is not None:  # its place: a subtree item with no name (the loop over entries pays nothing)
-        first.insert(bisect.bisect_left(first, b".", key=itemgetter(0)), (b".", True, "", os.fstat(fd)))
+    last: Entry | None = None  # the tree's own entry when every name sorts below b"."
+    if top is not None:
+        marked = with_root_mark(first, os.fstat(fd))
+        last = top if marked is first else None
+        first = marked
     # (directory descriptor, its absolute path, its prefix, its remaining items); ``fd`` is the caller's.
     stack = [(fd, dir_path, prefix, iter(first))]
     try:
@@ -445,6 +447,8 @@ def _walk_dir(
     finally:
         for dir_fd, *_rest in stack[1:]:
             os.close(dir_fd)
+    if last is not None:
+        yield last
 
 
 def walk(path: Path, new_hasher: Callable[[], Hasher], counts: WalkStats) -> Iterator[Entry]:
