@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.store import Store
-    from catalytic.snapshot.domains import CACHE_DIR
+    from catalytic.snapshot.domains import cache_dir
     from catalytic.snapshot.rowstore import remove_cache, stale_caches
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
@@ -41,7 +41,7 @@ def execute_cli(args: argparse.Namespace) -> int:
         else []
     )
     dropped, objects = Store(runs_root).gc(kept, dry_run=args.dry_run)
-    caches = stale_caches(runs_root / CACHE_DIR)
+    caches = stale_caches(cache_dir(runs_root))
     if not args.dry_run:
         for path in caches:
             remove_cache(path)

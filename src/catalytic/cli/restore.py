@@ -34,7 +34,7 @@ def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.rollback import restore_state
     from catalytic.isolation.state import open_state
     from catalytic.isolation.store import Store
-    from catalytic.snapshot.domains import CACHE_DIR
+    from catalytic.snapshot.domains import cache_dir
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
     root, runs_root = workspace(args)
@@ -49,7 +49,7 @@ def execute_cli(args: argparse.Namespace) -> int:
         raise UsageError(f"run {args.run_id} has no domain {unknown[0]!r} (domains: {', '.join(domains)})")
     only = [*wanted, *(state.names("outputs") if args.outputs else [])]
     result = restore_state(
-        root, store, state, only=only, dry_run=args.dry_run, cache_dir=runs_root / CACHE_DIR
+        root, store, state, only=only, dry_run=args.dry_run, cache_dir=cache_dir(runs_root)
     )
     for op, path in result["actions"]:
         progress(f"{'would ' if args.dry_run else ''}{op} {path}")

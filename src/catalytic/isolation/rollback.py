@@ -25,7 +25,7 @@ from catalytic.isolation.state import IndexRow, SavedState, index_text, open_sta
 from catalytic.isolation.store import Store
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
-from catalytic.snapshot.domains import CACHE_DIR
+from catalytic.snapshot.domains import cache_dir
 from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
 
@@ -177,8 +177,8 @@ class RollbackIsolation:
         self.options.say(f"Rollback: {why}; putting the domains and outputs back...")
         try:
             state = open_state(self.store, self.policy.run_id)
-            cache_dir = self.policy.root / self.policy.runs_root / CACHE_DIR if self.options.cache else None
-            result = restore_state(self.policy.root, self.store, state, cache_dir=cache_dir)
+            caches = cache_dir(self.policy.root / self.policy.runs_root) if self.options.cache else None
+            result = restore_state(self.policy.root, self.store, state, cache_dir=caches)
         except (CatalyticError, OSError) as exc:
             message = exc.message if isinstance(exc, CatalyticError) else str(exc)
             result = {"verified": False, "actions": [], "problems": [message], "remaining": {}}

@@ -30,10 +30,16 @@ class SnapshotSettings:
     progress: Callable[[int, int], None] | None = None
 
     def cache_dir(self, policy: Policy) -> Path | None:
-        return policy.root / policy.runs_root / CACHE_DIR if self.use_cache else None
+        return cache_dir(policy.root / policy.runs_root) if self.use_cache else None
 
 
 CACHE_DIR = "_cache"
+
+
+def cache_dir(runs_root: Path) -> Path:
+    """Where the runs under ``runs_root`` keep their stat caches (and streamed snapshots their stores)."""
+    return runs_root / CACHE_DIR
+
 
 #: A domain's snapshot as the phases hold it: streamed into spools (no isolation) or in memory.
 Snapshot = Any
@@ -72,7 +78,7 @@ def scan_all(
                 policy.root / domain if domain != paths.ROOT else policy.root,
                 domain,
                 policy.hash,
-                store_dir=policy.root / policy.runs_root / CACHE_DIR,
+                store_dir=cache_dir(policy.root / policy.runs_root),
                 manifest=spools.manifest[label],
                 modes=spools.modes[label],
                 trust=settings.use_cache,
