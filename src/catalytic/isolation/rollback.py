@@ -21,7 +21,7 @@ from catalytic import faults, paths
 from catalytic.errors import CatalyticError
 from catalytic.isolation import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.restore import restore_tree
-from catalytic.isolation.state import IndexRow, SavedState, index_text, open_state, state_text, tree_doc
+from catalytic.isolation.state import IndexRow, SavedState, index_text, open_state, state_text
 from catalytic.isolation.store import Store
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
@@ -132,21 +132,18 @@ class RollbackIsolation:
         """Save the pre-state: every file of the domains (snapshots in memory or streamed) and of the
         existing declared outputs in the store, and the state document."""
         root, algorithm = self.policy.root, self.policy.hash
+        trees = [("domains", snap.domain, snap) for snap in pre]
+        for out in self.policy.durable_outputs:
+            trees.append(("outputs", out, snapshot_tree(root / out, algorithm)))
         new = files = 0
-        for snap in pre:
-            base = root if snap.domain == paths.ROOT else root / snap.domain
+        for _section, name, snap in trees:
+            base = root if name == paths.ROOT else root / name
             new += save_tree(self.store, base, _pairs(snap), algorithm, self.jobs)
             files += snap.stats.files
-        outputs: dict[str, Any] = {}
-        for out in self.policy.durable_outputs:
-            snap = snapshot_tree(root / out, algorithm)
-            new += save_tree(self.store, root / out, _pairs(snap), algorithm, self.jobs)
-            files += snap.stats.files
-            outputs[out] = tree_doc(snap.entries, snap.absent)
         if new:
             self.store.sync()
         index: list[IndexRow] = []
-        text = state_text(algorithm, pre, outputs, self.policy.run_id, index)
+        text = state_text(algorithm, trees, self.policy.run_id, index)
         self.store.save_state(self.policy.run_id, text, lambda size: index_text(algorithm, size, index))
         self.saved = {
             "files": files,

@@ -63,15 +63,12 @@ def tree_doc(entries: Sequence[Any], absent: bool) -> dict[str, Any]:
 
 
 def state_text(
-    algorithm: str,
-    domains: Sequence[Any],
-    outputs: dict[str, dict[str, Any]],
-    run_id: str,
-    index: list[IndexRow],
+    algorithm: str, trees: Sequence[tuple[str, str, Any]], run_id: str, index: list[IndexRow]
 ) -> Iterator[bytes]:
     """The canonical JSON of a pre-state document, in pieces; ``index`` receives where each tree's objects
-    are. ``domains`` are snapshots: a streamed one's manifest and modes are copied from its spools (never
-    held in memory), an in-memory one's (with ``entries``) encoded. Keys in canonical order."""
+    are. ``trees``: (section, name, snapshot) of every domain and declared output; a streamed snapshot's
+    manifest and modes are copied from its spools (never held in memory), an in-memory one's (with
+    ``entries``) encoded. Keys in canonical order."""
     at = 0
 
     def piece(data: bytes) -> bytes:
@@ -79,8 +76,13 @@ def state_text(
         at += len(data)
         return data
 
-    def tree(section: str, name: str, absent: bool, manifest: Any, modes: Any) -> Iterator[bytes]:
-        yield piece(b'{"absent":' + (b"true" if absent else b"false") + b',"manifest":')
+    def tree(section: str, name: str, snap: Any) -> Iterator[bytes]:
+        if hasattr(snap, "entries"):
+            doc = tree_doc(snap.entries, snap.absent)
+            manifest, modes = _encoded(doc["manifest"]), _encoded(doc["modes"])
+        else:
+            manifest, modes = snap.manifest.chunks(), snap.modes.chunks()
+        yield piece(b'{"absent":' + (b"true" if snap.absent else b"false") + b',"manifest":')
         start = at
         yield from map(piece, manifest)
         manifest_range = (start, at)
@@ -90,22 +92,17 @@ def state_text(
         index.append((section, name, manifest_range, (start, at)))
         yield piece(b"}")
 
-    yield piece(b'{"algorithm":' + json_string(algorithm).encode() + b',"domains":{')
-    for i, snap in enumerate(sorted(domains, key=lambda snap: paths.sort_key(snap.domain))):
-        yield piece((b"," if i else b"") + json_string(snap.domain).encode() + b":")
-        if hasattr(snap, "entries"):
-            doc = tree_doc(snap.entries, snap.absent)
-            yield from tree(
-                "domains", snap.domain, snap.absent, _encoded(doc["manifest"]), _encoded(doc["modes"])
-            )
-        else:
-            yield from tree("domains", snap.domain, snap.absent, snap.manifest.chunks(), snap.modes.chunks())
-    yield piece(b'},"outputs":{')
-    for i, name in enumerate(sorted(outputs, key=paths.sort_key)):
-        doc = outputs[name]
-        yield piece((b"," if i else b"") + json_string(name).encode() + b":")
-        yield from tree("outputs", name, doc["absent"], _encoded(doc["manifest"]), _encoded(doc["modes"]))
-    yield piece(b'},"run_id":' + json_string(run_id).encode() + b',"version":')
+    yield piece(b'{"algorithm":' + json_string(algorithm).encode())
+    for section in SECTIONS:
+        yield piece(b"," + json_string(section).encode() + b":{")
+        named = sorted(
+            ((n, snap) for s, n, snap in trees if s == section), key=lambda item: paths.sort_key(item[0])
+        )
+        for i, (name, snap) in enumerate(named):
+            yield piece((b"," if i else b"") + json_string(name).encode() + b":")
+            yield from tree(section, name, snap)
+        yield piece(b"}")
+    yield piece(b',"run_id":' + json_string(run_id).encode() + b',"version":')
     from catalytic.isolation.store import STATE_VERSION
 
     yield piece(json_string(STATE_VERSION).encode() + b"}\n")
