@@ -25,9 +25,9 @@ from catalytic.diff import Triple, merge_join
 from catalytic.isolation.store import Store, StoreError
 from catalytic.paths import ROOT, sort_key
 from catalytic.snapshot.entry import DIR, FIFO, SYMLINK_PREFIX, Entry, kind_of
+from catalytic.snapshot.walker import DIR_FLAGS
 
 _FIRST = itemgetter(0)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -58,7 +58,7 @@ def remove_tree(path: Path) -> None:
         return
     # A read-only directory would stop the removal: each is opened up before it is listed.
     os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
-    top = os.open(path, _DIR_FLAGS)
+    top = os.open(path, DIR_FLAGS)
     stack = [(top, os.listdir(top), "")]  # (directory, names left in it, its name in its parent)
     try:
         while stack:
@@ -76,7 +76,7 @@ def remove_tree(path: Path) -> None:
                 continue
             if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
                 os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)
-            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            sub = os.open(name, DIR_FLAGS, dir_fd=fd)
             try:
                 listed = os.listdir(sub)
             except BaseException:

@@ -176,10 +176,10 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
             listing = _without(config.skip, rel, listing)
         store = _rows(config)
         stored = store.parts_at(to_bytes(rel), lo) if config.trust else []
-        hashed: dict[str, Hashed] = {}
+        answered: dict[str, Hashed] = {}
         if whole and not stored and not faults.ACTIVE:
             # Nothing stored can stand for a file here: hash the small ones while listing.
-            names, stats, hashed = listed_reading(
+            names, stats, answered = listed_reading(
                 fd, listing, rel, hasher_factory(config.algorithm), PART_BYTES
             )
         else:
@@ -194,7 +194,7 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         points = size_points(items, PART_BYTES) if whole else None
         if points:  # big files: one part per PART_BYTES of them, so every worker hashes some
             return _split(points)
-        return _describe(config, fd, rel, items, lo, hi, taken, store, (names, stats), hashed)
+        return _describe(config, fd, rel, items, lo, hi, taken, store, (names, stats), answered)
     finally:
         os.close(fd)
 

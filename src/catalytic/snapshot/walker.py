@@ -32,7 +32,8 @@ RETRIES = 3
 CHUNK = 1 << 20
 #: Small files opened (and their pages asked for) together by :func:`hash_files`.
 READ_AHEAD = 64
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: How a directory of a snapshot is opened: never through a symlink, never inherited by a child.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 T = TypeVar("T")
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", 3)
@@ -333,12 +334,12 @@ def open_directory(path: bytes) -> int:
     than the system takes in one call (PATH_MAX, 4096 bytes on Linux): then it is opened a piece at a
     time, each piece relative to the last, with the same meaning (symlinks followed on the way only)."""
     try:
-        return os.open(path, _DIR_FLAGS)
+        return os.open(path, DIR_FLAGS)
     except OSError as exc:
         if exc.errno != errno.ENAMETOOLONG:
             raise
     parts = path.split(b"/")
-    fd = os.open(b"/" if path.startswith(b"/") else b".", _DIR_FLAGS & ~os.O_NOFOLLOW)
+    fd = os.open(b"/" if path.startswith(b"/") else b".", DIR_FLAGS & ~os.O_NOFOLLOW)
     try:
         start = 0
         while start < len(parts):
@@ -347,7 +348,7 @@ def open_directory(path: bytes) -> int:
                 size += len(parts[end]) + 1
                 end += 1
             piece = b"/".join(parts[start:end]) or b"."
-            flags = _DIR_FLAGS if end == len(parts) else _DIR_FLAGS & ~os.O_NOFOLLOW
+            flags = DIR_FLAGS if end == len(parts) else DIR_FLAGS & ~os.O_NOFOLLOW
             opened = os.open(piece, flags, dir_fd=fd)
             os.close(fd)
             fd = opened
@@ -363,7 +364,7 @@ _PIECE = 2048
 
 def _open_dir(dir_fd: int, name: str, rel: str, st: os.stat_result) -> int:
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise SnapshotError(
@@ -473,7 +474,7 @@ def describe_top(
     parent, name = os.path.split(os.path.abspath(path))
     name = name or "."
     try:
-        parent_fd = os.open(parent or "/", _DIR_FLAGS & ~os.O_NOFOLLOW)
+        parent_fd = os.open(parent or "/", DIR_FLAGS & ~os.O_NOFOLLOW)
     except FileNotFoundError:
         counts.absent = True
         return None
