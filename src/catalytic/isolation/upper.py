@@ -241,15 +241,10 @@ def excludes_within(policy: Policy, domain: str) -> list[str]:
     return ["/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain)]
 
 
-def exclude_entries(policy: Policy, domain: str, entries: Sequence[Entry]) -> list[Entry]:
-    rels = excludes_within(policy, domain)
-    if not rels:
-        return list(entries)
-    return [e for e in entries if not any(paths.is_within(e.path, r) for r in rels)]
-
-
 def exclude_from_snapshot(policy: Policy, snap: DomainSnapshot) -> DomainSnapshot:
     """``snap`` without the declared outputs and runs root inside it (overlay mode only)."""
-    if not domain_excludes(policy, snap.domain):
+    rels = excludes_within(policy, snap.domain)
+    if not rels:
         return snap
-    return DomainSnapshot(snap.domain, tuple(exclude_entries(policy, snap.domain, snap.entries)), snap.stats)
+    kept = tuple(e for e in snap.entries if not any(paths.is_within(e.path, r) for r in rels))
+    return DomainSnapshot(snap.domain, kept, snap.stats)

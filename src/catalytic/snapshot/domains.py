@@ -97,7 +97,7 @@ def scan_all(
 
 def _left_out(policy: Policy, domain: str) -> frozenset[str]:
     """What an overlay run's snapshots of ``domain`` leave out (relative to it): the runs root and the
-    declared outputs inside it, as :func:`catalytic.isolation.upper.exclude_entries` does."""
+    declared outputs inside it, as :func:`catalytic.isolation.upper.exclude_from_snapshot` does."""
     if policy.isolation != "overlay":
         return frozenset()
     from catalytic.isolation.upper import excludes_within
