@@ -9,6 +9,7 @@ logging, so its log records are captured while the tracer runs. No pid or proces
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -96,7 +97,9 @@ class WatchdogTracer:
             observer.start()
         except OSError as exc:
             self._restore()
-            raise TraceUnavailable(f"cannot watch: {exc.strerror or exc}") from None
+            # watchdog >= 6 raises ENOSPC where older versions skipped the directories silently.
+            hint = " (fs.inotify.max_user_watches)" if exc.errno == errno.ENOSPC else ""
+            raise TraceUnavailable(f"cannot watch: {exc.strerror or exc}{hint}") from None
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self._observer = observer
