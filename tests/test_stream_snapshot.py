@@ -483,6 +483,52 @@ def test_wide_and_deep_tree_through_the_window(tmp_path: Path, eager: None) -> N
     assert list(post.diff.added) == ["d06/x/y/new"]
 
 
+@pytest.mark.parametrize("budget", [1, 10, 4096])
+def test_many_small_directories_go_to_workers_as_amounts_of_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """A tree of many small directories: a worker's task answers subdirectories too, up to its budget, so
+    the round trips to the workers are far fewer than the directories; the documents, the Merkle root and
+    the differences still equal the reference walk's, cold, warm and compared."""
+    from catalytic.snapshot import forkpool
+
+    monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(scheduler, "BUDGET", budget)
+    sent: list[object] = []
+    submit = forkpool.ForkPool.submit
+
+    def counting(self: forkpool.ForkPool, argument: Any, worker: int | None = None) -> int:
+        sent.append(argument)
+        return submit(self, argument, worker)
+
+    monkeypatch.setattr(forkpool.ForkPool, "submit", counting)
+    tree = tmp_path / "t"
+    for i in range(8):
+        for j in range(6):
+            sub = tree / f"a{i}" / f"b{j}" / "c"
+            sub.mkdir(parents=True)
+            (sub.parent / "f").write_text(f"{i}{j}")
+            (sub / "g").write_text(f"{j}{i}")
+    directories = sum(1 for p in tree.rglob("*") if p.is_dir()) + 1
+    store = tmp_path / "runs" / "_cache"
+    store.mkdir(parents=True)
+    for _cold_then_warm in range(2):
+        sent.clear()
+        before = check_equal(tree, scan(tree, store))
+        if budget == 4096:  # the top alone, then one task per subdirectory of the top
+            assert len(sent) == 1 + 8, len(sent)
+        elif budget == 1:  # every directory on its own
+            assert len(sent) == directories
+        else:
+            assert 9 < len(sent) < directories
+    (tree / "a3" / "b2" / "c" / "g").write_text("changed")
+    (tree / "a7" / "b5" / "c" / "new").write_text("new")
+    post = scan(tree, store, compare=True)
+    assert post.diff == diff_entries(before, check_equal(tree, post))
+    assert list(post.diff.changed) == ["a3/b2/c/g"]
+    assert list(post.diff.added) == ["a7/b5/c/new"]
+
+
 def test_empty_domain_needs_no_store(tmp_path: Path) -> None:
     tree = tmp_path / "t"
     tree.mkdir()
@@ -867,7 +913,8 @@ def test_snapshot_tasks_leave_no_reference_cycles(tmp_path: Path) -> None:
         for directory in sorted({p.parent for p in tree.rglob("*")} | {tree}):
             st = os.stat(directory)
             rel = "" if directory == tree else str(directory.relative_to(tree))
-            assert scheduler._work(config, (rel, st.st_dev, st.st_ino, None, None))[0] == "ok"
+            task = (rel, st.st_dev, st.st_ino, None, None)
+            assert scheduler._work(config, (scheduler.BUDGET, task))[0] == "ok"
 
     gc.collect()
     gc.disable()
@@ -882,7 +929,7 @@ def test_snapshot_tasks_leave_no_reference_cycles(tmp_path: Path) -> None:
         (tree / "a" / "f00").write_bytes(b"changed")
         every_task(dirscan.ScanConfig(config.top, "sha256", config.store, True, True, 3))
         found.append(gc.collect())
-        assert scheduler._work(config, ("gone", top.st_dev, top.st_ino, None, None))[0] == "err"
+        assert scheduler._work(config, (0, ("gone", top.st_dev, top.st_ino, None, None)))[0] == "err"
         found.append(gc.collect())
     finally:
         gc.enable()

@@ -86,7 +86,8 @@ class DirResult:
     __slots__ = ("below", "counts", "diff", "items", "listing", "records", "split")
 
     def __init__(self) -> None:
-        # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order; in
+        # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order (or
+        # ("D", path, device, inode, its answer) for one the task answered too, see :func:`scan`); in
         # the top directory also ROOT_HERE, before its first name not below b"." (once per part that has
         # one: the walk writes the domain's own entry at the first it meets, or at the end).
         self.items: list[tuple[Any, ...]] = []
@@ -149,18 +150,64 @@ def _list(fd: int, rel: str) -> list[os.DirEntry[str]]:
         ) from exc
 
 
-def scan(config: ScanConfig, task: Task) -> DirResult:
+def scan(config: ScanConfig, task: Task, budget: int = 0) -> DirResult:
     """Run one task (see the module docstring); raises :class:`SnapshotError` for what cannot be read.
+
+    With a ``budget`` (in :func:`cost` units), a whole directory's task goes on into the subdirectories it
+    finds, depth first, until it has spent about that much: each one it answers replaces its ``("d", ...)``
+    item by ``("D", path, device, inode, answer)``. The work handed to a worker is then an amount of work,
+    not one directory, so a tree of many small directories is not bound by one round trip per directory.
+    Their rows are written in one transaction at the end.
 
     A store that cannot be read or written (a full disk, a damaged file) is the error code ``STORE``.
     """
+    store = _rows(config)
     try:
-        return _scan(config, task)
+        store.hold()
+        try:
+            result = _scan(config, task)
+            if budget > 0 and result.split is None and task[3] is None and task[4] is None:
+                _go_on(config, result, [budget - cost(result)])
+        except BaseException:
+            store.drop()
+            raise
+        store.flush()
+        return result
     except Exception as exc:
         failure = store_failure(config.store, exc)
         if failure is not None:
             raise failure from exc
         raise
+
+
+def cost(result: DirResult) -> int:
+    """What describing a part cost, about: an entry, or 64 KiB hashed (a cold file costs ~10 us)."""
+    files, dirs, other, nbytes, _hits, _hashed = result.counts
+    return 1 + files + dirs + other + (nbytes >> 16)
+
+
+#: How many levels below its own directory a task answers (answers nest: pickling them recurses).
+DEPTH = 32
+
+
+def _go_on(config: ScanConfig, result: DirResult, left: list[int], depth: int = 1) -> None:
+    """Answer ``result``'s subdirectories in place while ``left[0]`` lasts (depth first, in walk order)."""
+    if depth > DEPTH:
+        return
+    items = result.items
+    for index, item in enumerate(items):
+        if item[0] != "d":
+            continue
+        if left[0] <= 0:
+            return
+        _tag, rel, dev, ino = item
+        sub = _scan(config, (rel, dev, ino, None, None))
+        if sub.split is not None:  # a huge directory: its parts go to every worker
+            left[0] -= 1
+            continue
+        left[0] -= cost(sub)
+        items[index] = ("D", rel, dev, ino, sub)
+        _go_on(config, sub, left, depth + 1)
 
 
 def _scan(config: ScanConfig, task: Task) -> DirResult:

@@ -241,6 +241,8 @@ class Rows:
         self.pid = os.getpid()
         self.conn: sqlite3.Connection | None = None
         self.bad = 0
+        # Parts written while held (:meth:`hold`), stored together by :meth:`flush`.
+        self.held: list[tuple[bytes, Part, bool, list[bytes], int]] | None = None
 
     def _open(self, *, create: bool) -> sqlite3.Connection | None:
         """The connection; None when there is no store yet (and ``create`` is False)."""
@@ -321,42 +323,64 @@ class Rows:
             out.extend((dir_key, row) for row in rows)
         return out
 
+    def hold(self) -> None:
+        """Keep the parts written from now on until :meth:`flush` (one transaction for a task's parts)."""
+        self.held = []
+
+    def drop(self) -> None:
+        """Forget the held parts (the task failed: the snapshot fails with it)."""
+        self.held = None
+
+    def flush(self) -> None:
+        """Store the held parts in one transaction (a task's directories are not read again before)."""
+        held, self.held = self.held, None
+        if held:
+            self._store(held)
+
     def write(self, dir_key: bytes, part: Part, *, replace: bool, emptied: list[bytes], entries: int) -> None:
-        """Store one part in one transaction.
+        """Store one part (in one transaction, or with the others held: :meth:`hold`).
 
         ``replace``: the part is the whole directory, every other part of it goes. ``emptied``: directories
         (keys) that are gone, with everything below them. A part with no ``entries`` is not worth creating
         a store for.
         """
-        conn = self._open(create=entries > 0)
+        if self.held is not None:
+            self.held.append((dir_key, part, replace, emptied, entries))
+        else:
+            self._store([(dir_key, part, replace, emptied, entries)])
+
+    def _store(self, parts: list[tuple[bytes, Part, bool, list[bytes], int]]) -> None:
+        conn = self._open(create=any(entries > 0 for *_rest, entries in parts))
         if conn is None:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sub in emptied:
-                conn.execute("DELETE FROM parts WHERE dir = ? OR (dir >= ? AND dir < ?)", _below(sub))
-            if replace:
-                conn.execute("DELETE FROM parts WHERE dir = ?", (dir_key,))
-            else:
+            for dir_key, part, replace, emptied, _entries in parts:
+                for sub in emptied:
+                    conn.execute("DELETE FROM parts WHERE dir = ? OR (dir >= ? AND dir < ?)", _below(sub))
+                if replace:
+                    conn.execute("DELETE FROM parts WHERE dir = ?", (dir_key,))
+                else:
+                    conn.execute(
+                        "DELETE FROM parts WHERE dir = ? AND lo = ? AND snap = ?",
+                        (dir_key, part.lo, part.snap),
+                    )
+                blob = conn.execute("INSERT INTO payloads (payload) VALUES (?)", (part.payload,)).lastrowid
+                conn.execute("INSERT INTO entries (id, rows) VALUES (?, ?)", (blob, part.rows))
                 conn.execute(
-                    "DELETE FROM parts WHERE dir = ? AND lo = ? AND snap = ?", (dir_key, part.lo, part.snap)
+                    "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        dir_key,
+                        part.lo,
+                        part.snap,
+                        part.hi,
+                        part.fingerprint,
+                        part.taken_ns,
+                        _crc(dir_key, part),
+                        _rows_crc(dir_key, part),
+                        blob,
+                    ),
                 )
-            blob = conn.execute("INSERT INTO payloads (payload) VALUES (?)", (part.payload,)).lastrowid
-            conn.execute("INSERT INTO entries (id, rows) VALUES (?, ?)", (blob, part.rows))
-            conn.execute(
-                "INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    dir_key,
-                    part.lo,
-                    part.snap,
-                    part.hi,
-                    part.fingerprint,
-                    part.taken_ns,
-                    _crc(dir_key, part),
-                    _rows_crc(dir_key, part),
-                    blob,
-                ),
-            )
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):

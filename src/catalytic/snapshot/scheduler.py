@@ -33,9 +33,15 @@ DEPTH = 3
 WINDOW = 8
 
 
-def _work(config: dirscan.ScanConfig, task: dirscan.Task) -> tuple[str, Any]:
+#: How much work (:func:`dirscan.cost`) a worker's task does before it hands the subdirectories it found
+#: back: about 50 ms of a first description of small files, or a few ms of unchanged directories.
+BUDGET = 4096
+
+
+def _work(config: dirscan.ScanConfig, budgeted: tuple[int, dirscan.Task]) -> tuple[str, Any]:
+    budget, task = budgeted
     try:
-        return "ok", dirscan.scan(config, task)
+        return "ok", dirscan.scan(config, task, budget)
     except SnapshotError as exc:
         return "err", (exc.message.removeprefix(f"{exc.path}: "), exc.path, exc.code)
 
@@ -52,6 +58,8 @@ class Scheduler:
         self.sent: dict[int, int] = {}  # task -> worker
         self.queues: list[deque[int]] = []
         self.results: dict[int, dirscan.DirResult] = {}
+        # Answers that came inside another answer: they never count against the window.
+        self.inline: dict[int, tuple[dirscan.Task, dirscan.DirResult]] = {}
         self.pool: ForkPool | None = None
         # Entries described in this process, and those the subdirectories it listed probably hold.
         self.expected = 0
@@ -88,12 +96,14 @@ class Scheduler:
 
     def _send(self, tid: int) -> None:
         task = self.tasks[tid]
+        # The domain's own directory is answered alone, so its subdirectories reach every worker at once.
+        budget = 0 if not task[0] else BUDGET if self.pool is not None else POOL_MIN_ENTRIES
         if self.pool is None:
-            status, value = _work(self.config, task)
+            status, value = _work(self.config, (budget, task))
             self._store(tid, status, value)
             return
         worker = min(range(self.jobs), key=lambda w: len(self.queues[w]))
-        self.pool.submit(task, worker)
+        self.pool.submit((budget, task), worker)
         self.sent[tid] = worker
         self.queues[worker].append(tid)
 
@@ -102,9 +112,17 @@ class Scheduler:
             message, path, code = value
             raise SnapshotError(message, path=path, code=code)
         result: dirscan.DirResult = value
-        self.expected += sum(result.counts[:3]) + result.below
+        self.expected += _expected(result)
         self.split = self.split or result.split is not None
         self.results[tid] = result
+
+    def answered(self, task: dirscan.Task, result: dirscan.DirResult) -> int:
+        """Register a task a worker answered inside another one's answer (``("D", ...)`` items)."""
+        tid = self.count
+        self.count += 1
+        self.report.tasks += 1
+        self.inline[tid] = (task, result)
+        return tid
 
     def _fill(self) -> None:
         if self.pool is None:
@@ -117,6 +135,10 @@ class Scheduler:
 
     def take(self, tid: int) -> tuple[dirscan.Task, dirscan.DirResult]:
         """Task ``tid`` and its answer (sending it first if it is not out yet)."""
+        inline = self.inline.pop(tid, None)
+        if inline is not None:
+            self._fill()
+            return inline
         while tid not in self.results:
             if tid not in self.sent:
                 self._maybe_start_pool()
@@ -136,3 +158,12 @@ class Scheduler:
             self.pool.close(kill=True)
             self.pool = None
         dirscan.close_rows()
+
+
+def _expected(result: dirscan.DirResult) -> int:
+    """Entries an answer described (with those it answered inside) and those its subdirectories hint at."""
+    total = sum(result.counts[:3]) + result.below
+    for item in result.items:
+        if item[0] == "D":
+            total += _expected(item[4])
+    return total

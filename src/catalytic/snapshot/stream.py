@@ -262,8 +262,10 @@ def _walk(
                     diff.add(record)
             items = [
                 item
-                if item[0] != "d"
+                if item[0] != "d" and item[0] != "D"
                 else ("d", item[1], scheduler.add((item[1], item[2], item[3], None, None)))
+                if item[0] == "d"
+                else ("d", item[1], scheduler.answered((item[1], item[2], item[3], None, None), item[4]))
                 for item in result.items
             ]
             frame.items = iter(items)
