@@ -38,11 +38,13 @@ from catalytic.snapshot.domains import (
     Snapshot,
     SnapshotSettings,
     Spools,
+    cache_dir,
     in_memory,
     scan_all,
     snapshot_all,
     store_failed,
 )
+from catalytic.snapshot.guard import CacheSeal
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import SigningKey
@@ -292,6 +294,7 @@ def _execute(
                         error = exc
                 faults.point("snapshot_pre.end")
             if error is None:
+                cache_seal = CacheSeal.take(cache_dir(policy.root / policy.runs_root))
                 say(f"Phase 2: Executing command: {describe_command(command)}")
                 with timer.phase("execute"):
                     faults.point("execute.begin")
@@ -305,6 +308,18 @@ def _execute(
                     say(f"ERROR: {child.error}")
                 say(f"Command exited with code {child.exit_code}")
                 interrupted = child.interrupted_by
+                changed = cache_seal.broken() if settings.use_cache else []
+                if changed:
+                    say(
+                        "WARNING: the stat cache was changed while the command ran "
+                        f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); nothing in it "
+                        "is trusted: every file is hashed again"
+                    )
+                    settings = replace(settings, use_cache=False, distrusted=tuple(changed))
+                    backend.options = replace(backend.options, cache=False)
+                    if streamed is not None:  # the pre-run state is read from its documents, not the store
+                        streamed = None
+                        pre = [in_memory(snap) for snap in pre]
                 say("Phase 3: Capturing post-snapshots...")
                 with timer.phase("snapshot_post"):
                     faults.point("snapshot_post.begin")

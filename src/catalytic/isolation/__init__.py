@@ -83,6 +83,8 @@ class Backend(Protocol):
     """One isolation mode. The runtime calls the methods in this order, ``close`` always."""
 
     name: IsolationName
+    # The runtime turns ``cache`` off when the stat cache changed while the command ran.
+    options: Options
 
     def prepare(self, pre: Sequence[Any]) -> None:
         """After the pre-run snapshots, before the command starts."""
@@ -112,7 +114,8 @@ class NoIsolation:
     name: IsolationName = "none"
 
     def __init__(self, policy: Policy, ledger_dir: Path, options: Options) -> None:
-        del policy, ledger_dir, options
+        del policy, ledger_dir
+        self.options = options
 
     def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
         del pre

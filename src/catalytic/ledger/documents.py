@@ -93,7 +93,9 @@ def documents(
         }
         for s in pre
     }
-    if not settings.use_cache:
+    if settings.distrusted:
+        cache = "distrusted"
+    elif not settings.use_cache:
         cache = "disabled"
     else:
         cache = "used" if pre and all(s.cache == "used" for s in pre) else "rebuilt"

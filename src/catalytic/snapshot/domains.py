@@ -28,6 +28,9 @@ class SnapshotSettings:
     jobs: int = 0
     use_cache: bool = True
     progress: Callable[[int, int], None] | None = None
+    # What of the cache changed while the command ran (:mod:`catalytic.snapshot.guard`): nothing in it is
+    # trusted then.
+    distrusted: tuple[str, ...] = ()
 
     def cache_dir(self, policy: Policy) -> Path | None:
         return cache_dir(policy.root / policy.runs_root) if self.use_cache else None
