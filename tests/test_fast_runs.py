@@ -18,7 +18,7 @@ import pytest
 
 from catalytic.cli import main
 from catalytic.ledger.canonical import dumps
-from catalytic.snapshot import engine
+from catalytic.snapshot import dirscan, scheduler
 from catalytic.validate import CatalyticLedgerValidator
 
 CONFIGS = {
@@ -47,8 +47,8 @@ MUTATIONS = {
 
 @pytest.fixture
 def eager_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "POOL_MIN_FILES", 1)
-    monkeypatch.setattr(engine, "BATCH_FILES", 2)
+    monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(dirscan, "SPLIT", 2)
 
 
 def workspace(root: Path) -> Path:

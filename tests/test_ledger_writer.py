@@ -118,3 +118,31 @@ def test_a_file_system_that_cannot_link_unnamed_files_gets_the_same_bytes(
     for path in expected.iterdir():
         assert (actual / path.name).read_bytes() == path.read_bytes()
         assert stat.S_IMODE((actual / path.name).stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("isolation", ["none", "rollback"])
+def test_post_documents_equal_to_pre_are_one_file_under_two_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolation: str
+) -> None:
+    """A run that changed nothing writes its manifest once: POST_MANIFEST.json and POST_MODES.json are hard
+    links of the PRE ones (the same bytes the seed's tools read), and the ledger validates; a dirty run
+    writes both."""
+    from catalytic.cli import main
+    from catalytic.validate import CatalyticLedgerValidator
+
+    (tmp_path / "d" / "s").mkdir(parents=True)
+    for i in range(30):
+        (tmp_path / "d" / "s" / f"f{i}").write_text(str(i))
+    monkeypatch.chdir(tmp_path)
+    common = ["run", "-q", "--runs-root", "runs", "--allowed-roots", "runs", "--catalytic-domains", "d"]
+    common += ["--isolation", isolation]
+    assert main([*common, "--run-id", "clean", "--", "true"]) == 0
+    assert main([*common, "--run-id", "dirty", "--", "sh", "-c", "echo x > d/new"]) == 1
+    for run, linked in (("clean", True), ("dirty", False)):
+        ledger = tmp_path / "runs" / run
+        for pre, post in (("PRE_MANIFEST.json", "POST_MANIFEST.json"), ("PRE_MODES.json", "POST_MODES.json")):
+            same = os.path.samefile(ledger / pre, ledger / post)
+            assert same is linked, (run, post)
+            if linked:
+                assert (ledger / pre).read_bytes() == (ledger / post).read_bytes()
+        assert CatalyticLedgerValidator(ledger).validate()[0] is (run == "clean")

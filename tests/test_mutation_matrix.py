@@ -190,10 +190,10 @@ def _run(root: Path, script: str, run_id: str, config: str = "default") -> api.R
 @pytest.fixture
 def eager_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hand even the smallest domain to the process pool, in tiny batches."""
-    from catalytic.snapshot import engine
+    from catalytic.snapshot import dirscan, scheduler
 
-    monkeypatch.setattr(engine, "POOL_MIN_FILES", 1)
-    monkeypatch.setattr(engine, "BATCH_FILES", 2)
+    monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(dirscan, "SPLIT", 2)
 
 
 def _ledger(result: api.RunResult, name: str) -> Any:

@@ -14,7 +14,7 @@ import pytest
 # engine half loaded twice cannot pickle its answers (pickle finds another class of the same name).
 import catalytic.snapshot.stream  # noqa: F401
 from catalytic.integrations.pytest_plugin import snapshot
-from catalytic.snapshot.cache import FINE_GRANULARITY_NS
+from catalytic.snapshot.listing import FINE_GRANULARITY_NS
 
 pytest_plugins = ["pytester"]
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05

@@ -23,8 +23,7 @@ from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import iter_canonical, loads
 from catalytic.snapshot import Entry, dirscan, reference_walk, scheduler, spool, stream
-from catalytic.snapshot.cache import FINE_GRANULARITY_NS
-from catalytic.snapshot.listing import STAMP
+from catalytic.snapshot.listing import FINE_GRANULARITY_NS, STAMP
 from catalytic.snapshot.merkle import merkle_root
 from catalytic.snapshot.rowstore import store_path
 from trees import build_tree

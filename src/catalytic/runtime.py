@@ -286,6 +286,7 @@ def _execute(
                 pre, error = scan_all(policy, "pre", say, settings, spools)
                 if store_failed(error, say):
                     streamed = None
+                    settings = replace(settings, use_cache=False)
                     pre, error = snapshot_all(policy, "pre", say, settings)
                 if error is None:
                     try:
@@ -326,6 +327,7 @@ def _execute(
                     post, error = _post_snapshots(policy, backend, pre, say, settings, streamed)
                     if streamed is not None and store_failed(error, say):
                         streamed = None
+                        settings = replace(settings, use_cache=False)
                         pre = [in_memory(snap) for snap in pre]
                         post, error = _post_snapshots(policy, backend, pre, say, settings, None)
                     moved = roots.moved()

@@ -12,13 +12,15 @@ from catalytic.faults import POINTS
 from .conftest import cli, ledger, our_temp_files, run_args, status, tally, tree_state
 
 LEDGER_FILES = 8
+# A clean run writes its POST documents as links of the PRE ones: two files fewer are staged and synced.
+STAGED_FILES = LEDGER_FILES - 2
 # Every point, plus the n-th hit of the points reached more than once (walker entries, ledger files).
 KILL_POINTS = [
     *(p for p in POINTS if p not in ("record.end",)),
     "snapshot_pre.entry@4",
     "snapshot_post.entry@4",
     *(f"record.file@{n}" for n in range(2, LEDGER_FILES + 1)),
-    *(f"record.synced@{n}" for n in range(1, LEDGER_FILES + 1)),
+    *(f"record.synced@{n}" for n in range(1, STAGED_FILES + 1)),
 ]
 
 

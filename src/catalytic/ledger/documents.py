@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,21 @@ def _spooled(snaps: Sequence[Snapshot]) -> tuple[Any, Any]:
         Spooled([(s.domain, s.manifest.chunks) for s in ordered]),
         Spooled([(s.domain, s.modes.chunks) for s in ordered]),
     )
+
+
+def _same(first: Any, second: Any) -> bool:
+    """True when two documents have the same canonical bytes (spooled ones are compared by digest)."""
+    from catalytic.ledger.writer import Spooled
+
+    if isinstance(first, Spooled) and isinstance(second, Spooled):
+        digests = []
+        for document in (first, second):
+            hasher = hashlib.sha256()
+            for chunk in document.chunks():
+                hasher.update(chunk)
+            digests.append(hasher.digest())
+        return digests[0] == digests[1]
+    return not isinstance(first, Spooled) and not isinstance(second, Spooled) and first == second
 
 
 def _reason(result: RunResult) -> str | None:
@@ -106,6 +122,11 @@ def documents(
     else:
         pre_manifest, pre_modes = manifest_documents(pre)
         post_manifest, post_modes = manifest_documents(post_done)
+    # Nothing changed: the POST documents are the PRE ones, written once under both names.
+    if _same(pre_manifest, post_manifest):
+        post_manifest = pre_manifest
+    if _same(pre_modes, post_modes):
+        post_modes = pre_modes
     run_info: dict[str, Any] = {
         "run_id": policy.run_id,
         "timestamp": started,

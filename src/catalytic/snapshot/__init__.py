@@ -44,31 +44,34 @@ def snapshot_tree(
     cache_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> DomainSnapshot:
-    """Snapshot any directory tree (used for domains and by ``catalytic snapshot``).
+    """Snapshot any directory tree, with its entries in memory (the small trees of outputs, overlay's upper
+    layer, the Python API).
 
-    ``jobs`` hashing processes (0: one per core); ``cache_dir`` enables the stat cache kept there.
+    The one snapshot engine (:mod:`catalytic.snapshot.stream`) takes it; its documents are kept in memory
+    and read back as entries. ``jobs`` processes (0: one per core); ``cache_dir`` keeps the stat cache (the
+    engine's store) there, as runs do.
     """
-    import gc
+    from catalytic.snapshot.manifest_stream import spooled_entries
+    from catalytic.snapshot.spool import MemorySpool
+    from catalytic.snapshot.stream import scan_domain
 
-    from catalytic.snapshot.engine import Scanner
-    from catalytic.snapshot.merkle import MerkleBuilder
-
-    stats = WalkStats()
-    scanner = Scanner(path, algorithm, stats, jobs=jobs, cache_dir=cache_dir, progress=progress)
-    builder = MerkleBuilder(algorithm)
-    entries = []
-    add = builder.add
-    # Entries hold no reference cycles; the collector would only rescan them, again and again.
-    enabled = gc.isenabled()
-    gc.disable()
+    manifest, modes = MemorySpool(), MemorySpool()
     try:
-        for entry in scanner.entries():
-            add(entry.path, entry.value, entry.mode)
-            entries.append(entry)
+        scan = scan_domain(
+            path,
+            str(path),
+            algorithm,
+            store_dir=cache_dir,
+            manifest=manifest,
+            modes=modes,
+            jobs=jobs,
+            progress=progress,
+        )
+        entries = tuple(Entry(*triple) for triple in spooled_entries(scan.manifest, scan.modes))
     finally:
-        if enabled:
-            gc.enable()
-    return DomainSnapshot(str(path), tuple(entries), stats, builder.root(), scanner.report.cache)
+        manifest.close()
+        modes.close()
+    return DomainSnapshot(str(path), entries, scan.stats, scan.merkle_root, scan.cache)
 
 
 def snapshot_domain(

@@ -30,7 +30,6 @@ from catalytic.diff import Change
 from catalytic.errors import SnapshotError
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import to_bytes
-from catalytic.snapshot.cache import racy
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import (
@@ -38,6 +37,7 @@ from catalytic.snapshot.listing import (
     Item,
     fingerprint,
     listed,
+    racy,
     size_points,
     split_points,
     walk_items,

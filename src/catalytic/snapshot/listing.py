@@ -105,6 +105,37 @@ def lost(rel: str, name: str, exc: OSError) -> SnapshotError:
 
 #: The lstat fields the stat cache compares, in the order fingerprints and rows hold them.
 STAMP = attrgetter("st_ino", "st_dev", "st_size", "st_mode", "st_mtime_ns", "st_ctime_ns")
+
+#: Timestamp granularity assumed for file systems with sub-second timestamps (Linux stamps files from a
+#: coarse clock that ticks every 1-10 ms; 100 ms leaves a wide margin).
+FINE_GRANULARITY_NS = 100_000_000
+#: For file systems whose timestamps are whole seconds (ext4 with small inodes, FAT: 2 s, some NFS).
+COARSE_GRANULARITY_NS = 2_000_000_000
+
+
+def granularity_ns(mtime_ns: int, ctime_ns: int) -> int:
+    """The timestamp granularity to assume for a file with these timestamps."""
+    if mtime_ns % 1_000_000_000 == 0 and ctime_ns % 1_000_000_000 == 0:
+        return COARSE_GRANULARITY_NS
+    return FINE_GRANULARITY_NS
+
+
+def racy(mtime_ns: int, ctime_ns: int, taken_ns: int) -> bool:
+    """True when an entry with these timestamps, listed by a snapshot started at ``taken_ns``, is *racily
+    clean*: it could be written again in the same clock tick without any timestamp moving (git's "racy
+    git" problem), so what was recorded for it is never trusted."""
+    limit = taken_ns - granularity_ns(mtime_ns, ctime_ns)
+    return mtime_ns >= limit or ctime_ns >= limit
+
+
+def trusted_stamp(stamp: tuple[int, ...], taken_ns: int, st: os.stat_result) -> bool:
+    """The stat cache's rule: a digest recorded for a regular file whose ``lstat`` fields were ``stamp``
+    (:data:`STAMP`), by a snapshot that listed it at ``taken_ns``, stands for the file whose ``lstat`` is
+    ``st`` only when every field matches (a same-size rewrite with the mtime put back still moves
+    ``ctime``) and the record is not racily clean."""
+    return stat.S_ISREG(st.st_mode) and STAMP(st) == stamp and not racy(stamp[4], stamp[5], taken_ns)
+
+
 _MTIME, _CTIME = itemgetter(4), itemgetter(5)
 _KEY = itemgetter(0)
 

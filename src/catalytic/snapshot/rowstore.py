@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic.errors import SnapshotError
-from catalytic.snapshot.cache import trusted_stamp
+from catalytic.snapshot.listing import trusted_stamp
 
 if TYPE_CHECKING:
     import sqlite3
@@ -87,7 +87,7 @@ def _rows_crc(dir_key: bytes, part: Part) -> int:
 
 def trusted(row: Row | None, st: os.stat_result) -> bool:
     """True when ``row`` may stand for the regular file whose ``lstat`` is ``st`` (no re-hash): the stat
-    cache's rule (:func:`catalytic.snapshot.cache.trusted_stamp`), with the moment the row's directory was
+    cache's rule (:func:`catalytic.snapshot.listing.trusted_stamp`), with the moment the row's directory was
     listed."""
     return row is not None and trusted_stamp(row[1:7], row[7], st)
 
@@ -153,8 +153,8 @@ def prepare(path: Path, directory: str, algorithm: str) -> str:
 
 
 def stale_caches(cache_dir: Path) -> list[Path]:
-    """The cache files under ``cache_dir`` (row stores and stat caches) whose directory no longer exists,
-    or that cannot be read: nothing would ever use them again."""
+    """The cache files under ``cache_dir`` whose directory no longer exists, that cannot be read, or that
+    an older version wrote in another format: nothing would ever use them again."""
     import sqlite3
 
     stale: list[Path] = []
@@ -166,6 +166,9 @@ def stale_caches(cache_dir: Path) -> list[Path]:
         if not name.endswith(".sqlite") or name.startswith("."):
             continue
         path = cache_dir / name
+        if not name.endswith(".rows.sqlite"):  # a stat cache of an older version: never read again
+            stale.append(path)
+            continue
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:

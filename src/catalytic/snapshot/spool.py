@@ -8,6 +8,7 @@ its :class:`Span` is copied into the ledger file later, piece by piece.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,15 @@ class Spool:
             os.close(self.fd)
             self.fd = -1
         self._buffer.clear()
+
+
+class MemorySpool(Spool):
+    """A spool that never leaves memory (for snapshots whose entries are wanted in memory anyway)."""
+
+    LIMIT = sys.maxsize
+
+    def __init__(self) -> None:
+        super().__init__(Path("."))
 
 
 class Discard(Spool):

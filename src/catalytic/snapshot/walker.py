@@ -278,8 +278,7 @@ def describe_stat(
 ) -> tuple[Entry, os.stat_result]:
     """Like :func:`describe`, also returning the stat the entry was observed with (for the cache).
 
-    No fault point here: the fast path (:mod:`catalytic.snapshot.engine`) fires ``entry`` once per entry
-    as its walk reaches it, whichever process ends up hashing the file.
+    No fault point here: the snapshot engine's callers fire theirs.
     """
     for _ in range(RETRIES):
         fmt = stat.S_IFMT(st.st_mode)

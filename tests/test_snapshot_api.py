@@ -1,10 +1,10 @@
-"""The fast snapshot path: pool hashing, the stat cache (racy, stale, corrupt, foreign), Merkle roots."""
+"""catalytic.snapshot_tree (the one engine, entries in memory) against the reference walk; the stat cache's
+rules through it; Merkle roots. The row store's damage cases are in test_stream_snapshot.py."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -14,16 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from catalytic.errors import SnapshotError
-from catalytic.snapshot import engine, reference_walk, snapshot_tree
-from catalytic.snapshot.cache import (
-    FINE_GRANULARITY_NS,
-    CacheReader,
-    CacheWriter,
-    cache_path,
-    racy,
-    row_of,
-)
-from catalytic.snapshot.engine import hash_batch
+from catalytic.snapshot import dirscan, reference_walk, scheduler, snapshot_tree
+from catalytic.snapshot.listing import FINE_GRANULARITY_NS, racy
 from catalytic.snapshot.merkle import FlatMerkleBuilder, MerkleBuilder, manifest_root, merkle_root
 from trees import build_tree
 
@@ -32,9 +24,9 @@ AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
 
 @pytest.fixture
 def eager_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start the process pool for any amount of work, in tiny batches (exercises ordering)."""
-    monkeypatch.setattr(engine, "POOL_MIN_FILES", 1)
-    monkeypatch.setattr(engine, "BATCH_FILES", 3)
+    """Start the worker processes for any amount of work, directories in parts of 3 (exercises ordering)."""
+    monkeypatch.setattr(scheduler, "POOL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(dirscan, "SPLIT", 3)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -48,20 +40,6 @@ def test_engine_equals_reference_walk(tmp_path: Path, eager_pool: None, jobs: in
     assert snap.stats.files == sum(1 for e in expected if len(e.value) == 64)
 
 
-def test_pool_is_not_started_for_small_work(tmp_path: Path) -> None:
-    tree = build_tree(tmp_path / "t")
-    scanner = engine.Scanner(tree, "sha256", engine.WalkStats(), jobs=2)
-    list(scanner.entries())
-    assert not scanner.report.pool_started
-
-
-def test_pool_is_started_for_enough_work(tmp_path: Path, eager_pool: None) -> None:
-    tree = build_tree(tmp_path / "t")
-    scanner = engine.Scanner(tree, "sha256", engine.WalkStats(), jobs=2)
-    list(scanner.entries())
-    assert scanner.report.pool_started
-
-
 def test_no_fork_while_other_threads_run(tmp_path: Path, eager_pool: None) -> None:
     import threading
 
@@ -69,13 +47,21 @@ def test_no_fork_while_other_threads_run(tmp_path: Path, eager_pool: None) -> No
     stop = threading.Event()
     helper = threading.Thread(target=stop.wait)
     helper.start()
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        forked.append(1)
+        return real_fork()
+
     try:
-        scanner = engine.Scanner(tree, "sha256", engine.WalkStats(), jobs=2)
-        entries = list(scanner.entries())
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "fork", fork)
+            entries = list(snapshot_tree(tree, jobs=2).entries)
     finally:
         stop.set()
         helper.join()
-    assert not scanner.report.pool_started
+    assert forked == []
     assert entries == reference_walk(tree)
 
 
@@ -103,36 +89,6 @@ def test_cache_sees_content_change_and_new_and_removed_files(tmp_path: Path) -> 
     (tree / "a" / "f05").unlink()
     after = snapshot_tree(tree, cache_dir=cache)
     assert list(after.entries) == reference_walk(tree)
-
-
-def _write_cache(tree: Path, cache: Path, file: Path, digest: str, taken_ns: int) -> None:
-    writer = CacheWriter(cache_path(cache, tree, "sha256"), os.path.abspath(tree), "sha256", taken_ns)
-    rel = file.relative_to(tree).as_posix()
-    writer.add(row_of(rel.encode(), os.lstat(file), digest))
-    writer.commit()
-
-
-def test_cache_row_is_trusted_when_old_enough(tmp_path: Path) -> None:
-    # The control for the racy test below: with the same forged row, an old enough cache is believed.
-    tree = tmp_path / "t"
-    tree.mkdir()
-    f = tree / "f"
-    f.write_bytes(b"real")
-    forged = "0" * 64
-    _write_cache(tree, tmp_path / "c", f, forged, os.lstat(f).st_mtime_ns + 10 * 10**9)
-    snap = snapshot_tree(tree, cache_dir=tmp_path / "c")
-    assert dict((e.path, e.value) for e in snap.entries)["f"] == forged
-
-
-def test_racily_clean_row_is_not_trusted(tmp_path: Path) -> None:
-    tree = tmp_path / "t"
-    tree.mkdir()
-    f = tree / "f"
-    f.write_bytes(b"real")
-    # The cache was taken in the same timestamp tick as the file's last change: racy, hash again.
-    _write_cache(tree, tmp_path / "c", f, "0" * 64, os.lstat(f).st_mtime_ns + 1)
-    snap = snapshot_tree(tree, cache_dir=tmp_path / "c")
-    assert dict((e.path, e.value) for e in snap.entries)["f"] == hashlib.sha256(b"real").hexdigest()
 
 
 def test_racy_rule() -> None:
@@ -176,83 +132,17 @@ def test_same_size_rewrite_with_mtime_put_back_is_caught_by_ctime(tmp_path: Path
     assert dict((e.path, e.value) for e in second.entries)["f"] == hashlib.sha256(b"bbbb").hexdigest()
 
 
-def test_garbage_cache_file_is_ignored_and_rebuilt(tmp_path: Path) -> None:
+def test_vanished_file_is_an_error_not_a_skip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tree = build_tree(tmp_path / "t")
-    cache = tmp_path / "c"
-    target = cache_path(cache, tree, "sha256")
-    cache.mkdir()
-    target.write_bytes(b"this is not a database" * 100)
-    time.sleep(AGE)
-    snap = snapshot_tree(tree, cache_dir=cache)
-    assert list(snap.entries) == reference_walk(tree)
-    assert snap.cache == "rebuilt"
-    assert snapshot_tree(tree, cache_dir=cache).cache == "used"
+    original = dirscan._list
 
+    def list_then_remove(fd: int, rel: str) -> list:
+        listing = original(fd, rel)
+        if rel == "a":
+            (tree / "a" / "f07").unlink()
+        return listing
 
-def test_tampered_row_is_not_trusted(tmp_path: Path) -> None:
-    tree = build_tree(tmp_path / "t")
-    cache = tmp_path / "c"
-    time.sleep(AGE)
-    snapshot_tree(tree, cache_dir=cache)
-    target = cache_path(cache, tree, "sha256")
-    with sqlite3.connect(target) as conn:
-        conn.execute("UPDATE files SET digest = ? WHERE key = ?", ("0" * 64, b"a/f03"))
-    conn.close()
-    reader = CacheReader(target, os.path.abspath(tree), "sha256")
-    list(reader.rows())
-    reader.close()
-    assert reader.state == "corrupt"
-    snap = snapshot_tree(tree, cache_dir=cache)
-    assert list(snap.entries) == reference_walk(tree)
-    assert snap.cache == "rebuilt"
-
-
-def test_foreign_cache_is_ignored(tmp_path: Path) -> None:
-    one = tmp_path / "one"
-    one.mkdir()
-    (one / "f").write_bytes(b"one")
-    two = tmp_path / "two"
-    two.mkdir()
-    (two / "f").write_bytes(b"two")
-    cache = tmp_path / "c"
-    time.sleep(AGE)
-    snapshot_tree(one, cache_dir=cache)
-    # Put one's cache where two's belongs: same names, but another directory.
-    cache_path(cache, one, "sha256").rename(cache_path(cache, two, "sha256"))
-    snap = snapshot_tree(two, cache_dir=cache)
-    assert snap.cache == "rebuilt"
-    assert list(snap.entries) == reference_walk(two)
-    # And a cache of another algorithm is never read for this one.
-    assert cache_path(cache, two, "blake3") != cache_path(cache, two, "sha256")
-
-
-def test_worker_reports_vanished_and_replaced(tmp_path: Path) -> None:
-    d = tmp_path / "d"
-    d.mkdir()
-    (d / "f").write_bytes(b"x")
-    st = os.lstat(d)
-    fst = os.lstat(d / "f")
-    dir_b = os.fsencode(d)
-    out, _ = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino, "gone", "gone", fst)])
-    assert out[0][0] == "err" and out[0][3] == "VANISHED"
-    out, _ = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino + 1, "f", "f", fst)])
-    assert out[0][0] == "err" and out[0][3] == "VANISHED"
-    out, n = hash_batch("sha256", [(dir_b, st.st_dev, st.st_ino, "f", "f", fst)])
-    assert out[0][:2] == ("ok", hashlib.sha256(b"x").hexdigest()) and n == 1
-
-
-def test_vanished_file_is_an_error_not_a_skip(tmp_path: Path, eager_pool: None, monkeypatch) -> None:
-    tree = build_tree(tmp_path / "t")
-    original = engine.hash_batch
-
-    def remove_then_hash(algorithm: str, jobs: list) -> tuple:
-        for job in jobs:
-            if job[4] == "a/f07":
-                (tree / "a" / "f07").unlink()
-        return original(algorithm, jobs)
-
-    monkeypatch.setattr(engine, "hash_batch", remove_then_hash)
-    monkeypatch.setattr(engine, "POOL_MIN_FILES", 10**9)  # in-process, so the patch applies
+    monkeypatch.setattr(dirscan, "_list", list_then_remove)
     with pytest.raises(SnapshotError) as info:
         snapshot_tree(tree, jobs=1)
     assert info.value.code == "VANISHED"
@@ -338,8 +228,8 @@ def test_property_engine_with_cache_equals_reference(
             except (FileExistsError, NotADirectoryError, IsADirectoryError):
                 continue  # a name that is both a file and a directory in this draw
         cache = Path(tmp) / "c"
-        old = engine.POOL_MIN_FILES, engine.BATCH_FILES
-        engine.POOL_MIN_FILES, engine.BATCH_FILES = 1, 2
+        old = scheduler.POOL_MIN_ENTRIES, dirscan.SPLIT
+        scheduler.POOL_MIN_ENTRIES, dirscan.SPLIT = 0, 2
         try:
             first = snapshot_tree(tree, algorithm, jobs=jobs, cache_dir=cache)
             assert list(first.entries) == reference_walk(tree, algorithm)
@@ -353,4 +243,4 @@ def test_property_engine_with_cache_equals_reference(
             assert list(second.entries) == reference_walk(tree, algorithm)
             assert second.merkle_root == merkle_root(second.entries, algorithm)
         finally:
-            engine.POOL_MIN_FILES, engine.BATCH_FILES = old
+            scheduler.POOL_MIN_ENTRIES, dirscan.SPLIT = old
