@@ -1,20 +1,27 @@
-# Two commands for a newcomer: `make demo` (set up, run the bundled example) and `make test`
-# (set up, run ruff, mypy and the whole test suite). Everything installs into .venv.
+# Two commands for a newcomer: `make demo` (install the package, run the bundled example) and
+# `make test` (install the package with its development tools, run ruff, mypy and the whole test
+# suite). Everything installs into .venv, in two stages: the demo needs only the first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: setup demo test lint bench adversarial clean
 
-$(VENV)/.installed: pyproject.toml
+# Stage 1: the package alone (what `make demo` needs).
+$(VENV)/.package: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Stage 2: the development tools too (ruff, mypy, pytest, hypothesis and every optional backend).
+$(VENV)/.installed: $(VENV)/.package
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 setup: $(VENV)/.installed
 
-demo: setup
+demo: $(VENV)/.package
 	PYTHON=$(PY) bash scripts/demo.sh
 
 # Only the folders that exist (examples/, benchmarks/, scripts/ arrive with their features).

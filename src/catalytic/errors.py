@@ -18,6 +18,8 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+#: stdout was closed by its reader (`catalytic runs | head -0`): as a process killed by SIGPIPE reports it.
+EXIT_PIPE = 141
 
 
 class CatalyticError(Exception):

@@ -11,10 +11,13 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, Protocol, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from catalytic import __version__
-from catalytic.errors import EXIT_INTERNAL, EXIT_USAGE, CatalyticError
+from catalytic.errors import EXIT_INTERNAL, EXIT_PIPE, EXIT_USAGE, CatalyticError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 #: Subcommand name -> module under ``catalytic.cli``.
 SUBCOMMANDS: dict[str, str] = {
@@ -64,6 +67,11 @@ class _Parser(argparse.ArgumentParser):
         factory = cast(Any, self.formatter_class)  # typeshed's protocol omits ``width``
         return cast(argparse.HelpFormatter, factory(prog=self.prog, width=_help_width()))
 
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse ignores a failed write (help into a closed pipe); main() maps it like any other.
+        if message:
+            (file or sys.stderr).write(message)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         sys.stderr.write(f"catalytic: error: USAGE: {message}\n")
@@ -100,6 +108,8 @@ def exit_process(code: int) -> NoReturn:
     unusual (another thread still running, a stream that cannot be flushed) the process leaves the
     normal way. Only for the process's own entry points: never call it from library code or tests.
     """
+    if code == EXIT_PIPE:
+        _drop_stdout()
     threading = sys.modules.get("threading")
     if threading is None or threading.active_count() == 1:
         try:
@@ -116,23 +126,66 @@ def exit_process(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _drop_stdout() -> None:
+    """Point stdout at the null device: its reader has gone, and what is still buffered must not fail
+    again when the interpreter flushes it on the way out (Python's recipe for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
+def stdout_closed() -> bool:
+    """Whether the reader of stdout has gone (a pipe or socket whose other end is closed)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR and POLLHUP are reported whatever is asked for
+        events = poller.poll(0)
+    except (AttributeError, ValueError, OSError):  # no stdout, no descriptor, or no poll()
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _fd, mask in events)
+
+
 def console() -> NoReturn:
     """The process entry point (``python -m catalytic``): :func:`main`, then :func:`exit_process`."""
     exit_process(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``catalytic`` command; returns the exit code."""
+    """Entry point of the ``catalytic`` command; returns the exit code.
+
+    A reader that closes stdout early (``catalytic runs | head -1``) ends the command quietly with
+    :data:`~catalytic.errors.EXIT_PIPE`, as SIGPIPE would; any other broken pipe is an internal error.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     first = args_list[0] if args_list else None
     parser = build_parser(first if first in SUBCOMMANDS else None)
+    verbose = 0
     try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    verbose = getattr(args, "verbose", 0)
-    try:
-        return int(args.execute(args))
+        if not args_list:
+            # A bare `catalytic`: list the commands (an error, so on stderr with the usage code).
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        try:
+            args, extras = parser.parse_known_args(args_list)
+            if extras:
+                hint = getattr(args, "unrecognized_hint", None)
+                parser.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({hint})" if hint else ""))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        else:
+            verbose = getattr(args, "verbose", 0)
+            code = int(args.execute(args))
+        # Output still buffered meets a closed pipe here, where it is mapped, not at exit.
+        sys.stdout.flush()
+        return code
     except CatalyticError as exc:
         for line in exc.lines():
             sys.stderr.write(f"catalytic: error: {line}\n")
@@ -144,12 +197,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("catalytic: interrupted\n")
         return 130
+    except BrokenPipeError as exc:
+        if stdout_closed():
+            return EXIT_PIPE
+        return _internal_error(exc, verbose)
     except Exception as exc:
-        sys.stderr.write(f"catalytic: internal error: {type(exc).__name__}: {exc}\n")
-        if verbose:
-            import traceback
+        return _internal_error(exc, verbose)
 
-            traceback.print_exc()
-        else:
-            sys.stderr.write("catalytic: run again with -v for the traceback\n")
-        return EXIT_INTERNAL
+
+def _internal_error(exc: Exception, verbose: int) -> int:
+    sys.stderr.write(f"catalytic: internal error: {type(exc).__name__}: {exc}\n")
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    else:
+        sys.stderr.write("catalytic: run again with -v for the traceback\n")
+    return EXIT_INTERNAL

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from catalytic.ledger.canonical import dumps
@@ -41,6 +43,41 @@ def print_json(value: Any) -> None:
     """Machine-readable output: canonical JSON on stdout."""
     sys.stdout.write(dumps(value))
     sys.stdout.flush()
+
+
+@contextmanager
+def stdout_to_stderr(active: bool = True) -> Iterator[None]:
+    """While active, whatever is written to descriptor 1 (the command, which inherits it, and its own
+    children) goes to stderr instead, so that catalytic's stdout carries its JSON alone.
+
+    The original stdout is kept on a descriptor the command does not inherit, and put back at the end.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)  # not inheritable: the command cannot hold the summary's pipe open
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def summary_target(name: str | None) -> Path | None:
+    """The file ``--json-file`` names (relative to the current directory), checked before anything runs:
+    a summary that cannot be written must not be found out only after the command."""
+    if name is None:
+        return None
+    from catalytic.errors import UsageError
+
+    path = Path(name)
+    if not name or path.is_dir() or name.endswith(os.sep):
+        raise UsageError(f"--json-file {name!r}: not a file name")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"--json-file {name!r}: its directory does not exist")
+    return path
 
 
 def add_verbosity(parser: Any) -> None:

@@ -23,6 +23,14 @@ edit by hand (tests/test_docs.py fails when this file is out of date). -->
 command accepts `-h` / `--help`. Exit codes are listed per command below and summarised in
 [the exit code table](#exit-codes). Topics: [the contract](cmp-01.md), [the ledger](ledger.md),
 [trust model](trust-model.md), [recipes](recipes.md), [isolation](isolation.md), [tracing](tracing.md).
+`catalytic` alone lists the commands on stderr and exits 2.
+
+Machine-readable output: with `--json` a command prints one JSON document on stdout and nothing else.
+`catalytic run --json` sends the command's own stdout to stderr (in order with its stderr), so
+`catalytic run --json -- make | jq .` works whatever `make` prints; `catalytic run --json-file FILE`
+writes the summary to FILE instead (atomically, also when the command failed) and leaves the
+command's stdout where it was. A reader that closes stdout early (a `head` that has read enough) ends
+any command quietly with exit code 141, as SIGPIPE would.
 
 """
 
@@ -38,6 +46,7 @@ EXIT_CODES = """\
 | 3 | internal error | internal error | internal error |
 | 126 / 127 | command not executable / not found | - | - |
 | 130 / 143 | interrupted by SIGINT / SIGTERM | - | - |
+| 141 | stdout closed by its reader: nothing more is printed | the same | the same |
 """
 
 

@@ -8,18 +8,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from catalytic.cli.output import Progress, add_snapshot_options, add_verbosity, print_json, snapshot_settings
+from catalytic.cli.output import (
+    Progress,
+    add_snapshot_options,
+    add_verbosity,
+    print_json,
+    snapshot_settings,
+    stdout_to_stderr,
+    summary_target,
+)
 from catalytic.errors import UsageError
 from catalytic.isolation import ISOLATION_CHOICES, Options
+from catalytic.ledger.canonical import write_json
 from catalytic.ledger.format import DETERMINISM_VALUES
 from catalytic.policy import declare, preflight
 from catalytic.runtime import execute
 from catalytic.snapshot.digest import HASH_NAMES
 
+#: How to give the command, for every usage error that suggests it was given some other way.
+COMMAND_HINT = "put it after '--', e.g. catalytic run ... -- make build"
+
 EPILOG = """\
 exit codes: 0 restored and the command succeeded; the command's own code when it failed but the
 domains were restored; 1 domains not restored (or the proof could not be made); 2 bad declaration or
-usage; 3 internal error; 126/127 command not executable / not found; 130/143 interrupted.
+usage; 3 internal error; 126/127 command not executable / not found; 130/143 interrupted; 141
+stdout closed by its reader. With --json, stdout holds the summary alone: the command's stdout goes
+to stderr (--json-file FILE leaves it alone).
 Settings can also live in catalytic.toml or [tool.catalytic] in pyproject.toml; flags override them.
 """
 
@@ -102,10 +116,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         choices=("auto", "fanotify", "inotify", "watchdog", "none"),
         help="tracing backend (default auto: fanotify if permitted, else watchdog/inotify)",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON summary on stdout, alone: the command's stdout goes to stderr",
+    )
+    p.add_argument(
+        "--json-file",
+        metavar="FILE",
+        help="write the JSON summary to FILE (atomically); the command's stdout is left alone",
+    )
     add_verbosity(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
-    p.set_defaults(execute=execute_cli)
+    p.set_defaults(execute=execute_cli, unrecognized_hint=f"if that is the command's, {COMMAND_HINT}")
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,7 +156,8 @@ def execute_cli(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise UsageError("no command given: put it after '--', e.g. catalytic run ... -- make build")
+        raise UsageError(f"no command given: {COMMAND_HINT}")
+    json_file = summary_target(args.json_file)
     progress = Progress(quiet=args.quiet, verbose=args.verbose)
     start = time.perf_counter()
     root = Path(args.root) if args.root else Path.cwd()
@@ -161,7 +185,7 @@ def execute_cli(args: argparse.Namespace) -> int:
         discard=args.discard,
         check_determinism=args.check_determinism,
     )
-    with snapshot_settings(args) as settings:
+    with snapshot_settings(args) as settings, stdout_to_stderr(args.json):
         result = execute(
             policy,
             command,
@@ -173,6 +197,9 @@ def execute_cli(args: argparse.Namespace) -> int:
         )
     if result.command_error:
         sys.stderr.write(f"catalytic: {result.command_error}\n")
+    summary = result.summary()
+    if json_file is not None:
+        write_json(json_file, summary)
     if args.json:
-        print_json(result.summary())
+        print_json(summary)
     return result.exit_status
