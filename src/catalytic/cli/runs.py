@@ -109,11 +109,11 @@ def list_runs(root: Path) -> list[RunRow]:
         names = os.listdir(root)
     except FileNotFoundError:
         return []
-    rows = [
-        read_row(root / n)
-        for n in names
-        if not n.startswith((".", "_")) and (root / n / fmt.RUN_INFO).is_file()
-    ]
+    except OSError as exc:
+        raise UsageError(
+            f"runs root {str(root)!r} cannot be read: {exc.strerror}", code="BAD_RUNS_ROOT"
+        ) from None
+    rows = [read_row(root / n) for n in names if not fmt.reserved(n) and (root / n / fmt.RUN_INFO).is_file()]
     rows.sort(key=lambda r: (r.timestamp or "", r.run_id), reverse=True)
     return rows
 
