@@ -114,12 +114,14 @@ def _config_table(root: Path) -> tuple[dict[str, Any], str | None]:
         try:
             with path.open("rb") as fh:
                 data = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except RecursionError:
+            raise ConfigError(f"{path.name}: cannot be read: nested too deeply") from None
+        except (OSError, ValueError) as exc:  # TOMLDecodeError, and UnicodeDecodeError for bad UTF-8
             raise ConfigError(f"{path.name}: cannot be read: {exc}") from exc
-        if path is toml_path:
-            table = data.get("tool", {}).get("catalytic", data)
-        else:
-            table = data.get("tool", {}).get("catalytic")
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise ConfigError(f"{path.name}: [tool] must be a table")
+        table = tool.get("catalytic", data if path is toml_path else None)
         if table is not None:
             if not isinstance(table, dict):
                 raise ConfigError(f"{path.name}: [tool.catalytic] must be a table")
