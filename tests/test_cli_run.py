@@ -145,7 +145,12 @@ def _marker_command(tmp_path: Path) -> list[str]:
         (["--run-id", "../evil"], "BAD_RUN_ID"),
         (["--run-id", "a/b"], "BAD_RUN_ID"),
         (["--run-id", "_cache"], "BAD_RUN_ID"),
+        (["--run-id", "LEDGER.jsonl"], "BAD_RUN_ID"),
+        (["--run-id", "ledger.JSONL"], "BAD_RUN_ID"),
         (["--run-id", "taken"], "EXISTS"),
+        (["--runs-root", "a_file"], "BAD_RUNS_ROOT"),
+        (["--runs-root", "a_file/runs"], "BAD_RUNS_ROOT"),
+        (["--runs-root", "broken_runs"], "BAD_RUNS_ROOT"),
     ],
 )
 def test_preflight_codes_exit_2_and_nothing_runs(
@@ -156,6 +161,8 @@ def test_preflight_codes_exit_2_and_nothing_runs(
     (tmp_path / "link_out").symlink_to(outside)
     (tmp_path / "CONTRACTS/_runs/taken").mkdir(parents=True)
     (tmp_path / "scratch/sub").mkdir(parents=True)
+    (tmp_path / "a_file").write_text("not a directory\n")
+    (tmp_path / "broken_runs/LEDGER.jsonl").mkdir(parents=True)  # left by a run named after the chain
     monkeypatch.chdir(tmp_path)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     rc = main(["run", *args, *_marker_command(tmp_path)])
@@ -469,3 +476,46 @@ def test_exec_with_env_and_stdin_inherited(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "hello-bar\n"
+
+
+def test_every_name_catalytic_keeps_in_the_runs_root_is_reserved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from catalytic.isolation.journal import COMMITS_DIR
+    from catalytic.isolation.store import STORE_DIR
+    from catalytic.ledger import format as fmt
+    from catalytic.locks import LOCK_DIR
+    from catalytic.snapshot.domains import CACHE_DIR
+
+    monkeypatch.chdir(tmp_path)
+    for name in (fmt.CHAIN_FILE, fmt.CHAIN_LOCK, CACHE_DIR, STORE_DIR, COMMITS_DIR, LOCK_DIR):
+        assert fmt.reserved(name), name
+        assert main(["run", "-q", "--run-id", name, *_marker_command(tmp_path)]) == 2, name
+        assert "BAD_RUN_ID" in capsys.readouterr().err
+    assert not (tmp_path / "RAN").exists()
+    assert not (tmp_path / "CONTRACTS").exists()
+
+
+def test_a_runs_root_broken_by_a_reserved_run_id_fails_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # What an older catalytic left after `run --run-id LEDGER.jsonl`: a ledger where the chain belongs.
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "-q", "--run-id", "r0", "--", "true"]) == 0
+    assert main(["run", "-q", "--run-id", "r1", "--", "true"]) == 0
+    runs = tmp_path / "CONTRACTS/_runs"
+    (runs / "LEDGER.jsonl").unlink()
+    (runs / "r1").rename(runs / "LEDGER.jsonl")
+    capsys.readouterr()
+
+    assert main(["run", "-q", "--run-id", "r2", *_marker_command(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "BAD_RUNS_ROOT" in err and "LEDGER.jsonl is not a regular file" in err
+    assert not (tmp_path / "RAN").exists() and not (runs / "r2").exists()
+
+    assert main(["validate", "--all"]) == 1
+    out = capsys.readouterr().out
+    assert "CHAIN_MALFORMED" in out and "LEDGER.jsonl is not a regular file" in out
+
+    assert main(["runs", "--json"]) == 0
+    assert [row["run_id"] for row in json.loads(capsys.readouterr().out)] == ["r0"]

@@ -36,7 +36,7 @@ def test_a_fresh_ledger_is_sealed_and_chained(tmp_path: Path) -> None:
     doc = loads((ledger / digest.DIGEST_FILE).read_bytes())
     assert set(doc["files"]) == set(fmt.WRITE_ORDER)
     assert doc["root"] == digest.root_of(doc["files"])
-    line = loads((tmp_path / RUNS / chain.CHAIN_FILE).read_bytes())
+    line = loads((tmp_path / RUNS / fmt.CHAIN_FILE).read_bytes())
     assert line == {
         "chain": chain.CHAIN_SCHEMA,
         "ledger_digest": doc["root"],
@@ -137,7 +137,7 @@ def test_deleting_the_digest_of_a_chained_run_is_detected(tmp_path: Path) -> Non
 def three_runs(root: Path) -> tuple[Path, list[bytes]]:
     for run_id in ("r1", "r2", "r3"):
         make_run(root, run_id)
-    path = root / RUNS / chain.CHAIN_FILE
+    path = root / RUNS / fmt.CHAIN_FILE
     lines = path.read_bytes().splitlines(keepends=True)
     assert len(lines) == 3
     assert check_chain(root / RUNS) == []

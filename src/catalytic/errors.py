@@ -96,6 +96,14 @@ class LedgerError(CatalyticError):
     exit_code = EXIT_INTERNAL
 
 
+class DocumentError(CatalyticError):
+    """A file catalytic reads (ledger document, manifest, chain, config) is unreadable, not strict JSON,
+    or not the shape its schema says; the code says which (``BAD_FILE``, ``BAD_JSON``, ``SCHEMA``)."""
+
+    code = "BAD_DOCUMENT"
+    exit_code = EXIT_USAGE
+
+
 class LingeringError(CatalyticError):
     """Processes the command started were still running after it exited; no proof is possible."""
 

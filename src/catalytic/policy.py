@@ -8,6 +8,7 @@ listing every problem, each with a stable code. Nothing is run or written before
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 from catalytic import paths
 from catalytic.errors import CatalyticError, ConfigError, DeclarationError, Problem
 from catalytic.isolation import DEFAULT_ISOLATION, ISOLATION_CHOICES
+from catalytic.ledger import format as fmt
 from catalytic.ledger.format import DEFAULT_RUNS_ROOT, DETERMINISM_VALUES
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
 
@@ -112,12 +114,14 @@ def _config_table(root: Path) -> tuple[dict[str, Any], str | None]:
         try:
             with path.open("rb") as fh:
                 data = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except RecursionError:
+            raise ConfigError(f"{path.name}: cannot be read: nested too deeply") from None
+        except (OSError, ValueError) as exc:  # TOMLDecodeError, and UnicodeDecodeError for bad UTF-8
             raise ConfigError(f"{path.name}: cannot be read: {exc}") from exc
-        if path is toml_path:
-            table = data.get("tool", {}).get("catalytic", data)
-        else:
-            table = data.get("tool", {}).get("catalytic")
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise ConfigError(f"{path.name}: [tool] must be a table")
+        table = tool.get("catalytic", data if path is toml_path else None)
         if table is not None:
             if not isinstance(table, dict):
                 raise ConfigError(f"{path.name}: [tool.catalytic] must be a table")
@@ -192,6 +196,34 @@ def _normalise(
     return tuple(result)
 
 
+def runs_root_problem(root: Path, runs_root: str) -> str | None:
+    """Why the runs root ``runs_root`` (relative to ``root``) cannot hold ledgers, or None.
+
+    A runs root that does not exist yet is fine (the first run creates it) unless what would be its
+    parent is not a directory; one that exists must be a directory whose chain and chain lock, if
+    present, are regular files (see :data:`catalytic.ledger.format.CHAIN_FILE`).
+    """
+    path = root / runs_root
+    probe = path
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is" if probe == path else f"cannot be created: {str(probe)!r} is"
+        return f"runs root {runs_root!r} {what} not a directory"
+    if probe != path:
+        return None
+    for name in (fmt.CHAIN_FILE, fmt.CHAIN_LOCK):
+        try:
+            mode = os.lstat(path / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"runs root {runs_root!r}: {name} cannot be read: {exc.strerror}"
+        if not stat.S_ISREG(mode):
+            return f"runs root {runs_root!r}: {name} is not a regular file (catalytic keeps its own there)"
+    return None
+
+
 def preflight(decl: Declaration) -> Policy:
     """Check a declaration against CMP-01; return the policy or raise with every problem."""
     problems: list[Problem] = []
@@ -199,6 +231,13 @@ def preflight(decl: Declaration) -> Policy:
     run_id = decl.run_id if decl.run_id is not None else generate_run_id()
     if not valid_run_id(run_id):
         problems.append(Problem("BAD_RUN_ID", f"run id {run_id!r} is not {RUN_ID_RULE}"))
+    elif fmt.reserved(run_id):
+        problems.append(
+            Problem(
+                "BAD_RUN_ID",
+                f"run id {run_id!r} is reserved: catalytic keeps its own {run_id} in the runs root",
+            )
+        )
     if decl.determinism not in DETERMINISM_VALUES:
         problems.append(
             Problem(
@@ -298,6 +337,9 @@ def preflight(decl: Declaration) -> Policy:
                 problems.append(
                     Problem("FORBIDDEN", f"runs root {runs_root!r} overlaps forbidden path {bad!r}")
                 )
+        broken = runs_root_problem(root, runs_root)
+        if broken is not None:
+            problems.append(Problem("BAD_RUNS_ROOT", broken))
         ledger = root / runs_root / run_id
         if not problems and os.path.lexists(ledger):
             problems.append(Problem("EXISTS", f"a ledger for run id {run_id!r} already exists at {ledger}"))

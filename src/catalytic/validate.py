@@ -62,6 +62,7 @@ from catalytic.ledger.checks import (
 from catalytic.ledger.integrity import check_chained, check_seal
 from catalytic.ledger.reader import (
     MAX_LEDGER_BYTES,
+    SCHEMAS,
     LedgerFile,
     open_dir,
     open_ledger_file,
@@ -77,17 +78,6 @@ if TYPE_CHECKING:
 #: Where durable outputs may go when neither the caller nor RUN_INFO says (the seed's roots).
 SEED_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
 
-_SCHEMAS = {
-    fmt.RUN_INFO: "run_info.schema.json",
-    fmt.PRE_MANIFEST: "manifest.schema.json",
-    fmt.POST_MANIFEST: "manifest.schema.json",
-    fmt.PRE_MODES: "modes.schema.json",
-    fmt.POST_MODES: "modes.schema.json",
-    fmt.RESTORE_DIFF: "restore_diff.schema.json",
-    fmt.OUTPUTS: "outputs.schema.json",
-    fmt.STATUS: "status.schema.json",
-    fmt.WRITE_LOG: "write_log.schema.json",
-}
 _V1_STATUS_KEYS = ("run_id", "exit_code", "interrupted", "reason", "error")
 #: The large documents, read in one streamed pass when they are canonical (ledger/crosscheck.py).
 _STREAMED = (fmt.PRE_MANIFEST, fmt.PRE_MODES, fmt.POST_MANIFEST, fmt.POST_MODES)
@@ -204,9 +194,9 @@ class CatalyticLedgerValidator:
         except OSError as exc:
             problems.append(Problem("BAD_FILE", f"run directory cannot be opened: {exc.strerror}"))
             return
-        found: dict[str, list[Problem]] = {name: [] for name in _SCHEMAS}
+        found: dict[str, list[Problem]] = {name: [] for name in SCHEMAS}
         try:
-            files = {name: read_ledger_file(dir_fd, name) for name in _SCHEMAS if name not in _STREAMED}
+            files = {name: read_ledger_file(dir_fd, name) for name in SCHEMAS if name not in _STREAMED}
             info_file = files[fmt.RUN_INFO]
             info = info_file.document if isinstance(info_file.document, dict) else None
             v1 = info is not None and "schema_version" in info
@@ -223,7 +213,7 @@ class CatalyticLedgerValidator:
                     self._docs[name] = self._streamed.stand_in(name)
         finally:
             os.close(dir_fd)
-        for name in _SCHEMAS:
+        for name in SCHEMAS:
             problems.extend(found[name])
         self._check(abs_dir, v1, problems)
         sealed = check_seal(abs_dir, trusted_keys=self.trusted_keys, require_digest=self.require_seal)
@@ -263,7 +253,7 @@ class CatalyticLedgerValidator:
                 # Seed ledgers have no MODES files: they are required only from catalytic.ledger/1 on.
                 problems.append(loaded.problem)
             return
-        found = schema_problems(loaded.document, _SCHEMAS[name], name)
+        found = schema_problems(loaded.document, SCHEMAS[name], name)
         if v1 and name == fmt.STATUS and isinstance(loaded.document, dict):
             found += [
                 Problem("SCHEMA", f"{name} at $: {key!r} is required by {fmt.SCHEMA_VERSION}")

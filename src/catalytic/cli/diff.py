@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from catalytic.cli.output import add_snapshot_options, add_verbosity, printable, snapshot_settings
-from catalytic.errors import EXIT_DIRTY
+from catalytic.errors import EXIT_DIRTY, UsageError
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_snapshot_options(p)
     add_verbosity(p)
     p.set_defaults(execute=execute_cli)
+
+
+def _flat_strings(value: Any) -> bool:
+    return isinstance(value, dict) and all(type(v) is str for v in value.values())
 
 
 class _Side:
@@ -56,7 +60,17 @@ class _Side:
     def _read_whole(self) -> None:
         from catalytic.snapshot.manifest_file import read_manifest
 
-        manifest, modes, self.algorithm, _doc = read_manifest(self.path)  # a bad file: its usage error
+        try:
+            manifest, modes, self.algorithm, _doc = read_manifest(self.path)  # a bad file: its usage error
+        except KeyError as exc:
+            raise UsageError(f"{self.path}: not a catalytic manifest (no {exc.args[0]!r})") from None
+        for what, value in (("manifest", manifest), ("modes", modes)):
+            if not _flat_strings(value):
+                raise UsageError(
+                    f"{self.path}: not a catalytic manifest ({what} is not an object of strings)"
+                )
+        if self.algorithm not in HASH_NAMES:
+            raise UsageError(f"{self.path}: not a catalytic manifest (hash_algorithm {self.algorithm!r})")
         self.whole = (manifest, modes)
 
     def entries(self) -> Iterator[Triple]:

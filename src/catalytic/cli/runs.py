@@ -15,7 +15,6 @@ from catalytic.cli.locate import add_location, runs_root
 from catalytic.cli.output import print_json
 from catalytic.errors import UsageError
 from catalytic.ledger import format as fmt
-from catalytic.ledger.canonical import loads
 
 _RELATIVE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -40,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "runs",
         help="list the recorded runs, newest first",
         description="List the runs in the runs root: id, start time, intent, status, exit code, "
-        "duration and isolation. A run without STATUS.json is 'incomplete'.",
+        "duration and isolation. A run without STATUS.json is 'incomplete', one whose STATUS.json "
+        "cannot be read 'unreadable'.",
     )
     p.add_argument("--dirty", action="store_true", help="only runs that are not restored")
     p.add_argument(
@@ -68,12 +68,22 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(ledger_dir: Path, name: str) -> dict[str, Any] | None:
+    """The object in ``name`` ({} when absent, None when unreadable or not an object); like every ledger
+    read, strict and safe (no symlink followed, no FIFO waited on, no nesting too deep)."""
+    from catalytic.ledger.reader import open_dir, read_ledger_file
+
     try:
-        value = loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        dir_fd = open_dir(ledger_dir)
+    except OSError:
+        return None
+    try:
+        loaded = read_ledger_file(dir_fd, name)
+    finally:
+        os.close(dir_fd)
+    if loaded.problem is not None:
+        return {} if loaded.problem.code == "MISSING_FILE" else None
+    return loaded.document if isinstance(loaded.document, dict) else None
 
 
 def _parse_time(text: Any) -> datetime | None:
@@ -87,16 +97,17 @@ def _parse_time(text: Any) -> datetime | None:
 
 
 def read_row(ledger_dir: Path) -> RunRow:
-    """The row of one ledger (tolerates broken or incomplete ledgers: they are listed, not hidden)."""
-    info = _load(ledger_dir / fmt.RUN_INFO)
-    status = _load(ledger_dir / fmt.STATUS)
+    """The row of one ledger (tolerates broken or incomplete ledgers: they are listed, not hidden; a
+    STATUS.json that cannot be read as an object shows as 'unreadable')."""
+    info = _load(ledger_dir, fmt.RUN_INFO) or {}
+    status = _load(ledger_dir, fmt.STATUS)
     start, end = _parse_time(info.get("timestamp")), _parse_time(info.get("finished_at"))
     exit_code = info.get("exit_code")
     return RunRow(
         run_id=ledger_dir.name,
         timestamp=info.get("timestamp") if isinstance(info.get("timestamp"), str) else None,
         intent=info.get("intent") if isinstance(info.get("intent"), str) else None,
-        status=str(status.get("status", "incomplete")) if status else "incomplete",
+        status="unreadable" if status is None else str(status.get("status", "incomplete")),
         exit_code=exit_code if isinstance(exit_code, int) else None,
         duration=round((end - start).total_seconds(), 3) if start and end else None,
         isolation=info.get("isolation") if isinstance(info.get("isolation"), str) else None,
@@ -109,11 +120,11 @@ def list_runs(root: Path) -> list[RunRow]:
         names = os.listdir(root)
     except FileNotFoundError:
         return []
-    rows = [
-        read_row(root / n)
-        for n in names
-        if not n.startswith((".", "_")) and (root / n / fmt.RUN_INFO).is_file()
-    ]
+    except OSError as exc:
+        raise UsageError(
+            f"runs root {str(root)!r} cannot be read: {exc.strerror}", code="BAD_RUNS_ROOT"
+        ) from None
+    rows = [read_row(root / n) for n in names if not fmt.reserved(n) and (root / n / fmt.RUN_INFO).is_file()]
     rows.sort(key=lambda r: (r.timestamp or "", r.run_id), reverse=True)
     return rows
 

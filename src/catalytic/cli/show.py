@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from catalytic.cli.output import print_json
-from catalytic.errors import CatalyticError, LedgerError
+from catalytic.errors import CatalyticError, DocumentError
 from catalytic.ledger import format as fmt
-from catalytic.ledger.reader import open_dir, read_ledger_file
+from catalytic.ledger.reader import open_dir, read_document
 
 EXIT_NOT_FOUND = 2
 DOCUMENTS = (fmt.RUN_INFO, fmt.STATUS, fmt.RESTORE_DIFF, fmt.OUTPUTS, fmt.WRITE_LOG)
@@ -66,19 +66,18 @@ def _configured_runs_root(root: Path) -> str:
 
 
 def load_run(ledger: Path) -> dict[str, Any]:
-    """The run's documents by file name (missing optional ones absent)."""
+    """The run's documents by file name (missing ones absent); a broken one raises DocumentError."""
     try:
         dir_fd = open_dir(ledger)
     except OSError as exc:
-        raise LedgerError(f"cannot open {ledger}: {exc.strerror or exc}") from exc
+        raise DocumentError(f"cannot open {ledger}: {exc.strerror or exc}", code="BAD_FILE") from exc
     docs: dict[str, Any] = {}
     try:
         for name in DOCUMENTS:
-            loaded = read_ledger_file(dir_fd, name)
-            if loaded.problem is None:
-                docs[name] = loaded.document
-            elif loaded.problem.code != "MISSING_FILE":
-                raise LedgerError(str(loaded.problem))
+            # Held to its schema, so rendering can rely on every shape (a DocumentError otherwise).
+            document = read_document(dir_fd, name)
+            if document is not None:
+                docs[name] = document
     finally:
         os.close(dir_fd)
     return docs
@@ -130,7 +129,7 @@ def render(ledger: Path, docs: dict[str, Any], *, limit: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False, emoji=False)  # the ledger's text is data, not markup
     info: dict[str, Any] = docs.get(fmt.RUN_INFO) or {}
     status: dict[str, Any] = docs.get(fmt.STATUS) or {}
     state = status.get("status", "incomplete (no STATUS.json)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from catalytic.cli.output import Progress, add_verbosity, print_json, printable
 from catalytic.errors import EXIT_DIRTY, EXIT_OK, UsageError
-from catalytic.ledger.format import DEFAULT_RUNS_ROOT
+from catalytic.ledger.format import CHAIN_FILE, DEFAULT_RUNS_ROOT
 
 PREFIX = "[catalytic-validator]"
 
@@ -89,16 +89,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def find_runs(runs_root: Path) -> list[Path]:
-    """Every run under ``runs_root``: entries not starting with ``_`` or ``.``, sorted by name."""
+    """Every run under ``runs_root``, sorted by name: every entry but catalytic's own (``_cache``, ...)."""
     try:
         names = os.listdir(runs_root)
     except FileNotFoundError:
         raise UsageError(f"runs root {str(runs_root)!r} does not exist", code="NOT_FOUND") from None
     except OSError as exc:
         raise UsageError(f"runs root {str(runs_root)!r} cannot be read: {exc.strerror}") from None
-    from catalytic.ledger.chain import CHAIN_FILE
+    from catalytic.ledger.format import reserved
 
-    runs = sorted(runs_root / n for n in names if not n.startswith(("_", ".")) and n != CHAIN_FILE)
+    runs = sorted(runs_root / n for n in names if not reserved(n))
     if not runs:
         raise UsageError(f"no runs under {str(runs_root)!r}: nothing to validate", code="NO_RUNS")
     return runs
@@ -185,15 +185,15 @@ def execute(args: argparse.Namespace) -> int:
             sys.stdout.write("\n".join(format_report(dict(report), verbose=args.verbose)) + "\n")
         sys.stdout.flush()
         if chain_errors:
-            sys.stdout.write(f"{PREFIX} FAIL: chain LEDGER.jsonl\n")
+            sys.stdout.write(f"{PREFIX} FAIL: chain {CHAIN_FILE}\n")
             for e in chain_errors:
                 sys.stdout.write(f"  {printable(e['code'])}: {printable(e['message'])}\n")
         elif (
             runs_root is not None
             and args.check_chain
             and not args.quiet
-            and (runs_root / "LEDGER.jsonl").exists()
+            and (runs_root / CHAIN_FILE).exists()
         ):
-            sys.stdout.write(f"{PREFIX} PASS: chain LEDGER.jsonl\n")
+            sys.stdout.write(f"{PREFIX} PASS: chain {CHAIN_FILE}\n")
         progress(f"{len(reports)} run(s): {len(reports) - len(failed)} passed, {len(failed)} failed")
     return EXIT_DIRTY if failed or chain_errors else EXIT_OK

@@ -10,6 +10,7 @@ to the workspace root. Signed with a catalytic Ed25519 key, the link verifies wi
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from typing import Any
 from catalytic import paths
 from catalytic.errors import EXIT_USAGE, CatalyticError
 from catalytic.ledger import format as fmt
-from catalytic.ledger.canonical import loads, write_atomic
-from catalytic.ledger.digest import DIGEST_FILE, read_regular
+from catalytic.ledger.canonical import write_atomic
+from catalytic.ledger.digest import DIGEST_FILE
 
 INSTALL_HINT = "in-toto export needs the 'in-toto' package: pip install 'catalytic[intoto]'"
 DEFAULT_STEP = "catalytic-run"
@@ -32,16 +33,24 @@ class ExportError(CatalyticError):
     exit_code = EXIT_USAGE
 
 
-def _read(ledger_dir: Path, name: str) -> Any:
-    data = read_regular(ledger_dir / name)  # never follows a symlink or blocks on a FIFO
-    if data is None:
+def _read(ledger_dir: Path, name: str, *, check: bool = True) -> Any:
+    """A document of the ledger, strictly parsed and (with ``check``) held to its schema."""
+    from catalytic.ledger.reader import open_dir, read_document
+
+    try:
+        dir_fd = open_dir(ledger_dir)
+    except OSError as exc:
+        raise ExportError(f"cannot open {ledger_dir}: {exc.strerror or exc}", code="INCOMPLETE") from exc
+    try:
+        schema = "ledger_digest.schema.json" if name == DIGEST_FILE else None
+        document = read_document(dir_fd, name, schema=schema, check=check)
+    finally:
+        os.close(dir_fd)
+    if document is None:
         raise ExportError(
             f"{ledger_dir} has no regular file {name}: not a complete ledger", code="INCOMPLETE"
         )
-    try:
-        return loads(data)
-    except ValueError as exc:
-        raise ExportError(f"cannot read {ledger_dir / name}: {exc}", code="BAD_JSON") from exc
+    return document
 
 
 def _artifacts(manifest: Any, algorithm: str) -> dict[str, dict[str, str]]:
@@ -63,8 +72,9 @@ def link_fields(ledger_dir: Path, name: str = DEFAULT_STEP) -> dict[str, Any]:
     run_info = _read(ledger_dir, fmt.RUN_INFO)
     status = _read(ledger_dir, fmt.STATUS)
     algorithm = str(run_info.get("hash_algorithm", "sha256"))
-    materials = _artifacts(_read(ledger_dir, fmt.PRE_MANIFEST), algorithm)
-    products = _artifacts(_read(ledger_dir, fmt.POST_MANIFEST), algorithm)
+    # The manifests are read whole but not schema-checked (slow for large ones): _artifacts takes any shape.
+    materials = _artifacts(_read(ledger_dir, fmt.PRE_MANIFEST, check=False), algorithm)
+    products = _artifacts(_read(ledger_dir, fmt.POST_MANIFEST, check=False), algorithm)
     for record in _read(ledger_dir, fmt.OUTPUTS):
         if isinstance(record, dict) and record.get("type") == "file" and "sha256" in record:
             products[str(record["path"])] = {"sha256": str(record["sha256"])}

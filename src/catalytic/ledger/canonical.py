@@ -114,12 +114,78 @@ def encode(value: Any) -> bytes:
     return dumps(value).encode("utf-8")
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON written by :func:`dumps` (or any JSON); surrogate escapes come back as names."""
+#: The deepest nesting :func:`loads` accepts. catalytic's own documents nest at most five levels; a deeper
+#: one can only be hostile, and would make every recursive reader of it (schema checks, re-encoding) fail.
+MAX_DEPTH = 64
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed (JSON has no such number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        # 1e400 parses to infinity, which canonical JSON cannot hold.
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # json.loads keeps the last duplicate silently: a second value could hide the first.
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:80]!r}")
+            seen.add(key)
+    return result
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` levels deep (without recursing)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def loads(data: bytes | str, *, unique_keys: bool = False) -> Any:
+    """Parse JSON (what :func:`dumps` writes, or any JSON); surrogate escapes come back as names.
+
+    The one JSON parser of catalytic, for documents anyone may have edited: whatever the bytes, it
+    returns a value or raises ``ValueError`` with a one-line reason, never anything else. Refused:
+    invalid UTF-8, ``NaN`` and infinities, numbers out of range, nesting deeper than :data:`MAX_DEPTH`
+    and, with ``unique_keys`` (ledgers: a second value could hide the first), a key twice in one object.
+    """
     import json
 
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return json.loads(text)
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not valid UTF-8 at byte {exc.start}") from None
+    else:
+        text = data
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_object if unique_keys else None,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
+    # Only a document with that many brackets can be that deep: most are checked by two counts.
+    brackets = text.count("[") + text.count("{") if isinstance(value, dict | list) else 0
+    if brackets > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+    return value
 
 
 def _write_chunks(out: BinaryIO, chunks: Iterable[str] | Iterable[bytes] | bytes) -> None:

@@ -21,9 +21,8 @@ from typing import Any, NamedTuple
 
 from catalytic.errors import LedgerError
 from catalytic.ledger.canonical import dumps, loads
+from catalytic.ledger.format import CHAIN_FILE, CHAIN_LOCK
 
-CHAIN_FILE = "LEDGER.jsonl"
-LOCK_FILE = ".LEDGER.lock"
 CHAIN_SCHEMA = "catalytic.chain/1"
 GENESIS = "0" * 64
 
@@ -53,7 +52,7 @@ def locked(runs_root: Path, *, shared: bool = False) -> Iterator[None]:
     A reader that cannot create or open the lock file (a read-only checkout) goes on without it.
     """
     try:
-        fd = os.open(runs_root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(runs_root / CHAIN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if shared:
             yield

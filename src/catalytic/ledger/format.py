@@ -10,6 +10,27 @@ from typing import Any, Literal, TypedDict
 SCHEMA_VERSION = "catalytic.ledger/1"
 DEFAULT_RUNS_ROOT = "CONTRACTS/_runs"
 
+#: The runs root's hash chain of sealed runs (see :mod:`catalytic.ledger.chain`) and its lock file.
+CHAIN_FILE = "LEDGER.jsonl"
+CHAIN_LOCK = ".LEDGER.lock"
+#: Everything else catalytic keeps directly in a runs root, beside the run ledgers, starts with one of
+#: these: its directories ``_cache`` (stat caches), ``_store`` (rollback store), ``_commits`` (overlay
+#: commit journals) and ``_locks`` (domain locks), each named by the module that uses it, and its lock
+#: and temporary files (``.LEDGER.lock``, ``.<name>.<random>.tmp``).
+RESERVED_PREFIXES = ("_", ".")
+#: The other entries of a runs root that are catalytic's own, never a run's ledger.
+RESERVED_NAMES = (CHAIN_FILE,)
+_RESERVED_FOLDED = frozenset(name.casefold() for name in RESERVED_NAMES)
+
+
+def reserved(name: str) -> bool:
+    """Whether ``name`` is one of catalytic's own entries of a runs root, so never a run id or a run.
+
+    Compared without regard to case: on a case-insensitive file system ``ledger.jsonl`` is the chain.
+    """
+    return name.startswith(RESERVED_PREFIXES) or name.casefold() in _RESERVED_FOLDED
+
+
 RUN_INFO = "RUN_INFO.json"
 PRE_MANIFEST = "PRE_MANIFEST.json"
 POST_MANIFEST = "POST_MANIFEST.json"

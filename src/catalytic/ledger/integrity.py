@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from catalytic.errors import LedgerError, Problem
 from catalytic.ledger import chain, digest
+from catalytic.ledger import format as fmt
 from catalytic.ledger.canonical import loads
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def check_anchor(runs_root: Path, anchor: bytes) -> list[Problem]:
     return [
         Problem(
             "CHAIN_ANCHOR",
-            f"{chain.CHAIN_FILE} does not extend the anchored copy: it differs from line {kept + 1} on "
+            f"{fmt.CHAIN_FILE} does not extend the anchored copy: it differs from line {kept + 1} on "
             "(runs were rewritten or removed)",
         )
     ]
@@ -141,7 +142,7 @@ def check_chained(ledger_dir: Path) -> list[Problem]:
     one that ``validate --run-dir`` accepts. A run copied out of its runs root has no chain beside it (use
     ``--require-seal`` there). The chain's own problems are :func:`check_chain`'s."""
     runs_root = ledger_dir.parent
-    if not os.path.lexists(runs_root / chain.CHAIN_FILE):
+    if not os.path.lexists(runs_root / fmt.CHAIN_FILE):
         return []
     try:
         lines = chain.read_lines(runs_root)
@@ -184,7 +185,7 @@ def _check_chain(runs_root: Path) -> list[Problem]:
     from catalytic.ledger.reader import schema_problems
 
     problems: list[Problem] = []
-    where = chain.CHAIN_FILE
+    where = fmt.CHAIN_FILE
     prev = chain.GENESIS
     seen: set[str] = set()
     for index, line in enumerate(lines):

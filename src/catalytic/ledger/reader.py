@@ -23,7 +23,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from catalytic.errors import Problem
+from catalytic.errors import DocumentError, Problem
+from catalytic.ledger import format as fmt
+from catalytic.ledger.canonical import loads
 
 #: Ledger files larger than this are refused rather than read into memory (a manifest of a million
 #: entries is about 100 MiB).
@@ -57,43 +59,10 @@ def open_dir(path: os.PathLike[str] | str) -> int:
     return os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in a ledger")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        # 1e400 parses to infinity, which canonical JSON cannot hold.
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # json.loads keeps the last duplicate silently: a second value could hide the first.
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def parse_json(data: bytes) -> Any:
-    """Parse ledger JSON strictly; raises ValueError (including for bad UTF-8 and deep nesting)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not valid UTF-8 at byte {exc.start}") from None
-    try:
-        return json.loads(
-            text,
-            object_pairs_hook=_unique_object,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+    """Parse ledger JSON strictly (:func:`~catalytic.ledger.canonical.loads` with unique keys); raises
+    ValueError for anything else, including bad UTF-8, NaN and deep nesting."""
+    return loads(data, unique_keys=True)
 
 
 def open_ledger_file(dir_fd: int, name: str, *, max_bytes: int = MAX_LEDGER_BYTES) -> int | LedgerFile:
@@ -151,6 +120,41 @@ def read_ledger_file(dir_fd: int, name: str, *, max_bytes: int = MAX_LEDGER_BYTE
     except ValueError as exc:
         return LedgerFile(name, problem=Problem("BAD_JSON", f"{name} is not valid JSON: {exc}"), raw=raw)
     return LedgerFile(name, document=document, raw=raw)
+
+
+#: The shipped JSON Schema of each ledger document.
+SCHEMAS = {
+    fmt.RUN_INFO: "run_info.schema.json",
+    fmt.PRE_MANIFEST: "manifest.schema.json",
+    fmt.POST_MANIFEST: "manifest.schema.json",
+    fmt.PRE_MODES: "modes.schema.json",
+    fmt.POST_MODES: "modes.schema.json",
+    fmt.RESTORE_DIFF: "restore_diff.schema.json",
+    fmt.OUTPUTS: "outputs.schema.json",
+    fmt.STATUS: "status.schema.json",
+    fmt.WRITE_LOG: "write_log.schema.json",
+}
+
+
+def read_document(dir_fd: int, name: str, *, schema: str | None = None, check: bool = True) -> Any:
+    """The document ``name`` of the ledger directory open as ``dir_fd``, for a reader that shows or
+    exports it: None when it is absent; parsed strictly and, with ``check``, held to its schema (``schema``,
+    default :data:`SCHEMAS`), so the caller can rely on its shape.
+
+    Raises :class:`~catalytic.errors.DocumentError` naming the first problem (``catalytic validate``
+    lists them all).
+    """
+    loaded = read_ledger_file(dir_fd, name)
+    if loaded.problem is not None:
+        if loaded.problem.code == "MISSING_FILE":
+            return None
+        raise DocumentError(loaded.problem.message, code=loaded.problem.code)
+    if check:
+        found = schema_problems(loaded.document, schema or SCHEMAS[name], name)
+        if found:
+            more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
+            raise DocumentError(found[0].message + more, code="SCHEMA")
+    return loaded.document
 
 
 @functools.cache
