@@ -416,3 +416,40 @@ def test_diff_memory_does_not_grow_with_the_number_of_files(
     printed = capsys.readouterr().out
     found = len(json.loads(printed)["changed"]) if flag else len(printed.splitlines())
     assert found == 500
+
+
+@pytest.mark.parametrize("command", ["snapshot", "run-json-file"])
+def test_an_output_that_is_a_pipe_or_device_is_written_into_never_replaced(
+    tmp_path: Path, command: str
+) -> None:
+    """``-o /dev/null`` must not replace /dev/null by a regular file (a rename would, as root): a FIFO
+    stands in for the device here, and is still a FIFO after its reader got the document."""
+    import stat
+    import threading
+
+    from catalytic.cli import main
+
+    tree = tmp_path / "d"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    try:
+        if command == "snapshot":
+            code = main(["snapshot", "-q", str(tree), "-o", str(fifo)])
+        else:
+            code = main(
+                ["run", "-q", "--root", str(tmp_path), "--runs-root", "runs", "--allowed-roots", "runs"]
+                + ["--catalytic-domains", "d", "--json-file", str(fifo), "--", "true"]
+            )
+    finally:
+        if reader.is_alive() and not got:
+            with open(fifo, "wb"):  # unblock the reader if nothing was written
+                pass
+        reader.join(10)
+    assert code == 0
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert json.loads(got[0])

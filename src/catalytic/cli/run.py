@@ -19,7 +19,7 @@ from catalytic.cli.output import (
 )
 from catalytic.errors import UsageError
 from catalytic.isolation import ISOLATION_CHOICES, Options
-from catalytic.ledger.canonical import write_json
+from catalytic.ledger.canonical import json_chunks, write_output
 from catalytic.ledger.format import DETERMINISM_VALUES
 from catalytic.policy import declare, preflight
 from catalytic.runtime import execute
@@ -199,7 +199,7 @@ def execute_cli(args: argparse.Namespace) -> int:
         sys.stderr.write(f"catalytic: {result.command_error}\n")
     summary = result.summary()
     if json_file is not None:
-        write_json(json_file, summary)
+        write_output(json_file, json_chunks(summary))
     if args.json:
         print_json(summary)
     return result.exit_status

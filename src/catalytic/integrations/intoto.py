@@ -18,7 +18,7 @@ from typing import Any
 from catalytic import paths
 from catalytic.errors import EXIT_USAGE, CatalyticError
 from catalytic.ledger import format as fmt
-from catalytic.ledger.canonical import write_atomic
+from catalytic.ledger.canonical import write_output
 from catalytic.ledger.digest import DIGEST_FILE
 
 INSTALL_HINT = "in-toto export needs the 'in-toto' package: pip install 'catalytic[intoto]'"
@@ -127,5 +127,5 @@ def export_link(
         signature = key.sign(metablock.signed.signable_bytes)
         metablock.signatures.append({"keyid": keyid, "sig": signature.hex()})
     text = json.dumps(metablock.to_dict(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-    write_atomic(output, text.encode("utf-8"))
+    write_output(output, text.encode("utf-8"))
     return keyid

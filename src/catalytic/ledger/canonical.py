@@ -13,6 +13,7 @@ import errno
 import functools
 import math
 import os
+import stat
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -341,6 +342,33 @@ def write_atomic(
         staged.publish()
     finally:
         staged.close()
+
+
+def write_output(path: Path, chunks: Iterable[str] | Iterable[bytes] | bytes) -> None:
+    """Write a file the user named: atomically (:func:`write_atomic`) when it is or will be a regular file;
+    straight into it when it is a device or a pipe (``-o /dev/null``, a FIFO), which a rename would replace
+    by a regular file (as root, even ``/dev/null`` itself)."""
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        special = False
+    if not special:
+        write_atomic(path, chunks)
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        pieces = [chunks] if isinstance(chunks, bytes) else chunks
+        for piece in pieces:
+            data = memoryview(piece.encode("utf-8") if isinstance(piece, str) else piece)
+            while data:
+                data = data[os.write(fd, data) :]
+    except OSError as exc:
+        raise LedgerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
 
 
 def _temp_file(path: Path) -> tuple[int, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic.errors import UsageError
-from catalytic.ledger.canonical import _string, loads, write_atomic
+from catalytic.ledger.canonical import _string, loads, write_output
 from catalytic.snapshot.entry import Entry
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def write_manifest(path: Path, entries: Iterable[Entry], algorithm: str, root: s
         yield from iter_domain_object(items, modes=True)
         yield TAIL
 
-    write_atomic(path, chunks())
+    write_output(path, chunks())
 
 
 def write_spooled_manifest(path: Path, manifest: Span, modes: Span, algorithm: str, root: str) -> None:
@@ -67,7 +67,7 @@ def write_spooled_manifest(path: Path, manifest: Span, modes: Span, algorithm: s
         yield from modes.chunks()
         yield TAIL.encode()
 
-    write_atomic(path, chunks())
+    write_output(path, chunks())
 
 
 def head(algorithm: str) -> str:
