@@ -34,12 +34,11 @@ def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.rollback import restore_state
     from catalytic.isolation.state import open_state
     from catalytic.isolation.store import Store
+    from catalytic.locks import domain_locks
     from catalytic.snapshot.domains import cache_dir
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
-    root, runs_root = workspace(args)
-    for done in recover(runs_root):
-        progress(f"recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
+    root, runs_root = workspace(args, checked=True)
     store = Store(runs_root)
     state = open_state(store, args.run_id)
     domains = state.names("domains")
@@ -48,9 +47,19 @@ def execute_cli(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"run {args.run_id} has no domain {unknown[0]!r} (domains: {', '.join(domains)})")
     only = [*wanted, *(state.names("outputs") if args.outputs else [])]
-    result = restore_state(
-        root, store, state, only=only, dry_run=args.dry_run, cache_dir=cache_dir(runs_root)
-    )
+    # Like a run on the same trees: no run or restore of an overlapping domain meanwhile, no gc.
+    with domain_locks(runs_root, only, args.run_id, who=f"catalytic restore {args.run_id}"):
+        for done in recover(runs_root):
+            progress(f"recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
+        result = restore_state(
+            root,
+            store,
+            state,
+            only=only,
+            dry_run=args.dry_run,
+            cache_dir=cache_dir(runs_root),
+            run_id=args.run_id,
+        )
     for op, path in result["actions"]:
         progress(f"{'would ' if args.dry_run else ''}{op} {path}")
     for problem in result["problems"]:
