@@ -136,7 +136,8 @@ class _Tree:
 
 def unsafe_path(target: Path, within: Path | None = None) -> str | None:
     """Why ``target`` cannot be restored safely (a component between ``within``, default its nearest
-    existing ancestor, and it is a symlink or not a directory), or None. A missing component is no reason: a restore creates it."""
+    existing ancestor, and it is a symlink or not a directory), or None. A missing component is no
+    reason: a restore creates it."""
     try:
         os.close(_Tree(target, within, None).parent(ROOT)[0])
     except FileNotFoundError:
