@@ -19,7 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="prune the store under <runs root>/_store of runs whose ledger is gone, and stale caches",
         description="Drop the saved pre-states of runs whose ledger directory no longer exists, then "
         "every stored object no remaining pre-state references, the stat caches under <runs root>/_cache "
-        "of directories that no longer exist, and the temporary overlay layers of runtimes that were killed.",
+        "of directories that no longer exist, the temporary overlay layers of runtimes that were killed, "
+        "and the files a killed restore had staged. Refused (exit 2, LOCKED) while a run or a restore "
+        "uses the runs root.",
     )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     add_location(p)

@@ -17,7 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="put catalytic domains back to a run's pre-state (runs made with --isolation rollback)",
         description="Restore the catalytic domains (and with --outputs the declared outputs) of a run "
         "to what they held before it ran, from the store under <runs root>/_store, then prove it "
-        "with a fresh snapshot. Exit 0 when proven (or on --dry-run), 1 otherwise.",
+        "with a fresh snapshot; a tree whose path leads through a symlink is refused. Exit 0 when proven "
+        "(or on --dry-run), 1 otherwise, 2 (LOCKED) while a run or restore of an overlapping domain, or "
+        "gc, is in progress.",
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--domain", action="append", metavar="PATH", help="restore only this domain (repeatable)")

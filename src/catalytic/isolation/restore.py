@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 STAGED_SUFFIX = ".restore"
 
 _FIRST = itemgetter(0)
+_ANCHOR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass
@@ -78,7 +79,7 @@ class _Tree:
         in it; ``create``: make missing parents. Raises :class:`UnsafePathError` on a symlink or a
         non-directory."""
         comps = (*self.top, *(paths.parts(rel) if rel != ROOT else ()))
-        fd = os.open(self.anchor, DIR_FLAGS)
+        fd = os.open(self.anchor, _ANCHOR_FLAGS)  # the anchor is trusted: its own path may hold symlinks
         try:
             for depth, comp in enumerate(comps[:-1]):
                 try:
@@ -127,10 +128,10 @@ class _Tree:
 
     def stage(self, rel: str) -> str:
         """A fresh temporary name beside ``rel``, recorded in the staging journal before it is created."""
-        base = paths.parts(rel)[-1] if rel != ROOT else self.top[-1]
-        name = f".{base}.{os.urandom(8).hex()}{STAGED_SUFFIX}"
+        full = (*self.top, *(paths.parts(rel) if rel != ROOT else ()))
+        name = f".{full[-1]}.{os.urandom(8).hex()}{STAGED_SUFFIX}"
         if self.staging is not None:
-            self.staging.record(self.anchor, "/".join((*self.top, *paths.parts(rel)[:-1], name)))
+            self.staging.record(self.anchor, "/".join((*full[:-1], name)))
         return name
 
 

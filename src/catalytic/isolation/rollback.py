@@ -126,6 +126,10 @@ def restore_state(
                 with scanned(target, algorithm, store_dir=cache_dir) as after:
                     left = changes(tree.entries(), spooled_entries(after.manifest, after.modes))
                     differing = [change[1] for change in left]
+                unsafe = unsafe_path(target, within)  # a proof read through a symlink proves nothing
+                if unsafe is not None:
+                    problems.append(f"cannot prove {tree.name} restored: {unsafe}")
+                    differing = differing or [paths.ROOT]
                 if differing:
                     remaining[tree.name] = differing
     finally:
