@@ -180,3 +180,39 @@ def test_restore_recreates_a_deleted_domain_and_removes_a_created_one(tmp_path: 
     assert report.ok and tree(domain) == [(e.path, e.value, e.mode) for e in want]
     report = restore_tree(domain, [], triples(snapshot_tree(domain).entries), store, "sha256")
     assert report.ok and not domain.exists()
+
+
+def test_restore_tree_never_follows_a_symlink_below_its_anchor(tmp_path: Path) -> None:
+    """A symlinked directory inside the tree, swapped in after the snapshot of what it holds: the restore
+    refuses to write below it (it reports the symlink), and writes nothing where it leads."""
+    ws = make_workspace(tmp_path / "ws")
+    domain = ws / DOMAIN
+    want = list(snapshot_tree(domain).entries)
+    store = Store(tmp_path / "runs")
+    for e in want:
+        if len(e.value) == 64:
+            store.put_file(domain / e.path, "sha256", e.value)
+    have = list(snapshot_tree(domain).entries)
+    (domain / "sub" / "b.txt").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    (domain / "sub").rename(elsewhere)
+    (domain / "sub").symlink_to(elsewhere)  # a race: the restore believes sub is still a directory
+    report = restore_tree(domain, triples(want), triples(have[:-1]), store, "sha256", within=ws)
+    assert list(elsewhere.iterdir()) == []
+    assert any(f"'{DOMAIN}/sub' is a symlink" in p for p in report.problems), report.problems
+
+
+def test_restore_tree_reaches_a_workspace_whose_own_path_is_a_symlink(tmp_path: Path) -> None:
+    real = make_workspace(tmp_path / "real")
+    (tmp_path / "ws").symlink_to(real)
+    domain = tmp_path / "ws" / DOMAIN
+    want = list(snapshot_tree(domain).entries)
+    store = Store(tmp_path / "runs")
+    for e in want:
+        if len(e.value) == 64:
+            store.put_file(domain / e.path, "sha256", e.value)
+    (domain / "a.txt").write_text("changed\n")
+    have = list(snapshot_tree(domain).entries)
+    report = restore_tree(domain, triples(want), triples(have), store, "sha256", within=tmp_path / "ws")
+    assert report.ok, report.problems
+    assert (real / DOMAIN / "a.txt").read_text() == "alpha\n"

@@ -441,10 +441,8 @@ def test_an_output_that_is_a_pipe_or_device_is_written_into_never_replaced(
         if command == "snapshot":
             code = main(["snapshot", "-q", str(tree), "-o", str(fifo)])
         else:
-            code = main(
-                ["run", "-q", "--root", str(tmp_path), "--runs-root", "runs", "--allowed-roots", "runs"]
-                + ["--catalytic-domains", "d", "--json-file", str(fifo), "--", "true"]
-            )
+            run = ["run", "-q", "--root", str(tmp_path), "--runs-root", "runs", "--allowed-roots", "runs"]
+            code = main([*run, "--catalytic-domains", "d", "--json-file", str(fifo), "--", "true"])
     finally:
         if reader.is_alive() and not got:
             with open(fifo, "wb"):  # unblock the reader if nothing was written

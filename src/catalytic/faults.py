@@ -49,8 +49,9 @@ POINTS = (
 
 #: The points only runs with ``--isolation rollback`` or ``overlay`` reach (between ``verify.end`` and
 #: ``record.begin``; the overlay ones only when outputs are committed, the rollback ones only when a
-#: dirty run is put back).
+#: dirty run is put back; ``rollback.saved`` alone comes earlier, before ``execute.begin``).
 ISOLATION_POINTS = (
+    "rollback.saved",  # rollback: the pre-state's objects are stored, its state document not yet written
     "finish.begin",  # backend about to commit / roll back (verdict known, nothing written yet)
     "overlay.build",  # journal 'staging' written; before building each output in staging (n-th output)
     "overlay.staged",  # every output built in staging, commit journal 'swapping' written, nothing swapped
@@ -58,6 +59,7 @@ ISOLATION_POINTS = (
     "overlay.swapped",  # every output swapped in; staging and journal not yet removed
     "rollback.tree",  # before restoring each domain / output tree (n-th tree)
     "rollback.entry",  # before each removal or re-creation inside a restored tree (n-th overall)
+    "rollback.staged",  # a restored file is written beside its place, not yet renamed into it (n-th file)
 )
 
 

@@ -8,6 +8,12 @@ conflict exactly when a domain of one is, contains or lies inside a domain of th
 (code ``LOCKED``, exit 2) before anything is written. The kernel drops the locks when the process
 ends, however it ends, so a killed run never leaves a stale lock. The lock files live in
 ``<runs root>/_locks/`` (a name no run id can take) and are reused, never deleted.
+
+Beside them, one lock guards the runs root's shared state (the store under ``_store``, the stat caches
+under ``_cache``, the journals under ``_commits``): every run and every ``catalytic restore`` holds it
+shared for as long as it runs (a run saves its pre-state, may need it until it ends, and uses the caches
+throughout); ``catalytic gc``, which deletes from them, holds it exclusively, and is refused while any
+other catalytic command holds it (code ``LOCKED``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from catalytic import paths
 from catalytic.errors import LedgerError, LockedError
 
 LOCK_DIR = "_locks"
+#: The lock file of the runs root's shared state (not a hashed name: no domain lock can take it).
+STORE_LOCK = "store.lock"
 
 
 def _lock_name(rel: str) -> str:
@@ -42,31 +50,63 @@ def lock_plan(domains: Sequence[str]) -> dict[str, bool]:
     return plan
 
 
-@contextmanager
-def domain_locks(runs_root: Path, domains: Sequence[str], run_id: str) -> Iterator[None]:
-    """Hold the locks of ``domains`` for the duration of the ``with`` block."""
+def _open(runs_root: Path, name: str) -> int:
     lock_dir = runs_root / LOCK_DIR
     try:
         lock_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LedgerError(f"cannot create the lock directory {lock_dir}: {exc.strerror or exc}") from exc
+    path = lock_dir / name
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise LedgerError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
+
+
+def _try_lock(fd: int, exclusive: bool, refused: str) -> None:
+    """Take the lock without waiting; ``refused``: the message of the LockedError when it is held."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise LedgerError(f"cannot lock {LOCK_DIR}/: {exc.strerror or exc}") from exc
+        raise LockedError(refused) from None
+
+
+@contextmanager
+def store_lock(runs_root: Path, *, exclusive: bool, who: str) -> Iterator[None]:
+    """Hold the lock of the runs root's shared state (store, caches, journals) for the ``with`` block:
+    shared to use it, exclusive to delete from it. ``who`` names the command in the refusal."""
+    fd = _open(runs_root, STORE_LOCK)
+    try:
+        _try_lock(
+            fd,
+            exclusive,
+            f"{who} refused: another catalytic command is using the store and caches of {runs_root}"
+            + ("; run it again once no run or restore is in progress" if exclusive else " exclusively"),
+        )
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def domain_locks(runs_root: Path, domains: Sequence[str], run_id: str, *, who: str = "") -> Iterator[None]:
+    """Hold the locks of ``domains`` for the duration of the ``with`` block, and the shared lock of the
+    runs root's store and caches (:func:`store_lock`). ``who`` names the command in a refusal (default:
+    the run ``run_id``)."""
+    who = who or f"run {run_id!r}"
     with ExitStack() as stack:
+        stack.enter_context(store_lock(runs_root, exclusive=False, who=who))
         for rel, exclusive in sorted(lock_plan(domains).items(), key=lambda item: paths.sort_key(item[0])):
-            path = lock_dir / _lock_name(rel)
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError as exc:
-                raise LedgerError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
+            fd = _open(runs_root, _lock_name(rel))
             stack.callback(os.close, fd)
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise LedgerError(f"cannot lock {path}: {exc.strerror or exc}") from exc
-                raise LockedError(
-                    f"run {run_id!r} refused: another catalytic run holds a catalytic domain that "
-                    f"overlaps {rel!r}; runs whose domains overlap cannot run at the same time"
-                ) from None
+            _try_lock(
+                fd,
+                exclusive,
+                f"{who} refused: another catalytic command holds a catalytic domain that "
+                f"overlaps {rel!r}; commands whose domains overlap cannot run at the same time",
+            )
             if exclusive:
                 # Who holds it, for a human looking at the lock file (informational only).
                 os.ftruncate(fd, 0)

@@ -224,6 +224,37 @@ def runs_root_problem(root: Path, runs_root: str) -> str | None:
     return None
 
 
+def _runs_root(root: Path, value: str, forbidden: Sequence[str], problems: list[Problem]) -> str | None:
+    """The runs root's rule, for every command: inside the workspace (symlinks resolved), not the workspace
+    root itself, clear of the forbidden paths. Its canonical relative path, or None (see ``problems``)."""
+    found = _normalise(root, (value,), "runs root", problems, resolve=True)
+    if not found:
+        return None
+    runs_root = found[0]
+    if runs_root == paths.ROOT:
+        problems.append(Problem("BAD_PATH", "the runs root cannot be the workspace root itself"))
+    for bad in forbidden:
+        if paths.overlaps(runs_root, bad):
+            problems.append(Problem("FORBIDDEN", f"runs root {runs_root!r} overlaps forbidden path {bad!r}"))
+    broken = runs_root_problem(root, runs_root)
+    if broken is not None:
+        problems.append(Problem("BAD_RUNS_ROOT", broken))
+    return runs_root
+
+
+def checked_runs_root(decl: Declaration) -> Path:
+    """The runs root of a declaration, checked by the rule :func:`preflight` applies (for the commands that
+    change a runs root without running anything: ``gc``, ``restore``); raises :class:`DeclarationError`."""
+    problems: list[Problem] = []
+    forbidden = _normalise(
+        decl.root, (*decl.forbidden_paths, *ALWAYS_FORBIDDEN), "forbidden path", problems, resolve=False
+    )
+    runs_root = _runs_root(decl.root, decl.runs_root, forbidden, problems)
+    if problems or runs_root is None:
+        raise DeclarationError(problems)
+    return decl.root / runs_root
+
+
 def preflight(decl: Declaration) -> Policy:
     """Check a declaration against CMP-01; return the policy or raise with every problem."""
     problems: list[Problem] = []
@@ -272,8 +303,9 @@ def preflight(decl: Declaration) -> Policy:
     forbidden = tuple(dict.fromkeys(forbidden))
     domains = _normalise(root, decl.catalytic_domains, "catalytic domain", problems, resolve=True)
     outputs = _normalise(root, decl.durable_outputs, "durable output", problems, resolve=True)
-    runs_roots = _normalise(root, (decl.runs_root,), "runs root", problems, resolve=True)
-    runs_root = runs_roots[0] if runs_roots else decl.runs_root
+    found_root = _runs_root(root, decl.runs_root, forbidden, problems)
+    runs_roots = (found_root,) if found_root is not None else ()
+    runs_root = found_root if found_root is not None else decl.runs_root
 
     for i, domain in enumerate(domains):
         for other in domains[i + 1 :]:
@@ -330,16 +362,6 @@ def preflight(decl: Declaration) -> Policy:
             if paths.overlaps(out, other):
                 problems.append(Problem("OVERLAP", f"durable outputs {out!r} and {other!r} overlap"))
     if runs_roots:
-        if runs_root == paths.ROOT:
-            problems.append(Problem("BAD_PATH", "the runs root cannot be the workspace root itself"))
-        for bad in forbidden:
-            if paths.overlaps(runs_root, bad):
-                problems.append(
-                    Problem("FORBIDDEN", f"runs root {runs_root!r} overlaps forbidden path {bad!r}")
-                )
-        broken = runs_root_problem(root, runs_root)
-        if broken is not None:
-            problems.append(Problem("BAD_RUNS_ROOT", broken))
         ledger = root / runs_root / run_id
         if not problems and os.path.lexists(ledger):
             problems.append(Problem("EXISTS", f"a ledger for run id {run_id!r} already exists at {ledger}"))

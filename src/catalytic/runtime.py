@@ -203,7 +203,7 @@ def execute(
             from catalytic.isolation.journal import recover
 
             for done in recover(policy.root / policy.runs_root):
-                say(f"Recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
+                say(f"Recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
         ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
         run_options = replace(options or Options(), say=say, jobs=settings.jobs, cache=settings.use_cache)

@@ -45,13 +45,14 @@ OVERLAY_COMMIT = ["overlay.staged", "overlay.swap@1", "overlay.swap@2", "overlay
 ROLLBACK_RESTORE = [
     *(f"rollback.tree@{n}" for n in (1, 2, 3)),
     *(f"rollback.entry@{n}" for n in (1, 2, 3)),
+    "rollback.staged",  # the dirty variant restores one file
 ]
 
 # (isolation, variant, points): the full suite kills at every point, the quick one at a sample.
 CASES_FULL: list[tuple[str, str, str]] = [
     *(("overlay", "clean", p) for p in [*COMMON, *OVERLAY_BUILD, *OVERLAY_COMMIT, *RECORD]),
     *(("overlay", "leaky", p) for p in [*COMMON, *RECORD]),
-    *(("rollback", "clean", p) for p in [*COMMON, *RECORD]),
+    *(("rollback", "clean", p) for p in [*COMMON, "rollback.saved", *RECORD]),
     *(("rollback", "dirty", p) for p in [*COMMON, *ROLLBACK_RESTORE, *RECORD]),
 ]
 CASES_QUICK: list[tuple[str, str, str]] = [
@@ -63,6 +64,7 @@ CASES_QUICK: list[tuple[str, str, str]] = [
     ("rollback", "clean", "finish.begin"),
     ("rollback", "dirty", "rollback.tree@2"),
     ("rollback", "dirty", "rollback.entry@2"),
+    ("rollback", "dirty", "rollback.staged"),
 ]
 CASES = CASES_FULL if FULL else CASES_QUICK
 

@@ -208,7 +208,7 @@ def test_commit_journal_recovery_is_idempotent(tmp_path: Path) -> None:
     path.write_text(doc)
     assert journal.recover(runs) == []
     path.write_text(doc.replace(f'"pid":{os.getppid()}', '"pid":999999999'))
-    assert journal.recover(runs) == [{"run_id": "r1", "action": "completed"}]
+    assert journal.recover(runs) == [{"run_id": "r1", "what": "output commit", "action": "completed"}]
     assert (root / "a" / "new.txt").read_text() == "new a" and not (root / "a" / "old.txt").exists()
     assert (root / "b" / "b.txt").read_text() == "new b"
     assert not (root / "c").exists()
@@ -219,6 +219,6 @@ def test_commit_journal_recovery_is_idempotent(tmp_path: Path) -> None:
     (stage / "0" / "x").write_text("x")
     path = journal.write(runs, "r2", "staging", root, entries[:1])
     path.write_text(path.read_text().replace(f'"pid":{os.getpid()}', '"pid":999999999'))
-    assert journal.recover(runs) == [{"run_id": "r2", "action": "undone"}]
+    assert journal.recover(runs) == [{"run_id": "r2", "what": "output commit", "action": "undone"}]
     assert (root / "a" / "new.txt").read_text() == "new a"
     assert not (stage / "0").exists() and not path.exists()

@@ -19,7 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="prune the store under <runs root>/_store of runs whose ledger is gone, and stale caches",
         description="Drop the saved pre-states of runs whose ledger directory no longer exists, then "
         "every stored object no remaining pre-state references, the stat caches under <runs root>/_cache "
-        "of directories that no longer exist, and the temporary overlay layers of runtimes that were killed.",
+        "of directories that no longer exist, the temporary overlay layers of runtimes that were killed, "
+        "and the files a killed restore had staged. Refused (exit 2, LOCKED) while a run or a restore "
+        "uses the runs root.",
     )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     add_location(p)
@@ -29,22 +31,28 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def execute_cli(args: argparse.Namespace) -> int:
+    from catalytic.isolation.journal import recover
     from catalytic.isolation.store import Store
+    from catalytic.locks import store_lock
     from catalytic.snapshot.domains import cache_dir
     from catalytic.snapshot.rowstore import remove_cache, stale_caches
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
-    runs_root = locate.runs_root(args)
-    kept = (
-        [n for n in os.listdir(runs_root) if not n.startswith("_") and (runs_root / n).is_dir()]
-        if runs_root.is_dir()
-        else []
-    )
-    dropped, objects = Store(runs_root).gc(kept, dry_run=args.dry_run)
-    caches = stale_caches(cache_dir(runs_root))
-    if not args.dry_run:
-        for path in caches:
-            remove_cache(path)
+    runs_root = locate.workspace(args, checked=True)[1]
+    # Exclusive: no run (which may need its pre-state until it ends) or restore is using the store.
+    with store_lock(runs_root, exclusive=True, who="catalytic gc"):
+        for done in recover(runs_root):
+            progress(f"recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
+        kept = (
+            [n for n in os.listdir(runs_root) if not n.startswith("_") and (runs_root / n).is_dir()]
+            if runs_root.is_dir()
+            else []
+        )
+        dropped, objects = Store(runs_root).gc(kept, dry_run=args.dry_run)
+        caches = stale_caches(cache_dir(runs_root))
+        if not args.dry_run:
+            for path in caches:
+                remove_cache(path)
     layers: list[str] = []
     if sys.platform.startswith("linux"):
         from catalytic.isolation.overlay import remove_layers, stale_layers

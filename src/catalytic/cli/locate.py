@@ -7,7 +7,7 @@ from pathlib import Path
 
 from catalytic.errors import UsageError
 from catalytic.ledger import format as fmt
-from catalytic.policy import declare
+from catalytic.policy import checked_runs_root, declare
 
 
 def add_location(parser: argparse.ArgumentParser) -> None:
@@ -20,10 +20,13 @@ def add_location(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def workspace(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The workspace root and the runs root named by the flags and the config file."""
+def workspace(args: argparse.Namespace, *, checked: bool = False) -> tuple[Path, Path]:
+    """The workspace root and the runs root named by the flags and the config file; ``checked`` (for the
+    commands that change a runs root) holds the runs root to the rule ``catalytic run`` applies."""
     root = Path(args.root) if args.root else Path.cwd()
     decl = declare(root, {"runs_root": args.runs_root})
+    if checked:
+        return decl.root, checked_runs_root(decl)
     return decl.root, decl.root / decl.runs_root
 
 

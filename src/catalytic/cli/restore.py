@@ -17,7 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="put catalytic domains back to a run's pre-state (runs made with --isolation rollback)",
         description="Restore the catalytic domains (and with --outputs the declared outputs) of a run "
         "to what they held before it ran, from the store under <runs root>/_store, then prove it "
-        "with a fresh snapshot. Exit 0 when proven (or on --dry-run), 1 otherwise.",
+        "with a fresh snapshot; a tree whose path leads through a symlink is refused. Exit 0 when proven "
+        "(or on --dry-run), 1 otherwise, 2 (LOCKED) while a run or restore of an overlapping domain, or "
+        "gc, is in progress.",
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--domain", action="append", metavar="PATH", help="restore only this domain (repeatable)")
@@ -34,12 +36,11 @@ def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.rollback import restore_state
     from catalytic.isolation.state import open_state
     from catalytic.isolation.store import Store
+    from catalytic.locks import domain_locks
     from catalytic.snapshot.domains import cache_dir
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
-    root, runs_root = workspace(args)
-    for done in recover(runs_root):
-        progress(f"recovered the interrupted output commit of run {done['run_id']}: {done['action']}")
+    root, runs_root = workspace(args, checked=True)
     store = Store(runs_root)
     state = open_state(store, args.run_id)
     domains = state.names("domains")
@@ -48,9 +49,19 @@ def execute_cli(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"run {args.run_id} has no domain {unknown[0]!r} (domains: {', '.join(domains)})")
     only = [*wanted, *(state.names("outputs") if args.outputs else [])]
-    result = restore_state(
-        root, store, state, only=only, dry_run=args.dry_run, cache_dir=cache_dir(runs_root)
-    )
+    # Like a run on the same trees: no run or restore of an overlapping domain meanwhile, no gc.
+    with domain_locks(runs_root, only, args.run_id, who=f"catalytic restore {args.run_id}"):
+        for done in recover(runs_root):
+            progress(f"recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
+        result = restore_state(
+            root,
+            store,
+            state,
+            only=only,
+            dry_run=args.dry_run,
+            cache_dir=cache_dir(runs_root),
+            run_id=args.run_id,
+        )
     for op, path in result["actions"]:
         progress(f"{'would ' if args.dry_run else ''}{op} {path}")
     for problem in result["problems"]:

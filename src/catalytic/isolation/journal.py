@@ -22,14 +22,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
-from catalytic import faults
-from catalytic.isolation.restore import remove_tree
+from catalytic import faults, paths
+from catalytic.errors import CatalyticError
+from catalytic.isolation.restore import STAGED_SUFFIX, remove_tree, tree_parent
 from catalytic.ledger.canonical import write_json
 
 COMMITS_DIR = "_commits"
+#: The suffix of a restore's staging journal (``<run_id>.<pid>.staged``), beside the commit journals.
+STAGING_SUFFIX = ".staged"
+_STAGED_NAME = re.compile(r"\..+\.[0-9a-f]{16}" + re.escape(STAGED_SUFFIX))
 
 
 def journal_path(runs_root: Path, run_id: str) -> Path:
@@ -94,8 +100,89 @@ def _alive(pid: object) -> bool:
     return True
 
 
+class Staging:
+    """The journal of the temporary files a restore writes in the real tree before renaming them into place.
+
+    Each name is appended (one JSON line: the trusted directory and the path below it) before the file is
+    created, with a plain ``write``: the kernel keeps it however the process dies (a power loss may lose
+    it). The journal is removed when the restore ends; one left behind by a killed process is read by
+    :func:`recover`, which removes the files it names that are still there.
+    """
+
+    def __init__(self, runs_root: Path, run_id: str) -> None:
+        self.path = runs_root / COMMITS_DIR / f"{run_id}.{os.getpid()}{STAGING_SUFFIX}"
+        self.run_id = run_id
+        self.fd: int | None = None
+
+    def record(self, anchor: Path, rel: str) -> None:
+        if self.fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644
+            )
+            self._line({"pid": os.getpid(), "run_id": self.run_id})
+        self._line([str(anchor), rel])
+
+    def _line(self, doc: object) -> None:
+        assert self.fd is not None
+        os.write(self.fd, json.dumps(doc).encode() + b"\n")
+
+    def close(self) -> None:
+        """The restore is over (each staged file was renamed into place or removed): drop the journal."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def _remove_staged(path: Path) -> dict[str, str] | None:
+    """Remove what the staging journal ``path`` of a dead process names; None if it is not one of those.
+
+    The journal lies in the runs root, which the command can write: only a regular file whose name has the
+    form of a staged restore (``.<name>.<16 hex digits>.restore``) is removed, reached without following
+    a symlink from the directory the journal names."""
+    try:
+        lines = path.read_bytes().splitlines()
+        head = json.loads(lines[0]) if lines else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(head, dict) or _alive(head.get("pid")):
+        return None
+    removed: list[str] = []
+    for line in lines[1:]:
+        try:
+            anchor, rel = json.loads(line)
+            if not (isinstance(anchor, str) and isinstance(rel, str)):
+                continue
+        except (ValueError, TypeError):
+            continue
+        if not _STAGED_NAME.fullmatch(paths.parts(rel)[-1] if rel else ""):
+            continue
+        try:
+            fd, name = tree_parent(Path(anchor), rel)
+        except (OSError, CatalyticError):  # a missing or unsafe directory: nothing of ours to remove there
+            continue
+        try:
+            if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                os.unlink(name, dir_fd=fd)
+                removed.append(rel)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return {
+        "run_id": str(head.get("run_id")),
+        "what": "restore",
+        "action": f"removed {len(removed)} file(s) it had staged: {', '.join(removed) or 'none left'}",
+    }
+
+
 def recover(runs_root: Path) -> list[dict[str, str]]:
-    """Complete (``swapping``) or undo (``staging``) the commits of dead processes; what was done."""
+    """Complete (``swapping``) or undo (``staging``) the commits of dead processes, and remove the files
+    their restores had staged; what was done (``run_id``, ``what``, ``action``)."""
     directory = runs_root / COMMITS_DIR
     try:
         names = sorted(os.listdir(directory))
@@ -103,6 +190,11 @@ def recover(runs_root: Path) -> list[dict[str, str]]:
         return []
     done: list[dict[str, str]] = []
     for name in names:
+        if name.endswith(STAGING_SUFFIX):
+            staged = _remove_staged(directory / name)
+            if staged is not None:
+                done.append(staged)
+            continue
         if not name.endswith(".json"):
             continue
         path = directory / name
@@ -124,5 +216,5 @@ def recover(runs_root: Path) -> list[dict[str, str]]:
             cleanup(path, entries)
         except (OSError, KeyError, TypeError):
             continue
-        done.append({"run_id": str(doc.get("run_id")), "action": action})
+        done.append({"run_id": str(doc.get("run_id")), "what": "output commit", "action": action})
     return done

@@ -12,22 +12,31 @@ device without privilege, an object missing from the store) is reported, never s
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from catalytic import faults
+from catalytic import faults, paths
 from catalytic.diff import Triple, merge_join
-from catalytic.isolation.store import Store, StoreError
+from catalytic.errors import CatalyticError
+from catalytic.isolation.store import Store
 from catalytic.paths import ROOT, sort_key
 from catalytic.snapshot.entry import DIR, FIFO, SYMLINK_PREFIX, Entry, kind_of
 from catalytic.snapshot.walker import DIR_FLAGS
 
+if TYPE_CHECKING:
+    from catalytic.isolation.journal import Staging
+
+#: How the temporary file a restore writes before renaming it into place ends (``.<name>.<hex>.restore``).
+STAGED_SUFFIX = ".restore"
+
 _FIRST = itemgetter(0)
+_ANCHOR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass
@@ -42,23 +51,136 @@ class RestoreReport:
         return not self.problems
 
 
-def _abs(base: Path, rel: str) -> Path:
-    return base if rel == ROOT else base / rel
+class UnsafePathError(CatalyticError):
+    """A component of a restored tree's path is a symlink or not a directory: a restore never follows one."""
+
+    code = "UNSAFE_PATH"
+    exit_code = 1
 
 
-def remove_tree(path: Path) -> None:
-    """Remove ``path`` and everything below it, read-only directories included, at any depth (a stack of
-    open directories, not recursion: ``shutil.rmtree`` recurses and stops at Python's recursion limit)."""
+class _Tree:
+    """A tree being restored, reached from a trusted directory (the workspace root) one component at a time
+    with ``O_NOFOLLOW``: no operation of a restore follows a symlink, in the tree or on the way to it, so
+    one that a command put in place of a parent cannot lead the restore's writes out of the workspace.
+    Every operation opens its entry's parent anew (an open descriptor kept from before could meanwhile
+    have been moved elsewhere)."""
+
+    def __init__(self, target: Path, within: Path | None, staging: Staging | None) -> None:
+        anchor = within if within is not None else next(p for p in target.parents if p.is_dir())
+        rel = target.relative_to(anchor).as_posix()
+        self.anchor = anchor
+        self.top = paths.parts(rel) if rel not in ("", ".") else ()
+        self.staging = staging
+        if not self.top:
+            raise ValueError(f"{target} must lie below {anchor}")
+
+    def parent(self, rel: str, *, create: bool = False) -> tuple[int, str]:
+        """An open descriptor of the directory that holds ``rel`` (the caller closes it), and ``rel``'s name
+        in it; ``create``: make missing parents. Raises :class:`UnsafePathError` on a symlink or a
+        non-directory."""
+        comps = (*self.top, *(paths.parts(rel) if rel != ROOT else ()))
+        fd = os.open(self.anchor, _ANCHOR_FLAGS)  # the anchor is trusted: its own path may hold symlinks
+        try:
+            for depth, comp in enumerate(comps[:-1]):
+                try:
+                    sub = os.open(comp, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(comp, 0o755, dir_fd=fd)
+                    sub = os.open(comp, DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    raise _unsafe(fd, comp, "/".join(comps[: depth + 1]), exc) from None
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, comps[-1]
+
+    def remove(self, rel: str) -> None:
+        fd, name = self.parent(rel)
+        try:
+            remove_tree(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def make(self, entry: Entry, store: Store, algorithm: str) -> None:
+        """Create ``entry`` (replacing what is there)."""
+        fd, name = self.parent(entry.path, create=entry.path == ROOT)
+        try:
+            _make(entry, fd, name, store, algorithm, self)
+        finally:
+            os.close(fd)
+
+    def chmod(self, rel: str, mode: int, *, add: bool = False) -> None:
+        """Set ``rel``'s permission bits to ``mode`` (``add``: add them); a symlink's are left alone."""
+        fd, name = self.parent(rel)
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            now = stat.S_IMODE(st.st_mode)
+            wanted = now | mode if add else mode
+            if not stat.S_ISLNK(st.st_mode) and now != wanted:
+                os.chmod(name, wanted, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    def stage(self, rel: str) -> str:
+        """A fresh temporary name beside ``rel``, recorded in the staging journal before it is created."""
+        full = (*self.top, *(paths.parts(rel) if rel != ROOT else ()))
+        name = f".{full[-1]}.{os.urandom(8).hex()}{STAGED_SUFFIX}"
+        if self.staging is not None:
+            self.staging.record(self.anchor, "/".join((*full[:-1], name)))
+        return name
+
+
+def unsafe_path(target: Path, within: Path | None = None) -> str | None:
+    """Why ``target`` cannot be restored safely (a component between ``within``, default its nearest
+    existing ancestor, and it is a symlink or not a directory), or None. A missing component is no
+    reason: a restore creates it."""
     try:
-        st = os.lstat(path)
+        os.close(_Tree(target, within, None).parent(ROOT)[0])
+    except FileNotFoundError:
+        return None
+    except (OSError, CatalyticError) as exc:
+        return _why(exc)
+    return None
+
+
+def tree_parent(anchor: Path, rel: str) -> tuple[int, str]:
+    """An open descriptor of the directory holding ``anchor/rel`` and its name there, every component opened
+    from ``anchor`` without following a symlink (raises :class:`UnsafePathError` or ``OSError``)."""
+    return _Tree(anchor / rel, anchor, None).parent(ROOT)
+
+
+def _unsafe(fd: int, name: str, prefix: str, exc: OSError) -> Exception:
+    """The error for a component ``name`` (``prefix`` from the anchor) that could not be opened as a
+    directory without following a symlink (the kernel says ELOOP or ENOTDIR for a symlink)."""
+    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+        return exc
+    with contextlib.suppress(OSError):
+        if stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            return UnsafePathError(
+                f"{prefix!r} is a symlink; a restore never follows a symlink in a tree's path"
+            )
+    return UnsafePathError(f"{prefix!r} is not a directory; a restore cannot write below it")
+
+
+def remove_tree(path: Path | str, *, dir_fd: int | None = None) -> None:
+    """Remove ``path`` (relative to ``dir_fd`` if given) and everything below it, read-only directories
+    included, at any depth (a stack of open directories, not recursion: ``shutil.rmtree`` recurses and
+    stops at Python's recursion limit); a symlink is removed, never followed."""
+    try:
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
     if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
         return
     # A read-only directory would stop the removal: each is opened up before it is listed.
-    os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
-    top = os.open(path, DIR_FLAGS)
+    os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dir_fd)
+    top = os.open(path, DIR_FLAGS, dir_fd=dir_fd)
     stack = [(top, os.listdir(top), "")]  # (directory, names left in it, its name in its parent)
     try:
         while stack:
@@ -86,50 +208,64 @@ def remove_tree(path: Path) -> None:
     finally:
         for fd, _names, _own in stack:
             os.close(fd)
-    os.rmdir(path)
+    os.rmdir(path, dir_fd=dir_fd)
 
 
-def _write_file(store: Store, algorithm: str, digest: str, path: Path, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".restore", dir=path.parent)
+def _write_file(
+    store: Store, algorithm: str, digest: str, fd: int, name: str, mode: int, tree: _Tree, rel: str
+) -> None:
+    tmp = tree.stage(rel)
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
     try:
         try:
-            store.copy_out(algorithm, digest, fd)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
+            store.copy_out(algorithm, digest, out)
+            os.fchmod(out, mode)
+            os.fsync(out)
         finally:
-            os.close(fd)
-        if os.path.isdir(path) and not os.path.islink(path):
-            remove_tree(path)
-        os.replace(tmp, path)
+            os.close(out)
+        faults.point("rollback.staged")
+        st = _lstat(name, fd)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            remove_tree(name, dir_fd=fd)
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=fd)
         raise
 
 
-def _make(entry: Entry, path: Path, store: Store, algorithm: str) -> None:
+def _lstat(name: str, fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _make(entry: Entry, fd: int, name: str, store: Store, algorithm: str, tree: _Tree) -> None:
     value = entry.value
     kind = kind_of(value)
     mode = int(entry.mode, 8) if entry.mode else 0o644
+    st = _lstat(name, fd)
     if kind == "dir":
-        if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
-            remove_tree(path)
-        if not os.path.isdir(path):
-            os.mkdir(path, 0o700)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            remove_tree(name, dir_fd=fd)
+            st = None
+        if st is None:
+            os.mkdir(name, 0o700, dir_fd=fd)
         return
     if kind == "file":
-        _write_file(store, algorithm, value, path, mode)
+        _write_file(store, algorithm, value, fd, name, mode, tree, entry.path)
         return
-    if os.path.lexists(path):
-        remove_tree(path)
+    if st is not None:
+        remove_tree(name, dir_fd=fd)
     if kind == "symlink":
-        os.symlink(value[len(SYMLINK_PREFIX) :], path)
+        os.symlink(value[len(SYMLINK_PREFIX) :], name, dir_fd=fd)
     elif value == FIFO:
-        os.mkfifo(path, mode)
+        os.mkfifo(name, mode, dir_fd=fd)
     elif kind in ("chardev", "blockdev"):
         _, major, minor = value.split(":")
         kind_bits = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
-        os.mknod(path, mode | kind_bits, os.makedev(int(major), int(minor)))
+        os.mknod(name, mode | kind_bits, os.makedev(int(major), int(minor)), dir_fd=fd)
     else:
         raise OSError(f"a {kind} cannot be recreated")
 
@@ -143,13 +279,18 @@ def restore_tree(
     *,
     dry_run: bool = False,
     label: str = "",
+    within: Path | None = None,
+    staging: Staging | None = None,
 ) -> RestoreReport:
     """Make the tree at ``target`` hold exactly ``want`` (it holds ``have`` now); both are streams of
     ``(path, value, mode)`` in path order, read once, and only what differs is kept.
 
-    ``want`` empty means the tree must not exist. ``label`` prefixes paths in the report.
+    ``want`` empty means the tree must not exist. ``label`` prefixes paths in the report. ``within``: the
+    trusted directory from which every component of ``target``'s path is opened without following a
+    symlink (default: its nearest existing ancestor). ``staging`` records the temporary files of the restore.
     """
     report = RestoreReport()
+    tree = _Tree(target, within, staging)
 
     def name(rel: str) -> str:
         return (label if rel == ROOT else f"{label}/{rel}" if label and label != ROOT else rel) or rel
@@ -185,34 +326,40 @@ def restore_tree(
     if dry_run:
         return report
 
+    # A command may have put a symlink (or a file) in place of a parent of the tree: refuse the tree.
+    unsafe = unsafe_path(target, within)
+    if unsafe is not None:
+        report.problems.append(f"cannot restore {name(ROOT)}: {unsafe}")
+        return report
     # Open up directories we will write into (their real modes are put back at the end).
     for entry in opened:
-        p = _abs(target, entry[0])
-        with contextlib.suppress(OSError):
-            os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | 0o700)
+        with contextlib.suppress(OSError, CatalyticError):
+            tree.chmod(entry[0], 0o700, add=True)
     for rel in removal:
         faults.point("rollback.entry")
         try:
-            remove_tree(_abs(target, rel))
-        except OSError as exc:
-            report.problems.append(f"{name(rel)}: cannot remove: {exc.strerror or exc}")
+            tree.remove(rel)
+        except (OSError, CatalyticError) as exc:
+            report.problems.append(f"{name(rel)}: cannot remove: {_why(exc)}")
     for rel, value, mode in build:
         faults.point("rollback.entry")
         try:
-            if rel == ROOT:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            _make(Entry(rel, value, mode), _abs(target, rel), store, algorithm)
-        except (OSError, StoreError) as exc:
-            message = exc.message if isinstance(exc, StoreError) else (exc.strerror or str(exc))
-            report.problems.append(f"{name(rel)}: cannot recreate {kind_of(value)}: {message}")
+            tree.make(Entry(rel, value, mode), store, algorithm)
+        except (OSError, CatalyticError) as exc:
+            report.problems.append(f"{name(rel)}: cannot recreate {kind_of(value)}: {_why(exc)}")
     # Permission bits last; directories deepest first.
     for rel, _value, mode in sorted([*modes, *opened], key=lambda e: sort_key(e[0]), reverse=True):
         if mode is None:
             continue
-        p = _abs(target, rel)
         try:
-            if stat.S_IMODE(os.lstat(p).st_mode) != int(mode, 8):
-                os.chmod(p, int(mode, 8))
-        except OSError as exc:
-            report.problems.append(f"{name(rel)}: cannot set mode {mode}: {exc.strerror or exc}")
+            tree.chmod(rel, int(mode, 8))
+        except (OSError, CatalyticError, NotImplementedError) as exc:
+            why = str(exc) if isinstance(exc, NotImplementedError) else _why(exc)
+            report.problems.append(f"{name(rel)}: cannot set mode {mode}: {why}")
     return report
+
+
+def _why(exc: OSError | CatalyticError) -> str:
+    if isinstance(exc, CatalyticError):
+        return exc.message
+    return exc.strerror or str(exc)

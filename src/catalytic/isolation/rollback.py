@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from catalytic import faults, paths
 from catalytic.errors import CatalyticError
 from catalytic.isolation import Facts, IsolationName, Options, Outcome
-from catalytic.isolation.restore import restore_tree
+from catalytic.isolation.journal import Staging
+from catalytic.isolation.restore import restore_tree, unsafe_path
 from catalytic.isolation.state import IndexRow, SavedState, index_text, open_state, state_text
 from catalytic.isolation.store import Store
 from catalytic.policy import Policy
@@ -73,12 +74,15 @@ def restore_state(
     only: Sequence[str] | None = None,
     dry_run: bool = False,
     cache_dir: Path | None = None,
+    run_id: str,
 ) -> dict[str, Any]:
     """Put the domains and outputs of a saved pre-state back; prove it with fresh snapshots.
 
     Each tree is restored from a merge of its saved entries and a fresh snapshot, both streamed, and
     checked by another: memory holds the differences, not the entries. ``cache_dir``: the stat cache the
-    snapshots may use (the runs' own; None: every file is hashed).
+    snapshots may use (the runs' own; None: every file is hashed). No tree is reached through a symlink
+    (:mod:`catalytic.isolation.restore`); the temporary files of the restore are journaled under the runs
+    root (:class:`~catalytic.isolation.journal.Staging`) for ``run_id``.
     Returns ``{"actions", "problems", "verified", "remaining": {tree: [paths]}}``.
     """
     from catalytic.diff import changes
@@ -88,25 +92,48 @@ def restore_state(
     actions: list[list[str]] = []
     problems: list[str] = []
     remaining: dict[str, list[str]] = {}
-    for tree in state.trees:
-        if only is not None and tree.name not in only:
-            continue
-        target = root if tree.name == paths.ROOT else root / tree.name
-        if not dry_run:
-            faults.point("rollback.tree")
-        with scanned(target, algorithm, store_dir=cache_dir) as have:
-            now = spooled_entries(have.manifest, have.modes)
-            report = restore_tree(
-                target, tree.entries(), now, store, algorithm, dry_run=dry_run, label=tree.name
-            )
-        actions.extend([op, p] for op, p in report.actions)
-        problems.extend(report.problems)
-        if not dry_run:
-            with scanned(target, algorithm, store_dir=cache_dir) as after:
-                left = changes(tree.entries(), spooled_entries(after.manifest, after.modes))
-                differing = [change[1] for change in left]
-            if differing:
-                remaining[tree.name] = differing
+    staging = Staging(store.runs_root, run_id)
+    try:
+        for tree in state.trees:
+            if only is not None and tree.name not in only:
+                continue
+            target = root if tree.name == paths.ROOT else root / tree.name
+            within = root if tree.name != paths.ROOT else root.parent
+            if not dry_run:
+                faults.point("rollback.tree")
+            # Neither read nor written through a symlink a command put in place of a parent.
+            unsafe = unsafe_path(target, within)
+            if unsafe is not None:
+                problems.append(f"cannot restore {tree.name}: {unsafe}")
+                remaining[tree.name] = [paths.ROOT]
+                continue
+            with scanned(target, algorithm, store_dir=cache_dir) as have:
+                now = spooled_entries(have.manifest, have.modes)
+                report = restore_tree(
+                    target,
+                    tree.entries(),
+                    now,
+                    store,
+                    algorithm,
+                    dry_run=dry_run,
+                    label=tree.name,
+                    within=within,
+                    staging=staging,
+                )
+            actions.extend([op, p] for op, p in report.actions)
+            problems.extend(report.problems)
+            if not dry_run:
+                with scanned(target, algorithm, store_dir=cache_dir) as after:
+                    left = changes(tree.entries(), spooled_entries(after.manifest, after.modes))
+                    differing = [change[1] for change in left]
+                unsafe = unsafe_path(target, within)  # a proof read through a symlink proves nothing
+                if unsafe is not None:
+                    problems.append(f"cannot prove {tree.name} restored: {unsafe}")
+                    differing = differing or [paths.ROOT]
+                if differing:
+                    remaining[tree.name] = differing
+    finally:
+        staging.close()
     return {
         "actions": actions,
         "problems": problems,
@@ -142,6 +169,7 @@ class RollbackIsolation:
             files += snap.stats.files
         if new:
             self.store.sync()
+        faults.point("rollback.saved")
         index: list[IndexRow] = []
         text = state_text(algorithm, trees, self.policy.run_id, index)
         self.store.save_state(self.policy.run_id, text, lambda size: index_text(algorithm, size, index))
@@ -175,7 +203,9 @@ class RollbackIsolation:
         try:
             state = open_state(self.store, self.policy.run_id)
             caches = cache_dir(self.policy.root / self.policy.runs_root) if self.options.cache else None
-            result = restore_state(self.policy.root, self.store, state, cache_dir=caches)
+            result = restore_state(
+                self.policy.root, self.store, state, cache_dir=caches, run_id=self.policy.run_id
+            )
         except (CatalyticError, OSError) as exc:
             message = exc.message if isinstance(exc, CatalyticError) else str(exc)
             result = {"verified": False, "actions": [], "problems": [message], "remaining": {}}
@@ -205,6 +235,8 @@ class RollbackIsolation:
             for rel in rels:
                 src = self.policy.root / paths.join(tree, rel)
                 dst = quarantine / paths.join(tree, rel)
+                if unsafe_path(src, self.policy.root) is not None:
+                    continue  # never read through a symlink a command put in place of a parent
                 with contextlib.suppress(OSError):
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     if os.path.islink(src):

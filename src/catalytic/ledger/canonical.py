@@ -13,8 +13,8 @@ import errno
 import functools
 import math
 import os
-import stat
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
