@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import __version__, paths
 from catalytic import _sysinfo as platform  # not the stdlib module: importing that costs a run ~1.5 ms
 from catalytic._sysinfo import utc_timestamp
-from catalytic.errors import DomainMovedError, LingeringError
+from catalytic.errors import DomainMovedError, ForeignLedgerError, LingeringError, OutputEscapedError
 from catalytic.isolation import Facts
 from catalytic.ledger import format as fmt
 from catalytic.policy import Policy
@@ -42,6 +43,14 @@ def _spooled(snaps: Sequence[Snapshot]) -> tuple[Any, Any]:
 def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
+    if isinstance(result.error, ForeignLedgerError | OutputEscapedError):
+        # Found after the proof: the domains' own verdict still counts, and is said first.
+        found = f"{result.error.code}: {result.error.message}"
+        rest = replace(result, error=None)
+        failed = result.interrupted or any(not d.clean for d in result.diff.values())
+        if failed or (result.facts is not None and result.facts.failed):
+            return f"{_reason(rest)}; {found}"
+        return found
     if result.facts is not None and result.facts.failed:
         if all(d.clean for d in result.diff.values()) and result.error is None and result.diff:
             return result.facts.reason
