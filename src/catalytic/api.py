@@ -204,7 +204,7 @@ class _Block:
         from catalytic.ledger.documents import documents as _documents
         from catalytic.ledger.seal import seal
         from catalytic.ledger.writer import write_ledger
-        from catalytic.outputs import collect_outputs
+        from catalytic.outputs import collect_outputs, confine
         from catalytic.snapshot.domains import snapshot_all as _snapshot_all
 
         policy, timer = self.policy, self.timer
@@ -238,7 +238,7 @@ class _Block:
             error=error,
             timings=timer.timings,
         )
-        result = self.ledger.settle(result, lambda _message: None)
+        result = self.ledger.settle(confine(result, policy, lambda _m: None), lambda _m: None)
         with timer.phase("record"):
             documents = _documents(policy, [self.label], result, self.pre, post, self.started, None)
             write_ledger(self.ledger_dir, documents)

@@ -33,7 +33,7 @@ from catalytic.ledger.documents import documents, now
 from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import write_ledger
 from catalytic.locks import domain_locks
-from catalytic.outputs import collect_outputs
+from catalytic.outputs import collect_outputs, confine
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot.domains import (
     Snapshot,
@@ -392,7 +392,7 @@ def _execute(
         say(f"FAILURE: {facts.reason}")
     if trace_log is not None:
         say(_describe_trace(trace_log))
-    result = ledger.settle(result, say)
+    result = ledger.settle(confine(result, policy, say), say)
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         docs = documents(policy, command, result, pre, post, started, cwd, settings, streamed is not None)

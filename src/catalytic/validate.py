@@ -387,8 +387,20 @@ class CatalyticLedgerValidator:
                     Problem("UNDECLARED", f"{fmt.OUTPUTS}: output {path!r} is not under a declared output")
                 )
             safe.append(record)
-        if self.check_outputs and safe:
-            problems.extend(outputs_on_disk(self.workspace_root(abs_dir), safe))
+        if not self.check_outputs:
+            return
+        from catalytic.outputs import escape
+
+        root = self.workspace_root(abs_dir)
+        escaped = []
+        for out in declared:
+            if path_problem(out, workspace=True) is None and (why := escape(root, out, allowed)):
+                problems.append(Problem("OUTPUT_ESCAPED", why))
+                escaped.append(out)
+        # An escaped output is never followed: its records are not compared with what lies beyond.
+        safe = [r for r in safe if not any(paths.is_within(r["path"], out) for out in escaped)]
+        if safe:
+            problems.extend(outputs_on_disk(root, safe))
 
 
 # -- restoration and STATUS: pure functions over the schema-valid documents ---------------------------

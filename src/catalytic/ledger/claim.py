@@ -15,7 +15,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,11 +64,11 @@ class Claim:
         self.check(after_backend=True)
         if not self.reasons:
             return result
+        from catalytic.ledger.documents import failed_after_proof
+
         message = "; ".join(self.reasons)
         say(f"FAILURE: {message}")
-        if result.error is not None:
-            message += f"; also {result.error.code}: {result.error.message}"
-        return replace(result, status="dirty", restoration_verified=False, error=ForeignLedgerError(message))
+        return failed_after_proof(result, ForeignLedgerError(message))
 
 
 def claim(runs_root: Path, run_id: str) -> Claim:

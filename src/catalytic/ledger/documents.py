@@ -40,10 +40,22 @@ def _spooled(snaps: Sequence[Snapshot]) -> tuple[Any, Any]:
     )
 
 
+#: Errors found after the domains' proof (the ledger directory, the outputs): they fail the run and
+#: are reported after the domains' own verdict.
+AFTER_PROOF = (ForeignLedgerError, OutputEscapedError)
+
+
+def failed_after_proof(result: RunResult, error: ForeignLedgerError | OutputEscapedError) -> RunResult:
+    """``result`` made dirty and unverified by ``error`` (an earlier error is kept in its message)."""
+    if result.error is not None:
+        error = type(error)(f"{error.message}; also {result.error.code}: {result.error.message}")
+    return replace(result, status="dirty", restoration_verified=False, error=error)
+
+
 def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
-    if isinstance(result.error, ForeignLedgerError | OutputEscapedError):
+    if isinstance(result.error, AFTER_PROOF):
         # Found after the proof: the domains' own verdict still counts, and is said first.
         found = f"{result.error.code}: {result.error.message}"
         rest = replace(result, error=None)
