@@ -206,3 +206,22 @@ def test_an_output_root_replaced_after_a_clean_run_fails_validation(ws: Path, tm
     (ws / "CORTEX" / "_generated").symlink_to(out)
     check = cli(ws, "validate", "--run-dir", f"{RUNS}/later")
     assert check.returncode == 1 and "OUTPUT_ESCAPED" in check.stdout, check.stdout
+
+
+@pytest.mark.parametrize("replacement", ["symlink", "removed"])
+def test_a_runs_root_replaced_by_the_command_is_an_error_not_a_crash(
+    ws: Path, tmp_path: Path, replacement: str
+) -> None:
+    _clean_run(ws)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = "import os\nos.rename('CONTRACTS/_runs', 'CONTRACTS/_runs.moved')\n" + (
+        f"os.symlink({str(elsewhere)!r}, 'CONTRACTS/_runs')\n" if replacement == "symlink" else ""
+    )
+    proc = cli(ws, *run_args("rootswap", ("scratch",), sys.executable, "-c", script))
+    tally("ledger-planted", false_restored=int(proc.returncode == 0))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    # Nowhere left to write a ledger of ours: one line, exit 1, nothing written elsewhere.
+    assert "LEDGER_FOREIGN" in proc.stderr and "runs root" in proc.stderr, proc.stderr
+    assert not (elsewhere / "rootswap").exists()

@@ -43,6 +43,8 @@ class Claim:
     run_id: str
     dev: int
     ino: int
+    #: The runs root's own identity (device, inode).
+    root_id: tuple[int, int]
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -77,10 +79,10 @@ def claim(runs_root: Path, run_id: str) -> Claim:
 
     ledger_dir = reserve(runs_root, run_id)
     try:
-        st = os.lstat(ledger_dir)
+        st, root = os.lstat(ledger_dir), os.lstat(runs_root)
     except OSError as exc:
         raise LedgerError(f"cannot stat the ledger {ledger_dir}: {exc.strerror or exc}") from exc
-    return Claim(runs_root, run_id, st.st_dev, st.st_ino)
+    return Claim(runs_root, run_id, st.st_dev, st.st_ino, (root.st_dev, root.st_ino))
 
 
 @contextlib.contextmanager
@@ -94,31 +96,47 @@ def _opened(name: str | Path, dir_fd: int | None = None) -> Iterator[int]:
 
 def _check(claim: Claim, ours: frozenset[str]) -> str | None:
     try:
-        with _opened(claim.runs_root) as runs_fd:
-            try:
-                st: os.stat_result | None = os.stat(claim.run_id, dir_fd=runs_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                st = None
-            if st is None or not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != (claim.dev, claim.ino):
-                _take_back(claim, runs_fd, st is not None)
-                what = "removed" if st is None else "replaced"
-                where = f"; what was there is in {QUARANTINE}/{FOREIGN}" if st is not None else ""
-                return f"the ledger directory {claim.run_id} was {what} while the command ran{where}"
-            with _opened(claim.run_id, runs_fd) as fd:
-                if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (claim.dev, claim.ino):
-                    raise LedgerError(f"the ledger directory {claim.path} keeps being replaced")
-                foreign = sorted(name for name in os.listdir(fd) if not _ours(fd, name, ours))
-                if not foreign:
-                    return None
-                moved = _move_aside(fd, foreign)
+        runs_fd = os.open(claim.runs_root, _DIR_FLAGS)
+    except OSError as exc:
+        raise _root_gone(claim, exc.strerror or str(exc)) from exc
+    try:
+        st_root = os.fstat(runs_fd)
+        if (st_root.st_dev, st_root.st_ino) != claim.root_id:
+            raise _root_gone(claim, "another directory stands at its place")
+        try:
+            st: os.stat_result | None = os.stat(claim.run_id, dir_fd=runs_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != (claim.dev, claim.ino):
+            _take_back(claim, runs_fd, st is not None)
+            what = "removed" if st is None else "replaced"
+            where = f"; what was there is in {QUARANTINE}/{FOREIGN}" if st is not None else ""
+            return f"the ledger directory {claim.run_id} was {what} while the command ran{where}"
+        with _opened(claim.run_id, runs_fd) as fd:
+            if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (claim.dev, claim.ino):
+                raise LedgerError(f"the ledger directory {claim.path} keeps being replaced")
+            foreign = sorted(name for name in os.listdir(fd) if not _ours(fd, name, ours))
+            if not foreign:
+                return None
+            moved = _move_aside(fd, foreign)
     except OSError as exc:
         raise LedgerError(f"cannot check the ledger directory {claim.path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(runs_fd)
     shown = ", ".join(foreign[:_NAMED]) + (
         f" and {len(foreign) - _NAMED} more" if len(foreign) > _NAMED else ""
     )
     return (
         f"files catalytic did not write were found in the ledger directory ({shown}); "
         f"moved to {QUARANTINE}/{moved}, never taken for the ledger"
+    )
+
+
+def _root_gone(claim: Claim, why: str) -> ForeignLedgerError:
+    """The runs root itself is no longer the one the run reserved its ledger in: nowhere to write one."""
+    return ForeignLedgerError(
+        f"the runs root {claim.runs_root} was replaced or removed while the command ran ({why}); "
+        f"no ledger of run {claim.run_id} can be written there"
     )
 
 
