@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -158,7 +157,7 @@ def _quarantine_fd(dir_fd: int) -> int:
 def _free_name(dir_fd: int) -> str:
     name = FOREIGN
     while _exists(dir_fd, name):
-        name = f"{FOREIGN}-{secrets.token_hex(4)}"
+        name = f"{FOREIGN}-{os.urandom(4).hex()}"
     return name
 
 
@@ -172,7 +171,7 @@ def _exists(dir_fd: int, name: str) -> bool:
 
 def _move_aside(dir_fd: int, names: list[str]) -> str:
     """Move ``names`` into ``quarantine/foreign`` (a planted ``quarantine`` is moved like any other name)."""
-    hold = f".{FOREIGN}-{secrets.token_hex(8)}"
+    hold = f".{FOREIGN}-{os.urandom(8).hex()}"
     os.mkdir(hold, 0o700, dir_fd=dir_fd)
     with _opened(hold, dir_fd) as hold_fd:
         for name in names:
@@ -190,7 +189,7 @@ def _move_aside(dir_fd: int, names: list[str]) -> str:
 
 def _take_back(claim: Claim, runs_fd: int, present: bool) -> None:
     """Put a fresh, empty ledger directory of ours at the run id; what stood there goes in its quarantine."""
-    fresh = f".{claim.run_id}.{secrets.token_hex(8)}"
+    fresh = f".{claim.run_id}.{os.urandom(8).hex()}"
     os.mkdir(fresh, 0o755, dir_fd=runs_fd)
     with _opened(fresh, runs_fd) as fresh_fd:
         st = os.fstat(fresh_fd)

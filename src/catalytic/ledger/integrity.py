@@ -235,8 +235,12 @@ def _check_chain(runs_root: Path) -> list[Problem]:
         else:
             problems.extend(_as_chained(ledger_dir, value["ledger_digest"]))
         prev = line.hash
+    # With a chain, every run must be in it; without one, a sealed run means the chain was deleted.
+    has_chain = os.path.lexists(runs_root / chain.CHAIN_FILE)
     for name in sorted(os.listdir(runs_root)) if runs_root.is_dir() else []:
-        if chain.is_run_name(name) and name not in seen:
+        if not chain.is_run_name(name) or name in seen:
+            continue
+        if has_chain or os.path.lexists(runs_root / name / digest.DIGEST_FILE):
             problems.append(unchained(name))
     return problems
 
