@@ -49,13 +49,15 @@ def test_runs_json_lists_newest_first_with_filters(
     assert rows[-1]["run_id"] == "0-old"
     assert rows[-1]["duration"] == 2.5
     assert {r["run_id"]: r["status"] for r in rows}["b-dirty"] == "dirty"
+    # 0-old was copied in, not sealed by catalytic: the runs root's chain does not know it.
+    assert {r["run_id"]: r["status"] for r in rows}["0-old"] == "unchained"
     first = next(r for r in rows if r["run_id"] == "a-clean")
     assert first["intent"] == "first" and first["exit_code"] == 0 and first["isolation"] == "none"
     times = [r["timestamp"] for r in rows]
     assert times == sorted(times, reverse=True)
 
     assert main(["runs", "--root", str(tmp_path), "--json", "--dirty"]) == 0
-    assert {r["run_id"] for r in json.loads(capsys.readouterr().out)} == {"b-dirty", "c-crashed"}
+    assert {r["run_id"] for r in json.loads(capsys.readouterr().out)} == {"0-old", "b-dirty", "c-crashed"}
     assert main(["runs", "--root", str(tmp_path), "--json", "--since", "1d"]) == 0
     assert "0-old" not in {r["run_id"] for r in json.loads(capsys.readouterr().out)}
     assert main(["runs", "--root", str(tmp_path), "--json", "--since", "2019-12-31"]) == 0

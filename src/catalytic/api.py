@@ -183,15 +183,16 @@ class _Block:
     exit_code: int = 0
 
     def start(self) -> None:
+        from catalytic.ledger.claim import claim
         from catalytic.ledger.documents import now as _now
-        from catalytic.ledger.writer import reserve
         from catalytic.runtime import _Timer
         from catalytic.snapshot.domains import snapshot_all as _snapshot_all
 
         self.timer = _Timer()
         self.timer.timings["preflight"] = round(self.preflight_seconds, 6)
         self.started = _now()
-        self.ledger_dir = reserve(self.policy.root / self.policy.runs_root, self.policy.run_id)
+        self.ledger = claim(self.policy.root / self.policy.runs_root, self.policy.run_id)
+        self.ledger_dir = self.ledger.path
         with self.timer.phase("snapshot_pre"):
             self.pre, self.error = _snapshot_all(self.policy, "pre", lambda _m: None)
         self.block_start = time.perf_counter()
@@ -203,7 +204,7 @@ class _Block:
         from catalytic.ledger.documents import documents as _documents
         from catalytic.ledger.seal import seal
         from catalytic.ledger.writer import write_ledger
-        from catalytic.outputs import collect_outputs
+        from catalytic.outputs import collect_outputs, confine
         from catalytic.snapshot.domains import snapshot_all as _snapshot_all
 
         policy, timer = self.policy, self.timer
@@ -237,6 +238,7 @@ class _Block:
             error=error,
             timings=timer.timings,
         )
+        result = self.ledger.settle(confine(result, policy, lambda _m: None), lambda _m: None)
         with timer.phase("record"):
             documents = _documents(policy, [self.label], result, self.pre, post, self.started, None)
             write_ledger(self.ledger_dir, documents)

@@ -118,6 +118,20 @@ class DomainMovedError(CatalyticError):
     exit_code = EXIT_DIRTY
 
 
+class ForeignLedgerError(CatalyticError):
+    """Something other than catalytic wrote into, or replaced, the run's own ledger directory."""
+
+    code = "LEDGER_FOREIGN"
+    exit_code = EXIT_DIRTY
+
+
+class OutputEscapedError(CatalyticError):
+    """A declared output is reached through a symlink: it may lie outside its allowed root (CMP-01, 2)."""
+
+    code = "OUTPUT_ESCAPED"
+    exit_code = EXIT_DIRTY
+
+
 class LockedError(CatalyticError):
     """Another run holds a catalytic domain that overlaps one of this run's; nothing was run."""
 

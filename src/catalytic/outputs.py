@@ -1,14 +1,77 @@
-"""Declared durable outputs as they exist after the run: the records of ``OUTPUTS.json``."""
+"""Declared durable outputs as they exist after the run: the records of ``OUTPUTS.json``.
+
+An output counts only where it is declared: every component of its path under the workspace root up
+to its allowed root, and every directory above the output, must be a real directory. One of them being a
+symlink (``CORTEX/_generated -> /tmp/out``) means the bytes written "to the output" may lie anywhere,
+outside every allowed root: CMP-01 invariant 2 is broken. :func:`escape` finds that with descriptor-relative
+opens that never follow a symlink; ``catalytic run`` fails the run with it (STATUS ``error.code``
+``OUTPUT_ESCAPED``) and ``catalytic validate`` fails the ledger with the same code and message.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import errno
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catalytic import paths
+from catalytic.errors import OutputEscapedError
 from catalytic.ledger.format import OutputRecord
 from catalytic.snapshot import snapshot_tree
 from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, kind_of
+
+if TYPE_CHECKING:
+    from catalytic.policy import Policy
+    from catalytic.runtime import RunResult
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _guarded(out: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """The segments of the deepest path that must be real directories: the output's parent, or the
+    output itself when it is an allowed root (an allowed root is a place, never a link to one)."""
+    segments = paths.parts(out)
+    if any(paths.parts(root) == segments for root in allowed):
+        return segments
+    return segments[:-1]
+
+
+def escape(root: Path, out: str, allowed: Sequence[str] = ()) -> str | None:
+    """Why the declared output ``out`` is reached through a symlink, or None when it is not.
+
+    Walks from the workspace ``root`` one component at a time (``O_NOFOLLOW``, relative to the parent's
+    descriptor); a missing component is not an escape (the output is then missing, said elsewhere).
+    """
+    segments = _guarded(out, allowed)
+    try:
+        current = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None  # the workspace root itself: a missing output, reported as such
+    try:
+        for depth, segment in enumerate(segments):
+            try:
+                fd = os.open(segment, _DIR_FLAGS, dir_fd=current)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    return None
+                try:
+                    target = os.readlink(segment, dir_fd=current)
+                except OSError:
+                    return None  # not a symlink: a file where a directory was; the output is missing
+                where = "/".join(segments[: depth + 1])
+                return (
+                    f"{where} is a symbolic link (to {target!r}): the declared output {out} is reached "
+                    "through it, so what was written there may lie outside its allowed root "
+                    "(CMP-01 invariant 2)"
+                )
+            os.close(current)
+            current = fd
+    finally:
+        os.close(current)
+    return None
 
 
 def collect_outputs(root: Path, declared: Sequence[str]) -> tuple[list[OutputRecord], list[str]]:
@@ -16,13 +79,14 @@ def collect_outputs(root: Path, declared: Sequence[str]) -> tuple[list[OutputRec
 
     A declared directory is listed itself and then every entry below it. FIFOs, sockets and
     devices are not durable artifacts in the seed's format and are not listed (the snapshot of a
-    domain is where such entries are tracked).
+    domain is where such entries are tracked). An output reached through a symlinked parent is never
+    followed: it is listed as missing (and :func:`confine` fails the run).
     """
     records: list[OutputRecord] = []
     missing: list[str] = []
     for out in declared:
-        snap = snapshot_tree(root / out, "sha256")
-        if snap.absent:
+        snap = None if escape(root, out) else snapshot_tree(root / out, "sha256")
+        if snap is None or snap.absent:
             missing.append(out)
             continue
         for entry in snap.entries:
@@ -37,3 +101,28 @@ def collect_outputs(root: Path, declared: Sequence[str]) -> tuple[list[OutputRec
                 records.append({"path": path, "type": "file", "sha256": entry.value})
     records.sort(key=lambda r: paths.sort_key(r["path"]))
     return records, missing
+
+
+def confine(result: RunResult, policy: Policy, say: Callable[[str], None]) -> RunResult:
+    """The run's result once every declared output is checked to lie where it was declared.
+
+    An escaped output is not recorded (it is listed in ``missing_outputs``) and makes the run dirty
+    with :class:`~catalytic.errors.OutputEscapedError`.
+    """
+    reasons: list[str] = []
+    escaped: list[str] = []
+    for out in policy.durable_outputs:
+        why = escape(policy.root, out, policy.allowed_roots)
+        if why is not None:
+            reasons.append(why)
+            escaped.append(out)
+    if not reasons:
+        return result
+    from catalytic.ledger.documents import failed_after_proof
+
+    for why in reasons:
+        say(f"FAILURE: {why}")
+    outputs = [r for r in result.outputs if not any(paths.is_within(r["path"], out) for out in escaped)]
+    missing = [*result.missing_outputs, *(out for out in escaped if out not in result.missing_outputs)]
+    kept = replace(result, outputs=outputs, missing_outputs=missing)
+    return failed_after_proof(kept, OutputEscapedError("; ".join(reasons)))

@@ -28,11 +28,12 @@ from catalytic.errors import (
 from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
+from catalytic.ledger.claim import Claim, claim
 from catalytic.ledger.documents import documents, now
 from catalytic.ledger.seal import seal
-from catalytic.ledger.writer import reserve, write_ledger
+from catalytic.ledger.writer import write_ledger
 from catalytic.locks import domain_locks
-from catalytic.outputs import collect_outputs
+from catalytic.outputs import collect_outputs, confine
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot.domains import (
     Snapshot,
@@ -204,7 +205,8 @@ def execute(
 
             for done in recover(policy.root / policy.runs_root):
                 say(f"Recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
-        ledger_dir = reserve(policy.root / policy.runs_root, policy.run_id)
+        ledger = claim(policy.root / policy.runs_root, policy.run_id)
+        ledger_dir = ledger.path
         faults.point("ledger.reserved")
         run_options = replace(options or Options(), say=say, jobs=settings.jobs, cache=settings.use_cache)
         backend = create_isolation(policy, ledger_dir, run_options)
@@ -218,7 +220,7 @@ def execute(
                 say,
                 timer,
                 started,
-                ledger_dir,
+                ledger,
                 backend,
                 cwd,
                 mask,
@@ -254,7 +256,7 @@ def _execute(
     say: ProgressCallback,
     timer: _Timer,
     started: str,
-    ledger_dir: Path,
+    ledger: Claim,
     backend: Backend,
     cwd: Path | None,
     mask: set[int],
@@ -262,6 +264,7 @@ def _execute(
     settings: SnapshotSettings,
     spools: Spools,
 ) -> RunResult:
+    ledger_dir = ledger.path
     pre: list[Snapshot] = []
     post: list[Snapshot] = []
     # ``streamed``: the documents and differences come from the spools (None: the run fell back to memory).
@@ -359,6 +362,7 @@ def _execute(
     )
     clean = verified and all(d.clean for d in diffs.values())
     facts: Facts | None = None
+    ledger.check()  # before the backend writes its quarantine there
     if backend.name != "none":
         with blocked(INTERRUPTS):
             outcome = Outcome(
@@ -405,6 +409,7 @@ def _execute(
         say(f"FAILURE: {facts.reason}")
     if trace_log is not None:
         say(_describe_trace(trace_log))
+    result = ledger.settle(confine(result, policy, say), say)
     say("Phase 5: Saving run ledger...")
     with blocked(INTERRUPTS), timer.phase("record"):
         docs = documents(policy, command, result, pre, post, started, cwd, settings, streamed is not None)

@@ -38,6 +38,9 @@ MERKLE_MISMATCH    a Merkle root in RUN_INFO is not the one recomputed from the 
 DIGEST_*           the ledger's seal (``LEDGER_DIGEST.json``) does not match its files, is malformed,
                    or is missing although required (see :mod:`catalytic.ledger.integrity`)
 SIGNATURE_*        ``SIGNATURE.json`` is missing or does not verify with a trusted key
+UNCHAINED          the runs root has a ``LEDGER.jsonl`` that does not name the run (never sealed there)
+CHAIN_DIGEST       the chain's digest for the run differs from the ledger's
+OUTPUT_ESCAPED     a path component of an output (its allowed root, a parent) is a symlink
 INTERNAL           the validator itself failed (a bug: please report it)
 =================  ==============================================================================
 """
@@ -45,7 +48,7 @@ INTERNAL           the validator itself failed (a bug: please report it)
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -59,7 +62,7 @@ from catalytic.ledger.checks import (
     check_status,
     path_problem,
 )
-from catalytic.ledger.integrity import check_chained, check_seal
+from catalytic.ledger.integrity import check_chained, check_seal, unchained
 from catalytic.ledger.reader import (
     MAX_LEDGER_BYTES,
     SCHEMAS,
@@ -119,8 +122,9 @@ class CatalyticLedgerValidator:
 
     ``root`` is the workspace the outputs are checked in (default: derived from the run directory and
     ``RUN_INFO.runs_root``, else the current directory). ``allowed_roots`` overrides the ledger's.
-    ``chain_beside``: a run recorded as sealed in the ``LEDGER.jsonl`` of its runs root must still carry
-    that seal (off when the caller checks the whole chain itself).
+    ``chain_beside``: in a runs root with a ``LEDGER.jsonl``, the run must be in it and still carry the
+    seal it records (off when the caller checks the whole chain itself: ``chain_known`` then names the
+    runs that chain knows, None when there is no chain).
     """
 
     def __init__(
@@ -133,9 +137,11 @@ class CatalyticLedgerValidator:
         trusted_keys: Sequence[PublicKey] = (),
         require_seal: bool = False,
         chain_beside: bool = True,
+        chain_known: Collection[str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.chain_beside = chain_beside
+        self.chain_known = chain_known
         self.trusted_keys = tuple(trusted_keys)
         self.require_seal = require_seal
         self.root = Path(root) if root is not None else None
@@ -220,6 +226,8 @@ class CatalyticLedgerValidator:
         problems.extend(sealed)
         if self.chain_beside:
             problems.extend(p for p in check_chained(abs_dir) if p.code not in {q.code for q in sealed})
+        elif self.chain_known is not None and abs_dir.name not in self.chain_known:
+            problems.append(unchained(abs_dir.name))
 
     def _stream(self, dir_fd: int, v1: bool) -> StreamFacts | None:
         """One streamed pass over the large documents, or None when one of them is not canonical."""
@@ -369,8 +377,20 @@ class CatalyticLedgerValidator:
                     Problem("UNDECLARED", f"{fmt.OUTPUTS}: output {path!r} is not under a declared output")
                 )
             safe.append(record)
-        if self.check_outputs and safe:
-            problems.extend(outputs_on_disk(self.workspace_root(abs_dir), safe))
+        if not self.check_outputs:
+            return
+        from catalytic.outputs import escape
+
+        root = self.workspace_root(abs_dir)
+        escaped = []
+        for out in declared:
+            if path_problem(out, workspace=True) is None and (why := escape(root, out, allowed)):
+                problems.append(Problem("OUTPUT_ESCAPED", why))
+                escaped.append(out)
+        # An escaped output is never followed: its records are not compared with what lies beyond.
+        safe = [r for r in safe if not any(paths.is_within(r["path"], out) for out in escaped)]
+        if safe:
+            problems.extend(outputs_on_disk(root, safe))
 
 
 # -- restoration and STATUS: pure functions over the schema-valid documents ---------------------------

@@ -10,6 +10,7 @@ from catalytic.cli import locate
 from catalytic.cli.locate import add_location
 from catalytic.cli.output import Progress, add_verbosity, print_json
 from catalytic.errors import EXIT_OK
+from catalytic.ledger.format import reserved
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +45,7 @@ def execute_cli(args: argparse.Namespace) -> int:
         for done in recover(runs_root):
             progress(f"recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
         kept = (
-            [n for n in os.listdir(runs_root) if not n.startswith("_") and (runs_root / n).is_dir()]
+            [n for n in os.listdir(runs_root) if not reserved(n) and (runs_root / n).is_dir()]
             if runs_root.is_dir()
             else []
         )

@@ -6,7 +6,7 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="list the recorded runs, newest first",
         description="List the runs in the runs root: id, start time, intent, status, exit code, "
         "duration and isolation. A run without STATUS.json is 'incomplete', one whose STATUS.json "
-        "cannot be read 'unreadable'.",
+        "cannot be read 'unreadable'; in a runs root with a LEDGER.jsonl chain, a run the chain does not "
+        "name is 'unchained' (catalytic did not seal it).",
     )
     p.add_argument("--dirty", action="store_true", help="only runs that are not restored")
     p.add_argument(
@@ -114,8 +115,22 @@ def read_row(ledger_dir: Path) -> RunRow:
     )
 
 
+def _vouched(row: RunRow, known: dict[str, str] | None) -> RunRow:
+    """The row as the runs root's chain vouches for it: a run the chain does not know is 'unchained',
+    never 'restored'; one the chain records as dirty is dirty whatever its STATUS.json says."""
+    if known is None or row.status == "incomplete":
+        return row
+    if row.run_id not in known:
+        return replace(row, status="unchained")
+    if row.status == "restored" and known[row.run_id] != "restored":
+        return replace(row, status=known[row.run_id] or "unchained")
+    return row
+
+
 def list_runs(root: Path) -> list[RunRow]:
     """Every run in the runs root ``root``, newest first."""
+    from catalytic.ledger.chain import is_run_name, known_runs
+
     try:
         names = os.listdir(root)
     except FileNotFoundError:
@@ -124,7 +139,12 @@ def list_runs(root: Path) -> list[RunRow]:
         raise UsageError(
             f"runs root {str(root)!r} cannot be read: {exc.strerror}", code="BAD_RUNS_ROOT"
         ) from None
-    rows = [read_row(root / n) for n in names if not fmt.reserved(n) and (root / n / fmt.RUN_INFO).is_file()]
+    known = known_runs(root)
+    rows = [
+        _vouched(read_row(root / n), known)
+        for n in names
+        if is_run_name(n) and (root / n / fmt.RUN_INFO).is_file()
+    ]
     rows.sort(key=lambda r: (r.timestamp or "", r.run_id), reverse=True)
     return rows
 

@@ -6,7 +6,8 @@ runs); 2 usage problems: bad flags, an ``--all`` runs root that does not exist o
 
 ``--all`` takes the runs root relative to ``--root`` (as ``catalytic run --runs-root`` does); every
 entry in it whose name does not start with ``_`` or ``.`` is a run (except the chain ``LEDGER.jsonl``,
-which ``--all`` checks too). ``--run-dir`` paths are relative to the current directory.
+which ``--all`` checks too). In a runs root with a chain, a run the chain does not name fails
+(UNCHAINED). ``--run-dir`` paths are relative to the current directory.
 """
 
 from __future__ import annotations
@@ -96,9 +97,9 @@ def find_runs(runs_root: Path) -> list[Path]:
         raise UsageError(f"runs root {str(runs_root)!r} does not exist", code="NOT_FOUND") from None
     except OSError as exc:
         raise UsageError(f"runs root {str(runs_root)!r} cannot be read: {exc.strerror}") from None
-    from catalytic.ledger.format import reserved
+    from catalytic.ledger.chain import is_run_name
 
-    runs = sorted(runs_root / n for n in names if not reserved(n))
+    runs = sorted(runs_root / n for n in names if is_run_name(n))
     if not runs:
         raise UsageError(f"no runs under {str(runs_root)!r}: nothing to validate", code="NO_RUNS")
     return runs
@@ -143,6 +144,11 @@ def execute(args: argparse.Namespace) -> int:
         if not runs_root.is_absolute():
             runs_root = (root or Path.cwd()) / runs_root
         run_dirs = find_runs(runs_root)
+    known = None
+    if runs_root is not None and args.check_chain:
+        from catalytic.ledger.chain import known_runs
+
+        known = known_runs(runs_root)
     reports = []
     for run_dir in run_dirs:
         progress.debug(f"validating {run_dir}")
@@ -155,6 +161,7 @@ def execute(args: argparse.Namespace) -> int:
             require_seal=args.require_seal,
             # --all checks the whole chain once (each run asking it again would cost runs x chain lines).
             chain_beside=runs_root is None,
+            chain_known=known,
         )
         _, report = validator.validate()
         reports.append(report)

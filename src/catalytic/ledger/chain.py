@@ -7,6 +7,10 @@ Each line is canonical JSON (without the trailing newline inside the hash)::
 ``prev`` is the sha256 (hex) of the previous line's bytes (without its newline); the first line's
 ``prev`` is 64 zeros. Appends hold an exclusive ``flock`` on ``.LEDGER.lock`` in the runs root, so two
 runs finishing together never interleave or fork the chain.
+
+A runs root with a chain knows every run catalytic sealed there: a ledger directory it does not name
+was not written (or no longer is vouched for) by catalytic, and neither ``catalytic validate`` nor
+``catalytic runs`` takes it for a run (see :func:`known_runs`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,36 @@ from typing import Any, NamedTuple
 
 from catalytic.errors import LedgerError
 from catalytic.ledger.canonical import dumps, loads
-from catalytic.ledger.format import CHAIN_FILE, CHAIN_LOCK
+from catalytic.ledger.format import CHAIN_FILE, CHAIN_LOCK, reserved
 
 CHAIN_SCHEMA = "catalytic.chain/1"
 GENESIS = "0" * 64
+
+
+def is_run_name(name: str) -> bool:
+    """Whether an entry of a runs root is, by its name, a run's ledger (``_`` and ``.`` names are
+    catalytic's own: caches, the store, spools, locks; the chain is the chain)."""
+    return not reserved(name)
+
+
+def known_runs(runs_root: Path) -> dict[str, str] | None:
+    """``{run id: status}`` of the runs the chain records (its last line for each); None without a chain.
+
+    A chain that cannot be read knows no run (``catalytic validate --all`` reports why).
+    """
+    if not os.path.lexists(runs_root / CHAIN_FILE):
+        return None
+    try:
+        lines = read_lines(runs_root)
+    except LedgerError:
+        return {}
+    known: dict[str, str] = {}
+    for line in lines:
+        value = line.value
+        if value is not None and isinstance(value.get("run_id"), str):
+            status = value.get("status")
+            known[value["run_id"]] = status if isinstance(status, str) else ""
+    return known
 
 
 def line_hash(line: bytes) -> str:

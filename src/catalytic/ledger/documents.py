@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import __version__, paths
 from catalytic import _sysinfo as platform  # not the stdlib module: importing that costs a run ~1.5 ms
 from catalytic._sysinfo import utc_timestamp
-from catalytic.errors import DomainMovedError, LingeringError
+from catalytic.errors import DomainMovedError, ForeignLedgerError, LingeringError, OutputEscapedError
 from catalytic.isolation import Facts
 from catalytic.ledger import format as fmt
 from catalytic.policy import Policy
@@ -55,9 +56,29 @@ def _same(first: Any, second: Any) -> bool:
     return not isinstance(first, Spooled) and not isinstance(second, Spooled) and first == second
 
 
+#: Errors found after the domains' proof (the ledger directory, the outputs): they fail the run and
+#: are reported after the domains' own verdict.
+AFTER_PROOF = (ForeignLedgerError, OutputEscapedError)
+
+
+def failed_after_proof(result: RunResult, error: ForeignLedgerError | OutputEscapedError) -> RunResult:
+    """``result`` made dirty and unverified by ``error`` (an earlier error is kept in its message)."""
+    if result.error is not None:
+        error = type(error)(f"{error.message}; also {result.error.code}: {result.error.message}")
+    return replace(result, status="dirty", restoration_verified=False, error=error)
+
+
 def _reason(result: RunResult) -> str | None:
     if result.restored:
         return None
+    if isinstance(result.error, AFTER_PROOF):
+        # Found after the proof: the domains' own verdict still counts, and is said first.
+        found = f"{result.error.code}: {result.error.message}"
+        rest = replace(result, error=None)
+        failed = result.interrupted or any(not d.clean for d in result.diff.values())
+        if failed or (result.facts is not None and result.facts.failed):
+            return f"{_reason(rest)}; {found}"
+        return found
     if result.facts is not None and result.facts.failed:
         if all(d.clean for d in result.diff.values()) and result.error is None and result.diff:
             return result.facts.reason

@@ -15,7 +15,8 @@ Every check returns :class:`~catalytic.errors.Problem` records with stable codes
 ``CHAIN_DUPLICATE``    a run appears twice in the chain
 ``CHAIN_RUN_MISSING``  the chain names a run whose ledger is gone
 ``CHAIN_DIGEST``       the chain's digest for a run differs from the ledger's digest
-``UNCHAINED``          a sealed ledger is not in the chain (its line was removed)
+``UNCHAINED``          a run in a runs root with a chain is not in it: catalytic did not seal it there
+                       (a ledger the command planted, or one whose line was removed)
 ``CHAIN_ANCHOR``       the chain does not extend an earlier copy of it (history was rewritten)
 =====================  ==========================================================================
 """
@@ -140,7 +141,8 @@ def check_chained(ledger_dir: Path) -> list[Problem]:
     """A run that the chain beside it (``LEDGER.jsonl`` in its runs root) records as sealed must still carry
     that seal: without this, deleting ``LEDGER_DIGEST.json`` would turn a sealed ledger into an unsealed
     one that ``validate --run-dir`` accepts. A run copied out of its runs root has no chain beside it (use
-    ``--require-seal`` there). The chain's own problems are :func:`check_chain`'s."""
+    ``--require-seal`` there). A run the chain does not name at all is :func:`unchained`. The chain's own
+    problems are :func:`check_chain`'s."""
     runs_root = ledger_dir.parent
     if not os.path.lexists(runs_root / fmt.CHAIN_FILE):
         return []
@@ -155,7 +157,16 @@ def check_chained(ledger_dir: Path) -> list[Problem]:
         and line.value.get("run_id") == ledger_dir.name
         and isinstance(line.value.get("ledger_digest"), str)
     ]
-    return _as_chained(ledger_dir, recorded[-1]) if recorded else []
+    return _as_chained(ledger_dir, recorded[-1]) if recorded else [unchained(ledger_dir.name)]
+
+
+def unchained(run_id: str) -> Problem:
+    """The problem of a run that a runs root with a chain does not know."""
+    return Problem(
+        "UNCHAINED",
+        f"{run_id}: not in {fmt.CHAIN_FILE} of its runs root: catalytic did not seal this ledger there "
+        "(it was planted, copied in, or its line was removed)",
+    )
 
 
 def _as_chained(ledger_dir: Path, chained_root: str) -> list[Problem]:
@@ -225,10 +236,13 @@ def _check_chain(runs_root: Path) -> list[Problem]:
         else:
             problems.extend(_as_chained(ledger_dir, value["ledger_digest"]))
         prev = line.hash
+    # With a chain, every run must be in it; without one, a sealed run means the chain was deleted.
+    has_chain = os.path.lexists(runs_root / fmt.CHAIN_FILE)
     for name in sorted(os.listdir(runs_root)) if runs_root.is_dir() else []:
-        if name in seen or not os.path.lexists(runs_root / name / digest.DIGEST_FILE):
+        if not chain.is_run_name(name) or name in seen:
             continue
-        problems.append(Problem("UNCHAINED", f"{name}: sealed but not in {where} (its line was removed)"))
+        if has_chain or os.path.lexists(runs_root / name / digest.DIGEST_FILE):
+            problems.append(unchained(name))
     return problems
 
 
