@@ -345,7 +345,7 @@ def _describe(
     manifest: list[str] = []
     modes: list[str] = []
     record_texts: list[str] = []
-    now: list[Row] = []
+    now: list[tuple[Any, ...]] = []  # the rows (:class:`Row`) to store, as the plain tuples marshal writes
     # Entries whose final lstat is not the one listed (described again on the careful path), by name: the
     # fingerprint takes them as they were at the end.
     moved: dict[str, tuple[int, ...]] = {}
@@ -378,7 +378,7 @@ def _describe(
         quick = next(hashed_now) if regular and row is None else None
         if row is not None:
             # The digest is as old as the row.
-            value, observed, mode, stamp = row[8], STAMP(st), row[9], row[7]
+            value, observed, mode, stamp = row.value, STAMP(st), row.mode, row.taken_ns
             hits += 1
             files += 1
         elif quick is not None:
@@ -410,8 +410,8 @@ def _describe(
             row = rows.get(key)
             if row is None:
                 diff.append(("added", path, None, value, None, mode))
-            elif row[8] != value or row[9] != mode:
-                diff.append(("changed", path, row[8], value, row[9], mode))
+            elif row.value != value or row.mode != mode:
+                diff.append(("changed", path, row.value, value, row.mode, mode))
     if manifest or modes:
         out.append(("t", ",".join(manifest), ",".join(modes)))
 
@@ -420,9 +420,9 @@ def _describe(
         seen = {item[0] for item in items if not item[1]}
         for key, row in rows.items():
             if key not in seen and compare:
-                name = row[0].decode("utf-8", "surrogateescape")
-                diff.append(("removed", prefix + name, row[8], None, row[9], None))
-            if row[8] == DIR and key not in dirs_now:
+                name = row.name.decode("utf-8", "surrogateescape")
+                diff.append(("removed", prefix + name, row.value, None, row.mode, None))
+            if row.value == DIR and key not in dirs_now:
                 sub = dir_key + b"/" + key if dir_key else key
                 emptied.append(sub)
                 if compare:
@@ -465,8 +465,8 @@ _REG = stat.S_IFREG
 def _removed_below(store: Rows, sub: bytes, diff: list[Any]) -> None:
     before = store.bad
     for dir_key, row in store.below(sub):
-        path = (dir_key + b"/" + row[0]).decode("utf-8", "surrogateescape")
-        diff.append(("removed", path, row[8], None, row[9], None))
+        path = (dir_key + b"/" + row.name).decode("utf-8", "surrogateescape")
+        diff.append(("removed", path, row.value, None, row.mode, None))
     if store.bad != before:
         raise SnapshotError(
             "the store of the pre-run snapshot was damaged during the run",

@@ -30,7 +30,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from catalytic.errors import SnapshotError
 from catalytic.snapshot.listing import trusted_stamp
@@ -41,8 +41,26 @@ if TYPE_CHECKING:
 FORMAT = "catalytic.rowstore/8"
 _BUSY_MS = 600_000
 
-# name, ino, dev, size, st_mode, mtime_ns, ctime_ns, taken_ns, value, mode (None for symlinks)
-Row = tuple[bytes, int, int, int, int, int, int, int, str, str | None]
+
+class Row(NamedTuple):
+    """What a snapshot recorded for one entry of a directory (stored marshalled as a plain tuple)."""
+
+    name: bytes
+    ino: int
+    dev: int
+    size: int
+    st_mode: int
+    mtime_ns: int
+    ctime_ns: int
+    taken_ns: int  # when its directory was listed (0: not a regular file)
+    value: str  # the manifest value
+    mode: str | None  # the permission bits (None for symlinks)
+
+    @property
+    def stamp(self) -> tuple[int, int, int, int, int, int]:
+        """The ``lstat`` fields the stat cache compares (:data:`~catalytic.snapshot.listing.STAMP`)."""
+        return (self.ino, self.dev, self.size, self.st_mode, self.mtime_ns, self.ctime_ns)
+
 
 _COLUMNS = "lo, snap, hi, fingerprint, taken_ns, payload, crc"
 _ROWS = "rows, rows_crc"
@@ -89,7 +107,7 @@ def trusted(row: Row | None, st: os.stat_result) -> bool:
     """True when ``row`` may stand for the regular file whose ``lstat`` is ``st`` (no re-hash): the stat
     cache's rule (:func:`catalytic.snapshot.listing.trusted_stamp`), with the moment the row's directory was
     listed."""
-    return row is not None and trusted_stamp(row[1:7], row[7], st)
+    return row is not None and trusted_stamp(row.stamp, row.taken_ns, st)
 
 
 def store_failure(store: Path | None, exc: BaseException, *, io: bool = False) -> SnapshotError | None:
@@ -229,9 +247,9 @@ def rows_of(part: Part) -> list[Row] | None:
     """The entries of a part, or None when they cannot be read back."""
     try:
         rows = marshal.loads(part.rows)
+        return [Row._make(row) for row in rows] if isinstance(rows, list) else None
     except (ValueError, EOFError, TypeError):
         return None
-    return rows if isinstance(rows, list) else None
 
 
 class Rows:
@@ -297,9 +315,9 @@ class Rows:
         """
         parts = [(d, p) for d, p in self._parts("dir = ?", (dir_key,), rows=True) if p.snap != snap]
         return {
-            row[0]: row
+            row.name: row
             for _d, row in self._rows_of(parts)
-            if (lo is None or row[0] >= lo) and (hi is None or row[0] < hi)
+            if (lo is None or row.name >= lo) and (hi is None or row.name < hi)
         }
 
     def below(self, dir_key: bytes) -> list[tuple[bytes, Row]]:

@@ -163,14 +163,14 @@ def _scan_domain(
                 json_string(ROOT) + ":" + json_string(value),
                 "" if mode is None else f'".":"{mode}"',
             )
-            top_row = (b"", *STAMP(st), 0, value, mode)
+            top_row = Row._make((b"", *STAMP(st), 0, value, mode))
             if diff is not None:
                 if was is None:
                     diff.add(("added", ROOT, None, value, None, mode))
                 else:
-                    diff.add(("changed", ROOT, was[8], value, was[9], mode))
+                    diff.add(("changed", ROOT, was.value, value, was.mode, mode))
             if value != "dir":
-                if diff is not None and was is not None and was[8] == "dir":
+                if diff is not None and was is not None and was.value == "dir":
                     _everything_removed(rows, None, diff)
                 rows.clear()
                 _put(root, body, mode_body)
@@ -197,10 +197,10 @@ def _scan_domain(
 
 def _everything_removed(rows: Rows, top: Row | None, diff: DomainDiff) -> None:
     if top is not None:
-        diff.add(("removed", ROOT, top[8], None, top[9], None))
+        diff.add(("removed", ROOT, top.value, None, top.mode, None))
     for dir_key, row in rows.everything():
-        rel = (dir_key + b"/" + row[0] if dir_key else row[0]).decode("utf-8", "surrogateescape")
-        diff.add(("removed", rel, row[8], None, row[9], None))
+        rel = (dir_key + b"/" + row.name if dir_key else row.name).decode("utf-8", "surrogateescape")
+        diff.add(("removed", rel, row.value, None, row.mode, None))
 
 
 def _walk(
