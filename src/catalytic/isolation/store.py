@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -305,10 +304,3 @@ def _put_batch(
         except OSError as exc:  # the store's own side (a full disk, say)
             return new, (f"cannot save {source} in the store: {exc.strerror or exc}", "STORE")
     return new, None
-
-
-def is_regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False

@@ -77,12 +77,6 @@ class ChangedRecord(TypedDict, total=False):
     mode_after: str
 
 
-class DomainDiffDoc(TypedDict):
-    added: dict[str, str]
-    removed: dict[str, str]
-    changed: dict[str, ChangedRecord]
-
-
 class OutputRecord(TypedDict, total=False):
     path: str
     type: Literal["file", "directory", "symlink"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -101,15 +100,3 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
         for file in staged:
             file.close()
     fsync_dir(ledger_dir)
-
-
-def remove_partial(ledger_dir: Path) -> None:
-    """Remove our temporary files from a ledger directory after a failed write (never STATUS)."""
-    try:
-        names = os.listdir(ledger_dir)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(".") and name.endswith(".tmp"):
-            with contextlib.suppress(OSError):
-                os.unlink(ledger_dir / name)

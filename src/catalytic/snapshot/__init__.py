@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalytic.paths import join
 from catalytic.snapshot.digest import DEFAULT_HASH, hasher_factory
 from catalytic.snapshot.entry import Entry
 from catalytic.snapshot.walker import WalkStats, walk
@@ -114,8 +113,3 @@ def entries_from_documents(manifest: dict[str, str], modes: dict[str, str] | Non
     modes = modes or {}
     for path in sorted(manifest, key=sort_key):
         yield Entry(path, manifest[path], modes.get(path))
-
-
-def domain_path(domain: str, rel: str) -> str:
-    """Workspace-relative path of an entry of a domain."""
-    return join(domain, rel)

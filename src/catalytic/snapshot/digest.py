@@ -58,8 +58,3 @@ def hasher_factory(name: str) -> HasherFactory:
             code="BAD_HASH",
         ) from None
     return loader()
-
-
-def hex_length(name: str) -> int:
-    """Length of the hex digest of ``name`` (64 for both supported algorithms)."""
-    return 64
