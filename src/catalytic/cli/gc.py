@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.isolation.journal import recover
+    from catalytic.isolation.state import collect_garbage
     from catalytic.isolation.store import Store
     from catalytic.locks import store_lock
     from catalytic.snapshot.domains import cache_dir
@@ -49,7 +50,7 @@ def execute_cli(args: argparse.Namespace) -> int:
             if runs_root.is_dir()
             else []
         )
-        dropped, objects = Store(runs_root).gc(kept, dry_run=args.dry_run)
+        dropped, objects = collect_garbage(Store(runs_root), kept, dry_run=args.dry_run)
         caches = stale_caches(cache_dir(runs_root))
         if not args.dry_run:
             for path in caches:

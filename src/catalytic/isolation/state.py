@@ -15,19 +15,21 @@ older version), or whose index does not match it, is read whole, as it always co
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
+from catalytic.isolation.store import STATE_VERSION, Store, StoreError
 from catalytic.ledger.canonical import encode, json_string, loads
+from catalytic.snapshot.entry import kind_of
 
 if TYPE_CHECKING:
     from catalytic.diff import Triple
-    from catalytic.isolation.store import Store
 
 SECTIONS = ("domains", "outputs")
 
@@ -103,8 +105,6 @@ def state_text(
             yield from tree(section, name, snap)
         yield piece(b"}")
     yield piece(b',"run_id":' + json_string(run_id).encode() + b',"version":')
-    from catalytic.isolation.store import STATE_VERSION
-
     yield piece(json_string(STATE_VERSION).encode() + b"}\n")
 
 
@@ -154,7 +154,6 @@ def _indexed(path: str, index_path: Path) -> SavedState | None:
 
 def _tree_entries(path: str, manifest: tuple[int, int], modes: tuple[int, int]) -> Iterator[Triple]:
     """A tree's entries read from the document's byte ranges (checked to be canonical on the way)."""
-    from catalytic.isolation.store import StoreError
     from catalytic.ledger.stream import NotStreamable
     from catalytic.snapshot.manifest_stream import file_entries
 
@@ -165,3 +164,40 @@ def _tree_entries(path: str, manifest: tuple[int, int], modes: tuple[int, int]) 
         raise StoreError(f"the saved pre-state {path} is damaged ({exc})") from exc
     finally:
         os.close(fd)
+
+
+def collect_garbage(
+    store: Store, keep: Iterable[str], *, dry_run: bool = False
+) -> tuple[list[str], list[Path]]:
+    """Drop the saved states of runs not in ``keep`` and every stored object no kept state references.
+
+    Returns the dropped run ids and object paths (nothing is removed with ``dry_run``).
+    """
+    keep_set = set(keep)
+    dropped = [r for r in store.states() if r not in keep_set]
+    referenced: set[str] = set()  # object paths: one per distinct file the kept states hold
+    for run_id in store.states():
+        if run_id in dropped:
+            continue
+        state = open_state(store, run_id)  # tree by tree, a block at a time
+        for tree in state.trees:
+            for _path, value, _mode in tree.entries():
+                if kind_of(value) == "file":
+                    referenced.add(store.object_name(state.algorithm, value))
+    removed: list[Path] = []
+    objects = store.path / "objects"
+    if objects.is_dir():
+        for dirpath, _dirs, files in os.walk(objects):
+            for name in files:
+                found = os.path.join(dirpath, name)
+                if found not in referenced:
+                    removed.append(Path(found))
+    if not dry_run:
+        for run_id in dropped:
+            for doc in (store.state_path(run_id), store.index_path(run_id)):
+                with contextlib.suppress(FileNotFoundError):
+                    doc.unlink()
+        for path in removed:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return dropped, sorted(removed)

@@ -26,7 +26,6 @@ from typing import Any
 from catalytic.errors import CatalyticError
 from catalytic.ledger.canonical import loads, write_atomic
 from catalytic.snapshot.digest import hasher_factory
-from catalytic.snapshot.entry import kind_of
 from catalytic.threads import may_fork
 
 STORE_DIR = "_store"
@@ -97,7 +96,7 @@ class Store:
         self.path = runs_root / STORE_DIR
 
     def object_path(self, algorithm: str, digest: str) -> Path:
-        return Path(self._object(algorithm, digest))
+        return Path(self.object_name(algorithm, digest))
 
     def state_path(self, run_id: str) -> Path:
         return self.path / "states" / f"{run_id}.json"
@@ -107,9 +106,9 @@ class Store:
         return self.path / "states" / f"{run_id}.json{INDEX_SUFFIX}"
 
     def has(self, algorithm: str, digest: str) -> bool:
-        return os.path.isfile(self._object(algorithm, digest))
+        return os.path.isfile(self.object_name(algorithm, digest))
 
-    def _object(self, algorithm: str, digest: str) -> str:
+    def object_name(self, algorithm: str, digest: str) -> str:
         """:meth:`object_path` as a string (no Path objects per file when many are stored)."""
         return f"{self.path}/objects/{algorithm}/{digest[:2]}/{digest[2:]}"
 
@@ -119,7 +118,7 @@ class Store:
         Objects are not fsynced one by one (that dominates for small files); call :meth:`sync`
         once after a batch, before relying on the objects.
         """
-        target = self._object(algorithm, digest)
+        target = self.object_name(algorithm, digest)
         if os.path.isfile(target):
             return False
         try:
@@ -251,42 +250,6 @@ class Store:
         if not directory.is_dir():
             return []
         return sorted(n[: -len(".json")] for n in os.listdir(directory) if n.endswith(".json"))
-
-    def gc(self, keep: Iterable[str], *, dry_run: bool = False) -> tuple[list[str], list[Path]]:
-        """Drop the states of runs not in ``keep`` and every object no kept state references.
-
-        Returns the dropped run ids and object paths.
-        """
-        from catalytic.isolation.state import open_state
-
-        keep_set = set(keep)
-        dropped = [r for r in self.states() if r not in keep_set]
-        referenced: set[str] = set()  # object paths: one per distinct file the kept states hold
-        for run_id in self.states():
-            if run_id in dropped:
-                continue
-            state = open_state(self, run_id)  # tree by tree, a block at a time
-            for tree in state.trees:
-                for _path, value, _mode in tree.entries():
-                    if kind_of(value) == "file":
-                        referenced.add(self._object(state.algorithm, value))
-        removed: list[Path] = []
-        objects = self.path / "objects"
-        if objects.is_dir():
-            for dirpath, _dirs, files in os.walk(objects):
-                for name in files:
-                    found = os.path.join(dirpath, name)
-                    if found not in referenced:
-                        removed.append(Path(found))
-        if not dry_run:
-            for run_id in dropped:
-                for doc in (self.state_path(run_id), self.index_path(run_id)):
-                    with contextlib.suppress(FileNotFoundError):
-                        doc.unlink()
-            for p in removed:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-        return dropped, sorted(removed)
 
 
 def _put_batch(
