@@ -185,10 +185,10 @@ class _Block:
     def start(self) -> None:
         from catalytic.ledger.claim import claim
         from catalytic.ledger.documents import now as _now
-        from catalytic.runtime import _Timer
+        from catalytic.runtime import Timer
         from catalytic.snapshot.domains import snapshot_all as _snapshot_all
 
-        self.timer = _Timer()
+        self.timer = Timer()
         self.timer.timings["preflight"] = round(self.preflight_seconds, 6)
         self.started = _now()
         self.ledger = claim(self.policy.root / self.policy.runs_root, self.policy.run_id)

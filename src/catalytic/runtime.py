@@ -142,7 +142,7 @@ def interrupt_guard() -> Iterator[None]:
             signal.signal(s, h)
 
 
-class _Timer:
+class Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
 
@@ -189,7 +189,7 @@ def execute(
     """
     say = progress or (lambda _message: None)
     settings = snapshots or SnapshotSettings()
-    timer = _Timer()
+    timer = Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = now()
     faults.point("run.begin")
@@ -254,7 +254,7 @@ def _execute(
     policy: Policy,
     command: Sequence[str],
     say: ProgressCallback,
-    timer: _Timer,
+    timer: Timer,
     started: str,
     ledger: Claim,
     backend: Backend,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from catalytic import paths
 from catalytic.errors import SnapshotError
-from catalytic.isolation import Facts, IsolationError, IsolationName, Options, Outcome
+from catalytic.isolation.backend import Facts, IsolationError, IsolationName, Options, Outcome
 from catalytic.isolation.restore import remove_tree
 from catalytic.isolation.upper import (
     UpperEntry,
@@ -45,11 +45,11 @@ from catalytic.isolation.upper import (
     undeclared_writes,
 )
 from catalytic.ledger.canonical import encode, write_json
-from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
 from catalytic.snapshot.entry import DIR, kind_of
 
 if TYPE_CHECKING:
+    from catalytic.policy import Policy
     from catalytic.snapshot.domains import Snapshot, Spools
     from catalytic.snapshot.stream import DomainScan
 

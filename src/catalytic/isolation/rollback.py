@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from catalytic import faults, paths
 from catalytic.errors import CatalyticError
-from catalytic.isolation import Facts, IsolationName, Options, Outcome
+from catalytic.isolation.backend import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.journal import Staging
 from catalytic.isolation.restore import restore_tree, unsafe_path
 from catalytic.isolation.state import IndexRow, SavedState, index_text, open_state, state_text

@@ -15,12 +15,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catalytic import paths
 from catalytic.diff import Triple, merge_join
-from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, snapshot_tree
 from catalytic.snapshot.entry import DIR
+
+if TYPE_CHECKING:
+    from catalytic.policy import Policy
 
 _FIRST = itemgetter(0)
 

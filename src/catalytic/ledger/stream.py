@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import lt
 from typing import Literal
 
-from catalytic.ledger.canonical import _string
+from catalytic.ledger.canonical import json_string
 from catalytic.paths import sort_key
 
 # The C string scanner of the json module (json.decoder re-exports it; the stubs do not say so).
@@ -77,7 +77,7 @@ def _tokens(text: str, final: bool) -> tuple[list[str], list[str], str]:
                 raise NotStreamable("bad string") from None
             break  # unfinished: the next block completes it (or it is bad, and is found then)
         raw = text[q:end]
-        if "\\" in raw and _string(value) != raw:
+        if "\\" in raw and json_string(value) != raw:
             raise NotStreamable("non-canonical escape")
         if "\\" not in raw and _CONTROL.search(raw):
             raise NotStreamable("control character")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic.errors import UsageError
-from catalytic.ledger.canonical import _string, loads, write_output
+from catalytic.ledger.canonical import json_string, loads, write_output
 from catalytic.snapshot.entry import Entry
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def iter_domain_object(entries: Iterable[Entry], *, modes: bool = False) -> Iter
         item = entry.mode if modes else entry.value
         if item is None:
             continue
-        yield ("" if first else ",") + _string(entry.path) + ":" + _string(item)
+        yield ("" if first else ",") + json_string(entry.path) + ":" + json_string(item)
         first = False
     yield "}"
 
@@ -72,12 +72,12 @@ def write_spooled_manifest(path: Path, manifest: Span, modes: Span, algorithm: s
 
 def head(algorithm: str) -> str:
     """The text of a manifest file up to its ``manifest`` object."""
-    return '{"format":' + _string(FORMAT) + ',"hash_algorithm":' + _string(algorithm) + ',"manifest":'
+    return '{"format":' + json_string(FORMAT) + ',"hash_algorithm":' + json_string(algorithm) + ',"manifest":'
 
 
 def middle(root: str) -> str:
     """The text of a manifest file between its ``manifest`` and ``modes`` objects."""
-    return ',"merkle_root":' + _string(root) + ',"modes":'
+    return ',"merkle_root":' + json_string(root) + ',"modes":'
 
 
 #: The text of a manifest file after its ``modes`` object.
