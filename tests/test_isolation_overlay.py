@@ -565,3 +565,94 @@ def test_a_tree_deeper_than_the_recursion_limit(ws: Path) -> None:
     assert (quarantined / "/".join(["a"] * depth) / "bottom").is_file()
     assert not list(Path(tempfile.gettempdir()).glob("catalytic-overlay-r1-*"))
     remove_tree(quarantined)  # pytest's clean-up of old temporary directories recurses
+
+
+# Descriptors and paths that reach the real tree past the overlay (tests/adversarial has the CLI cases).
+
+
+def _inheritable(path: Path, flags: int) -> int:
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def test_descriptors_that_can_write_the_real_workspace_are_found(ws: Path, tmp_path: Path) -> None:
+    from catalytic.isolation.descriptors import reaching
+
+    (tmp_path / "outside.log").write_text("")
+    (ws / "gone.log").write_text("")
+    opened = {
+        "write": _inheritable(ws / DOMAIN / "a.txt", os.O_WRONLY | os.O_APPEND),
+        "rdwr": _inheritable(ws / "build.log", os.O_RDWR | os.O_CREAT),
+        "root": _inheritable(ws, os.O_RDONLY | os.O_DIRECTORY),
+        "above": _inheritable(tmp_path, os.O_RDONLY | os.O_DIRECTORY),
+        "read": _inheritable(ws / "src" / "m.py", os.O_RDONLY),
+        "outside": _inheritable(tmp_path / "outside.log", os.O_WRONLY),
+        "deleted": _inheritable(ws / "gone.log", os.O_WRONLY),
+        "cloexec": os.open(ws / "src" / "m.py", os.O_WRONLY | os.O_CLOEXEC),
+    }
+    (ws / "gone.log").unlink()
+    try:
+        found = {i.fd: i for i in reaching(ws)}
+        assert {name for name, fd in opened.items() if fd in found} == {"write", "rdwr", "root", "above"}
+        assert (
+            found[opened["write"]]
+            .describe(ws)
+            .endswith(f"for writing on {DOMAIN}/a.txt inside the workspace")
+        )
+        assert found[opened["root"]].describe(ws).endswith("on the directory the workspace root")
+        assert found[opened["above"]].describe(ws).endswith(f"{tmp_path}, above the workspace root")
+    finally:
+        for fd in opened.values():
+            os.close(fd)
+
+
+def test_a_descriptor_opened_after_preflight_stops_the_run_before_the_command(ws: Path) -> None:
+    """A library caller that opens a descriptor between preflight and execute: the backend checks again."""
+    from catalytic.policy import declare, preflight
+    from catalytic.runtime import execute
+
+    policy = preflight(declare(ws, {"run_id": "late", "isolation": "overlay", "catalytic_domains": [DOMAIN]}))
+    fd = _inheritable(ws / DOMAIN / "a.txt", os.O_WRONLY | os.O_APPEND)
+    try:
+        result = execute(policy, ["sh", "-c", f"echo ran >> {ws.parent}/ran"])
+    finally:
+        os.close(fd)
+    assert result.status == "dirty" and result.exit_code is None
+    assert result.error is not None and result.error.code == "INHERITED_DESCRIPTOR"
+    assert not (ws.parent / "ran").exists()
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "memory"])
+def test_a_write_to_the_real_domain_through_proc_is_dirty(
+    ws: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """Written through /proc/<catalytic pid>/cwd, the change is on the real tree: the domain's post-run
+    snapshot is the real one, and the reason says how it got there."""
+    if streamed:
+        never_in_memory(monkeypatch)
+    _spooling(monkeypatch, disk_full=not streamed)
+    real = f"/proc/{os.getpid()}/cwd/{DOMAIN}"
+    cmd = f"echo evil >> {real}/a.txt; rm {real}/sub/b.txt; echo scratch > {DOMAIN}/mine"
+    assert run(ws, "--catalytic-domains", DOMAIN, "src", command=cmd) == 1
+    docs = _check_ledger(ws)
+    diff = docs["RESTORE_DIFF.json"][DOMAIN]
+    assert list(diff["changed"]) == ["a.txt"] and list(diff["removed"]) == ["sub/b.txt"]
+    assert docs["RESTORE_DIFF.json"]["src"] == {"added": {}, "removed": {}, "changed": {}}
+    status = docs["STATUS.json"]
+    assert "changed on the real tree, past the overlay" in status["reason"]
+    assert docs["RUN_INFO.json"]["isolation_details"]["real_tree_changed"] == [DOMAIN]
+    assert (ws / DOMAIN / "a.txt").read_text() == "alpha\nevil\n"  # it did happen: the verdict is right
+
+
+def test_a_determinism_run_that_writes_the_real_domain_commits_nothing(ws: Path) -> None:
+    """The second run of --check-determinism is checked on the real tree too: the first run wrote nothing
+    there, the second did, and the declared output is not committed."""
+    marker = ws.parent / "second"
+    real = f"/proc/{os.getpid()}/cwd/{DOMAIN}"
+    cmd = f"echo same > {OUT}; if [ -e {marker} ]; then echo evil >> {real}/a.txt; fi; touch {marker}"
+    assert run(ws, "--durable-outputs", OUT, "--check-determinism", command=cmd) == 1
+    docs = ledger(ws)
+    assert docs["STATUS.json"]["status"] == "dirty"
+    assert "changed on the real tree" in docs["STATUS.json"]["reason"]
+    assert not (ws / OUT).exists()

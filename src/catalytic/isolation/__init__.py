@@ -80,7 +80,7 @@ def resolve(requested: str, root: Path) -> tuple[IsolationName, str | None]:
     if requested == "auto":
         from catalytic.isolation.overlay import unavailable_reason
 
-        why = unavailable_reason(root)
+        why = unavailable_reason(root) or bypass_reason(root)
         if why is None:
             return "overlay", "overlay mounts work here"
         return "rollback", f"overlay unavailable: {why}"
@@ -98,4 +98,19 @@ def resolve(requested: str, root: Path) -> tuple[IsolationName, str | None]:
                 f"--isolation overlay cannot be used here: {why}; use --isolation rollback "
                 "(portable: saves and restores the domains) or --isolation auto"
             )
+        why = bypass_reason(root)
+        if why is not None:
+            raise IsolationError(
+                f"--isolation overlay cannot isolate this run: {why}; redirect it outside the workspace, "
+                "let the command open the file itself (sh -c '... > FILE'), or use --isolation rollback",
+                code="INHERITED_DESCRIPTOR",
+            )
     return requested, None
+
+
+def bypass_reason(root: Path) -> str | None:
+    """Why an overlay over ``root`` could not isolate a command spawned now (an inherited descriptor
+    reaches the real tree), or None (see :mod:`catalytic.isolation.descriptors`)."""
+    from catalytic.isolation.descriptors import bypass_reason as reason
+
+    return reason(root)

@@ -12,6 +12,13 @@ post-run snapshot is computed from it and which writes are undeclared). Declared
 to the real tree only after the proof; otherwise the write set is kept under ``quarantine/``. Nested
 mounts inside the workspace are not seen through a single overlay: the command sees the underlying
 directory there.
+
+The verdict never rests on the upper layer alone. The command can still reach the real tree: through
+a descriptor it inherited (refused before the run, :mod:`catalytic.isolation.descriptors`) or through
+``/proc/<pid>/root`` and ``/proc/<pid>/cwd`` of a process outside its namespace (catalytic's own). So
+after the command (and again after a determinism check's second run) every domain is snapshotted on
+the real tree with the runtime's own engine and compared with its pre-run snapshot: a domain whose real
+files changed is dirty, and its post-run snapshot is the real one (what is there now), with the reason.
 """
 
 from __future__ import annotations
@@ -29,14 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from catalytic import paths
-from catalytic.errors import SnapshotError
+from catalytic.errors import CatalyticError, SnapshotError
 from catalytic.isolation.backend import Facts, IsolationError, IsolationName, Options, Outcome
 from catalytic.isolation.restore import remove_tree
 from catalytic.isolation.upper import (
     UpperEntry,
-    domain_excludes,
-    exclude_from_snapshot,
-    excludes_within,
     hidden_from,
     merged_entries,
     merged_tree,
@@ -46,6 +50,7 @@ from catalytic.isolation.upper import (
 )
 from catalytic.ledger.canonical import encode, write_json
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
+from catalytic.snapshot.domains import domain_excludes, excludes_within
 from catalytic.snapshot.entry import DIR, kind_of
 
 if TYPE_CHECKING:
@@ -166,6 +171,12 @@ class OverlayIsolation:
         self.upper_dir = self._layer()
         self.upper: dict[str, UpperEntry] = {}
         self.mount_failed = False
+        # The pre-run snapshots and their spools (None: in memory), for the checks of the real tree.
+        self.pre: Sequence[Snapshot] = ()
+        self.spools: Spools | None = None
+        self.real_spools: list[Spools] = []
+        #: Domains whose real files changed while the command ran (the overlay did not see it).
+        self.real_changed: list[str] = []
 
     def _layer(self) -> Path:
         layer = self.tmp / f"layer{len(self.layers)}"
@@ -178,6 +189,14 @@ class OverlayIsolation:
 
     def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
         del pre
+        from catalytic.isolation.descriptors import bypass_reason
+
+        # Preflight refused such descriptors; a library caller may have opened one since.
+        why = bypass_reason(self.policy.root)
+        if why is not None:
+            raise IsolationError(
+                f"--isolation overlay cannot isolate this run: {why}", code="INHERITED_DESCRIPTOR"
+            )
 
     def _wrap(self, command: Sequence[str], upper: Path) -> list[str]:
         work = upper.parent / "work"
@@ -224,7 +243,40 @@ class OverlayIsolation:
                 f"Snapshots post: {snap.domain} ({'absent' if after.absent else f'{files} files'}, "
                 "lower + upper)"
             )
+        self.pre, self.spools = pre, spools
+        real, error = self._real_changes()
+        if error is not None:
+            return post, error
+        for i, snap in enumerate(post):
+            if snap.domain in real:
+                post[i] = real[snap.domain]
+                self.options.say(f"Snapshots post: {snap.domain} CHANGED on the real tree, past the overlay")
+        self.real_changed = sorted(real)
         return post, None
+
+    def _real_changes(self) -> tuple[dict[str, Snapshot], SnapshotError | None]:
+        """The real tree's snapshot of every domain whose real files differ from the pre-run snapshot.
+
+        Taken as the runtime takes snapshots without isolation (streamed when the pre-run ones were, the
+        stat cache unless it was distrusted), so an unchanged domain costs a stat walk.
+        """
+        from catalytic.diff import diff_entries
+        from catalytic.snapshot.domains import SnapshotSettings, Spools, scan_all, snapshot_all
+
+        settings = SnapshotSettings(jobs=self.options.jobs, use_cache=self.options.cache)
+        real: list[Snapshot]
+        error: CatalyticError | None
+        if self.spools is None:
+            real, error = snapshot_all(self.policy, "post", _quiet, settings)
+            diffs = [diff_entries(b.entries, a.entries) for b, a in zip(self.pre, real, strict=False)]
+        else:
+            own = Spools(self.policy.root / self.policy.runs_root)
+            self.real_spools.append(own)  # its documents may become the ledger's: closed in close()
+            real, error = scan_all(self.policy, "post", _quiet, settings, own, self.pre)
+            diffs = [snap.diff for snap in real]
+        if error is not None:
+            return {}, cast(SnapshotError, error)
+        return {snap.domain: snap for snap, diff in zip(real, diffs, strict=True) if not diff.clean}, None
 
     def _merged(self, snap: DomainSnapshot) -> DomainSnapshot:
         """The post-run snapshot of a domain in memory: its pre-run entries merged with the upper layer."""
@@ -278,6 +330,8 @@ class OverlayIsolation:
             facts.failed = True
             facts.reason = "the overlay could not be mounted"
             return facts
+        if self.real_changed:
+            facts.details["real_tree_changed"] = self.real_changed
         writes = undeclared_writes(self.policy, self.upper)
         facts.undeclared_writes = writes
         for w in writes:
@@ -302,6 +356,15 @@ class OverlayIsolation:
         if facts.details.get("determinism") and not facts.details["determinism"]["equal"]:
             facts.failed = True
             facts.reason = "declared deterministic but two runs produced different outputs"
+        if facts.details.get("real_tree_changed"):
+            facts.failed = True
+            facts.reason = (
+                f"catalytic domain(s) {', '.join(facts.details['real_tree_changed'])} changed on the real "
+                "tree, past the overlay (through an inherited descriptor or a /proc path)"
+            )
+        elif facts.details.get("real_tree_error"):
+            facts.failed = True
+            facts.reason = f"the real domains could not be checked again: {facts.details['real_tree_error']}"
         # A failed command with clean domains is not a contract violation: its exit code reports it.
         self.options.say("Overlay: nothing committed to the real tree")
         if not self.options.discard and self.upper:
@@ -316,6 +379,13 @@ class OverlayIsolation:
         upper2 = self._layer()
         self.options.say("Determinism check: running the command a second time in its own overlay...")
         child = run_child(self._wrap(self.command, upper2))
+        real, error = self._real_changes()
+        if real or error is not None:  # the second run reached the real domains: nothing is committed
+            facts.details["real_tree_changed"] = sorted(real)
+            if error is not None:
+                facts.details["real_tree_error"] = f"{error.code}: {error.message}"
+            self.options.say("Determinism check: the real domains CHANGED during the second run")
+            return False
         second_upper = scan_upper(upper2, _xattr_prefix())
         second, _ = self._outputs_digest(upper2, second_upper)
         equal = first == second and child.exit_code == 0
@@ -424,8 +494,14 @@ class OverlayIsolation:
         return quarantine
 
     def close(self) -> None:
+        for spools in self.real_spools:
+            spools.close()
         with contextlib.suppress(OSError):
             remove_tree(self.tmp)
+
+
+def _quiet(_message: str) -> None:
+    """Progress of the real-tree checks: said once per domain by the backend, not per snapshot."""
 
 
 def stale_layers(tmpdir: Path | None = None) -> list[Path]:
@@ -452,4 +528,4 @@ def remove_layers(layers: Sequence[Path]) -> None:
             remove_tree(layer)
 
 
-__all__ = ["OverlayIsolation", "exclude_from_snapshot", "remove_layers", "stale_layers", "unavailable_reason"]
+__all__ = ["OverlayIsolation", "remove_layers", "stale_layers", "unavailable_reason"]

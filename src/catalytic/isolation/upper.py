@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from catalytic import paths
 from catalytic.diff import Triple, merge_join
-from catalytic.snapshot import DomainSnapshot, Entry, snapshot_tree
+from catalytic.snapshot import Entry, snapshot_tree
 from catalytic.snapshot.entry import DIR
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def merged_entries(
     says whether ``after`` comes from the upper layer. Only the upper layer's entries below ``target`` (the
     write set) are held in memory: the lower layer streams through, so a pre-run manifest read from a spool
     stays there. ``left_out``: paths (relative to ``target``) the snapshots leave out
-    (:func:`excludes_within`); ``lower`` has nothing there already, and what the command wrote there is
+    (:func:`catalytic.snapshot.domains.excludes_within`); ``lower`` has nothing there already, and what the command wrote there is
     dropped.
     """
     absent, hidden, touched = hidden_from(upper, target)
@@ -229,25 +229,3 @@ def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict
                 pass
         found.append({"path": rel, "kind": kind})
     return sorted(found, key=lambda w: paths.sort_key(w["path"]))
-
-
-def domain_excludes(policy: Policy, domain: str) -> list[str]:
-    """Paths inside ``domain`` that its snapshot leaves out: declared outputs and the runs root."""
-    return [
-        p for p in (*policy.durable_outputs, policy.runs_root) if paths.is_within(p, domain) and p != domain
-    ]
-
-
-def excludes_within(policy: Policy, domain: str) -> list[str]:
-    """:func:`domain_excludes` relative to ``domain`` (as its snapshot's paths are)."""
-    depth = len(paths.parts(domain))
-    return ["/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain)]
-
-
-def exclude_from_snapshot(policy: Policy, snap: DomainSnapshot) -> DomainSnapshot:
-    """``snap`` without the declared outputs and runs root inside it (overlay mode only)."""
-    rels = excludes_within(policy, snap.domain)
-    if not rels:
-        return snap
-    kept = tuple(e for e in snap.entries if not any(paths.is_within(e.path, r) for r in rels))
-    return DomainSnapshot(snap.domain, kept, snap.stats)

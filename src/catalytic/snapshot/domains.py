@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
 from catalytic.errors import CatalyticError, SnapshotError
-from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, snapshot_domain
+
+if TYPE_CHECKING:
+    from catalytic.policy import Policy
 
 #: Where progress lines go.
 Say = Callable[[str], None]
@@ -100,11 +102,9 @@ def scan_all(
 
 def _left_out(policy: Policy, domain: str) -> frozenset[str]:
     """What an overlay run's snapshots of ``domain`` leave out (relative to it): the runs root and the
-    declared outputs inside it, as :func:`catalytic.isolation.upper.exclude_from_snapshot` does."""
+    declared outputs inside it, as :func:`exclude_from_snapshot` does."""
     if policy.isolation != "overlay":
         return frozenset()
-    from catalytic.isolation.upper import excludes_within
-
     return frozenset(excludes_within(policy, domain))
 
 
@@ -152,10 +152,30 @@ def snapshot_all(
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
         if policy.isolation == "overlay":
-            from catalytic.isolation.overlay import exclude_from_snapshot
-
             snap = exclude_from_snapshot(policy, snap)
         state = "absent" if snap.absent else f"{snap.stats.files} files"
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)
     return snaps, None
+
+
+def domain_excludes(policy: Policy, domain: str) -> list[str]:
+    """Paths inside ``domain`` that its snapshot leaves out: declared outputs and the runs root."""
+    return [
+        p for p in (*policy.durable_outputs, policy.runs_root) if paths.is_within(p, domain) and p != domain
+    ]
+
+
+def excludes_within(policy: Policy, domain: str) -> list[str]:
+    """:func:`domain_excludes` relative to ``domain`` (as its snapshot's paths are)."""
+    depth = len(paths.parts(domain))
+    return ["/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain)]
+
+
+def exclude_from_snapshot(policy: Policy, snap: DomainSnapshot) -> DomainSnapshot:
+    """``snap`` without the declared outputs and runs root inside it (overlay runs leave them out)."""
+    rels = excludes_within(policy, snap.domain)
+    if not rels:
+        return snap
+    kept = tuple(e for e in snap.entries if not any(paths.is_within(e.path, r) for r in rels))
+    return DomainSnapshot(snap.domain, kept, snap.stats)
