@@ -122,8 +122,8 @@ def merged_entries(
     says whether ``after`` comes from the upper layer. Only the upper layer's entries below ``target`` (the
     write set) are held in memory: the lower layer streams through, so a pre-run manifest read from a spool
     stays there. ``left_out``: paths (relative to ``target``) the snapshots leave out
-    (:func:`catalytic.snapshot.domains.excludes_within`); ``lower`` has nothing there already, and what the command wrote there is
-    dropped.
+    (:func:`catalytic.snapshot.domains.excludes_within`); ``lower`` has nothing there already, and what the
+    command wrote there is dropped.
     """
     absent, hidden, touched = hidden_from(upper, target)
     if absent:
