@@ -14,13 +14,14 @@ from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import Problem
 from catalytic.ledger import format as fmt
 from catalytic.snapshot import entries_from_documents
+from catalytic.snapshot.digest import ALGORITHMS
 from catalytic.snapshot.entry import SYMLINK_PREFIX, kind_of
 
 if TYPE_CHECKING:
     from catalytic.ledger.crosscheck import StreamFacts
 
 #: Hex digest length per manifest hash algorithm.
-DIGEST_LENGTHS = {"sha256": 64, "blake3": 64}
+DIGEST_LENGTHS = {name: algorithm.hex_length for name, algorithm in ALGORITHMS.items()}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 

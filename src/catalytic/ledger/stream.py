@@ -25,6 +25,8 @@ from typing import Literal
 
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import sort_key
+from catalytic.snapshot.digest import DIGEST_PATTERN, HEX_LENGTHS
+from catalytic.snapshot.entry import OTHER_VALUES
 
 # The C string scanner of the json module (json.decoder re-exports it; the stubs do not say so).
 scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -39,9 +41,7 @@ _MAX_CARRY = 4 << 20
 
 _CONTROL = re.compile("[\x00-\x1f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_VALUE = re.compile(
-    r"[0-9a-f]{64}|dir|fifo|socket|symlink:[\s\S]+|(?:chardev|blockdev):[0-9]+:[0-9]+|other:[0-7]+"
-)
+_VALUE = re.compile(f"{DIGEST_PATTERN}|{OTHER_VALUES}")
 _MODE = re.compile("[0-7]{4}")
 _HEX = re.compile("[0-9a-f]*")
 _OCTAL = re.compile("[0-7]*")
@@ -89,13 +89,13 @@ def _tokens(text: str, final: bool) -> tuple[list[str], list[str], str]:
 
 def _manifest_values(values: list[str]) -> bool:
     """Every value has a shape the manifest schema allows."""
-    # Most values are digests: check them as one string (64 characters each), the rest one by one.
-    digests = [v for v in values if len(v) == 64]
+    # Most values are digests: check them as one string, the rest one by one.
+    digests = [v for v in values if len(v) in HEX_LENGTHS]
     if not _HEX.fullmatch("".join(digests)):
         return all(map(_VALUE.fullmatch, values))
     if len(digests) == len(values):
         return True
-    return all(map(_VALUE.fullmatch, [v for v in values if len(v) != 64]))
+    return all(map(_VALUE.fullmatch, [v for v in values if len(v) not in HEX_LENGTHS]))
 
 
 def _mode_values(values: list[str]) -> bool:

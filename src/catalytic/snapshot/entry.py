@@ -25,6 +25,9 @@ DIR = "dir"
 FIFO = "fifo"
 SOCKET = "socket"
 SYMLINK_PREFIX = "symlink:"
+#: A regular expression matching every manifest value that is not a file's digest (the kinds above);
+#: a digest is :data:`catalytic.snapshot.digest.DIGEST_PATTERN`.
+OTHER_VALUES = r"dir|fifo|socket|symlink:[\s\S]+|(?:chardev|blockdev):[0-9]+:[0-9]+|other:[0-7]+"
 
 
 @dataclass(frozen=True, slots=True)
