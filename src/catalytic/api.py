@@ -10,21 +10,20 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from catalytic import descendants, runtime
 from catalytic.errors import UsageError
 from catalytic.isolation import Options
 from catalytic.policy import Policy, declare, preflight
+from catalytic.runner import ChildResult
 from catalytic.runtime import ProgressCallback, RunResult, execute
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
 from catalytic.snapshot.digest import DEFAULT_HASH
 
 if TYPE_CHECKING:
-    from catalytic.diff import DomainDiff
     from catalytic.integrations.signing import SigningKey
-    from catalytic.ledger.format import OutputRecord
 
 
 def run(
@@ -161,91 +160,26 @@ def catalytic_domains(
     policy = preflight(declare(Path(root), overrides))
     key = _signing_key(sign_key)
     check = DomainCheck(policy)
-    block = _Block(policy, label, time.perf_counter() - start, key)
-    block.start()
+    # The same path as `catalytic run` (locks, interrupt guard, domain-move watch, processes left running):
+    # the block is phase 2, in this process.
+    session = runtime.session(
+        policy, [label], preflight_seconds=time.perf_counter() - start, sign_key=key, cwd=Path.cwd()
+    )
+    step: runtime.Step | None = None
     try:
-        yield check
-    except BaseException:
-        block.exit_code = 1
-        raise
+        with session as step, descendants.watch() as tree:
+            code = 0
+            try:
+                yield check
+            except BaseException:
+                code = 1
+                raise
+            finally:
+                lingering = tuple(descendants.lingering(tree, -1))
+                step.child = ChildResult(code, True, lingering=lingering)
     finally:
-        check._result = block.finish()
-
-
-@dataclass
-class _Block:
-    """Phases 1 and 3-5 of a run around a Python block (phase 2), mirroring runtime.execute."""
-
-    policy: Policy
-    label: str
-    preflight_seconds: float
-    key: SigningKey | None
-    exit_code: int = 0
-
-    def start(self) -> None:
-        from catalytic.ledger.claim import claim
-        from catalytic.ledger.documents import now as _now
-        from catalytic.runtime import Timer
-        from catalytic.snapshot.domains import snapshot_all as _snapshot_all
-
-        self.timer = Timer()
-        self.timer.timings["preflight"] = round(self.preflight_seconds, 6)
-        self.started = _now()
-        self.ledger = claim(self.policy.root / self.policy.runs_root, self.policy.run_id)
-        self.ledger_dir = self.ledger.path
-        with self.timer.phase("snapshot_pre"):
-            self.pre, self.error = _snapshot_all(self.policy, "pre", lambda _m: None)
-        self.block_start = time.perf_counter()
-
-    def finish(self) -> RunResult:
-        from dataclasses import replace
-
-        from catalytic.diff import diff_entries
-        from catalytic.ledger.documents import documents as _documents
-        from catalytic.ledger.seal import seal
-        from catalytic.ledger.writer import write_ledger
-        from catalytic.outputs import collect_outputs, confine
-        from catalytic.snapshot.domains import snapshot_all as _snapshot_all
-
-        policy, timer = self.policy, self.timer
-        timer.timings["execute"] = round(time.perf_counter() - self.block_start, 6)
-        post: list[DomainSnapshot] = []
-        diffs: dict[str, DomainDiff] = {}
-        outputs: list[OutputRecord] = []
-        missing: list[str] = []
-        error = self.error
-        if error is None:
-            with timer.phase("snapshot_post"):
-                post, error = _snapshot_all(policy, "post", lambda _m: None)
-            with timer.phase("verify"):
-                for before, after in zip(self.pre, post, strict=False):
-                    diffs[before.domain] = diff_entries(before.entries, after.entries)
-                outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
-        clean = (
-            error is None
-            and len(diffs) == len(policy.catalytic_domains)
-            and all(d.clean for d in diffs.values())
-        )
-        result = RunResult(
-            run_id=policy.run_id,
-            ledger_dir=self.ledger_dir,
-            status="restored" if clean else "dirty",
-            restoration_verified=clean,
-            exit_code=self.exit_code,
-            diff=diffs,
-            outputs=outputs,
-            missing_outputs=missing,
-            error=error,
-            timings=timer.timings,
-        )
-        result = self.ledger.settle(confine(result, policy, lambda _m: None), lambda _m: None)
-        with timer.phase("record"):
-            documents = _documents(policy, [self.label], result, self.pre, post, self.started, None)
-            write_ledger(self.ledger_dir, documents)
-            digest = seal(
-                self.ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, self.key
-            )
-        return replace(result, ledger_digest=digest)
+        if step is not None:  # None: refused before the block (a domain is locked)
+            check._result = step.result
 
 
 def snapshot(path: str | os.PathLike[str], *, algorithm: str = DEFAULT_HASH, jobs: int = 0) -> DomainSnapshot:

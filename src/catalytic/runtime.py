@@ -171,6 +171,25 @@ def _describe_diff(diffs: dict[str, DomainDiff], progress: ProgressCallback) -> 
                 progress(f"    {kind:<8}{paths.join(domain, name)}")
 
 
+class Step:
+    """Phase 2 of a run, as :func:`session` hands it over: whoever holds it runs the command (a child
+    process, or a Python block) while the session holds the locks, the guards and the watches, and says
+    how it ended (``child``). ``ready`` is False when phase 1 failed: nothing may run then. ``result`` is
+    the run's result once the session is over."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.ready = False
+        self.child: ChildResult | None = None
+        self.result: RunResult | None = None
+        self.raised: BaseException | None = None
+        self.yielded = False
+
+    def wrap(self, command: Sequence[str]) -> list[str]:
+        """The argv to spawn for ``command`` (the isolation backend's wrapper around it)."""
+        return self.backend.wrap(command)
+
+
 def execute(
     policy: Policy,
     command: Sequence[str],
@@ -182,10 +201,44 @@ def execute(
     options: Options | None = None,
     sign_key: SigningKey | None = None,
 ) -> RunResult:
-    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger.
+    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger (see :func:`session`)."""
+    with session(
+        policy,
+        command,
+        progress=progress,
+        preflight_seconds=preflight_seconds,
+        cwd=cwd,
+        snapshots=snapshots,
+        options=options,
+        sign_key=sign_key,
+    ) as step:
+        if step.ready:
+            step.child = run_child(step.wrap(command))
+    assert step.result is not None
+    return step.result
 
-    ``policy.isolation`` picks the backend (see :mod:`catalytic.isolation`); ``none`` is the seed's
-    behaviour, the others add their own steps around the command.
+
+@contextmanager
+def session(
+    policy: Policy,
+    command: Sequence[str],
+    *,
+    progress: ProgressCallback | None = None,
+    preflight_seconds: float = 0.0,
+    cwd: Path | None = None,
+    snapshots: SnapshotSettings | None = None,
+    options: Options | None = None,
+    sign_key: SigningKey | None = None,
+) -> Iterator[Step]:
+    """The one path of a run: phases 1 and 3-5 around the ``with`` block, which is phase 2.
+
+    Before the block: the domain locks, the interrupt guard, the domain-move watch, the pre-run snapshots;
+    the block runs the command (``step.child = run_child(step.wrap(command))``, as :func:`execute` does)
+    or is the command itself (:func:`catalytic.catalytic_domains`), and sets ``step.child``. After it: the
+    post-run snapshots, the verification, the isolation outcome and the ledger; ``step.result`` is then
+    set. An exception raised by the block is recorded (exit code 1 unless ``step.child`` says otherwise)
+    and raised again once the ledger is written. ``policy.isolation`` picks the backend (see
+    :mod:`catalytic.isolation`).
     """
     say = progress or (lambda _message: None)
     settings = snapshots or SnapshotSettings()
@@ -206,31 +259,21 @@ def execute(
             for done in recover(policy.root / policy.runs_root):
                 say(f"Recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
         ledger = claim(policy.root / policy.runs_root, policy.run_id)
-        ledger_dir = ledger.path
         faults.point("ledger.reserved")
         run_options = replace(options or Options(), say=say, jobs=settings.jobs, cache=settings.use_cache)
-        backend = create_isolation(policy, ledger_dir, run_options)
+        backend = create_isolation(policy, ledger.path, run_options)
         # The snapshots stream to spool files and are compared in the workers (isolation backends read the
         # spooled manifests entry by entry).
         spools = Spools(policy.root / policy.runs_root)
+        step = Step(backend)
+        run = _Phases(policy, command, say, timer, started, ledger, cwd, mask, sign_key, settings, spools)
         try:
-            return _execute(
-                policy,
-                command,
-                say,
-                timer,
-                started,
-                ledger,
-                backend,
-                cwd,
-                mask,
-                sign_key,
-                settings,
-                spools,
-            )
+            yield from run.phases(step)
         finally:
             spools.close()
             backend.close()
+    if step.raised is not None:
+        raise step.raised
 
 
 def _post_snapshots(
@@ -250,177 +293,212 @@ def _post_snapshots(
     return snapshot_all(policy, "post", say, settings)
 
 
-def _execute(
-    policy: Policy,
-    command: Sequence[str],
-    say: ProgressCallback,
-    timer: Timer,
-    started: str,
-    ledger: Claim,
-    backend: Backend,
-    cwd: Path | None,
-    mask: set[int],
-    sign_key: SigningKey | None,
-    settings: SnapshotSettings,
-    spools: Spools,
-) -> RunResult:
-    ledger_dir = ledger.path
-    pre: list[Snapshot] = []
-    post: list[Snapshot] = []
-    # ``streamed``: the documents and differences come from the spools (None: the run fell back to memory).
-    streamed: Spools | None = spools
-    child: ChildResult | None = None
-    error: CatalyticError | None = None
-    interrupted: int | None = None
-    diffs: dict[str, DomainDiff] = {}
-    outputs: list[fmt.OutputRecord] = []
-    missing: list[str] = []
-    trace_log: TraceLog | None = None
-    roots = rootwatch.start(policy.root, policy.catalytic_domains)
-    move_check = roots.describe()
-    if roots.reason is not None:
-        say(f"WARNING: domain-move check {'off' if not roots.active else 'partial'}: {roots.reason}")
-    with interrupt_guard():
-        try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            say("Phase 1: Capturing pre-snapshots...")
-            with timer.phase("snapshot_pre"):
-                faults.point("snapshot_pre.begin")
-                pre, error = scan_all(policy, "pre", say, settings, spools)
-                if store_failed(error, say):
-                    streamed = None
-                    settings = replace(settings, use_cache=False)
-                    pre, error = snapshot_all(policy, "pre", say, settings)
-                if error is None:
-                    try:
-                        backend.prepare(pre)
-                    except CatalyticError as exc:
-                        error = exc
-                faults.point("snapshot_pre.end")
-            if error is None:
-                cache_seal = CacheSeal.take(cache_dir(policy.root / policy.runs_root))
-                say(f"Phase 2: Executing command: {describe_command(command)}")
-                with timer.phase("execute"):
-                    faults.point("execute.begin")
-                    tracer = _start_trace(policy, say)
-                    try:
-                        child = run_child(backend.wrap(command))
-                    finally:
-                        trace_log = _stop_trace(tracer, policy) if tracer is not None else None
-                    faults.point("execute.end")
-                if child.error:
-                    say(f"ERROR: {child.error}")
-                say(f"Command exited with code {child.exit_code}")
-                interrupted = child.interrupted_by
-                changed = cache_seal.broken() if settings.use_cache else []
-                if changed:
-                    say(
-                        "WARNING: the stat cache was changed while the command ran "
-                        f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); nothing in it "
-                        "is trusted: every file is hashed again"
-                    )
-                    settings = replace(settings, use_cache=False, distrusted=tuple(changed))
-                    backend.options = replace(backend.options, cache=False)
-                    if streamed is not None:  # the pre-run state is read from its documents, not the store
-                        streamed = None
-                        pre = [in_memory(snap) for snap in pre]
-                say("Phase 3: Capturing post-snapshots...")
-                with timer.phase("snapshot_post"):
-                    faults.point("snapshot_post.begin")
-                    post, error = _post_snapshots(policy, backend, pre, say, settings, streamed)
-                    if streamed is not None and store_failed(error, say):
+@dataclass
+class _Phases:
+    """What phases 1-5 of one run share (see :func:`session`)."""
+
+    policy: Policy
+    command: Sequence[str]
+    say: ProgressCallback
+    timer: Timer
+    started: str
+    ledger: Claim
+    cwd: Path | None
+    mask: set[int]
+    sign_key: SigningKey | None
+    settings: SnapshotSettings
+    spools: Spools
+
+    def phases(self, step: Step) -> Iterator[Step]:
+        """Phases 1 and 3-5, yielding ``step`` once for phase 2 (also when phase 1 failed: nothing runs)."""
+        policy, command, say, timer, started, ledger = (
+            self.policy,
+            self.command,
+            self.say,
+            self.timer,
+            self.started,
+            self.ledger,
+        )
+        cwd, mask, sign_key, settings, spools = self.cwd, self.mask, self.sign_key, self.settings, self.spools
+        backend = step.backend
+        ledger_dir = ledger.path
+        pre: list[Snapshot] = []
+        post: list[Snapshot] = []
+        # ``streamed``: the documents and differences come from the spools (None: the run fell back to
+        # memory).
+        streamed: Spools | None = spools
+        child: ChildResult | None = None
+        error: CatalyticError | None = None
+        interrupted: int | None = None
+        diffs: dict[str, DomainDiff] = {}
+        outputs: list[fmt.OutputRecord] = []
+        missing: list[str] = []
+        trace_log: TraceLog | None = None
+        roots = rootwatch.start(policy.root, policy.catalytic_domains)
+        move_check = roots.describe()
+        if roots.reason is not None:
+            say(f"WARNING: domain-move check {'off' if not roots.active else 'partial'}: {roots.reason}")
+        with interrupt_guard():
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                say("Phase 1: Capturing pre-snapshots...")
+                with timer.phase("snapshot_pre"):
+                    faults.point("snapshot_pre.begin")
+                    pre, error = scan_all(policy, "pre", say, settings, spools)
+                    if store_failed(error, say):
                         streamed = None
                         settings = replace(settings, use_cache=False)
-                        pre = [in_memory(snap) for snap in pre]
-                        post, error = _post_snapshots(policy, backend, pre, say, settings, None)
-                    moved = roots.moved()
-                    faults.point("snapshot_post.end")
-                say("Phase 4: Verifying restoration...")
-                with timer.phase("verify"):
-                    for before, after in zip(pre, post, strict=False):
-                        diffs[before.domain] = (
-                            after.diff
-                            if streamed is not None
-                            else diff_entries(before.entries, after.entries)
+                        pre, error = snapshot_all(policy, "pre", say, settings)
+                    if error is None:
+                        try:
+                            backend.prepare(pre)
+                        except CatalyticError as exc:
+                            error = exc
+                    faults.point("snapshot_pre.end")
+                if error is None:
+                    cache_seal = CacheSeal.take(cache_dir(policy.root / policy.runs_root))
+                    say(f"Phase 2: Executing command: {describe_command(command)}")
+                    with timer.phase("execute"):
+                        faults.point("execute.begin")
+                        tracer = _start_trace(policy, say)
+                        step.ready = step.yielded = True
+                        try:
+                            yield step
+                        except RunInterrupted as exc:  # a signal while the block ran (in this process)
+                            step.raised = KeyboardInterrupt() if exc.signum == signal.SIGINT else exc
+                            raise
+                        except BaseException as exc:  # the block's own: raised again after the ledger
+                            step.raised = exc
+                        finally:
+                            step.ready = False
+                            trace_log = _stop_trace(tracer, policy) if tracer is not None else None
+                        child = step.child or ChildResult(1 if step.raised else 0, True)
+                        faults.point("execute.end")
+                    if child.error:
+                        say(f"ERROR: {child.error}")
+                    say(f"Command exited with code {child.exit_code}")
+                    interrupted = child.interrupted_by
+                    changed = cache_seal.broken() if settings.use_cache else []
+                    if changed:
+                        say(
+                            "WARNING: the stat cache was changed while the command ran "
+                            f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); nothing in it "
+                            "is trusted: every file is hashed again"
                         )
-                    if backend.name == "none":
-                        # Other backends commit or put back outputs in finish(): hashed after that.
-                        outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
-                    if error is None and all(d.clean for d in diffs.values()):
-                        # The snapshots match, but they cannot be trusted as a proof.
-                        error = _unprovable(moved, child.lingering)
-                faults.point("verify.end")
-        except RunInterrupted as exc:
-            interrupted = exc.signum
-        finally:
-            signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
-            roots.close()
-    # A signal that arrived after the guard let go is still this run's: record it.
-    interrupted = interrupted or _pending_interrupt()
-    verified = (
-        error is None and interrupted is None and len(diffs) == len(pre) == len(policy.catalytic_domains)
-    )
-    clean = verified and all(d.clean for d in diffs.values())
-    facts: Facts | None = None
-    ledger.check()  # before the backend writes its quarantine there
-    if backend.name != "none":
-        with blocked(INTERRUPTS):
-            outcome = Outcome(
-                pre, post, diffs, clean, child.exit_code if child else None, interrupted is not None, error
-            )
-            finish_start = time.perf_counter()
-            faults.point("finish.begin")
-            facts = backend.finish(outcome)
-            facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
-            outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
-    if error is not None:
-        say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
-    elif clean:
-        say("SUCCESS: Catalytic domains fully restored")
-    elif interrupted is not None and not diffs:
-        say(f"FAILURE: interrupted by {signal.Signals(interrupted).name} before the proof")
-    else:
-        say("FAILURE: Catalytic domains NOT restored")
-        _describe_diff(diffs, say)
-    for name in missing:
-        say(f"WARNING: declared durable output {name} does not exist")
+                        settings = replace(settings, use_cache=False, distrusted=tuple(changed))
+                        backend.options = replace(backend.options, cache=False)
+                        if (
+                            streamed is not None
+                        ):  # the pre-run state is read from its documents, not the store
+                            streamed = None
+                            pre = [in_memory(snap) for snap in pre]
+                    say("Phase 3: Capturing post-snapshots...")
+                    with timer.phase("snapshot_post"):
+                        faults.point("snapshot_post.begin")
+                        post, error = _post_snapshots(policy, backend, pre, say, settings, streamed)
+                        if streamed is not None and store_failed(error, say):
+                            streamed = None
+                            settings = replace(settings, use_cache=False)
+                            pre = [in_memory(snap) for snap in pre]
+                            post, error = _post_snapshots(policy, backend, pre, say, settings, None)
+                        moved = roots.moved()
+                        faults.point("snapshot_post.end")
+                    say("Phase 4: Verifying restoration...")
+                    with timer.phase("verify"):
+                        for before, after in zip(pre, post, strict=False):
+                            diffs[before.domain] = (
+                                after.diff
+                                if streamed is not None
+                                else diff_entries(before.entries, after.entries)
+                            )
+                        if backend.name == "none":
+                            # Other backends commit or put back outputs in finish(): hashed after that.
+                            outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                        if error is None and all(d.clean for d in diffs.values()):
+                            # The snapshots match, but they cannot be trusted as a proof.
+                            error = _unprovable(moved, child.lingering)
+                    faults.point("verify.end")
+            except RunInterrupted as exc:
+                interrupted = exc.signum
+            finally:
+                signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+                roots.close()
+        # A signal that arrived after the guard let go is still this run's: record it.
+        interrupted = interrupted or _pending_interrupt()
+        verified = (
+            error is None and interrupted is None and len(diffs) == len(pre) == len(policy.catalytic_domains)
+        )
+        clean = verified and all(d.clean for d in diffs.values())
+        facts: Facts | None = None
+        ledger.check()  # before the backend writes its quarantine there
+        if backend.name != "none":
+            with blocked(INTERRUPTS):
+                outcome = Outcome(
+                    pre,
+                    post,
+                    diffs,
+                    clean,
+                    child.exit_code if child else None,
+                    interrupted is not None,
+                    error,
+                )
+                finish_start = time.perf_counter()
+                faults.point("finish.begin")
+                facts = backend.finish(outcome)
+                facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
+                outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+        if error is not None:
+            say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
+        elif clean:
+            say("SUCCESS: Catalytic domains fully restored")
+        elif interrupted is not None and not diffs:
+            say(f"FAILURE: interrupted by {signal.Signals(interrupted).name} before the proof")
+        else:
+            say("FAILURE: Catalytic domains NOT restored")
+            _describe_diff(diffs, say)
+        for name in missing:
+            say(f"WARNING: declared durable output {name} does not exist")
 
-    result = RunResult(
-        run_id=policy.run_id,
-        ledger_dir=ledger_dir,
-        # An isolation failure (undeclared writes, a rollback that could not finish) fails the run
-        # even when the domains matched: STATUS is then dirty and unverified, with the reason.
-        status="restored" if clean and not (facts and facts.failed) else "dirty",
-        restoration_verified=clean and not (facts and facts.failed),
-        exit_code=child.exit_code if child else None,
-        diff=diffs,
-        outputs=outputs,
-        missing_outputs=missing,
-        interrupted=signal.Signals(interrupted).name if interrupted else None,
-        error=error,
-        command_error=child.error if child else None,
-        timings=timer.timings,
-        isolation=policy.isolation,
-        facts=facts,
-        trace=trace_log,
-        domain_move_check=move_check,
-    )
-    if facts is not None and facts.failed:
-        say(f"FAILURE: {facts.reason}")
-    if trace_log is not None:
-        say(_describe_trace(trace_log))
-    result = ledger.settle(confine(result, policy, say), say)
-    say("Phase 5: Saving run ledger...")
-    with blocked(INTERRUPTS), timer.phase("record"):
-        docs = documents(policy, command, result, pre, post, started, cwd, settings, streamed is not None)
-        faults.point("record.begin")
-        write_ledger(ledger_dir, docs)
-        faults.point("record.end")
-        # After STATUS: the seal (LEDGER_DIGEST.json, SIGNATURE.json) and the LEDGER.jsonl line.
-        root_digest = seal(ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key)
-    result = replace(result, ledger_digest=root_digest)
-    say(f"Ledger: {ledger_dir}")
-    return result
+        result = RunResult(
+            run_id=policy.run_id,
+            ledger_dir=ledger_dir,
+            # An isolation failure (undeclared writes, a rollback that could not finish) fails the run
+            # even when the domains matched: STATUS is then dirty and unverified, with the reason.
+            status="restored" if clean and not (facts and facts.failed) else "dirty",
+            restoration_verified=clean and not (facts and facts.failed),
+            exit_code=child.exit_code if child else None,
+            diff=diffs,
+            outputs=outputs,
+            missing_outputs=missing,
+            interrupted=signal.Signals(interrupted).name if interrupted else None,
+            error=error,
+            command_error=child.error if child else None,
+            timings=timer.timings,
+            isolation=policy.isolation,
+            facts=facts,
+            trace=trace_log,
+            domain_move_check=move_check,
+        )
+        if facts is not None and facts.failed:
+            say(f"FAILURE: {facts.reason}")
+        if trace_log is not None:
+            say(_describe_trace(trace_log))
+        result = ledger.settle(confine(result, policy, say), say)
+        say("Phase 5: Saving run ledger...")
+        with blocked(INTERRUPTS), timer.phase("record"):
+            docs = documents(policy, command, result, pre, post, started, cwd, settings, streamed is not None)
+            faults.point("record.begin")
+            write_ledger(ledger_dir, docs)
+            faults.point("record.end")
+            # After STATUS: the seal (LEDGER_DIGEST.json, SIGNATURE.json) and the LEDGER.jsonl line.
+            root_digest = seal(
+                ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key
+            )
+        step.result = replace(result, ledger_digest=root_digest)
+        say(f"Ledger: {ledger_dir}")
+        if not step.yielded:  # phase 1 failed or was interrupted: phase 2 has nothing to run
+            step.yielded = True
+            yield step
 
 
 def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:
