@@ -657,6 +657,10 @@ def commit_tree(ws: Path) -> bool:
         ["git", "-c", "init.defaultBranch=main", "init", "-q", "--bare", "git"], cwd=ws, check=True
     )
     git("config", "core.bare", "false")
+    # No automatic gc: the commit's tens of thousands of loose objects would start a detached `git gc`
+    # that packs the tree's bytes while the commands are being timed.
+    git("config", "gc.auto", "0")
+    git("config", "maintenance.auto", "false")
     # Store objects uncompressed: the commit is set-up, not measured, and zlib would take most of it.
     git("-c", "core.compression=0", "add", "-A", "-f")
     git("-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "tree")
