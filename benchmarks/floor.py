@@ -9,14 +9,17 @@ command, then write each document to a temporary file, fsync it, rename it into 
 directory. No declaration is read, no domain is walked, nothing is compared or verified.
 
 ``pass`` is one pass over many small files in tuned pure Python (DESIGN.md's "tuned pure Python, 2
-processes, one pass"): forked workers take whole directories; for each file they ``lstat``, open, read,
-``fstat``, close and sha256 it; nothing is written. A whole run reads every file at least once like this,
-and lists every entry a second time after the command.
+processes, one pass"): the tree is listed once (``scandir``, one ``lstat`` per file, symlinks not
+followed), then forked workers take runs of files of about the same cost; for each file they open, read
+(in 1 MiB blocks past 1 MiB), ``fstat``, close and sha256 it; nothing is written. A whole run reads every
+file at least once like this, and lists every entry a second time after the command. It works on any tree
+(the flat ones of ``treegen.make_tree``, the nested ones, a copy of the standard library).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -31,6 +34,8 @@ DOCUMENTS = (
     "LEDGER_DIGEST",
 )
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 20  # files this big or bigger are read in blocks of this size
+_PER_FILE = 4096  # what a file costs besides its bytes (open, fstat, close), in bytes of hashing
 
 
 def write_durably(directory: str, name: str, data: bytes) -> None:
@@ -63,38 +68,66 @@ def ledger(runs: str) -> None:
         os.close(fd)
 
 
-def _hash_directories(root: str, directories: list[str]) -> int:
+def _list(root: str) -> list[tuple[str, int]]:
+    """Every regular file under ``root`` (not following symlinks) with its ``lstat`` size, in walk order:
+    ``scandir`` gives the types, one ``lstat`` per file gives the size."""
+    files: list[tuple[str, int]] = []
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        subdirs = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    files.append((entry.path, entry.stat(follow_symlinks=False).st_size))
+        stack.extend(reversed(subdirs))
+    return files
+
+
+def _hash_files(files: list[tuple[str, int]]) -> int:
     sha256 = hashlib.sha256
-    hashed = 0
-    for rel in directories:
-        dir_fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_DIRECTORY)
+    for path, size in files:
+        fd = os.open(path, _FILE_FLAGS)
         try:
-            with os.scandir(dir_fd) as entries:
-                for entry in entries:
-                    st = entry.stat(follow_symlinks=False)
-                    fd = os.open(entry.name, _FILE_FLAGS, dir_fd=dir_fd)
-                    try:
-                        data = os.read(fd, st.st_size + 1)
-                        os.fstat(fd)
-                    finally:
-                        os.close(fd)
-                    sha256(data).hexdigest()
-                    hashed += 1
+            if size < _CHUNK:
+                data = os.read(fd, size + 1)
+                os.fstat(fd)
+                sha256(data).hexdigest()
+            else:
+                digest = sha256()
+                while data := os.read(fd, _CHUNK):
+                    digest.update(data)
+                os.fstat(fd)
+                digest.hexdigest()
         finally:
-            os.close(dir_fd)
-    return hashed
+            os.close(fd)
+    return len(files)
+
+
+def balanced_runs(weights: list[int], parts: int) -> list[tuple[int, int]]:
+    """Cut ``range(len(weights))`` into at most ``parts`` runs ``(first, last)`` of about equal weight."""
+    total, cuts, running = sum(weights), [0], 0
+    for index, weight in enumerate(weights):
+        running += weight
+        if len(cuts) < parts and running >= total * len(cuts) / parts and index + 1 < len(weights):
+            cuts.append(index + 1)
+    cuts.append(len(weights))
+    return list(itertools.pairwise(cuts))
 
 
 def one_pass(root: str, jobs: int) -> None:
-    """The tree generator's layout: directories of files under ``root``; each worker takes every jobs-th."""
-    directories = sorted(os.listdir(root))
+    """List the tree under ``root`` once, then hash its files in ``jobs`` forked workers, each a run of
+    files in walk order of about the same cost (its bytes plus a fixed cost per file)."""
+    files = _list(root)
     pids = []
-    for k in range(jobs):
+    for first, last in balanced_runs([size + _PER_FILE for _path, size in files], jobs):
         pid = os.fork()
         if pid == 0:  # the child: hash its share and leave without unwinding the parent's stack
             code = 1
             try:
-                _hash_directories(root, directories[k::jobs])
+                _hash_files(files[first:last])
                 code = 0
             finally:
                 os._exit(code)

@@ -1,6 +1,9 @@
-"""Benchmark catalytic against baselines measured in the same run (the targets of issue 3).
+"""Benchmark catalytic against baselines measured in the same run (the targets of issues 3 and 16).
 
-    .venv/bin/python benchmarks/run.py                        # empty, 10k, 100k, large (a few minutes)
+    .venv/bin/python benchmarks/run.py                        # empty, 10k, 100k, large, stdlib,
+                                                              # nested100k (~15 minutes)
+    .venv/bin/python benchmarks/run.py --cases nested1m       # 1M nested files (and nested100k, its
+                                                              # reference); ~11 GB of disk
     .venv/bin/python benchmarks/run.py --cases 1m             # 1M x 64 B files (and the 100k case it is
                                                               # compared with); ~5 GB of disk, 1M inodes
     .venv/bin/python benchmarks/run.py --scale 0.01 --repeat 1   # smoke size (the test suite uses this)
@@ -26,6 +29,15 @@ Baselines, all measured in the same invocation:
   every file once in one process per core (printed for reference, not a target's baseline).
 "Cold cache" means no stat cache (a fresh runs root); the OS page cache is warm for every command (every
 file of the tree is read, untimed, before each timed command), except in the disk case.
+
+Trees that look like real ones (``stdlib``: a copy of this interpreter's standard library directory, as it
+is; ``nested100k``/``nested1m``: treegen.make_nested, 10-50 entries per directory, mixed sizes, seeded)
+add two stat walks to the baselines, ``find d -printf '%p %s %T@\\n'`` and ``git status --porcelain`` on the
+tree committed once (untimed) into a repository kept beside it, and measure catalytic cold and warm with
+``--jobs 1`` and ``--jobs 2``. "Warm" means a second run, nothing changed (each series primes its own runs
+root once). Next to each run: its ledger's bytes (the run directory's files, a file with several hard links
+in it counted once). catalytic is timed through the console script beside this interpreter (the venv's),
+never through a shim.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import argparse
 import json
 import os
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -47,10 +60,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import treegen
 
 HERE = Path(__file__).resolve().parent
+# The interpreter running this file (the venv's, never a pyenv shim: a shim costs a shell and a second
+# interpreter start on every timed command) and the catalytic console script next to it.
 PY = sys.executable
+_SCRIPT = Path(PY).parent / "catalytic"
+CATALYTIC = [str(_SCRIPT)] if _SCRIPT.is_file() else [PY, "-m", "catalytic"]
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-ALL_CASES = ("empty", "10k", "100k", "large", "1m", "disk")
-DEFAULT_CASES = ("empty", "10k", "100k", "large")
+ALL_CASES = ("empty", "10k", "100k", "large", "1m", "disk", "stdlib", "nested100k", "nested1m")
+DEFAULT_CASES = ("empty", "10k", "100k", "large", "stdlib", "nested100k")
+STDLIB_FILES = 50_000  # about what the interpreter's standard library directory holds (the smoke size's base)
+NESTED_SEED = 16
 DROP_CACHES = "/proc/sys/vm/drop_caches"
 # DESIGN.md's performance anchors (same machine kind), printed next to what this run measures.
 ANCHORS = {
@@ -156,9 +175,7 @@ def sha256sum_pass(cores: int, per_call: int | None = 256) -> list[str]:
 def catalytic_run(runs: str, *extra: str) -> list[str]:
     """``catalytic run -- true`` on the domain ``d`` with the runs root (and stat cache) ``runs``."""
     return [
-        PY,
-        "-m",
-        "catalytic",
+        *CATALYTIC,
         "run",
         "-q",
         "--catalytic-domains",
@@ -169,6 +186,34 @@ def catalytic_run(runs: str, *extra: str) -> list[str]:
         "--",
         "true",
     ]
+
+
+def ledger_bytes(runs: Path) -> tuple[int, int]:
+    """(bytes, runs): the size of the run ledgers (directories holding a RUN_INFO.json) under ``runs``,
+    largest run first; a file with several links inside one ledger counts once (by device and inode)."""
+    sizes = []
+    for child in runs.iterdir() if runs.is_dir() else ():
+        if not (child / "RUN_INFO.json").is_file():
+            continue
+        seen: set[tuple[int, int]] = set()
+        total = 0
+        for directory, _dirs, names in os.walk(child):
+            for name in names:
+                st = os.lstat(os.path.join(directory, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+        sizes.append(total)
+    return (max(sizes), len(sizes)) if sizes else (0, 0)
+
+
+def ledger_note(runs: Path) -> str:
+    """``ledger N MB`` for the last run kept under ``runs`` (each timed run clears the earlier ones)."""
+    size, count = ledger_bytes(runs)
+    if count == 0:
+        return "ledger: none found"
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
+    return f"ledger {shown}" + (f" (largest of {count})" if count > 1 else "")
 
 
 def naive_run() -> list[str]:
@@ -244,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = set(args.cases or DEFAULT_CASES) | ({"1m"} if args.huge else set())
     if "1m" in cases:
         cases.add("100k")
+    if "nested1m" in cases:
+        cases.add("nested100k")
     # Measure catalytic as installed: with its bytecode cached. An environment that sets
     # PYTHONDONTWRITEBYTECODE would make every timed run recompile the package (~30 ms here).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -270,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="catalytic-bench-", dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)
+        # `git status` as git comes, whatever the user's or the system's settings (fsmonitor, untracked
+        # cache): an empty global configuration, no system one.
+        (tmp / "gitconfig").touch()
+        os.environ.update(GIT_CONFIG_GLOBAL=str(tmp / "gitconfig"), GIT_CONFIG_NOSYSTEM="1")
 
         if "empty" in cases:
             ws = tmp / "empty"
@@ -294,14 +345,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{floor.wall / base.wall:.2f}x",
                 "(floor.py ledger: the least any Python run does)",
             )
-            report.row("catalytic run", m, f"{m.wall / base.wall:.2f}x", "(ratio to python -c pass)")
+            report.row(
+                "catalytic run",
+                m,
+                f"{m.wall / base.wall:.2f}x",
+                f"(ratio to python -c pass; {m.wall / floor.wall:.2f}x the floor) {ledger_note(ws / 'runs')}",
+            )
             report.target(
                 Target(
-                    "empty: run / python -c pass",
-                    f"{m.wall:.3f} s vs {base.wall:.3f} s",
-                    m.wall / base.wall,
-                    2.5,
-                    note=f"(the floor alone: {floor.wall / base.wall:.2f}x)",
+                    "empty: run / floor.py ledger",
+                    f"{m.wall:.3f} s vs {floor.wall:.3f} s",
+                    m.wall / floor.wall,
+                    1.5,
+                    note=f"({m.wall / base.wall:.2f}x python -c pass)",
                 )
             )
             treegen.remove(ws, CORES)
@@ -371,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 "catalytic run, cold cache",
                 cold,
                 f"{cold.wall / one.wall:.2f}x",
+                ledger_note(ws / "runs-cold"),
             )
             report.target(
                 Target(
@@ -393,11 +450,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("nocache", "catalytic run --no-cache"),
                 ("jobs1", "catalytic run --jobs 1, cold cache"),
             ):
-                report.row(what, got[key], f"{got[key].wall / one.wall:.2f}x")
+                runs = ws / ("runs-nocache" if key == "nocache" else "runs-j1")
+                report.row(what, got[key], f"{got[key].wall / one.wall:.2f}x", ledger_note(runs))
             report.row(
                 "catalytic run, warm cache",
                 warm,
                 f"{warm.wall / one.wall:.2f}x",
+                ledger_note(ws / "runs-warm"),
             )
             if name == "100k":
                 report.target(
@@ -432,7 +491,10 @@ def main(argv: list[str] | None = None) -> int:
             report.row(f"hashlib sha256, {CORES} threads (one pass)", hl)
             report.row(f"find | xargs -0 -n 256 -P{CORES} sha256sum (one pass)", got["sha256sum"])
             report.row(
-                "catalytic run sha256, cold cache", cold, f"{cold.wall / hl.wall:.2f}x", "(ratio to hashlib)"
+                "catalytic run sha256, cold cache",
+                cold,
+                f"{cold.wall / hl.wall:.2f}x",
+                f"(ratio to hashlib) {ledger_note(ws / 'runs')}",
             )
             report.target(
                 Target(
@@ -449,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                     "catalytic run blake3, cold cache",
                     b3,
                     f"{b3.wall / one_b3.wall:.2f}x",
-                    "(ratio to b3sum)",
+                    f"(ratio to b3sum) {ledger_note(ws / 'runs-b3')}",
                 )
                 report.target(
                     Target(
@@ -466,9 +528,31 @@ def main(argv: list[str] | None = None) -> int:
                     "catalytic run blake3, cold cache",
                     b3,
                     f"{b3.wall / hb3.wall:.2f}x",
-                    "(ratio to python blake3; b3sum missing, target not measured)",
+                    "(ratio to python blake3; b3sum missing, target not measured) "
+                    + ledger_note(ws / "runs-b3"),
                 )
             treegen.remove(ws, CORES)
+
+        if "stdlib" in cases:
+            # The whole directory at full size; at a smaller scale its first files (a short smoke run).
+            limit = None if args.scale >= 1 else n(STDLIB_FILES)
+
+            def copy(tree: Path) -> str:
+                source = treegen.copy_stdlib(tree, limit)
+                return (
+                    f"copy of {source}" + (f", first {limit} files" if limit else "") + f", {describe(tree)}"
+                )
+
+            run_real("stdlib", tmp / "stdlib", copy, r, report, reference)
+
+        for name, files in (("nested100k", n(100_000)), ("nested1m", n(1_000_000))):
+            if name in cases:
+
+                def nested(tree: Path, files: int = files) -> str:
+                    treegen.make_nested(tree, files, NESTED_SEED, jobs=CORES)
+                    return f"nested, seed {NESTED_SEED}, {describe(tree)}"
+
+                run_real(name, tmp / name, nested, r, report, reference)
 
         if "1m" in cases:
             run_1m(tmp / "1m", n(1_000_000), r, report, reference)
@@ -481,8 +565,28 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append("large: blake3 run / b3sum (b3sum not installed)")
     if "1m" not in cases:
         skipped.append("1m: peak RSS and wall / 100k (run with --cases 1m)")
+    if "nested1m" not in cases:
+        skipped.append("nested1m: every real-tree target, peak RSS and wall / nested100k (--cases nested1m)")
+    if not shutil.which("git") and cases & {"stdlib", "nested100k", "nested1m"}:
+        skipped.append("warm run / git status (git not installed)")
     report.summary(r, skipped)
     return 0
+
+
+def describe(tree: Path) -> str:
+    """``N files (+ M symlinks) in D dirs, S MB``: what a tree holds, counted without following links."""
+    files = links = dirs = size = 0
+    for _directory, subdirs, names in os.walk(tree):
+        dirs += 1
+        for name in names:
+            st = os.lstat(os.path.join(_directory, name))
+            links += stat.S_ISLNK(st.st_mode)
+            files += stat.S_ISREG(st.st_mode)
+            size += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        links += sum(os.path.islink(os.path.join(_directory, d)) for d in subdirs)
+    return (
+        f"{files} files" + (f" + {links} symlinks" if links else "") + f" in {dirs} dirs, {size / 1e6:.0f} MB"
+    )
 
 
 def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Measure]) -> None:
@@ -516,7 +620,8 @@ def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Me
                 f"catalytic run, {kind} cache",
                 m,
                 f"{m.wall / base.wall:.2f}x" if base else "",
-                f"(ratio to 100k {kind}); wait4 RSS of the command {m.main_rss_mib:.0f} MiB",
+                f"(ratio to 100k {kind}); wait4 RSS of the command {m.main_rss_mib:.0f} MiB; "
+                + ledger_note(ws / f"runs-{kind}"),
             )
             report.target(
                 Target(f"1m: {kind} run peak RSS", f"{m.rss_mib:.0f} MiB", m.rss_mib, 150, unit=" MiB")
@@ -534,6 +639,180 @@ def run_1m(ws: Path, files: int, r: int, report: Report, reference: dict[str, Me
         start = time.perf_counter()
         treegen.remove(ws, CORES)
         print(f"  (1m tree removed in {time.perf_counter() - start:.1f} s)")
+
+
+GIT = ["git", "--git-dir=git", "--work-tree=d"]
+
+
+def commit_tree(ws: Path) -> bool:
+    """Commit the tree ``ws/d`` once into a repository ``ws/git`` kept outside it (the tree stays as it
+    is), untimed, and let one ``git status`` refresh the index. False without git."""
+    if not shutil.which("git"):
+        return False
+
+    def git(*args: str) -> None:
+        subprocess.run([*GIT, *args], cwd=ws, check=True, stdout=subprocess.DEVNULL)
+
+    subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", "init", "-q", "--bare", "git"], cwd=ws, check=True
+    )
+    git("config", "core.bare", "false")
+    # No automatic gc: the commit's tens of thousands of loose objects would start a detached `git gc`
+    # that packs the tree's bytes while the commands are being timed.
+    git("config", "gc.auto", "0")
+    git("config", "maintenance.auto", "false")
+    # Store objects uncompressed: the commit is set-up, not measured, and zlib would take most of it.
+    git("-c", "core.compression=0", "add", "-A", "-f")
+    git("-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "tree")
+    git("status", "--porcelain")
+    return True
+
+
+def run_real(
+    name: str,
+    ws: Path,
+    make: Callable[[Path], str],
+    r: int,
+    report: Report,
+    reference: dict[str, Measure],
+) -> None:
+    """A tree that looks like a real one (``make`` builds ``ws/d`` and describes it): every baseline of
+    the issue and catalytic cold and warm with ``--jobs 1`` and ``--jobs 2``, all in one round-robin."""
+    ws.mkdir(parents=True)
+    start = time.perf_counter()
+    what = make(ws / "d")
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    git = commit_tree(ws)
+    committed = time.perf_counter() - start
+    time.sleep(0.3)  # let the newest files age past the stat cache's racy window
+    print(
+        f"\n[{name}: {what}] whole run of `true` (tree built in {built:.1f} s"
+        + (f", committed to git in {committed:.1f} s)" if git else "; git missing: no `git status`)")
+    )
+    try:
+        for jobs in (1, 2):  # each warm series gets its own runs root, primed once
+            subprocess.run(
+                catalytic_run(f"runs-warm{jobs}", "--jobs", str(jobs)),
+                cwd=ws,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        # One form of the sha256sum pass (the issue's): `-n 256` lost to it by 30 % on these trees and
+        # would cost a tenth of each round.
+        commands = {
+            "sha256sum": Job(sha256sum_pass(CORES, None)),
+            "find": Job(["bash", "-c", "find d -printf '%p %s %T@\\n' >/dev/null"]),
+            "pypass": Job([PY, str(HERE / "floor.py"), "pass", "d", str(CORES)]),
+            "naive": Job(naive_run(), clear(ws / "naive-runs")),
+        }
+        if git:
+            commands["git"] = Job([*GIT, "status", "--porcelain"])
+        for jobs in (1, 2):
+            commands[f"cold{jobs}"] = Job(
+                catalytic_run(f"runs-cold{jobs}", "--jobs", str(jobs)), clear(ws / f"runs-cold{jobs}")
+            )
+            commands[f"warm{jobs}"] = Job(
+                catalytic_run(f"runs-warm{jobs}", "--jobs", str(jobs)), drop_ledgers(ws / f"runs-warm{jobs}")
+            )
+        got = measure_many(commands, ws, r, pages=ws / "d")
+        one, pypass, naive = (got[k] for k in ("sha256sum", "pypass", "naive"))
+        report.row(f"find | xargs -0 -P{CORES} sha256sum (issue's form)", one, "1.00x", "<- baseline")
+        report.row(
+            "stat walk: find d -printf '%p %s %T@\\n'", got["find"], f"{got['find'].wall / one.wall:.2f}x"
+        )
+        if git:
+            report.row(
+                "stat walk: git status --porcelain (committed tree)",
+                got["git"],
+                f"{got['git'].wall / one.wall:.2f}x",
+            )
+        report.row(
+            f"tuned pure-Python one pass, {CORES} processes",
+            pypass,
+            f"{pypass.wall / one.wall:.2f}x",
+            "(floor.py pass)",
+        )
+        report.row("naive reference (seed prototype, naive.py)", naive, f"{naive.wall / one.wall:.2f}x")
+        for kind in ("cold", "warm"):
+            for jobs in (1, 2):
+                m = got[f"{kind}{jobs}"]
+                report.row(
+                    f"catalytic run --jobs {jobs}, {kind} cache",
+                    m,
+                    f"{m.wall / one.wall:.2f}x",
+                    ledger_note(ws / f"runs-{kind}{jobs}"),
+                )
+        cold, warm = got["cold2"], got["warm2"]
+        if git:
+            status = got["git"]
+            report.target(
+                Target(
+                    f"{name}: warm run / git status",
+                    f"{warm.wall:.3f} s vs {status.wall:.3f} s",
+                    warm.wall / status.wall,
+                    1.5,
+                    note=f"(find -printf {got['find'].wall:.3f} s)",
+                )
+            )
+        report.target(
+            Target(
+                f"{name}: cold run / sha256sum pass",
+                f"{cold.wall:.3f} s vs {one.wall:.3f} s",
+                cold.wall / one.wall,
+                1.0,
+            )
+        )
+        report.target(
+            Target(
+                f"{name}: cold run / tuned Python pass",
+                f"{cold.wall:.3f} s vs {pypass.wall:.3f} s",
+                cold.wall / pypass.wall,
+                1.5,
+            )
+        )
+        report.target(
+            Target(
+                f"{name}: naive / cold run (speed-up)",
+                f"naive {naive.wall:.3f} s vs {cold.wall:.3f} s",
+                naive.wall / cold.wall,
+                5.0,
+                at_least=True,
+            )
+        )
+        for kind in ("cold", "warm"):
+            two, one_job = got[f"{kind}2"], got[f"{kind}1"]
+            report.target(
+                Target(
+                    f"{name}: {kind} --jobs 2 / --jobs 1",
+                    f"{two.wall:.3f} s vs {one_job.wall:.3f} s",
+                    two.wall / one_job.wall,
+                    1.0,
+                )
+            )
+        if name == "nested100k":
+            reference.update(nested_cold=cold, nested_warm=warm)
+        if name == "nested1m":
+            for kind, m in (("cold", cold), ("warm", warm)):
+                report.target(
+                    Target(
+                        f"{name}: {kind} run peak RSS", f"{m.rss_mib:.0f} MiB", m.rss_mib, 100, unit=" MiB"
+                    )
+                )
+                base = reference.get(f"nested_{kind}")
+                if base:
+                    report.target(
+                        Target(
+                            f"{name}: {kind} run / nested100k {kind} run",
+                            f"{m.wall:.2f} s vs {base.wall:.2f} s",
+                            m.wall / base.wall,
+                            11,
+                        )
+                    )
+    finally:
+        start = time.perf_counter()
+        treegen.remove(ws, CORES)
+        print(f"  ({name} tree removed in {time.perf_counter() - start:.1f} s)")
 
 
 def run_disk(ws: Path, files: int, r: int, report: Report) -> None:
@@ -561,7 +840,12 @@ def run_disk(ws: Path, files: int, r: int, report: Report) -> None:
         )
         literal, cold = got["literal"], got["cold"]
         report.row(f"find | xargs -0 -P{CORES} sha256sum (issue's form)", literal, "1.00x")
-        report.row("catalytic run, cold cache", cold, f"{cold.wall / literal.wall:.2f}x")
+        report.row(
+            "catalytic run, cold cache",
+            cold,
+            f"{cold.wall / literal.wall:.2f}x",
+            ledger_note(ws / "runs-cold"),
+        )
     finally:
         treegen.remove(ws, CORES)
 

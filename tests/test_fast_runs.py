@@ -204,6 +204,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert len(proc.stdout.split()[0]) == 64
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path: Path) -> None:
     bench = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
     proc = subprocess.run(
@@ -217,3 +218,23 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     for needle in ("python -c pass", "sha256sum (one pass)", "naive reference", "warm cache", "blake3"):
         assert needle in out
     assert " s " in out and "MiB" in out
+    # The real-looking trees run by default, each with the baselines and targets.
+    assert "[stdlib: copy of " in out and "[nested100k: nested, seed " in out
+    for needle in ("find d -printf", "git status --porcelain", "floor.py pass", "--jobs 2, warm cache"):
+        assert out.count(needle) >= 2, needle
+    targets = out[out.index("\nTargets") :]
+    for case in ("stdlib", "nested100k"):
+        for target in (
+            "warm run / git status",
+            "cold run / sha256sum pass",
+            "cold run / tuned Python pass",
+            "naive / cold run (speed-up)",
+            "cold --jobs 2 / --jobs 1",
+            "warm --jobs 2 / --jobs 1",
+        ):
+            assert f"{case}: {target}" in targets
+    assert "empty: run / floor.py ledger" in targets
+    # Every catalytic run row of a tree reports its ledger's bytes, and they are not zero.
+    rows = [line for line in out.splitlines() if "catalytic run" in line and "cache" in line]
+    assert rows and all(" ledger " in line for line in rows)
+    assert not any("ledger 0.0 kB" in line or "none found" in line for line in rows)
