@@ -20,6 +20,7 @@ from catalytic.isolation import DEFAULT_ISOLATION, ISOLATION_CHOICES
 from catalytic.ledger import format as fmt
 from catalytic.ledger.format import DEFAULT_RUNS_ROOT, DETERMINISM_VALUES
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
+from catalytic.trace import BACKEND_NAMES, SCOPES
 
 #: The seed's CMP-01 profile.
 DEFAULT_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
@@ -49,8 +50,8 @@ CONFIG_KEYS: dict[str, Any] = {
     "hash": HASH_NAMES,
     "isolation": ISOLATION_CHOICES,
     "trace": "bool",
-    "trace_scope": ("domains", "workspace"),
-    "trace_backend": ("auto", "fanotify", "inotify", "watchdog", "none"),
+    "trace_scope": SCOPES,
+    "trace_backend": BACKEND_NAMES,
 }
 _ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
 

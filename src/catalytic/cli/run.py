@@ -24,6 +24,7 @@ from catalytic.ledger.format import DETERMINISM_VALUES
 from catalytic.policy import declare, preflight
 from catalytic.runtime import execute
 from catalytic.snapshot.digest import HASH_NAMES
+from catalytic.trace import BACKEND_NAMES, SCOPES
 
 #: How to give the command, for every usage error that suggests it was given some other way.
 COMMAND_HINT = "put it after '--', e.g. catalytic run ... -- make build"
@@ -108,12 +109,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument(
         "--trace-scope",
-        choices=("domains", "workspace"),
+        choices=SCOPES,
         help="trace the catalytic domains (default) or the whole workspace minus the runs root",
     )
     p.add_argument(
         "--trace-backend",
-        choices=("auto", "fanotify", "inotify", "watchdog", "none"),
+        choices=BACKEND_NAMES,
         help="tracing backend (default auto: fanotify if permitted, else watchdog/inotify)",
     )
     p.add_argument(

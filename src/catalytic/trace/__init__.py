@@ -8,10 +8,26 @@ inside the factories. A trace is a hint that explains the snapshot diff; it neve
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from catalytic.errors import TraceUnavailable
-from catalytic.trace.log import SCOPES, ScopeName, TraceEvent, TraceLog, TraceScope, now_iso
+from catalytic.trace.scopes import SCOPES, ScopeName
+
+if TYPE_CHECKING:
+    from catalytic.trace.log import TraceEvent, TraceLog, TraceScope
+
+#: Names re-exported from :mod:`catalytic.trace.log`, imported on first use: the names of the backends
+#: (:data:`BACKEND_NAMES`) are read by every run's argument parser, the log only by runs that trace.
+_FROM_LOG = ("TraceEvent", "TraceLog", "TraceScope")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_LOG:
+        from catalytic.trace import log
+
+        return getattr(log, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AUTO_ORDER",
@@ -51,10 +67,14 @@ class NoTracer:
         self._log: TraceLog | None = None
 
     def start(self, scope: TraceScope) -> None:
+        from catalytic.trace.log import TraceLog, now_iso
+
         self._log = TraceLog(self.name, scope.name, list(scope.paths), now_iso())
         self._log.incomplete(f"untraced: {self.reason}")
 
     def stop(self) -> TraceLog:
+        from catalytic.trace.log import now_iso
+
         assert self._log is not None, "stop() before start()"
         self._log.stopped_at = now_iso()
         return self._log

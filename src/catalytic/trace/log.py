@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from catalytic import paths
+from catalytic.trace.scopes import ScopeName
 
 SCHEMA = "catalytic.write_log/1"
 _encode_ascii = json.JSONEncoder(ensure_ascii=False).encode
 Op = Literal["create", "modify", "delete", "move", "mkdir", "rmdir", "chmod"]
-ScopeName = Literal["domains", "workspace"]
-SCOPES: tuple[ScopeName, ...] = ("domains", "workspace")
 
 
 def _json_string(value: str) -> str:
