@@ -1,4 +1,4 @@
-"""What both snapshot engines share and report: how many processes, how the cache was used."""
+"""What a snapshot reports: how many processes, how the cache was used, how many tasks it took."""
 
 from __future__ import annotations
 
