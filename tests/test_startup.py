@@ -27,6 +27,7 @@ RUN = ["run", "-q", "--catalytic-domains", "d", "--runs-root", "runs", "--", "tr
 #: Never needed by a plain run: optional dependencies and the stdlib modules the run path avoids.
 HEAVY = {
     "jsonschema",
+    "pathspec",
     "rich",
     "in_toto",
     "cryptography",

@@ -220,7 +220,7 @@ class _Block:
             with timer.phase("verify"):
                 for before, after in zip(self.pre, post, strict=False):
                     diffs[before.domain] = diff_entries(before.entries, after.entries)
-                outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                outputs, missing = collect_outputs(policy.root, policy.durable_outputs, policy.excludes)
         clean = (
             error is None
             and len(diffs) == len(policy.catalytic_domains)

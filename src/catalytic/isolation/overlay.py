@@ -36,7 +36,6 @@ from catalytic.isolation.upper import (
     UpperEntry,
     domain_excludes,
     exclude_from_snapshot,
-    excludes_within,
     hidden_from,
     merged_entries,
     merged_tree,
@@ -47,6 +46,7 @@ from catalytic.isolation.upper import (
 from catalytic.ledger.canonical import encode, write_json
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
+from catalytic.snapshot.domains import left_out as domain_left_out
 from catalytic.snapshot.entry import DIR, kind_of
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ class OverlayIsolation:
 
     def _merged(self, snap: DomainSnapshot) -> DomainSnapshot:
         """The post-run snapshot of a domain in memory: its pre-run entries merged with the upper layer."""
-        left_out = excludes_within(self.policy, snap.domain)
+        left_out = domain_left_out(self.policy, snap.domain)
         entries, absent, _src = merged_tree(
             snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash, left_out
         )
@@ -251,7 +251,7 @@ class OverlayIsolation:
                 snap.domain, snap.stats, snap.merkle_root, snap.manifest, snap.modes, DomainDiff()
             )
         lower = spooled_entries(snap.manifest, snap.modes)
-        left_out = excludes_within(self.policy, snap.domain)
+        left_out = domain_left_out(self.policy, snap.domain)
         merged = merged_entries(lower, self.upper_dir, self.upper, snap.domain, self.policy.hash, left_out)
         pairs = ((before, after) for before, after, _from_upper in merged)
         manifest, modes = spools.manifest["post"], spools.modes["post"]
@@ -264,7 +264,9 @@ class OverlayIsolation:
         manifest: dict[str, Any] = {}
         for out in self.policy.durable_outputs:
             lower = snapshot_tree(self.policy.root / out, self.policy.hash).entries
-            entries, absent, _ = merged_tree(lower, upper_dir, upper, out, self.policy.hash)
+            entries, absent, _ = merged_tree(
+                lower, upper_dir, upper, out, self.policy.hash, domain_left_out(self.policy, out)
+            )
             manifest[out] = None if absent else {e.path: [e.value, e.mode] for e in entries}
         return hashlib.sha256(encode(manifest)).hexdigest(), manifest
 
@@ -354,7 +356,9 @@ class OverlayIsolation:
             if not touched and not absent:
                 facts.commits.append({"path": out, "action": "unchanged"})
                 continue
-            entries, gone, sources = merged_tree(lower, self.upper_dir, self.upper, out, self.policy.hash)
+            entries, gone, sources = merged_tree(
+                lower, self.upper_dir, self.upper, out, self.policy.hash, domain_left_out(self.policy, out)
+            )
             staged = self._staging_for(index, root / out)
             plan.append((out, staged, list(entries), sources, gone))
             action = "deleted" if gone else "committed"

@@ -14,6 +14,7 @@ from typing import Any
 
 from catalytic import paths
 from catalytic.errors import CatalyticError, SnapshotError
+from catalytic.excludes import NONE, Excludes
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, snapshot_domain
 
@@ -88,7 +89,7 @@ def scan_all(
                 before=before.get(domain),
                 jobs=settings.jobs,
                 progress=settings.progress,
-                skip=_left_out(policy, domain),
+                leave_out=left_out(policy, domain),
             )
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
@@ -98,14 +99,18 @@ def scan_all(
     return snaps, None
 
 
-def _left_out(policy: Policy, domain: str) -> frozenset[str]:
-    """What an overlay run's snapshots of ``domain`` leave out (relative to it): the runs root and the
-    declared outputs inside it, as :func:`catalytic.isolation.upper.exclude_from_snapshot` does."""
-    if policy.isolation != "overlay":
-        return frozenset()
-    from catalytic.isolation.upper import excludes_within
+def left_out(policy: Policy, tree: str) -> Excludes:
+    """What the run's snapshots of ``tree`` (a domain or declared output, workspace-relative) leave out: the
+    paths its exclude patterns match and, for an overlay run's domain, the runs root and the declared
+    outputs inside it (as :func:`catalytic.isolation.upper.exclude_from_snapshot` does)."""
+    exact: list[str] = []
+    if policy.isolation == "overlay" and tree in policy.catalytic_domains:
+        from catalytic.isolation.upper import excludes_within
 
-    return frozenset(excludes_within(policy, domain))
+        exact = excludes_within(policy, tree)
+    if not exact and not policy.excludes:
+        return NONE
+    return Excludes(policy.excludes).within(tree, exact)
 
 
 def store_failed(error: CatalyticError | None, say: Say) -> bool:
@@ -148,6 +153,7 @@ def snapshot_all(
                 jobs=settings.jobs,
                 cache_dir=settings.cache_dir(policy),
                 progress=settings.progress,
+                leave_out=left_out(policy, domain),
             )
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
