@@ -259,3 +259,17 @@ def test_the_stat_cache_follows_a_changing_exclude_set(tmp_path: Path, jobs: int
         fresh = snapshot_tree(root, jobs=1, leave_out=leave_out)
         assert got.entries == fresh.entries
         assert got.merkle_root == fresh.merkle_root
+
+
+def test_the_python_api_takes_excludes(repo: Path) -> None:
+    import catalytic
+
+    result = catalytic.run(
+        ["sh", "-c", PYTEST],
+        root=repo,
+        run_id="r1",
+        runs_root=RUNS,
+        catalytic_domains=[DOMAIN],
+        exclude=["__pycache__/", ".pytest_cache/"],
+    )
+    assert result.restored and result.exit_status == 0
