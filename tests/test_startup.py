@@ -122,6 +122,12 @@ def test_the_config_file_parser_is_loaded_only_when_there_is_a_config_file(tmp_p
     assert json.loads(info)["intent"] == "configured"
 
 
+def test_the_pattern_matcher_is_loaded_only_when_there_are_excludes(tmp_path: Path) -> None:
+    (tmp_path / "d" / "__pycache__").mkdir(parents=True)
+    loaded = _modules_of_a_run(tmp_path, "run", "-q", "--exclude", "__pycache__/", *RUN[2:])
+    assert "pathspec" in _top_level(loaded)
+
+
 def test_python_m_catalytic_flushes_output_and_runs_atexit_handlers(tmp_path: Path) -> None:
     # The process skips the interpreter's teardown: what it printed and what atexit handlers do
     # must still happen, and its exit code must be the run's.
