@@ -27,6 +27,7 @@ RUN = ["run", "-q", "--catalytic-domains", "d", "--runs-root", "runs", "--", "tr
 #: Never needed by a plain run: optional dependencies and the stdlib modules the run path avoids.
 HEAVY = {
     "jsonschema",
+    "pathspec",
     "rich",
     "in_toto",
     "cryptography",
@@ -119,6 +120,12 @@ def test_the_config_file_parser_is_loaded_only_when_there_is_a_config_file(tmp_p
     assert "tomllib" in loaded
     info = next((tmp_path / "runs").glob("*/RUN_INFO.json")).read_text()
     assert json.loads(info)["intent"] == "configured"
+
+
+def test_the_pattern_matcher_is_loaded_only_when_there_are_excludes(tmp_path: Path) -> None:
+    (tmp_path / "d" / "__pycache__").mkdir(parents=True)
+    loaded = _modules_of_a_run(tmp_path, "run", "-q", "--exclude", "__pycache__/", *RUN[2:])
+    assert "pathspec" in _top_level(loaded)
 
 
 def test_python_m_catalytic_flushes_output_and_runs_atexit_handlers(tmp_path: Path) -> None:

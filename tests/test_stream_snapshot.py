@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import SnapshotError
+from catalytic.excludes import Excludes
 from catalytic.ledger.canonical import iter_canonical, loads
 from catalytic.snapshot import Entry, dirscan, reference_walk, scheduler, spool, stream
 from catalytic.snapshot.listing import FINE_GRANULARITY_NS, STAMP
@@ -1000,15 +1001,15 @@ def test_names_that_need_json_escaping_and_plain_names(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_skipped_paths_are_left_out_with_everything_below(tmp_path: Path, eager: None, jobs: int) -> None:
-    """``skip`` leaves paths out as if they did not exist (an overlay run's runs root and outputs inside a
-    domain): the documents, root and stored rows are those of the tree without them, and a post-run scan
-    that compares sees no difference when only the skipped paths changed."""
+    """``leave_out`` leaves exact paths out as if they did not exist (an overlay run's runs root and outputs
+    inside a domain): the documents, root and stored rows are those of the tree without them, and a
+    post-run scan that compares sees no difference when only the skipped paths changed."""
     tree = build(tmp_path / "t")
     (tree / "runs" / "deep").mkdir(parents=True)
     (tree / "runs" / "deep" / "ledger").write_text("written by the run\n")
     (tree / "sub" / "out.txt").parent.mkdir(exist_ok=True)
     (tree / "sub" / "out.txt").write_text("a declared output\n")
-    skip = frozenset({"runs", "sub/out.txt"})
+    skip = Excludes(exact=frozenset({"runs", "sub/out.txt"}))
     store = tmp_path / "cache"
 
     def scan_skipping(before: stream.DomainScan | None) -> stream.DomainScan:
@@ -1023,7 +1024,7 @@ def test_skipped_paths_are_left_out_with_everything_below(tmp_path: Path, eager:
             modes=modes,
             before=before,
             jobs=jobs,
-            skip=skip,
+            leave_out=skip,
         )
 
     pre = scan_skipping(None)

@@ -49,6 +49,8 @@ def run(
     jobs: int = 0,
     use_cache: bool = True,
     sign_key: str | os.PathLike[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    exclude_from_gitignore: bool | None = None,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
@@ -57,6 +59,7 @@ def run(
     from the seed's defaults. ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
     (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails. ``sign_key`` is the private key file of ``catalytic keygen``.
+    ``exclude``, ``exclude_from_gitignore``: what the run leaves out (``--exclude``, docs/excludes.md).
     """
     start = time.perf_counter()
     overrides = {
@@ -73,6 +76,8 @@ def run(
         "trace_backend": trace_backend,
         "hash": hash,
         "isolation": isolation,
+        "exclude": exclude,
+        "exclude_from_gitignore": exclude_from_gitignore,
     }
     policy = preflight(declare(Path(root), overrides))
     from catalytic.snapshot.domains import SnapshotSettings

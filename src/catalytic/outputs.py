@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from catalytic import paths
 from catalytic.errors import OutputEscapedError
+from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.format import OutputRecord
 from catalytic.snapshot import snapshot_tree
 from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, kind_of
@@ -74,8 +75,12 @@ def escape(root: Path, out: str, allowed: Sequence[str] = ()) -> str | None:
     return None
 
 
-def collect_outputs(root: Path, declared: Sequence[str]) -> tuple[list[OutputRecord], list[str]]:
+def collect_outputs(
+    root: Path, declared: Sequence[str], excludes: Sequence[str] = ()
+) -> tuple[list[OutputRecord], list[str]]:
     """Hash every declared output (sha256, always); return the records and the missing outputs.
+
+    What the run's exclude patterns match below an output is not recorded (:mod:`catalytic.excludes`).
 
     A declared directory is listed itself and then every entry below it. FIFOs, sockets and
     devices are not durable artifacts in the seed's format and are not listed (the snapshot of a
@@ -85,7 +90,8 @@ def collect_outputs(root: Path, declared: Sequence[str]) -> tuple[list[OutputRec
     records: list[OutputRecord] = []
     missing: list[str] = []
     for out in declared:
-        snap = None if escape(root, out) else snapshot_tree(root / out, "sha256")
+        leave_out = Excludes(tuple(excludes)).within(out) if excludes else NONE
+        snap = None if escape(root, out) else snapshot_tree(root / out, "sha256", leave_out=leave_out)
         if snap is None or snap.absent:
             missing.append(out)
             continue

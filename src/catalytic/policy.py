@@ -52,6 +52,8 @@ CONFIG_KEYS: dict[str, Any] = {
     "trace": "bool",
     "trace_scope": SCOPES,
     "trace_backend": BACKEND_NAMES,
+    "exclude": "list",
+    "exclude_from_gitignore": "bool",
 }
 _ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
 
@@ -73,6 +75,8 @@ class Declaration(NamedTuple):
     trace: bool = False
     trace_scope: str = "domains"
     trace_backend: str = "auto"
+    exclude: tuple[str, ...] = ()
+    exclude_from_gitignore: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,10 @@ class Policy:
     trace: bool = False
     trace_scope: str = "domains"
     trace_backend: str = "auto"
+    #: Gitignore-style patterns left out of every snapshot (:mod:`catalytic.excludes`): the root's
+    #: ``.gitignore`` lines first when asked for, then the declared ones.
+    excludes: tuple[str, ...] = ()
+    exclude_from_gitignore: bool = False
 
     @property
     def ledger_dir(self) -> Path:
@@ -366,6 +374,7 @@ def preflight(decl: Declaration) -> Policy:
         ledger = root / runs_root / run_id
         if not problems and os.path.lexists(ledger):
             problems.append(Problem("EXISTS", f"a ledger for run id {run_id!r} already exists at {ledger}"))
+    excludes = _excludes(decl, domains, problems)
     if problems:
         raise DeclarationError(problems)
     return Policy(
@@ -385,4 +394,36 @@ def preflight(decl: Declaration) -> Policy:
         trace=decl.trace,
         trace_scope=decl.trace_scope,
         trace_backend=decl.trace_backend,
+        excludes=excludes,
+        exclude_from_gitignore=decl.exclude_from_gitignore,
     )
+
+
+def _excludes(decl: Declaration, domains: Sequence[str], problems: list[Problem]) -> tuple[str, ...]:
+    """The run's exclude patterns (the root's ``.gitignore`` lines first when asked for, then the declared
+    ones: a later pattern wins), checked: each one usable, no domain left out whole."""
+    if not decl.exclude and not decl.exclude_from_gitignore:
+        return ()
+    from catalytic import excludes
+
+    sources: list[tuple[str, str]] = []
+    if decl.exclude_from_gitignore:
+        try:
+            sources.extend((line, excludes.GITIGNORE) for line in excludes.gitignore_patterns(decl.root))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem("BAD_EXCLUDE", f"{excludes.GITIGNORE} cannot be read: {exc}"))
+    sources.extend((pattern, "exclude") for pattern in decl.exclude)
+    found: list[str] = []
+    for pattern, source in sources:
+        why = excludes.pattern_problem(pattern)
+        if why is not None:
+            problems.append(Problem("BAD_EXCLUDE", f"{source} pattern {pattern!r} {why}"))
+        else:
+            found.append(pattern)
+    for domain in domains:
+        hit = excludes.excluded_parent(found, domain)
+        if hit is not None:
+            problems.append(
+                Problem("BAD_EXCLUDE", f"catalytic domain {domain!r} is excluded whole (by its path {hit!r})")
+            )
+    return tuple(found)

@@ -413,7 +413,9 @@ class _Phases:
                             )
                         if backend.name == "none":
                             # Other backends commit or put back outputs in finish(): hashed after that.
-                            outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                            outputs, missing = collect_outputs(
+                                policy.root, policy.durable_outputs, policy.excludes
+                            )
                         if error is None and all(d.clean for d in diffs.values()):
                             # The snapshots match, but they cannot be trusted as a proof.
                             error = _unprovable(moved, child.lingering)
@@ -446,7 +448,7 @@ class _Phases:
                 faults.point("finish.begin")
                 facts = backend.finish(outcome)
                 facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
-                outputs, missing = collect_outputs(policy.root, policy.durable_outputs)
+                outputs, missing = collect_outputs(policy.root, policy.durable_outputs, policy.excludes)
         if error is not None:
             say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
         elif clean:

@@ -74,6 +74,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
     p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
     p.add_argument("--hash", choices=HASH_NAMES, help="digest for files (default sha256)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="leave out paths matching this gitignore-style pattern, relative to the workspace root "
+        "(repeatable; e.g. __pycache__/); see docs/excludes.md",
+    )
+    p.add_argument(
+        "--exclude-from-gitignore",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also leave out what the workspace root's .gitignore lists",
+    )
     add_snapshot_options(p)
     p.add_argument(
         "--sign-key",
@@ -148,6 +161,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "trace": args.trace,
         "trace_scope": args.trace_scope,
         "trace_backend": args.trace_backend,
+        "exclude": args.exclude,
+        "exclude_from_gitignore": args.exclude_from_gitignore,
     }
 
 
@@ -178,6 +193,10 @@ def execute_cli(args: argparse.Namespace) -> int:
         f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
         f"domain{'s' * (domains != 1)}, {len(policy.durable_outputs)} durable outputs"
     )
+    if policy.excludes:
+        progress(f"Excluding ({len(policy.excludes)} patterns): {' '.join(policy.excludes)}")
+    elif policy.exclude_from_gitignore:
+        progress("Excluding nothing: the workspace root has no .gitignore patterns")
     if policy.isolation_requested != "none":
         why = f" ({policy.isolation_reason})" if policy.isolation_reason else ""
         progress(f"Isolation: {policy.isolation}{why}")

@@ -50,7 +50,8 @@ from catalytic.isolation.upper import (
 )
 from catalytic.ledger.canonical import encode, write_json
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
-from catalytic.snapshot.domains import domain_excludes, excludes_within
+from catalytic.snapshot.domains import domain_excludes
+from catalytic.snapshot.domains import left_out as domain_left_out
 from catalytic.snapshot.entry import DIR, kind_of
 
 if TYPE_CHECKING:
@@ -280,7 +281,7 @@ class OverlayIsolation:
 
     def _merged(self, snap: DomainSnapshot) -> DomainSnapshot:
         """The post-run snapshot of a domain in memory: its pre-run entries merged with the upper layer."""
-        left_out = excludes_within(self.policy, snap.domain)
+        left_out = domain_left_out(self.policy, snap.domain)
         entries, absent, _src = merged_tree(
             snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash, left_out
         )
@@ -303,7 +304,7 @@ class OverlayIsolation:
                 snap.domain, snap.stats, snap.merkle_root, snap.manifest, snap.modes, DomainDiff()
             )
         lower = spooled_entries(snap.manifest, snap.modes)
-        left_out = excludes_within(self.policy, snap.domain)
+        left_out = domain_left_out(self.policy, snap.domain)
         merged = merged_entries(lower, self.upper_dir, self.upper, snap.domain, self.policy.hash, left_out)
         pairs = ((before, after) for before, after, _from_upper in merged)
         manifest, modes = spools.manifest["post"], spools.modes["post"]
@@ -316,7 +317,9 @@ class OverlayIsolation:
         manifest: dict[str, Any] = {}
         for out in self.policy.durable_outputs:
             lower = snapshot_tree(self.policy.root / out, self.policy.hash).entries
-            entries, absent, _ = merged_tree(lower, upper_dir, upper, out, self.policy.hash)
+            entries, absent, _ = merged_tree(
+                lower, upper_dir, upper, out, self.policy.hash, domain_left_out(self.policy, out)
+            )
             manifest[out] = None if absent else {e.path: [e.value, e.mode] for e in entries}
         return hashlib.sha256(encode(manifest)).hexdigest(), manifest
 
@@ -424,7 +427,9 @@ class OverlayIsolation:
             if not touched and not absent:
                 facts.commits.append({"path": out, "action": "unchanged"})
                 continue
-            entries, gone, sources = merged_tree(lower, self.upper_dir, self.upper, out, self.policy.hash)
+            entries, gone, sources = merged_tree(
+                lower, self.upper_dir, self.upper, out, self.policy.hash, domain_left_out(self.policy, out)
+            )
             staged = self._staging_for(index, root / out)
             plan.append((out, staged, list(entries), sources, gone))
             action = "deleted" if gone else "committed"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from catalytic import faults, paths
 from catalytic.errors import CatalyticError
+from catalytic.excludes import NONE, Excludes
 from catalytic.isolation.backend import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.journal import Staging
 from catalytic.isolation.restore import restore_tree, unsafe_path
@@ -26,7 +27,7 @@ from catalytic.isolation.state import IndexRow, SavedState, index_text, open_sta
 from catalytic.isolation.store import Store
 from catalytic.policy import Policy
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
-from catalytic.snapshot.domains import cache_dir
+from catalytic.snapshot.domains import cache_dir, left_out
 from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
 
@@ -107,7 +108,9 @@ def restore_state(
                 problems.append(f"cannot restore {tree.name}: {unsafe}")
                 remaining[tree.name] = [paths.ROOT]
                 continue
-            with scanned(target, algorithm, store_dir=cache_dir) as have:
+            # What the run left out of the saved tree is left alone: neither compared nor touched.
+            leave_out = Excludes(state.excludes).within(tree.name) if state.excludes else NONE
+            with scanned(target, algorithm, store_dir=cache_dir, leave_out=leave_out) as have:
                 now = spooled_entries(have.manifest, have.modes)
                 report = restore_tree(
                     target,
@@ -123,7 +126,7 @@ def restore_state(
             actions.extend([op, p] for op, p in report.actions)
             problems.extend(report.problems)
             if not dry_run:
-                with scanned(target, algorithm, store_dir=cache_dir) as after:
+                with scanned(target, algorithm, store_dir=cache_dir, leave_out=leave_out) as after:
                     left = changes(tree.entries(), spooled_entries(after.manifest, after.modes))
                     differing = [change[1] for change in left]
                 unsafe = unsafe_path(target, within)  # a proof read through a symlink proves nothing
@@ -161,7 +164,9 @@ class RollbackIsolation:
         root, algorithm = self.policy.root, self.policy.hash
         trees = [("domains", snap.domain, snap) for snap in pre]
         for out in self.policy.durable_outputs:
-            trees.append(("outputs", out, snapshot_tree(root / out, algorithm)))
+            trees.append(
+                ("outputs", out, snapshot_tree(root / out, algorithm, leave_out=left_out(self.policy, out)))
+            )
         new = files = 0
         for _section, name, snap in trees:
             base = root if name == paths.ROOT else root / name
@@ -171,8 +176,11 @@ class RollbackIsolation:
             self.store.sync()
         faults.point("rollback.saved")
         index: list[IndexRow] = []
-        text = state_text(algorithm, trees, self.policy.run_id, index)
-        self.store.save_state(self.policy.run_id, text, lambda size: index_text(algorithm, size, index))
+        excludes = self.policy.excludes
+        text = state_text(algorithm, trees, self.policy.run_id, index, excludes)
+        self.store.save_state(
+            self.policy.run_id, text, lambda size: index_text(algorithm, size, index, excludes)
+        )
         self.saved = {
             "files": files,
             "new_objects": new,

@@ -4,13 +4,16 @@ The document (:data:`~catalytic.isolation.store.STATE_VERSION`, ``<store>/states
 
     {"algorithm": "sha256",
      "domains": {"<domain>": {"absent": false, "manifest": {path: value}, "modes": {path: mode}}},
+     "excludes": ["__pycache__/", ...],  # only when the run had exclude patterns
      "outputs": {"<output>": {...the same...}},
      "run_id": "...", "version": "catalytic.state/1"}
 
 Beside it, ``<run_id>.json.index`` gives the document's size, its algorithm and the byte range of every
 tree's manifest and modes objects, so a restore reads one tree's entries at a time, in path order and a
 block at a time: memory does not grow with the number of files. A state without an index (saved by an
-older version), or whose index does not match it, is read whole, as it always could be.
+older version), or whose index does not match it, is read whole, as it always could be. ``excludes`` (in
+both) are the run's exclude patterns: the trees were saved without what they match, and a restore leaves
+it alone.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class SavedTree:
 class SavedState:
     algorithm: str
     trees: tuple[SavedTree, ...]
+    excludes: tuple[str, ...] = ()
 
     def names(self, section: str) -> list[str]:
         return [tree.name for tree in self.trees if tree.section == section]
@@ -65,7 +69,11 @@ def tree_doc(entries: Sequence[Any], absent: bool) -> dict[str, Any]:
 
 
 def state_text(
-    algorithm: str, trees: Sequence[tuple[str, str, Any]], run_id: str, index: list[IndexRow]
+    algorithm: str,
+    trees: Sequence[tuple[str, str, Any]],
+    run_id: str,
+    index: list[IndexRow],
+    excludes: Sequence[str] = (),
 ) -> Iterator[bytes]:
     """The canonical JSON of a pre-state document, in pieces; ``index`` receives where each tree's objects
     are. ``trees``: (section, name, snapshot) of every domain and declared output; a streamed snapshot's
@@ -104,16 +112,19 @@ def state_text(
             yield piece((b"," if i else b"") + json_string(name).encode() + b":")
             yield from tree(section, name, snap)
         yield piece(b"}")
+        if section == "domains" and excludes:
+            yield piece(b',"excludes":' + _encoded(list(excludes))[0])
     yield piece(b',"run_id":' + json_string(run_id).encode() + b',"version":')
     yield piece(json_string(STATE_VERSION).encode() + b"}\n")
 
 
-def _encoded(obj: dict[str, str]) -> list[bytes]:
+def _encoded(obj: Any) -> list[bytes]:
     return [encode(obj).rstrip(b"\n")]
 
 
-def index_text(algorithm: str, size: int, rows: list[IndexRow]) -> bytes:
-    return encode({"algorithm": algorithm, "size": size, "trees": [list(row) for row in rows]})
+def index_text(algorithm: str, size: int, rows: list[IndexRow], excludes: Sequence[str] = ()) -> bytes:
+    doc = {"algorithm": algorithm, "size": size, "trees": [list(row) for row in rows]}
+    return encode({**doc, "excludes": list(excludes)} if excludes else doc)
 
 
 def open_state(store: Store, run_id: str) -> SavedState:
@@ -129,7 +140,7 @@ def open_state(store: Store, run_id: str) -> SavedState:
         for name, doc in sorted(state.get(section, {}).items()):
             whole = functools.partial(sorted_entries, doc.get("manifest", {}), doc.get("modes", {}))
             trees.append(SavedTree(section, name, whole))
-    return SavedState(str(state.get("algorithm", "sha256")), tuple(trees))
+    return SavedState(str(state.get("algorithm", "sha256")), tuple(trees), _patterns(state))
 
 
 def _indexed(path: str, index_path: Path) -> SavedState | None:
@@ -149,7 +160,17 @@ def _indexed(path: str, index_path: Path) -> SavedState | None:
             trees.append(SavedTree(section, name, functools.partial(_tree_entries, path, (m0, m1), (d0, d1))))
     except (TypeError, ValueError):
         return None
-    return SavedState(str(index.get("algorithm")), tuple(trees))
+    return SavedState(str(index.get("algorithm")), tuple(trees), _patterns(index))
+
+
+def _patterns(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The exclude patterns a state (or its index) records; none in one saved before excludes existed."""
+    found = doc.get("excludes", [])
+    if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
+        from catalytic.isolation.store import StoreError
+
+        raise StoreError("the saved pre-state's excludes are not a list of patterns")
+    return tuple(found)
 
 
 def _tree_entries(path: str, manifest: tuple[int, int], modes: tuple[int, int]) -> Iterator[Triple]:

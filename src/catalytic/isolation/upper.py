@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from catalytic import paths
 from catalytic.diff import Triple, merge_join
+from catalytic.excludes import NONE, Excludes
 from catalytic.snapshot import Entry, snapshot_tree
 from catalytic.snapshot.entry import DIR
 
@@ -113,7 +114,7 @@ def merged_entries(
     upper: dict[str, UpperEntry],
     target: str,
     algorithm: str,
-    left_out: Sequence[str] = (),
+    left_out: Excludes = NONE,
 ) -> Iterator[tuple[Triple | None, Triple | None, bool]]:
     """``target`` before and after the command, entry by entry in path order: (before, after, from upper).
 
@@ -121,9 +122,9 @@ def merged_entries(
     (None: added), ``after`` the entry the command left there, lower + upper (None: removed), and the flag
     says whether ``after`` comes from the upper layer. Only the upper layer's entries below ``target`` (the
     write set) are held in memory: the lower layer streams through, so a pre-run manifest read from a spool
-    stays there. ``left_out``: paths (relative to ``target``) the snapshots leave out
-    (:func:`catalytic.snapshot.domains.excludes_within`); ``lower`` has nothing there already, and what the
-    command wrote there is dropped.
+    stays there. ``left_out``: what the snapshots of ``target`` leave out (:mod:`catalytic.excludes`: the
+    run's exclude patterns, and :func:`catalytic.snapshot.domains.excludes_within` in a domain); what the
+    command wrote there is dropped, and the lower layer's entries there are kept as they are.
     """
     absent, hidden, touched = hidden_from(upper, target)
     if absent:
@@ -139,7 +140,7 @@ def merged_entries(
     for e in up_snap.entries:
         if e.path == paths.ROOT and target == paths.ROOT:
             continue  # the workspace root itself: its attributes are the lower one's
-        if left_out and any(paths.is_within(e.path, rel) for rel in left_out):
+        if left_out and left_out.covers(e.path, e.value == DIR):
             continue
         u = upper.get(paths.join(target, e.path))
         kind = u.kind if u is not None else ("dir" if e.value == DIR else "file")
@@ -178,7 +179,7 @@ def merged_tree(
     upper: dict[str, UpperEntry],
     target: str,
     algorithm: str,
-    left_out: Sequence[str] = (),
+    left_out: Excludes = NONE,
 ) -> tuple[list[Entry], bool, dict[str, str]]:
     """The entries of ``target`` as the command left it (lower + upper), in memory (``left_out``: as for
     :func:`merged_entries`).
@@ -211,11 +212,15 @@ def _declared(policy: Policy, rel: str) -> str | None:
 
 
 def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict[str, str]]:
-    """Upper-layer entries outside the domains and declared outputs (CMP-01 invariant 1)."""
+    """Upper-layer entries outside the domains and declared outputs (CMP-01 invariant 1); what the run's
+    exclude patterns match is dropped with the upper layer (never committed), so it is not one."""
     roots = [*policy.catalytic_domains, *policy.durable_outputs]
+    excluded = Excludes(policy.excludes)
     found: list[dict[str, str]] = []
     for rel, u in upper.items():
         if _declared(policy, rel) is not None:
+            continue
+        if excluded and excluded.covers(rel, u.kind == "dir"):
             continue
         kind = "opaque_dir" if u.opaque else u.kind
         if u.kind == "dir" and not u.opaque:

@@ -181,6 +181,7 @@ def documents(
         "platform": {"system": platform.system(), "python": platform.python_version()},
         "trace": None if result.trace is None else result.trace.summary(),
         "domain_move_check": result.domain_move_check,
+        "excludes": {"patterns": list(policy.excludes), "from_gitignore": policy.exclude_from_gitignore},
     }
     status: fmt.StatusDoc = {
         "status": result.status,

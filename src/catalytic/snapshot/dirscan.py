@@ -17,6 +17,7 @@ worker busy.
 from __future__ import annotations
 
 import errno
+import hashlib
 import marshal
 import os
 import stat
@@ -28,6 +29,7 @@ from typing import Any
 from catalytic import faults
 from catalytic.diff import Change
 from catalytic.errors import SnapshotError
+from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import to_bytes
 from catalytic.snapshot.digest import hasher_factory
@@ -76,8 +78,8 @@ class ScanConfig:
     trust: bool  # may rows stand for unchanged files (False: --no-cache)
     compare: bool  # compare with the rows (the post-run snapshot)
     snap: int  # this snapshot's mark on the parts it writes
-    # Paths (relative to the domain) left out with everything below them, as if they did not exist.
-    skip: frozenset[str] = frozenset()
+    # What is left out, with everything below it, as if it did not exist (never even lstat-ed).
+    leave_out: Excludes = NONE
 
 
 class DirResult:
@@ -219,8 +221,8 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         whole = lo is None and hi is None
         if whole and len(listing) > SPLIT:
             return _split(split_points(listing, SPLIT))
-        if config.skip:
-            listing = _without(config.skip, rel, listing)
+        if config.leave_out:
+            listing = config.leave_out.listing(rel, listing)
         store = _rows(config)
         stored = store.parts_at(to_bytes(rel), lo) if config.trust else []
         answered: dict[str, Hashed] = {}
@@ -234,7 +236,7 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
             # The part is as the store last saw it: its answer is the stored one.
             cached = next((part for part in stored if part.hi == hi), None)
             if cached is not None:
-                found = _unchanged(cached, *fingerprint(names, list(map(STAMP, stats))))
+                found = _unchanged(cached, *_fingerprint(config, names, list(map(STAMP, stats))))
                 if found is not None:
                     return found
         items = walk_items(names, stats, lo, hi)
@@ -246,10 +248,13 @@ def _scan(config: ScanConfig, task: Task) -> DirResult:
         os.close(fd)
 
 
-def _without(skip: frozenset[str], rel: str, listing: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
-    """``listing`` without the entries whose paths are in ``skip`` (never looked at: not even an lstat)."""
-    prefix = rel + "/" if rel else ""
-    return [dirent for dirent in listing if prefix + dirent.name not in skip]
+def _fingerprint(config: ScanConfig, names: list[str], stamps: list[tuple[int, ...]]) -> tuple[bytes, int]:
+    """A part's :func:`~catalytic.snapshot.listing.fingerprint`, bound to what the snapshot leaves out: a
+    stored answer is the answer of a listing filtered by the same excludes, never of other ones."""
+    seen, newest = fingerprint(names, stamps)
+    if config.leave_out:
+        seen = hashlib.sha256(seen + config.leave_out.identity).digest()
+    return seen, newest
 
 
 def _split(points: list[bytes]) -> DirResult:
@@ -446,7 +451,7 @@ def _describe(
         lo or b"",
         hi,
         config.snap,
-        fingerprint(names, stamps)[0],
+        _fingerprint(config, names, stamps)[0],
         taken,
         _payload(result, (files, counts.dirs, counts.other)),
         marshal.dumps(now, 2),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
 from catalytic.errors import CatalyticError, SnapshotError
+from catalytic.excludes import NONE, Excludes
 from catalytic.snapshot import DomainSnapshot, snapshot_domain
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def scan_all(
                 before=before.get(domain),
                 jobs=settings.jobs,
                 progress=settings.progress,
-                skip=_left_out(policy, domain),
+                leave_out=left_out(policy, domain),
             )
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
@@ -100,12 +101,16 @@ def scan_all(
     return snaps, None
 
 
-def _left_out(policy: Policy, domain: str) -> frozenset[str]:
-    """What an overlay run's snapshots of ``domain`` leave out (relative to it): the runs root and the
-    declared outputs inside it, as :func:`exclude_from_snapshot` does."""
-    if policy.isolation != "overlay":
-        return frozenset()
-    return frozenset(excludes_within(policy, domain))
+def left_out(policy: Policy, tree: str) -> Excludes:
+    """What the run's snapshots of ``tree`` (a domain or declared output, workspace-relative) leave out: the
+    paths its exclude patterns match and, for an overlay run's domain, the runs root and the declared
+    outputs inside it (:func:`excludes_within`)."""
+    exact: list[str] = []
+    if policy.isolation == "overlay" and tree in policy.catalytic_domains:
+        exact = excludes_within(policy, tree)
+    if not exact and not policy.excludes:
+        return NONE
+    return Excludes(policy.excludes).within(tree, exact)
 
 
 def store_failed(error: CatalyticError | None, say: Say) -> bool:
@@ -148,11 +153,10 @@ def snapshot_all(
                 jobs=settings.jobs,
                 cache_dir=settings.cache_dir(policy),
                 progress=settings.progress,
+                leave_out=left_out(policy, domain),
             )
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
-        if policy.isolation == "overlay":
-            snap = exclude_from_snapshot(policy, snap)
         state = "absent" if snap.absent else f"{snap.stats.files} files"
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)
@@ -170,12 +174,3 @@ def excludes_within(policy: Policy, domain: str) -> list[str]:
     """:func:`domain_excludes` relative to ``domain`` (as its snapshot's paths are)."""
     depth = len(paths.parts(domain))
     return ["/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain)]
-
-
-def exclude_from_snapshot(policy: Policy, snap: DomainSnapshot) -> DomainSnapshot:
-    """``snap`` without the declared outputs and runs root inside it (overlay runs leave them out)."""
-    rels = excludes_within(policy, snap.domain)
-    if not rels:
-        return snap
-    kept = tuple(e for e in snap.entries if not any(paths.is_within(e.path, r) for r in rels))
-    return DomainSnapshot(snap.domain, kept, snap.stats)

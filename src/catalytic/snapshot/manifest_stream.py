@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalytic.diff import Triple
+from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.stream import Kind, NotStreamable, parse_blocks
 from catalytic.paths import ROOT, sort_key
 from catalytic.snapshot.manifest_file import FORMAT, TAIL
@@ -52,8 +53,10 @@ def scanned(
     store_dir: Path | None = None,
     jobs: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    leave_out: Excludes = NONE,
 ) -> Iterator[DomainScan]:
-    """The parallel snapshot of the tree at ``path``, its documents in spools while the block runs.
+    """The parallel snapshot of the tree at ``path``, its documents in spools while the block runs
+    (``leave_out``: what it leaves out, :mod:`catalytic.excludes`).
 
     The row store lives in ``store_dir`` (a stat cache); without one there is no store
     at all (every file is hashed, nothing is kept) and the spools are unnamed files of the temp directory.
@@ -81,6 +84,7 @@ def scanned(
             modes=modes,
             jobs=jobs,
             progress=progress,
+            leave_out=leave_out,
         )
 
 

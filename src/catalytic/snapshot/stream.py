@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from catalytic.diff import DomainDiff
 from catalytic.errors import SnapshotError
+from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot import dirscan
@@ -90,7 +91,7 @@ def scan_domain(
     before: DomainScan | None = None,
     jobs: int = 0,
     progress: Callable[[int, int], None] | None = None,
-    skip: frozenset[str] = frozenset(),
+    leave_out: Excludes = NONE,
 ) -> DomainScan:
     """Snapshot the directory tree at ``path`` (the domain ``domain``) into the two spools.
 
@@ -98,8 +99,8 @@ def scan_domain(
     pre-run snapshot of the same domain, taken with the same ``store_dir`` just before; this is then the
     post-run snapshot, and the result carries the differences from it. ``store_dir`` None: no store at all
     (a one-off snapshot: every file is hashed, nothing is kept; it cannot be compared with later).
-    ``skip``: paths below the top (relative to it) left out with everything below them (overlay runs leave
-    out the runs root and the declared outputs inside a domain).
+    ``leave_out``: what below the top is left out with everything below it (:mod:`catalytic.excludes`: the
+    run's exclude patterns, and the runs root and declared outputs an overlay run leaves out of a domain).
     """
     directory = os.path.abspath(path)
     if store_dir is None and before is not None:
@@ -107,7 +108,7 @@ def scan_domain(
     store = store_path(store_dir, directory, algorithm) if store_dir is not None else None
     try:
         return _scan_domain(
-            path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress, skip
+            path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress, leave_out
         )
     except Exception as exc:
         # A spool or the store that cannot be written (a full disk): the run falls back to memory.
@@ -128,7 +129,7 @@ def _scan_domain(
     before: DomainScan | None,
     jobs: int,
     progress: Callable[[int, int], None] | None,
-    skip: frozenset[str],
+    leave_out: Excludes,
 ) -> DomainScan:
     directory = os.path.abspath(path)
     stats = WalkStats()
@@ -137,7 +138,7 @@ def _scan_domain(
     if before is not None and before.stored and state != "used":
         raise SnapshotError("the store of the pre-run snapshot is gone", path=ROOT, code="STORE")
     config = dirscan.ScanConfig(
-        os.fsencode(directory), algorithm, store, trust, compare, time.time_ns(), skip
+        os.fsencode(directory), algorithm, store, trust, compare, time.time_ns(), leave_out
     )
     scheduler = Scheduler(config, jobs or default_jobs())
     scheduler.report.cache = ("used" if state == "used" else "rebuilt") if trust and store else "disabled"
