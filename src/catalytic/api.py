@@ -50,6 +50,9 @@ def run(
     jobs: int = 0,
     use_cache: bool = True,
     sign_key: str | os.PathLike[str] | None = None,
+    allow_absent: bool | None = None,
+    allow_no_domains: bool | None = None,
+    allow_missing_outputs: bool | None = None,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
@@ -58,6 +61,8 @@ def run(
     from the seed's defaults. ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
     (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails. ``sign_key`` is the private key file of ``catalytic keygen``.
+    ``allow_absent``, ``allow_no_domains``, ``allow_missing_outputs``: the opt-ins of the flags of the same
+    names (a domain that does not exist, no domain at all, a declared output not produced).
     """
     start = time.perf_counter()
     overrides = {
@@ -74,6 +79,9 @@ def run(
         "trace_backend": trace_backend,
         "hash": hash,
         "isolation": isolation,
+        "allow_absent": allow_absent,
+        "allow_no_domains": allow_no_domains,
+        "allow_missing_outputs": allow_missing_outputs,
     }
     policy = preflight(declare(Path(root), overrides))
     from catalytic.snapshot.domains import SnapshotSettings

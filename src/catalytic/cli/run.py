@@ -61,6 +61,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PATH",
         help="files or directories the command may create; must be under an allowed root",
     )
+    p.add_argument(
+        "--allow-absent",
+        action="store_true",
+        default=None,
+        help="accept domains that do not exist yet (recorded as absent); otherwise preflight fails (ABSENT)",
+    )
+    p.add_argument(
+        "--allow-no-domains",
+        action="store_true",
+        default=None,
+        help="accept a run without any catalytic domain; otherwise preflight fails (NO_DOMAINS)",
+    )
+    p.add_argument(
+        "--allow-missing-outputs",
+        action="store_true",
+        default=None,
+        help="a declared output the command did not produce is recorded, not a failure "
+        "(otherwise a successful command that leaves one missing fails with OUTPUT_NOT_PRODUCED)",
+    )
     p.add_argument("--intent", help="one line saying what the run is for")
     p.add_argument("--determinism", choices=DETERMINISM_VALUES, help="declared determinism")
     p.add_argument("--allowed-roots", nargs="+", metavar="PATH", help="where durable outputs may go")
@@ -147,6 +166,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "trace": args.trace,
         "trace_scope": args.trace_scope,
         "trace_backend": args.trace_backend,
+        "allow_absent": args.allow_absent,
+        "allow_no_domains": args.allow_no_domains,
+        "allow_missing_outputs": args.allow_missing_outputs,
     }
 
 

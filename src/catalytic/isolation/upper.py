@@ -194,7 +194,7 @@ def merged_tree(
     return entries, not entries, sources
 
 
-def _declared(policy: Policy, rel: str) -> str | None:
+def write_reason(policy: Policy, rel: str) -> str | None:
     """Why a write at ``rel`` is allowed ("output", "domain"), or None when it is undeclared."""
     if any(paths.is_within(rel, o) for o in policy.durable_outputs):
         return "output"
@@ -212,7 +212,7 @@ def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict
     roots = [*policy.catalytic_domains, *policy.durable_outputs]
     found: list[dict[str, str]] = []
     for rel, u in upper.items():
-        if _declared(policy, rel) is not None:
+        if write_reason(policy, rel) is not None:
             continue
         kind = "opaque_dir" if u.opaque else u.kind
         if u.kind == "dir" and not u.opaque:
