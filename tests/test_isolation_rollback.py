@@ -84,9 +84,9 @@ def test_rollback_on_failure_with_clean_domains(ws: Path) -> None:
     assert code == 5
     assert (ws / OUT).read_text() == "previous\n"
     rollback = ledger(ws)["STATUS.json"]["rollback"]
-    assert rollback["performed"] is True and "exit 4" in rollback["trigger"]
+    assert rollback["performed"] is True and "exit 5" in rollback["trigger"]
     # Without the flag a failed command keeps what it wrote.
-    assert rb(ws, "--durable-outputs", OUT, run_id="r2", command=f"echo bad > {OUT}; exit 4") == 4
+    assert rb(ws, "--durable-outputs", OUT, run_id="r2", command=f"echo bad > {OUT}; exit 5") == 5
     assert (ws / OUT).read_text() == "bad\n"
 
 
@@ -354,7 +354,7 @@ def test_a_tree_deeper_than_the_recursion_limit_is_put_back(ws: Path) -> None:
     assert tree(ws / DOMAIN) == before
     assert ledger(ws)["STATUS.json"]["rollback"]["verified"] is True
     bottom = f"deep/{'a/' * depth}bottom"
-    assert rb(ws, command=f"echo changed > {DOMAIN}/{bottom}", run_id="r2") == 1
+    assert rb(ws, command=f"echo changed > {DOMAIN}/{bottom}", run_id="r2") == 4
     assert list(ledger(ws, "r2")["RESTORE_DIFF.json"][DOMAIN]["changed"]) == [bottom]
     assert (ws / DOMAIN / bottom).read_text() == "" and tree(ws / DOMAIN) == before
     remove_tree(ws / DOMAIN / "deep")  # pytest's clean-up of old temporary directories recurses

@@ -159,8 +159,11 @@ def confine(result: RunResult, policy: Policy, say: Callable[[str], None]) -> Ru
     output missing makes it dirty with :class:`~catalytic.errors.OutputNotProducedError`, unless the
     policy allows missing outputs (a command that failed is already a failed run: its code says so).
     """
-    missing = result.missing_outputs  # escaped outputs are added by _confined, and failed there
-    result = _confined(result, policy, say)
+    escaped = {
+        out: why for out in policy.durable_outputs if (why := escape(policy.root, out, policy.allowed_roots))
+    }
+    missing = [out for out in result.missing_outputs if out not in escaped]  # escaped: failed as such
+    result = _confined(result, escaped, say)
     if missing and result.exit_code == 0 and not policy.allow_missing_outputs:
         from catalytic.errors import OutputNotProducedError
         from catalytic.ledger.documents import failed_after_proof
@@ -175,16 +178,11 @@ def confine(result: RunResult, policy: Policy, say: Callable[[str], None]) -> Ru
     return result
 
 
-def _confined(result: RunResult, policy: Policy, say: Callable[[str], None]) -> RunResult:
-    reasons: list[str] = []
-    escaped: list[str] = []
-    for out in policy.durable_outputs:
-        why = escape(policy.root, out, policy.allowed_roots)
-        if why is not None:
-            reasons.append(why)
-            escaped.append(out)
-    if not reasons:
+def _confined(result: RunResult, escaped: dict[str, str], say: Callable[[str], None]) -> RunResult:
+    """``result`` without the ``escaped`` outputs (output -> why), made dirty by them."""
+    if not escaped:
         return result
+    reasons = list(escaped.values())
     from catalytic.ledger.documents import failed_after_proof
 
     for why in reasons:
