@@ -30,7 +30,8 @@ COMMAND_HINT = "put it after '--', e.g. catalytic run ... -- make build"
 
 EPILOG = """\
 exit codes: 0 restored and the command succeeded; the command's own code when it failed but the
-domains were restored; 1 domains not restored (or the proof could not be made); 2 bad declaration or
+domains were restored (its 4 is reported as 1); 4 the contract was broken: domains not restored, the
+proof could not be made, an undeclared write, a declared output not produced; 2 bad declaration or
 usage; 3 internal error; 126/127 command not executable / not found; 130/143 interrupted; 141
 stdout closed by its reader. With --json, stdout holds the summary alone: the command's stdout goes
 to stderr (--json-file FILE leaves it alone).
