@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the bundled example (examples/cortex) under catalytic in a temporary copy: a clean build that
-# must pass validation, then a leaky build that must exit 1 and fail validation.
+# must pass validation, then a leaky build that must exit 4 and fail validation.
 #
 #   PYTHON=.venv/bin/python bash scripts/demo.sh     # PYTHON: an interpreter with catalytic installed
 #   KEEP=1 bash scripts/demo.sh                      # keep the temporary copy to look at the ledgers
@@ -104,11 +104,11 @@ expect "validation of cortex-build-demo prints PASS" \
     grep -q '^\[catalytic-validator\] PASS: cortex-build-demo$' <<<"$clean_report"
 
 echo
-echo "== Leaky build: catalytic run --run-id cortex-build-leaky (expect exit 1) =="
+echo "== Leaky build: catalytic run --run-id cortex-build-leaky (expect exit 4) =="
 leaky_rc=0
 catalytic_run cortex-build-leaky "Build cortex index (leaky)" CORTEX/cortex_leaky.build.py || leaky_rc=$?
 echo "exit code: $leaky_rc"
-expect "leaky build exits 1 (domain not restored)" test "$leaky_rc" -eq 1
+expect "leaky build exits 4 (domain not restored)" test "$leaky_rc" -eq 4
 
 echo
 echo "== RESTORE_DIFF.json of cortex-build-leaky =="

@@ -72,7 +72,7 @@ def test_a_command_that_refreshes_the_cache_after_a_change_is_caught(
     assert code == 0 and status["status"] == "restored"
     code, status, info = _run(root, "attack", REWRITE_AND_REFRESH, "--jobs", jobs)
     assert status["status"] == "dirty", status
-    assert code == 1
+    assert code == 4
     assert info["cache"] == "distrusted"
     diff = json.loads((root / "runs" / "attack" / "RESTORE_DIFF.json").read_text())
     assert list(diff["d"]["changed"]) == ["sub/f7"]
@@ -91,7 +91,7 @@ def test_a_command_that_rewrites_the_store_file_is_caught(
         "for f in /tmp/$$/*.rows.sqlite; do cp $f runs/_cache/$(basename $f); done; rm -rf /tmp/$$"
     )
     code, status, info = _run(root, "forged", script)
-    assert status["status"] == "dirty" and code == 1
+    assert status["status"] == "dirty" and code == 4
     assert info["cache"] == "distrusted"
 
 

@@ -117,7 +117,7 @@ def test_seed_usage_as_subprocess_leaky(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     assert "FAILURE: Catalytic domains NOT restored" in proc.stderr
     assert f"added   {DOMAIN}/leftover_temp_file.txt" in proc.stderr
     diff = read(tmp_path / "CONTRACTS/_runs/leaky", "RESTORE_DIFF.json")
@@ -147,7 +147,7 @@ def _marker_command(tmp_path: Path) -> list[str]:
         (["--run-id", "_cache"], "BAD_RUN_ID"),
         (["--run-id", "LEDGER.jsonl"], "BAD_RUN_ID"),
         (["--run-id", "ledger.JSONL"], "BAD_RUN_ID"),
-        (["--run-id", "taken"], "EXISTS"),
+        (["--run-id", "taken", "--catalytic-domains", "scratch"], "EXISTS"),
         (["--runs-root", "a_file"], "BAD_RUNS_ROOT"),
         (["--runs-root", "a_file/runs"], "BAD_RUNS_ROOT"),
         (["--runs-root", "broken_runs"], "BAD_RUNS_ROOT"),
@@ -196,7 +196,8 @@ def test_preflight_reports_every_problem(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_missing_domain_is_recorded_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "-q", "--run-id", "r1", "--catalytic-domains", "nothing/here", "--", "true"]) == 0
+    run = ["run", "-q", "--run-id", "r1", "--allow-absent", "--catalytic-domains", "nothing/here"]
+    assert main([*run, "--", "true"]) == 0
     ledger = tmp_path / "CONTRACTS/_runs/r1"
     assert read(ledger, "PRE_MANIFEST.json") == {"nothing/here": {}}
     assert read(ledger, "RUN_INFO.json")["absent_domains"] == ["nothing/here"]
@@ -204,8 +205,21 @@ def test_missing_domain_is_recorded_absent(tmp_path: Path, monkeypatch: pytest.M
 
 def test_domain_created_by_command_is_dirty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    rc = main(["run", "-q", "--run-id", "r1", "--catalytic-domains", "scratch", "--", "mkdir", "scratch"])
-    assert rc == 1
+    rc = main(
+        [
+            "run",
+            "-q",
+            "--run-id",
+            "r1",
+            "--allow-absent",
+            "--catalytic-domains",
+            "scratch",
+            "--",
+            "mkdir",
+            "scratch",
+        ]
+    )
+    assert rc == 4
     diff = read(tmp_path / "CONTRACTS/_runs/r1", "RESTORE_DIFF.json")
     assert diff == {"scratch": {"added": {".": "dir"}, "removed": {}, "changed": {}}}
 
@@ -235,7 +249,7 @@ def test_not_executable_is_126(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "-q", "--run-id", "r1", "--", str(script)]) == 126
+    assert main(["run", "-q", "--allow-no-domains", "--run-id", "r1", "--", str(script)]) == 126
 
 
 def test_dirty_wins_over_command_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,7 +269,7 @@ def test_dirty_wins_over_command_failure(tmp_path: Path, monkeypatch: pytest.Mon
             "touch scratch/x; exit 5",
         ]
     )
-    assert rc == 1
+    assert rc == 4
 
 
 def test_json_summary_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -275,11 +289,11 @@ def test_json_summary_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             "scratch/new",
         ]
     )
-    assert rc == 1
+    assert rc == 4
     captured = capsys.readouterr()
     assert captured.err == ""
     summary = json.loads(captured.out)
-    assert summary["status"] == "dirty" and summary["exit_status"] == 1 and summary["exit_code"] == 0
+    assert summary["status"] == "dirty" and summary["exit_status"] == 4 and summary["exit_code"] == 0
     assert summary["diff"]["scratch"]["added"] == {
         "new": read(tmp_path / "CONTRACTS/_runs/r1", "POST_MANIFEST.json")["scratch"]["new"]
     }
@@ -288,7 +302,7 @@ def test_json_summary_and_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_generated_run_ids_sort_by_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for _ in range(3):
-        assert main(["run", "-q", "--", "true"]) == 0
+        assert main(["run", "-q", "--allow-no-domains", "--", "true"]) == 0
     # Names starting with "_" (the lock directory) are never runs (see catalytic validate --all).
     ids = [
         p.name for p in (tmp_path / "CONTRACTS/_runs").iterdir() if not p.name.startswith("_") and p.is_dir()
@@ -379,7 +393,7 @@ def test_pyproject_tool_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / "scratch").mkdir()
     (tmp_path / "pyproject.toml").write_text('[tool.catalytic]\ncatalytic_domains = ["scratch"]\n')
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "-q", "--run-id", "r1", "--", "touch", "scratch/x"]) == 1
+    assert main(["run", "-q", "--allow-no-domains", "--run-id", "r1", "--", "touch", "scratch/x"]) == 4
 
 
 @pytest.mark.parametrize(
@@ -420,7 +434,7 @@ def test_internal_error_is_exit_3_without_traceback(
 
     monkeypatch.setattr(runtime, "write_ledger", boom)
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "-q", "--run-id", "r1", "--", "true"]) == 3
+    assert main(["run", "-q", "--allow-no-domains", "--run-id", "r1", "--", "true"]) == 3
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: disk on fire" in err and "Traceback" not in err
     assert not (tmp_path / "CONTRACTS/_runs/r1/STATUS.json").exists()
@@ -460,6 +474,7 @@ def test_exec_with_env_and_stdin_inherited(tmp_path: Path) -> None:
             "catalytic",
             "run",
             "-q",
+            "--allow-no-domains",
             "--run-id",
             "r1",
             "--",
@@ -490,7 +505,9 @@ def test_every_name_catalytic_keeps_in_the_runs_root_is_reserved(
     monkeypatch.chdir(tmp_path)
     for name in (fmt.CHAIN_FILE, fmt.CHAIN_LOCK, CACHE_DIR, STORE_DIR, COMMITS_DIR, LOCK_DIR):
         assert fmt.reserved(name), name
-        assert main(["run", "-q", "--run-id", name, *_marker_command(tmp_path)]) == 2, name
+        assert main(["run", "-q", "--allow-no-domains", "--run-id", name, *_marker_command(tmp_path)]) == 2, (
+            name
+        )
         assert "BAD_RUN_ID" in capsys.readouterr().err
     assert not (tmp_path / "RAN").exists()
     assert not (tmp_path / "CONTRACTS").exists()
@@ -501,14 +518,14 @@ def test_a_runs_root_broken_by_a_reserved_run_id_fails_cleanly(
 ) -> None:
     # What an older catalytic left after `run --run-id LEDGER.jsonl`: a ledger where the chain belongs.
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "-q", "--run-id", "r0", "--", "true"]) == 0
-    assert main(["run", "-q", "--run-id", "r1", "--", "true"]) == 0
+    assert main(["run", "-q", "--allow-no-domains", "--run-id", "r0", "--", "true"]) == 0
+    assert main(["run", "-q", "--allow-no-domains", "--run-id", "r1", "--", "true"]) == 0
     runs = tmp_path / "CONTRACTS/_runs"
     (runs / "LEDGER.jsonl").unlink()
     (runs / "r1").rename(runs / "LEDGER.jsonl")
     capsys.readouterr()
 
-    assert main(["run", "-q", "--run-id", "r2", *_marker_command(tmp_path)]) == 2
+    assert main(["run", "-q", "--allow-no-domains", "--run-id", "r2", *_marker_command(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "BAD_RUNS_ROOT" in err and "LEDGER.jsonl is not a regular file" in err
     assert not (tmp_path / "RAN").exists() and not (runs / "r2").exists()

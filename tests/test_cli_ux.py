@@ -32,7 +32,7 @@ def _env() -> dict[str, str]:
 def test_run_json_summary_parses_through_a_real_pipeline(tmp_path: Path) -> None:
     script = (
         "set -o pipefail; "
-        f"{PY} -m catalytic run --json -- sh -c 'echo hi; echo \"{{not json\"' "
+        f"{PY} -m catalytic run --json --allow-no-domains -- sh -c 'echo hi; echo \"{{not json\"' "
         f"| {PY} -c 'import json, sys; print(json.load(sys.stdin)[\"status\"])'"
     )
     proc = subprocess.run(
@@ -46,7 +46,7 @@ def test_run_json_summary_parses_through_a_real_pipeline(tmp_path: Path) -> None
 
 def test_run_json_stdout_holds_the_summary_alone(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [*CATALYTIC, "run", "-q", "--json", "--", *NOISY],
+        [*CATALYTIC, "run", "-q", "--allow-no-domains", "--json", "--", *NOISY],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -63,7 +63,7 @@ def test_run_json_stdout_holds_the_summary_alone(tmp_path: Path) -> None:
 def test_run_json_file_leaves_the_command_stdout_alone(tmp_path: Path) -> None:
     (tmp_path / "reports").mkdir()
     proc = subprocess.run(
-        [*CATALYTIC, "run", "-q", "--json-file", "reports/run.json", "--", *NOISY],
+        [*CATALYTIC, "run", "-q", "--allow-no-domains", "--json-file", "reports/run.json", "--", *NOISY],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -82,7 +82,9 @@ def test_run_json_file_is_written_for_a_failed_command_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "-q", "--json-file", "run.json", "--", "sh", "-c", "exit 5"]) == 5
+    assert (
+        main(["run", "-q", "--allow-no-domains", "--json-file", "run.json", "--", "sh", "-c", "exit 5"]) == 5
+    )
     summary = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
     assert summary["exit_code"] == 5
 
@@ -91,7 +93,7 @@ def test_run_json_file_in_a_missing_directory_is_refused_before_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code = main(["run", "-q", "--json-file", "nowhere/run.json", "--", "touch", "ran"])
+    code = main(["run", "-q", "--allow-no-domains", "--json-file", "nowhere/run.json", "--", "touch", "ran"])
     assert code == EXIT_USAGE
     assert "--json-file" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
@@ -118,7 +120,7 @@ def _with_closed_stdout(argv: list[str], cwd: Path) -> subprocess.CompletedProce
 @pytest.mark.parametrize(
     "argv",
     [
-        ["run", "-q", "--json", "--", "true"],
+        ["run", "-q", "--allow-no-domains", "--json", "--", "true"],
         ["runs"],
         ["runs", "--json"],
         ["--help"],
@@ -129,7 +131,10 @@ def _with_closed_stdout(argv: list[str], cwd: Path) -> subprocess.CompletedProce
 def test_a_closed_stdout_ends_quietly_with_the_sigpipe_code(tmp_path: Path, argv: list[str]) -> None:
     for run_id in ("first", "second"):  # something for `runs` to list
         subprocess.run(
-            [*CATALYTIC, "run", "-q", "--run-id", run_id, "--", "true"], cwd=tmp_path, env=_env(), check=True
+            [*CATALYTIC, "run", "-q", "--allow-no-domains", "--run-id", run_id, "--", "true"],
+            cwd=tmp_path,
+            env=_env(),
+            check=True,
         )
     proc = _with_closed_stdout(argv, tmp_path)
     assert proc.returncode == EXIT_PIPE == 141

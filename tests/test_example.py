@@ -259,7 +259,7 @@ def test_catalytic_leaky_build_in_process(
     example: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(example)
-    assert main(run_args(*LEAKY_RUN)) == 1
+    assert main(run_args(*LEAKY_RUN)) == 4
     assert_leaky_ledger(example)
     capsys.readouterr()
     assert main(["validate", "--run-dir", "CONTRACTS/_runs/cortex-build-leaky"]) == 1
@@ -283,7 +283,7 @@ def test_catalytic_both_builds_as_subprocess(example: Path) -> None:
     assert clean.returncode == 0, clean.stderr
     assert_clean_ledger(example)
     leaky = catalytic(*run_args(*LEAKY_RUN))
-    assert leaky.returncode == 1, leaky.stderr
+    assert leaky.returncode == 4, leaky.stderr
     assert_leaky_ledger(example)
     # Both ledgers validated together: the leaky run rewrote the outputs with the same bytes, so the
     # clean run's recorded outputs still match the disk.

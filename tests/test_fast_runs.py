@@ -99,7 +99,7 @@ def test_mutation_matrix(tmp_path: Path, eager_pool: None, config: str, mutation
     assert run(root, "clean", extra, "true") == 0
     expected_cache = "disabled" if "--no-cache" in extra else "used"
     assert info(root, "clean")["cache"] == expected_cache
-    assert run(root, "mutated", extra, MUTATIONS[mutation]) == 1
+    assert run(root, "mutated", extra, MUTATIONS[mutation]) == 4
     ledger = root / "CONTRACTS" / "_runs" / "mutated"
     roots = info(root, "mutated")["merkle_roots"]["d"]
     assert roots["pre"] != roots["post"]

@@ -77,14 +77,14 @@ def test_real_tree_is_untouched_while_the_command_runs(ws: Path) -> None:
     # The command checks, from outside its namespace's view... it cannot; so check afterwards that a
     # write the command saw never existed in the real tree: the command records what it sees.
     cmd = f"echo x > {DOMAIN}/left; cat {DOMAIN}/left > /dev/null"
-    assert run(ws, command=cmd) == 1
+    assert run(ws, command=cmd) == 4
     assert not (ws / DOMAIN / "left").exists()
 
 
 def test_dirty_domain_commits_nothing_and_keeps_the_write_set(ws: Path) -> None:
     before = tree(ws / DOMAIN)
     cmd = f"echo result > {OUT}; echo junk > {DOMAIN}/leftover; echo changed > {DOMAIN}/a.txt"
-    assert run(ws, "--durable-outputs", OUT, command=cmd) == 1
+    assert run(ws, "--durable-outputs", OUT, command=cmd) == 4
     assert not (ws / OUT).exists()
     assert tree(ws / DOMAIN) == before
     docs = ledger(ws)
@@ -101,7 +101,7 @@ def test_dirty_domain_commits_nothing_and_keeps_the_write_set(ws: Path) -> None:
 
 def test_undeclared_write_outside_every_root_fails_and_is_quarantined(ws: Path) -> None:
     cmd = f"echo result > {OUT}; echo evil > src/evil.py; mkdir -p newdir/x; rm src/m.py"
-    assert run(ws, "--durable-outputs", OUT, command=cmd) == 1
+    assert run(ws, "--durable-outputs", OUT, command=cmd) == 4
     assert not (ws / "src" / "evil.py").exists() and not (ws / "newdir").exists()
     assert (ws / "src" / "m.py").exists() and not (ws / OUT).exists()
     status = ledger(ws)["STATUS.json"]
@@ -114,20 +114,20 @@ def test_undeclared_write_outside_every_root_fails_and_is_quarantined(ws: Path) 
 
 
 def test_mode_change_of_a_directory_outside_the_domains_is_undeclared(ws: Path) -> None:
-    assert run(ws, command="chmod 700 src") == 1
+    assert run(ws, command="chmod 700 src") == 4
     status = ledger(ws)["STATUS.json"]
     assert status["undeclared_writes"] == [{"kind": "dir", "path": "src"}]
     assert os.stat(ws / "src").st_mode & 0o777 == 0o755
 
 
 def test_discard_drops_the_write_set(ws: Path) -> None:
-    assert run(ws, "--discard", command="echo evil > src/evil.py") == 1
+    assert run(ws, "--discard", command="echo evil > src/evil.py") == 4
     assert not (ws / RUNS / "r1" / "quarantine").exists()
     assert ledger(ws)["STATUS.json"]["quarantine"] is None
 
 
 def test_deletion_in_a_domain_is_a_whiteout(ws: Path) -> None:
-    assert run(ws, command=f"rm {DOMAIN}/a.txt") == 1
+    assert run(ws, command=f"rm {DOMAIN}/a.txt") == 4
     assert (ws / DOMAIN / "a.txt").read_text() == "alpha\n"
     docs = ledger(ws)
     assert set(docs["RESTORE_DIFF.json"][DOMAIN]["removed"]) == {"a.txt"}
@@ -137,7 +137,7 @@ def test_deletion_in_a_domain_is_a_whiteout(ws: Path) -> None:
 
 def test_replaced_directory_is_opaque(ws: Path) -> None:
     cmd = f"rm -r {DOMAIN}/sub && mkdir {DOMAIN}/sub && echo new > {DOMAIN}/sub/c.txt"
-    assert run(ws, command=cmd) == 1
+    assert run(ws, command=cmd) == 4
     diff = ledger(ws)["RESTORE_DIFF.json"][DOMAIN]
     assert set(diff["removed"]) == {"sub/b.txt"} and set(diff["added"]) == {"sub/c.txt"}
     listing = json.loads((ws / RUNS / "r1" / "quarantine" / "WRITE_SET.json").read_text())
@@ -262,7 +262,7 @@ def test_refactor_trial_write_to_a_forbidden_path_inside_the_domain_is_undeclare
             f"echo touched > {ws}/.git/index",
         ]
     )
-    assert code == 1
+    assert code == 4
     status = ledger(ws)["STATUS.json"]
     assert [w["path"] for w in status["undeclared_writes"]] == [".git/index"]
     assert (ws / ".git" / "index").read_text() == "i\n"
@@ -279,7 +279,7 @@ def test_check_determinism(ws: Path) -> None:
     det = ledger(ws)["RUN_INFO.json"]["isolation_details"]["determinism"]
     assert det["equal"] is True and det["first"] == det["second"]
     bad = run(ws, "--durable-outputs", OUT, "--check-determinism", run_id="r2", command=f"date +%N > {OUT}")
-    assert bad == 1
+    assert bad == 4
     det2 = ledger(ws, "r2")["RUN_INFO.json"]["isolation_details"]["determinism"]
     assert det2["equal"] is False and det2["first"] != det2["second"]
     assert (ws / OUT).read_text() == "same\n"
@@ -380,7 +380,7 @@ def test_rootless_overlay_as_an_unprivileged_user() -> None:
             )
 
         proc = catalytic("r1", f"echo result > {OUT}; echo x > {DOMAIN}/x; rm {DOMAIN}/x; rm {DOMAIN}/a.txt")
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 4, proc.stderr
         assert (ws / DOMAIN / "a.txt").exists() and not (ws / OUT).exists()
         assert set(ledger(ws)["RESTORE_DIFF.json"][DOMAIN]["removed"]) == {"a.txt"}
         assert ledger(ws)["STATUS.json"]["committed"] is False
@@ -395,7 +395,7 @@ def test_rootless_overlay_as_an_unprivileged_user() -> None:
 
 def test_validator_accepts_a_clean_overlay_ledger_and_rejects_undeclared_writes(ws: Path) -> None:
     assert run(ws, "--durable-outputs", OUT, command=f"echo r > {OUT}") == 0
-    assert run(ws, command="echo evil > src/evil.py", run_id="r2") == 1
+    assert run(ws, command="echo evil > src/evil.py", run_id="r2") == 4
     assert main(["validate", "--run-dir", str(ws / RUNS / "r1"), "--root", str(ws), "-q"]) == 0
     assert main(["validate", "--run-dir", str(ws / RUNS / "r2"), "--root", str(ws), "-q"]) == 1
 
@@ -429,7 +429,8 @@ def _check_ledger(ws: Path, run_id: str = "r1") -> dict[str, Any]:
             assert roots[label.lower()] == merkle_root(snaps[label], info["hash_algorithm"])
         assert docs["RESTORE_DIFF.json"][domain] == diff_entries(snaps["PRE"], snaps["POST"]).to_json()
     ok, report = CatalyticLedgerValidator(ws / RUNS / run_id).validate()
-    assert {e["code"] for e in report["errors"]} <= {"NOT_RESTORED", "DIRTY"}
+    # A dirty overlay run commits nothing: its declared outputs were not produced.
+    assert {e["code"] for e in report["errors"]} <= {"NOT_RESTORED", "DIRTY", "OUTPUT_NOT_PRODUCED"}
     assert ok == (docs["STATUS.json"]["status"] == "restored")
     return docs
 
@@ -492,7 +493,7 @@ def test_a_domain_the_command_did_not_write_is_its_pre_run_snapshot(
     documents and Merkle root are its pre-run ones, with no pass over its manifest."""
     never_in_memory(monkeypatch)
     spooled = _spooling(monkeypatch, disk_full=False)
-    assert run(ws, "--catalytic-domains", DOMAIN, "src", command=f"echo x > {DOMAIN}/new") == 1
+    assert run(ws, "--catalytic-domains", DOMAIN, "src", command=f"echo x > {DOMAIN}/new") == 4
     assert spooled == [DOMAIN]
     docs = _check_ledger(ws)
     for name in ("MANIFEST", "MODES"):
@@ -514,7 +515,7 @@ def test_whole_repository_domain_streams_and_leaves_out_the_runs_root(
     cmd = f"cd {ws} && rm src/m.py && echo new > src/n.py && mkdir -p {proposal} && echo p > {proposal}/p"
     # The later --catalytic-domains replaces the helper's.
     code = run(ws, "--catalytic-domains", ".", "--durable-outputs", proposal, command=cmd)
-    assert code == 1 and spooled == ["."]
+    assert code == 4 and spooled == ["."]
     docs = _check_ledger(ws)
     diff = docs["RESTORE_DIFF.json"]["."]
     assert list(diff["removed"]) == ["src/m.py"] and list(diff["added"]) == ["src/n.py"]
@@ -557,7 +558,7 @@ def test_a_tree_deeper_than_the_recursion_limit(ws: Path) -> None:
     depth = sys.getrecursionlimit() * 3 // 2
     script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import trees; "
     script += f"trees.build_deep(trees.Path({DOMAIN!r}), {depth})"
-    assert run(ws, command=f'cd {ws} && {sys.executable} -c "{script}"') == 1
+    assert run(ws, command=f'cd {ws} && {sys.executable} -c "{script}"') == 4
     docs = _check_ledger(ws)
     assert len(docs["RESTORE_DIFF.json"][DOMAIN]["added"]) == depth + 1
     assert not (ws / DOMAIN / "a").exists()

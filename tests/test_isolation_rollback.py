@@ -34,7 +34,7 @@ def test_rollback_restores_content_mode_symlink_and_new_empty_dir(ws: Path) -> N
         f"cd {DOMAIN} && echo changed > a.txt && chmod 600 run.sh && rm link && ln -s sub link && "
         "mkdir emptydir && rm sub/b.txt && chmod 500 sub && mkfifo pipe"
     )
-    assert rb(ws, command=cmd) == 1
+    assert rb(ws, command=cmd) == 4
     assert tree(ws / DOMAIN) == before
     docs = ledger(ws)
     status = docs["STATUS.json"]
@@ -61,7 +61,7 @@ def test_dirty_run_puts_outputs_back(ws: Path) -> None:
     (ws / "CORTEX/_generated/old.json").write_text("old\n")
     cmd = f"echo new > CORTEX/_generated/old.json; echo r > {OUT}; echo junk > {DOMAIN}/junk"
     code = rb(ws, "--durable-outputs", OUT, "CORTEX/_generated/old.json", command=cmd)
-    assert code == 1
+    assert code == 4
     assert (ws / "CORTEX/_generated/old.json").read_text() == "old\n"
     assert not (ws / OUT).exists()
     assert not (ws / DOMAIN / "junk").exists()
@@ -72,7 +72,7 @@ def test_rollback_on_failure_puts_back_a_command_killed_mid_write(ws: Path) -> N
     (ws / OUT).write_text("previous\n")
     before = tree(ws / DOMAIN)
     cmd = f"printf partial > {OUT}; echo half > {DOMAIN}/a.txt; kill -KILL $$"
-    assert rb(ws, "--durable-outputs", OUT, "--rollback-on-failure", command=cmd) == 1
+    assert rb(ws, "--durable-outputs", OUT, "--rollback-on-failure", command=cmd) == 4
     assert (ws / OUT).read_text() == "previous\n"
     assert tree(ws / DOMAIN) == before
     assert ledger(ws)["STATUS.json"]["rollback"]["trigger"] == "the run is dirty"
@@ -80,13 +80,13 @@ def test_rollback_on_failure_puts_back_a_command_killed_mid_write(ws: Path) -> N
 
 def test_rollback_on_failure_with_clean_domains(ws: Path) -> None:
     (ws / OUT).write_text("previous\n")
-    code = rb(ws, "--durable-outputs", OUT, "--rollback-on-failure", command=f"echo bad > {OUT}; exit 4")
-    assert code == 4
+    code = rb(ws, "--durable-outputs", OUT, "--rollback-on-failure", command=f"echo bad > {OUT}; exit 5")
+    assert code == 5
     assert (ws / OUT).read_text() == "previous\n"
     rollback = ledger(ws)["STATUS.json"]["rollback"]
-    assert rollback["performed"] is True and "exit 4" in rollback["trigger"]
+    assert rollback["performed"] is True and "exit 5" in rollback["trigger"]
     # Without the flag a failed command keeps what it wrote.
-    assert rb(ws, "--durable-outputs", OUT, run_id="r2", command=f"echo bad > {OUT}; exit 4") == 4
+    assert rb(ws, "--durable-outputs", OUT, run_id="r2", command=f"echo bad > {OUT}; exit 5") == 5
     assert (ws / OUT).read_text() == "bad\n"
 
 
@@ -107,7 +107,7 @@ def test_unrestorable_entry_is_quarantined_and_stops_the_run(ws: Path) -> None:
         sock.bind(str(ws / DOMAIN / "sock"))
     finally:
         sock.close()
-    assert rb(ws, command=f"rm {DOMAIN}/sock; echo junk > {DOMAIN}/junk") == 1
+    assert rb(ws, command=f"rm {DOMAIN}/sock; echo junk > {DOMAIN}/junk") == 4
     status = ledger(ws)["STATUS.json"]
     assert status["rollback"]["verified"] is False
     assert any("sock" in p for p in status["rollback"]["problems"])
@@ -231,7 +231,7 @@ def test_rollback_snapshots_go_through_the_row_store(ws: Path) -> None:
     assert rb(ws, "--jobs", "2", command="true", run_id="r2") == 0
     assert ledger(ws, "r2")["RUN_INFO.json"]["cache"] == "used"
     before = tree(ws / DOMAIN)
-    assert rb(ws, command=f"echo changed > {DOMAIN}/a.txt", run_id="r3") == 1
+    assert rb(ws, command=f"echo changed > {DOMAIN}/a.txt", run_id="r3") == 4
     assert tree(ws / DOMAIN) == before
     assert ledger(ws, "r3")["POST_MANIFEST.json"][DOMAIN] != expected
 
@@ -259,7 +259,7 @@ def test_rollback_streams_its_pre_state(ws: Path, monkeypatch: pytest.MonkeyPatc
     }
     assert state.read_bytes() == encode(expected)
     before = tree(ws / DOMAIN)
-    assert rb(ws, command=f"rm -r {DOMAIN}/sub && echo x > {DOMAIN}/new", run_id="r2") == 1
+    assert rb(ws, command=f"rm -r {DOMAIN}/sub && echo x > {DOMAIN}/new", run_id="r2") == 4
     assert tree(ws / DOMAIN) == before
 
 
@@ -279,7 +279,7 @@ def test_dirty_run_restores_from_the_streamed_state(ws: Path, monkeypatch: pytes
     # No declared output: prepare needs no snapshot in memory either.
     refuse(monkeypatch, rollback, "snapshot_tree", "a snapshot was taken in memory")
     before = tree(ws / DOMAIN)
-    assert rb(ws, command=DIRTY) == 1
+    assert rb(ws, command=DIRTY) == 4
     assert tree(ws / DOMAIN) == before
     rollback_facts = ledger(ws)["STATUS.json"]["rollback"]
     assert rollback_facts["performed"] is True and rollback_facts["verified"] is True
@@ -350,11 +350,11 @@ def test_a_tree_deeper_than_the_recursion_limit_is_put_back(ws: Path) -> None:
     depth = sys.getrecursionlimit() * 3 // 2
     build_deep(ws / DOMAIN / "deep", depth)
     before = tree(ws / DOMAIN)
-    assert rb(ws, command=f"rm -r {DOMAIN}/deep") == 1
+    assert rb(ws, command=f"rm -r {DOMAIN}/deep") == 4
     assert tree(ws / DOMAIN) == before
     assert ledger(ws)["STATUS.json"]["rollback"]["verified"] is True
     bottom = f"deep/{'a/' * depth}bottom"
-    assert rb(ws, command=f"echo changed > {DOMAIN}/{bottom}", run_id="r2") == 1
+    assert rb(ws, command=f"echo changed > {DOMAIN}/{bottom}", run_id="r2") == 4
     assert list(ledger(ws, "r2")["RESTORE_DIFF.json"][DOMAIN]["changed"]) == [bottom]
     assert (ws / DOMAIN / bottom).read_text() == "" and tree(ws / DOMAIN) == before
     remove_tree(ws / DOMAIN / "deep")  # pytest's clean-up of old temporary directories recurses

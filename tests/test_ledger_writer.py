@@ -137,7 +137,7 @@ def test_post_documents_equal_to_pre_are_one_file_under_two_names(
     common = ["run", "-q", "--runs-root", "runs", "--allowed-roots", "runs", "--catalytic-domains", "d"]
     common += ["--isolation", isolation]
     assert main([*common, "--run-id", "clean", "--", "true"]) == 0
-    assert main([*common, "--run-id", "dirty", "--", "sh", "-c", "echo x > d/new"]) == 1
+    assert main([*common, "--run-id", "dirty", "--", "sh", "-c", "echo x > d/new"]) == 4
     for run, linked in (("clean", True), ("dirty", False)):
         ledger = tmp_path / "runs" / run
         for pre, post in (("PRE_MANIFEST.json", "POST_MANIFEST.json"), ("PRE_MODES.json", "POST_MODES.json")):

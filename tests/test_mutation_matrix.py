@@ -211,7 +211,7 @@ def test_each_change_is_caught_exactly(workspace: Path, eager_pool: None, name: 
     assert result.error is None
     assert result.status == "dirty"
     assert not result.restoration_verified
-    assert result.exit_status == 1
+    assert result.exit_status == 4
     moved = f"{workspace / DOMAIN}.moved"
     changed = json.loads(json.dumps(case.changed).replace("@MOVED@", moved))
     expected = {"added": case.added, "removed": case.removed, "changed": changed}
@@ -331,6 +331,7 @@ def test_two_domains_and_an_absent_one(workspace: Path) -> None:
         root=workspace,
         catalytic_domains=[DOMAIN, "other", "later"],
         run_id="absent",
+        allow_absent=True,
     )
     assert result.status == "dirty"
     assert result.diff[DOMAIN].clean
@@ -367,7 +368,7 @@ def test_unreadable_entry_fails_the_run_naming_it() -> None:
 
         outcome = run_unprivileged(attempt)
         assert outcome["status"] == "dirty"
-        assert outcome["exit_status"] == 1
+        assert outcome["exit_status"] == 4
         assert outcome["exit_code"] is None  # the command never ran
         assert outcome["code"] == "UNREADABLE"
         assert outcome["message"] == "scratch/sub/odd: name: cannot be read (permission denied)"

@@ -457,7 +457,7 @@ def test_unusable_store_falls_back_to_memory(
     args = ["run", "--root", str(ws), "--run-id", "r1", "--catalytic-domains", "d", "--"]
     script = f"open({str(ws / 'd' / 'a' / 'f00')!r}, 'w').write('changed')"
     code = main([*args, sys.executable, "-c", script])
-    assert code == 1
+    assert code == 4
     assert "cannot be used: database or disk is full" in capsys.readouterr().err
     ledger = ws / "CONTRACTS" / "_runs" / "r1"
     diff = loads((ledger / "RESTORE_DIFF.json").read_bytes())

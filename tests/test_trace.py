@@ -442,7 +442,7 @@ def test_show_prints_the_timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 *script(root, body),
             ]
         )
-        == 1
+        == 4
     )
     capsys.readouterr()
     assert main(["show", "r"]) == 0

@@ -43,6 +43,7 @@ def test_valid_ledger_passes_with_full_report(ledger: Ledger) -> None:
         "status": "restored",
         "passed": True,
         "errors": [],
+        "superseded": [],
     }
 
 

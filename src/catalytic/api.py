@@ -51,6 +51,9 @@ def run(
     sign_key: str | os.PathLike[str] | None = None,
     exclude: Sequence[str] | None = None,
     exclude_from_gitignore: bool | None = None,
+    allow_absent: bool | None = None,
+    allow_no_domains: bool | None = None,
+    allow_missing_outputs: bool | None = None,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
@@ -60,6 +63,8 @@ def run(
     (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails. ``sign_key`` is the private key file of ``catalytic keygen``.
     ``exclude``, ``exclude_from_gitignore``: what the run leaves out (``--exclude``, docs/excludes.md).
+    ``allow_absent``, ``allow_no_domains``, ``allow_missing_outputs``: the opt-ins of the flags of the same
+    names (a domain that does not exist, no domain at all, a declared output not produced).
     """
     start = time.perf_counter()
     overrides = {
@@ -78,6 +83,9 @@ def run(
         "isolation": isolation,
         "exclude": exclude,
         "exclude_from_gitignore": exclude_from_gitignore,
+        "allow_absent": allow_absent,
+        "allow_no_domains": allow_no_domains,
+        "allow_missing_outputs": allow_missing_outputs,
     }
     policy = preflight(declare(Path(root), overrides))
     from catalytic.snapshot.domains import SnapshotSettings

@@ -12,6 +12,9 @@ from typing import NamedTuple
 #: Exit codes of the ``catalytic`` command (documented in the README).
 EXIT_OK = 0
 EXIT_DIRTY = 1
+#: ``catalytic run``: the run failed CMP-01 (domains not restored, restoration unprovable, or a rule broken
+#: after the proof). No command's own code is reported as 4: a command that exits 4 is reported as 1.
+EXIT_NOT_RESTORED = 4
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_NOT_FOUND = 127
@@ -130,6 +133,20 @@ class OutputEscapedError(CatalyticError):
 
     code = "OUTPUT_ESCAPED"
     exit_code = EXIT_DIRTY
+
+
+class OutputNotProducedError(CatalyticError):
+    """A command that succeeded left a declared output missing (unless ``allow_missing_outputs``)."""
+
+    code = "OUTPUT_NOT_PRODUCED"
+    exit_code = EXIT_NOT_RESTORED
+
+
+class UndeclaredWriteError(CatalyticError):
+    """A trace of the whole workspace recorded writes outside the domains and outputs (CMP-01, 1)."""
+
+    code = "UNDECLARED_WRITE"
+    exit_code = EXIT_NOT_RESTORED
 
 
 class LockedError(CatalyticError):

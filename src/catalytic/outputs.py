@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -75,8 +76,43 @@ def escape(root: Path, out: str, allowed: Sequence[str] = ()) -> str | None:
     return None
 
 
+#: What identifies one state of an entry: any write to it (even of the same bytes) changes one of them.
+State = tuple[int, int, int, int, int, int]
+
+
+def _state(st: os.stat_result) -> State:
+    return (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def output_states(root: Path, declared: Sequence[str]) -> dict[str, State]:
+    """The state of every entry of the declared outputs as they are now (before the command), keyed by
+    the path :func:`collect_outputs` records; taken with ``lstat``, never following a symlink."""
+    states: dict[str, State] = {}
+    for out in declared:
+        if escape(root, out):
+            continue
+        pending = [(out, root / out)]
+        while pending:
+            rel, path = pending.pop()
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            states[rel] = _state(st)
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    names = os.listdir(path)
+                except OSError:
+                    continue
+                pending.extend((paths.join(rel, name), path / name) for name in names)
+    return states
+
+
 def collect_outputs(
-    root: Path, declared: Sequence[str], excludes: Sequence[str] = ()
+    root: Path,
+    declared: Sequence[str],
+    excludes: Sequence[str] = (),
+    before: dict[str, State] | None = None,
 ) -> tuple[list[OutputRecord], list[str]]:
     """Hash every declared output (sha256, always); return the records and the missing outputs.
 
@@ -85,7 +121,9 @@ def collect_outputs(
     A declared directory is listed itself and then every entry below it. FIFOs, sockets and
     devices are not durable artifacts in the seed's format and are not listed (the snapshot of a
     domain is where such entries are tracked). An output reached through a symlinked parent is never
-    followed: it is listed as missing (and :func:`confine` fails the run).
+    followed: it is listed as missing (and :func:`confine` fails the run). With ``before`` (the
+    :func:`output_states` taken before the command), an entry still in the same state was not produced
+    by this run: its record says ``"produced": false``.
     """
     records: list[OutputRecord] = []
     missing: list[str] = []
@@ -97,33 +135,61 @@ def collect_outputs(
             continue
         for entry in snap.entries:
             path = paths.join(out, entry.path)
+            record: OutputRecord
             if entry.value == DIR:
-                records.append({"path": path, "type": "directory"})
+                record = {"path": path, "type": "directory"}
             elif entry.value.startswith(SYMLINK_PREFIX):
-                records.append(
-                    {"path": path, "type": "symlink", "target": entry.value[len(SYMLINK_PREFIX) :]}
-                )
+                record = {"path": path, "type": "symlink", "target": entry.value[len(SYMLINK_PREFIX) :]}
             elif kind_of(entry.value) == "file":
-                records.append({"path": path, "type": "file", "sha256": entry.value})
+                record = {"path": path, "type": "file", "sha256": entry.value}
+            else:
+                continue
+            if before is not None and path in before and _unchanged(root / path, before[path]):
+                record["produced"] = False
+            records.append(record)
     records.sort(key=lambda r: paths.sort_key(r["path"]))
     return records, missing
+
+
+def _unchanged(path: Path, state: State) -> bool:
+    try:
+        return _state(os.lstat(path)) == state
+    except OSError:
+        return False
 
 
 def confine(result: RunResult, policy: Policy, say: Callable[[str], None]) -> RunResult:
     """The run's result once every declared output is checked to lie where it was declared.
 
     An escaped output is not recorded (it is listed in ``missing_outputs``) and makes the run dirty
-    with :class:`~catalytic.errors.OutputEscapedError`.
+    with :class:`~catalytic.errors.OutputEscapedError`. A command that succeeded yet left a declared
+    output missing makes it dirty with :class:`~catalytic.errors.OutputNotProducedError`, unless the
+    policy allows missing outputs (a command that failed is already a failed run: its code says so).
     """
-    reasons: list[str] = []
-    escaped: list[str] = []
-    for out in policy.durable_outputs:
-        why = escape(policy.root, out, policy.allowed_roots)
-        if why is not None:
-            reasons.append(why)
-            escaped.append(out)
-    if not reasons:
+    escaped = {
+        out: why for out in policy.durable_outputs if (why := escape(policy.root, out, policy.allowed_roots))
+    }
+    missing = [out for out in result.missing_outputs if out not in escaped]  # escaped: failed as such
+    result = _confined(result, escaped, say)
+    if missing and result.exit_code == 0 and not policy.allow_missing_outputs:
+        from catalytic.errors import OutputNotProducedError
+        from catalytic.ledger.documents import failed_after_proof
+
+        names = ", ".join(missing)
+        why = (
+            f"declared output(s) not produced by the command: {names} "
+            "(pass --allow-missing-outputs if that is expected)"
+        )
+        say(f"FAILURE: {why}")
+        return failed_after_proof(result, OutputNotProducedError(why))
+    return result
+
+
+def _confined(result: RunResult, escaped: dict[str, str], say: Callable[[str], None]) -> RunResult:
+    """``result`` without the ``escaped`` outputs (output -> why), made dirty by them."""
+    if not escaped:
         return result
+    reasons = list(escaped.values())
     from catalytic.ledger.documents import failed_after_proof
 
     for why in reasons:

@@ -54,6 +54,9 @@ CONFIG_KEYS: dict[str, Any] = {
     "trace_backend": BACKEND_NAMES,
     "exclude": "list",
     "exclude_from_gitignore": "bool",
+    "allow_absent": "bool",
+    "allow_no_domains": "bool",
+    "allow_missing_outputs": "bool",
 }
 _ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
 
@@ -77,6 +80,10 @@ class Declaration(NamedTuple):
     trace_backend: str = "auto"
     exclude: tuple[str, ...] = ()
     exclude_from_gitignore: bool = False
+    #: Explicit opt-ins for what is otherwise an error (see :func:`preflight` and the runtime).
+    allow_absent: bool = False
+    allow_no_domains: bool = False
+    allow_missing_outputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ class Policy:
     #: ``.gitignore`` lines first when asked for, then the declared ones.
     excludes: tuple[str, ...] = ()
     exclude_from_gitignore: bool = False
+    #: A declared output the command did not produce fails the run unless this is set.
+    allow_missing_outputs: bool = False
 
     @property
     def ledger_dir(self) -> Path:
@@ -264,6 +273,32 @@ def checked_runs_root(decl: Declaration) -> Path:
     return decl.root / runs_root
 
 
+def _check_domains_exist(
+    root: Path, decl: Declaration, domains: Sequence[str], problems: list[Problem]
+) -> None:
+    """No domain, or a domain that does not exist, proves nothing: an error unless the user opted in
+    (a misspelt domain would otherwise "pass" while the command writes the real directory)."""
+    if not decl.catalytic_domains and not decl.allow_no_domains:
+        problems.append(
+            Problem(
+                "NO_DOMAINS",
+                "no catalytic domain declared: the run would prove nothing "
+                "(declare one with --catalytic-domains, or pass --allow-no-domains)",
+            )
+        )
+    if decl.allow_absent:
+        return
+    for domain in domains:
+        if not os.path.lexists(root / domain):
+            problems.append(
+                Problem(
+                    "ABSENT",
+                    f"catalytic domain {domain!r} does not exist "
+                    "(create it, fix the name, or pass --allow-absent if it may not exist yet)",
+                )
+            )
+
+
 def preflight(decl: Declaration) -> Policy:
     """Check a declaration against CMP-01; return the policy or raise with every problem."""
     problems: list[Problem] = []
@@ -312,6 +347,7 @@ def preflight(decl: Declaration) -> Policy:
     forbidden = tuple(dict.fromkeys(forbidden))
     domains = _normalise(root, decl.catalytic_domains, "catalytic domain", problems, resolve=True)
     outputs = _normalise(root, decl.durable_outputs, "durable output", problems, resolve=True)
+    _check_domains_exist(root, decl, domains, problems)
     found_root = _runs_root(root, decl.runs_root, forbidden, problems)
     runs_roots = (found_root,) if found_root is not None else ()
     runs_root = found_root if found_root is not None else decl.runs_root
@@ -396,6 +432,7 @@ def preflight(decl: Declaration) -> Policy:
         trace_backend=decl.trace_backend,
         excludes=excludes,
         exclude_from_gitignore=decl.exclude_from_gitignore,
+        allow_missing_outputs=decl.allow_missing_outputs,
     )
 
 

@@ -20,6 +20,7 @@ from catalytic import faults, paths, rootwatch
 from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import (
     EXIT_DIRTY,
+    EXIT_NOT_RESTORED,
     CatalyticError,
     DomainMovedError,
     LingeringError,
@@ -33,7 +34,7 @@ from catalytic.ledger.documents import documents, now
 from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import write_ledger
 from catalytic.locks import domain_locks
-from catalytic.outputs import collect_outputs, confine
+from catalytic.outputs import collect_outputs, confine, output_states
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot.domains import (
     Snapshot,
@@ -49,6 +50,7 @@ from catalytic.snapshot.guard import CacheSeal
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import SigningKey
+    from catalytic.outputs import State
     from catalytic.policy import Policy
     from catalytic.trace import Tracer
     from catalytic.trace.log import TraceLog
@@ -84,12 +86,16 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
-        """The exit code of ``catalytic run`` (see the README's table)."""
+        """The exit code of ``catalytic run`` (see the README's table).
+
+        :data:`~catalytic.errors.EXIT_NOT_RESTORED` means the run failed CMP-01 and nothing else: a
+        command's own code 4 is reported as :data:`~catalytic.errors.EXIT_DIRTY` (1), any other one as is.
+        """
         if self.interrupted:
             return 128 + int(signal.Signals[self.interrupted])
-        if not self.restored:
-            return EXIT_DIRTY
-        return self.exit_code if self.exit_code is not None else EXIT_DIRTY
+        if not self.restored or self.exit_code is None:
+            return EXIT_NOT_RESTORED
+        return EXIT_DIRTY if self.exit_code == EXIT_NOT_RESTORED else self.exit_code
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (``catalytic run --json``)."""
@@ -333,6 +339,7 @@ class _Phases:
         diffs: dict[str, DomainDiff] = {}
         outputs: list[fmt.OutputRecord] = []
         missing: list[str] = []
+        outputs_before: dict[str, State] | None = None
         trace_log: TraceLog | None = None
         roots = rootwatch.start(policy.root, policy.catalytic_domains)
         move_check = roots.describe()
@@ -356,6 +363,7 @@ class _Phases:
                             error = exc
                     faults.point("snapshot_pre.end")
                 if error is None:
+                    outputs_before = output_states(policy.root, policy.durable_outputs)
                     cache_seal = CacheSeal.take(cache_dir(policy.root / policy.runs_root))
                     say(f"Phase 2: Executing command: {describe_command(command)}")
                     with timer.phase("execute"):
@@ -414,7 +422,7 @@ class _Phases:
                         if backend.name == "none":
                             # Other backends commit or put back outputs in finish(): hashed after that.
                             outputs, missing = collect_outputs(
-                                policy.root, policy.durable_outputs, policy.excludes
+                                policy.root, policy.durable_outputs, policy.excludes, outputs_before
                             )
                         if error is None and all(d.clean for d in diffs.values()):
                             # The snapshots match, but they cannot be trusted as a proof.
@@ -448,7 +456,9 @@ class _Phases:
                 faults.point("finish.begin")
                 facts = backend.finish(outcome)
                 facts.details["seconds"] = round(time.perf_counter() - finish_start, 6)
-                outputs, missing = collect_outputs(policy.root, policy.durable_outputs, policy.excludes)
+                outputs, missing = collect_outputs(
+                    policy.root, policy.durable_outputs, policy.excludes, outputs_before
+                )
         if error is not None:
             say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
         elif clean:
@@ -485,6 +495,7 @@ class _Phases:
             say(f"FAILURE: {facts.reason}")
         if trace_log is not None:
             say(_describe_trace(trace_log))
+            result = _undeclared_traced(result, policy, trace_log, say)
         result = ledger.settle(confine(result, policy, say), say)
         say("Phase 5: Saving run ledger...")
         with blocked(INTERRUPTS), timer.phase("record"):
@@ -501,6 +512,32 @@ class _Phases:
         if not step.yielded:  # phase 1 failed or was interrupted: phase 2 has nothing to run
             step.yielded = True
             yield step
+
+
+def _undeclared_traced(result: RunResult, policy: Policy, log: TraceLog, say: ProgressCallback) -> RunResult:
+    """CMP-01 invariant 1 wherever the workspace was traced on the real tree: a recorded write outside
+    the domains and declared outputs fails the run (under overlay the upper layer already decides)."""
+    if policy.trace_scope != "workspace" or policy.isolation == "overlay":
+        return result
+    from catalytic.trace.session import undeclared_in
+
+    found = undeclared_in(log, policy)
+    if not log.complete:
+        say(
+            f"WARNING: the write trace is incomplete ({log.reason}): writes outside the domains and "
+            "outputs may have gone unrecorded (CMP-01 invariant 1 is not proven)"
+        )
+    if not found:
+        return result
+    from catalytic.errors import UndeclaredWriteError
+    from catalytic.ledger.documents import failed_after_proof
+
+    for rel in found:
+        say(f"  undeclared write: {rel}")
+    shown = ", ".join(found[:5]) + (f", ... ({len(found)} in all)" if len(found) > 5 else "")
+    why = f"the trace recorded write(s) outside the domains and outputs (CMP-01 invariant 1): {shown}"
+    say(f"FAILURE: {why}")
+    return failed_after_proof(result, UndeclaredWriteError(why))
 
 
 def _unprovable(moved: list[str], lingering: tuple[int, ...]) -> CatalyticError | None:

@@ -41,6 +41,10 @@ SIGNATURE_*        ``SIGNATURE.json`` is missing or does not verify with a trust
 UNCHAINED          the runs root has a ``LEDGER.jsonl`` that does not name the run (never sealed there)
 CHAIN_DIGEST       the chain's digest for the run differs from the ledger's
 OUTPUT_ESCAPED     a path component of an output (its allowed root, a parent) is a symlink
+COMMAND_FAILED     the command did not succeed: its exit code is not 0 (it failed, was not found or could
+                   not be executed); off with ``allow_command_failure``
+OUTPUT_NOT_PRODUCED a declared output is in RUN_INFO.missing_outputs and the run did not allow it
+                   (RUN_INFO.allow_missing_outputs); off with ``allow_missing_outputs``
 INTERNAL           the validator itself failed (a bug: please report it)
 =================  ==============================================================================
 """
@@ -48,7 +52,7 @@ INTERNAL           the validator itself failed (a bug: please report it)
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -93,6 +97,13 @@ class ErrorEntry(TypedDict):
     message: str
 
 
+class SupersededEntry(TypedDict):
+    """An output of this run not compared with the disk: a later run (``by``) produced it again."""
+
+    path: str
+    by: str
+
+
 class ValidationReport(TypedDict):
     """What ``validate()`` found; canonical-JSON serialisable."""
 
@@ -104,6 +115,7 @@ class ValidationReport(TypedDict):
     status: str | None
     passed: bool
     errors: list[ErrorEntry]
+    superseded: list[SupersededEntry]
 
 
 def _str_list(value: Any) -> list[str] | None:
@@ -124,7 +136,11 @@ class CatalyticLedgerValidator:
     ``RUN_INFO.runs_root``, else the current directory). ``allowed_roots`` overrides the ledger's.
     ``chain_beside``: in a runs root with a ``LEDGER.jsonl``, the run must be in it and still carry the
     seal it records (off when the caller checks the whole chain itself: ``chain_known`` then names the
-    runs that chain knows, None when there is no chain).
+    runs that chain knows, None when there is no chain). ``superseded`` maps output paths to the later run
+    that produced them again (see :func:`latest_producers`): those are not compared with the disk.
+    A run whose command did not exit 0 fails (COMMAND_FAILED) unless ``allow_command_failure``; a declared
+    output the run did not produce fails (OUTPUT_NOT_PRODUCED) unless the run or ``allow_missing_outputs``
+    allows it.
     """
 
     def __init__(
@@ -138,8 +154,15 @@ class CatalyticLedgerValidator:
         require_seal: bool = False,
         chain_beside: bool = True,
         chain_known: Collection[str] | None = None,
+        superseded: Mapping[str, str] | None = None,
+        allow_command_failure: bool = False,
+        allow_missing_outputs: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.superseded = dict(superseded or {})
+        self.allow_command_failure = allow_command_failure
+        self.allow_missing_outputs = allow_missing_outputs
+        self._skipped: list[SupersededEntry] = []
         self.chain_beside = chain_beside
         self.chain_known = chain_known
         self.trusted_keys = tuple(trusted_keys)
@@ -161,6 +184,7 @@ class CatalyticLedgerValidator:
         self._parsed = {}
         self._outputs_count = 0
         self._streamed = None
+        self._skipped = []
         self.streamed = False
         try:
             self._validate(problems)
@@ -182,6 +206,7 @@ class CatalyticLedgerValidator:
             "status": status["status"] if isinstance(status.get("status"), str) else None,
             "passed": not problems,
             "errors": [{"code": p.code, "message": p.message} for p in problems],
+            "superseded": self._skipped,
         }
         return not problems, report
 
@@ -295,10 +320,23 @@ class CatalyticLedgerValidator:
                 why = path_problem(domain, workspace=True)
                 if why:
                     problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: catalytic domain {domain!r} {why}"))
+            self._check_command(info, problems)
         proof = check_restoration(docs, v1, problems, self._streamed)
         check_merkle(docs, problems, self._streamed)
         check_status(docs, proof, problems)
         self._check_outputs(abs_dir, v1, problems)
+
+    def _check_command(self, info: dict[str, Any], problems: list[Problem]) -> None:
+        """A run proves something only about a command that succeeded (an interrupted one fails already)."""
+        code = info.get("exit_code")
+        if self.allow_command_failure or code == 0 or info.get("interrupted") is True:
+            return
+        what = "recorded no exit code" if code is None else f"exited {code!r}"
+        if code == 127:
+            what += " (command not found)"
+        elif code == 126:
+            what += " (command could not be executed)"
+        problems.append(Problem("COMMAND_FAILED", f"{fmt.RUN_INFO}: the command {what}"))
 
     def _allowed(self) -> tuple[str, ...]:
         if self.allowed_roots is not None:
@@ -349,6 +387,14 @@ class CatalyticLedgerValidator:
         if v1 and listed != sorted(listed, key=paths.sort_key):
             problems.append(Problem("NOT_CANONICAL", f"{fmt.OUTPUTS} is not sorted by path"))
         missing = _str_list(info.get("missing_outputs")) if info is not None else None
+        excused = self.allow_missing_outputs or (info is not None and info.get("allow_missing_outputs"))
+        if missing and not excused:
+            problems.append(
+                Problem(
+                    "OUTPUT_NOT_PRODUCED",
+                    f"{fmt.RUN_INFO}: declared output(s) not produced: {', '.join(missing)}",
+                )
+            )
         if missing is not None:
             for out in declared:
                 if (out in listed) == (out in missing):
@@ -389,8 +435,54 @@ class CatalyticLedgerValidator:
                 escaped.append(out)
         # An escaped output is never followed: its records are not compared with what lies beyond.
         safe = [r for r in safe if not any(paths.is_within(r["path"], out) for out in escaped)]
+        # An output a later run produced again is that run's to vouch for, not this one's.
+        later = self.superseded
+        self._skipped = [{"path": r["path"], "by": later[r["path"]]} for r in safe if r["path"] in later]
+        safe = [r for r in safe if r["path"] not in self.superseded]
         if safe:
             problems.extend(outputs_on_disk(root, safe))
 
 
 # -- restoration and STATUS: pure functions over the schema-valid documents ---------------------------
+
+
+def latest_producers(run_dirs: Sequence[Path]) -> dict[Path, dict[str, str]]:
+    """For each run, the outputs it records that a later run produced again: ``{path: later run id}``.
+
+    Runs are ordered by ``RUN_INFO.timestamp``, then run id. For each output path, the latest run whose
+    record of it does not say ``"produced": false`` is the one whose record is compared with the disk (the
+    latest run that recorded the path, when none produced it); every other run's record of that path is
+    superseded by it. Unreadable documents are skipped here: the validator reports them.
+    """
+    from catalytic.ledger.reader import open_dir, read_ledger_file
+
+    order: list[tuple[str, str, Path, list[tuple[str, bool]]]] = []
+    for run_dir in run_dirs:
+        try:
+            dir_fd = open_dir(Path(os.path.abspath(run_dir)))
+        except OSError:
+            continue
+        try:
+            info = read_ledger_file(dir_fd, fmt.RUN_INFO).document
+            outputs = read_ledger_file(dir_fd, fmt.OUTPUTS).document
+        finally:
+            os.close(dir_fd)
+        stamp = info.get("timestamp") if isinstance(info, dict) else None
+        records = [
+            (r["path"], r.get("produced") is not False)
+            for r in (outputs if isinstance(outputs, list) else [])
+            if isinstance(r, dict) and isinstance(r.get("path"), str)
+        ]
+        order.append((stamp if isinstance(stamp, str) else "", Path(run_dir).name, Path(run_dir), records))
+    order.sort(key=lambda item: (item[0], item[1]))
+    latest: dict[str, str] = {}  # path -> run id whose record counts
+    produced_by: dict[str, bool] = {}
+    for _stamp, run_id, _dir, records in order:
+        for path, produced in records:
+            if produced or not produced_by.get(path, False):
+                latest[path] = run_id
+                produced_by[path] = produced or produced_by.get(path, False)
+    result: dict[Path, dict[str, str]] = {}
+    for _stamp, run_id, run_dir, records in order:
+        result[run_dir] = {path: latest[path] for path, _ in records if latest[path] != run_id}
+    return result

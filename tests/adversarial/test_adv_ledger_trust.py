@@ -73,7 +73,7 @@ def test_a_ledger_planted_in_the_runs_own_directory_is_quarantined(ws: Path, how
     st = status(ws, "planted")
     tally("ledger-planted", false_restored=int(st is not None and st["status"] == "restored"))
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == 1, proc.stderr  # dirty, never an internal error
+    assert proc.returncode == 4, proc.stderr  # dirty, never an internal error
     assert st is not None and st["status"] == "dirty" and st["restoration_verified"] is False
     assert "foreign" in st["reason"] and "RUN_INFO.json" in st["reason"], st["reason"]
     assert "1 changed" in st["reason"], st["reason"]
@@ -108,7 +108,7 @@ def test_a_ledger_directory_replaced_by_the_command_is_not_ours(
     st = status(ws, "replaced")
     tally("ledger-planted", false_restored=int(st is not None and st["status"] == "restored"))
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     assert not target.is_symlink() and st is not None and st["status"] == "dirty"
     assert "replaced" in st["reason"], st["reason"]
     # Nothing was written through the symlink.
@@ -162,7 +162,7 @@ def test_an_allowed_root_replaced_by_a_symlink_breaks_invariant_2(
     st = status(ws, "escaped")
     tally("output-symlink", false_restored=int(proc.returncode == 0))
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     assert st is not None and st["status"] == "dirty" and st["error"]["code"] == "OUTPUT_ESCAPED"
     assert "CORTEX/_generated" in st["reason"] and "symbolic link" in st["reason"], st["reason"]
     outputs = json.loads((ledger(ws, "escaped") / "OUTPUTS.json").read_text())
@@ -183,7 +183,7 @@ def test_a_parent_of_an_output_replaced_by_a_symlink_inside_the_root(ws: Path) -
     proc = _output_run(ws, "inner", script, "CORTEX/_generated/sub/out.txt")
     st = status(ws, "inner")
     tally("output-symlink", false_restored=int(proc.returncode == 0))
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     assert st is not None and st["error"]["code"] == "OUTPUT_ESCAPED"
     check = cli(ws, "validate", "--run-dir", f"{RUNS}/inner")
     assert check.returncode == 1 and "OUTPUT_ESCAPED" in check.stdout, check.stdout

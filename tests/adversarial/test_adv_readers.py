@@ -150,7 +150,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         "echo more >> scratch/a.txt",
                     ]
                 )
-                == 1
+                == 4
             )
             assert main(["snapshot", "scratch", "-q", "--output", "snap.json"]) == 0
     finally:

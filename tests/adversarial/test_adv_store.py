@@ -51,7 +51,7 @@ def test_rollback_never_writes_through_a_replaced_parent(
     st = status(nested, "r1")
     tally("restore_symlinked_parent", false_restored=int((st or {}).get("status") == "restored"))
     assert "Traceback" not in proc.stderr
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     assert st is not None and st["status"] == "dirty"
     assert list(outside.iterdir()) == [], "the rollback wrote outside the workspace"
     assert st["rollback"]["verified"] is False
@@ -82,7 +82,7 @@ def test_a_domain_replaced_by_a_symlink_is_put_back_without_following_it(
     outside = tmp_path / "outside"
     script = f"rm -rf p/d && ln -s {outside} p/d"
     proc = cli(nested, *ROLLBACK, "--run-id", "r1", "--catalytic-domains", "p/d", "--", "sh", "-c", script)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     assert list(outside.iterdir()) == []
     assert not (nested / "p/d").is_symlink()
     assert (nested / "p/d/sub/b.txt").read_text() == "beta\n"
@@ -104,7 +104,7 @@ def test_gc_cannot_collect_what_a_saving_run_needs(ws: Path, tmp_path: Path) -> 
     rc, _out, err = run.wait()
     assert "Traceback" not in gc.stderr + err
     assert gc.returncode == 2 and "LOCKED" in gc.stderr, gc.stdout + gc.stderr
-    assert rc == 1, err
+    assert rc == 4, err
     st = status(ws, "r1")
     assert st is not None and st["status"] == "dirty"
     assert tree_state(ws / "scratch") == before, "the rollback lost saved files"
@@ -147,7 +147,7 @@ def test_gc_in_a_loop_beside_rollback_runs_loses_nothing(ws: Path) -> None:
             proc = cli(ws, *ROLLBACK, "--run-id", f"r{n}", "--catalytic-domains", "scratch", "--",
                        "sh", "-c", "rm scratch/many*.txt")  # fmt: skip
             assert "Traceback" not in proc.stderr
-            assert proc.returncode == 1, proc.stderr
+            assert proc.returncode == 4, proc.stderr
             assert tree_state(ws / "scratch") == before, f"run r{n} lost files"
             time.sleep(0.1)
     finally:

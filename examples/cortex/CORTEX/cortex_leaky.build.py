@@ -1,7 +1,7 @@
 """A cortex build that breaks its contract on purpose: it leaves one scratch file behind.
 
 Same build as ``cortex.build.py``, except that ``CORTEX/_generated/_tmp/index_temp_001.json`` is not
-cleaned up. Run under ``catalytic run`` it shows what a dirty run looks like: exit code 1 and a
+cleaned up. Run under ``catalytic run`` it shows what a dirty run looks like: exit code 4 and a
 ``RESTORE_DIFF.json`` naming the leftover file.
 """
 

@@ -24,7 +24,8 @@ def workspace(args: argparse.Namespace, *, checked: bool = False) -> tuple[Path,
     """The workspace root and the runs root named by the flags and the config file; ``checked`` (for the
     commands that change a runs root) holds the runs root to the rule ``catalytic run`` applies."""
     root = Path(args.root) if args.root else Path.cwd()
-    decl = declare(root, {"runs_root": args.runs_root})
+    # ``validate --all`` names its runs root itself, so it has no --runs-root flag.
+    decl = declare(root, {"runs_root": getattr(args, "runs_root", None)})
     if checked:
         return decl.root, checked_runs_root(decl)
     return decl.root, decl.root / decl.runs_root

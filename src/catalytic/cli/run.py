@@ -31,7 +31,8 @@ COMMAND_HINT = "put it after '--', e.g. catalytic run ... -- make build"
 
 EPILOG = """\
 exit codes: 0 restored and the command succeeded; the command's own code when it failed but the
-domains were restored; 1 domains not restored (or the proof could not be made); 2 bad declaration or
+domains were restored (its 4 is reported as 1); 4 the contract was broken: domains not restored, the
+proof could not be made, an undeclared write, a declared output not produced; 2 bad declaration or
 usage; 3 internal error; 126/127 command not executable / not found; 130/143 interrupted; 141
 stdout closed by its reader. With --json, stdout holds the summary alone: the command's stdout goes
 to stderr (--json-file FILE leaves it alone).
@@ -61,6 +62,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         nargs="+",
         metavar="PATH",
         help="files or directories the command may create; must be under an allowed root",
+    )
+    p.add_argument(
+        "--allow-absent",
+        action="store_true",
+        default=None,
+        help="accept domains that do not exist yet (recorded as absent); otherwise preflight fails (ABSENT)",
+    )
+    p.add_argument(
+        "--allow-no-domains",
+        action="store_true",
+        default=None,
+        help="accept a run without any catalytic domain; otherwise preflight fails (NO_DOMAINS)",
+    )
+    p.add_argument(
+        "--allow-missing-outputs",
+        action="store_true",
+        default=None,
+        help="a declared output the command did not produce is recorded, not a failure "
+        "(otherwise a successful command that leaves one missing fails with OUTPUT_NOT_PRODUCED)",
     )
     p.add_argument("--intent", help="one line saying what the run is for")
     p.add_argument("--determinism", choices=DETERMINISM_VALUES, help="declared determinism")
@@ -163,6 +183,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "trace_backend": args.trace_backend,
         "exclude": args.exclude,
         "exclude_from_gitignore": args.exclude_from_gitignore,
+        "allow_absent": args.allow_absent,
+        "allow_no_domains": args.allow_no_domains,
+        "allow_missing_outputs": args.allow_missing_outputs,
     }
 
 

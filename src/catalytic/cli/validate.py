@@ -4,7 +4,8 @@ Exit codes: 0 every run passed; 1 at least one run failed, including a ``--run-d
 exist (it is reported as a FAIL with the code ``NOT_FOUND``, so one bad path never hides the other
 runs); 2 usage problems: bad flags, an ``--all`` runs root that does not exist or holds no runs.
 
-``--all`` takes the runs root relative to ``--root`` (as ``catalytic run --runs-root`` does); every
+``--all`` takes the runs root relative to ``--root`` (as ``catalytic run --runs-root`` does), by default
+the one ``catalytic runs`` uses (the config file's, else the default); every
 entry in it whose name does not start with ``_`` or ``.`` is a run (except the chain ``LEDGER.jsonl``,
 which ``--all`` checks too). In a runs root with a chain, a run the chain does not name fails
 (UNCHAINED). ``--run-dir`` paths are relative to the current directory.
@@ -27,6 +28,11 @@ EPILOG = """\
 exit codes: 0 every run passed; 1 at least one run failed (a --run-dir that does not exist is a FAIL
 with NOT_FOUND) or the LEDGER.jsonl chain is broken; 2 usage problems (including an --all runs root
 that is missing or empty, or an unreadable --trusted-key).
+
+A run fails when its command did not exit 0 (COMMAND_FAILED; --allow-command-failure) or left a
+declared output missing (OUTPUT_NOT_PRODUCED; --allow-missing-outputs). With --all, an output is
+compared with the disk only in the latest run that produced it: earlier runs' records of it are
+superseded (said in their PASS block), not failed.
 """
 
 
@@ -47,7 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         nargs="?",
         const="",
         metavar="RUNS_ROOT",
-        help=f"check every run under RUNS_ROOT (default {DEFAULT_RUNS_ROOT} under --root)",
+        help="check every run under RUNS_ROOT (relative to --root; default: the runs root of the config "
+        f"file, as for catalytic runs, else {DEFAULT_RUNS_ROOT})",
     )
     p.add_argument("--root", metavar="DIR", help="workspace root the outputs are checked in")
     p.add_argument(
@@ -84,6 +91,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_false",
         help="with --all: do not check the LEDGER.jsonl hash chain",
     )
+    p.add_argument(
+        "--allow-command-failure",
+        action="store_true",
+        help="pass runs whose command did not exit 0 (otherwise they fail with COMMAND_FAILED)",
+    )
+    p.add_argument(
+        "--allow-missing-outputs",
+        action="store_true",
+        help="pass runs that left a declared output missing (otherwise OUTPUT_NOT_PRODUCED, unless the "
+        "run itself was allowed to: run --allow-missing-outputs)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document with every report")
     add_verbosity(p)
     p.set_defaults(execute=execute)
@@ -115,6 +133,14 @@ def format_report(report: dict[str, object], *, verbose: int = 0) -> list[str]:
             f"  Exit code: {report['exit_code']}",
             f"  Outputs: {report['outputs']}",
         ]
+        superseded = report.get("superseded") or []
+        assert isinstance(superseded, list)
+        if superseded:
+            later = sorted({str(e["by"]) for e in superseded})
+            lines.append(
+                f"  Superseded: {len(superseded)} output(s) produced again by a later run "
+                f"({printable(', '.join(later))}), checked there"
+            )
     else:
         lines = [f"{PREFIX} FAIL: {run_id}"]
         errors = report["errors"]
@@ -140,15 +166,25 @@ def execute(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         run_dirs = [Path(d) for d in args.run_dir]
     else:
-        runs_root = Path(args.all or DEFAULT_RUNS_ROOT)
-        if not runs_root.is_absolute():
-            runs_root = (root or Path.cwd()) / runs_root
+        if args.all:
+            runs_root = Path(args.all)
+            if not runs_root.is_absolute():
+                runs_root = (root or Path.cwd()) / runs_root
+        else:
+            from catalytic.cli.locate import runs_root as configured_runs_root
+
+            runs_root = configured_runs_root(args)
         run_dirs = find_runs(runs_root)
     known = None
     if runs_root is not None and args.check_chain:
         from catalytic.ledger.chain import known_runs
 
         known = known_runs(runs_root)
+    superseded: dict[Path, dict[str, str]] = {}
+    if runs_root is not None and args.check_outputs:
+        from catalytic.validate import latest_producers
+
+        superseded = latest_producers(run_dirs)
     reports = []
     for run_dir in run_dirs:
         progress.debug(f"validating {run_dir}")
@@ -162,6 +198,9 @@ def execute(args: argparse.Namespace) -> int:
             # --all checks the whole chain once (each run asking it again would cost runs x chain lines).
             chain_beside=runs_root is None,
             chain_known=known,
+            superseded=superseded.get(run_dir),
+            allow_command_failure=args.allow_command_failure,
+            allow_missing_outputs=args.allow_missing_outputs,
         )
         _, report = validator.validate()
         reports.append(report)

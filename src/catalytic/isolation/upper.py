@@ -198,7 +198,7 @@ def merged_tree(
     return entries, not entries, sources
 
 
-def _declared(policy: Policy, rel: str) -> str | None:
+def write_reason(policy: Policy, rel: str) -> str | None:
     """Why a write at ``rel`` is allowed ("output", "domain"), or None when it is undeclared."""
     if any(paths.is_within(rel, o) for o in policy.durable_outputs):
         return "output"
@@ -218,7 +218,7 @@ def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict
     excluded = Excludes(policy.excludes)
     found: list[dict[str, str]] = []
     for rel, u in upper.items():
-        if _declared(policy, rel) is not None:
+        if write_reason(policy, rel) is not None:
             continue
         if excluded and excluded.covers(rel, u.kind == "dir"):
             continue

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 from catalytic import __version__, paths
 from catalytic import _sysinfo as platform  # not the stdlib module: importing that costs a run ~1.5 ms
 from catalytic._sysinfo import utc_timestamp
-from catalytic.errors import DomainMovedError, ForeignLedgerError, LingeringError, OutputEscapedError
+from catalytic.errors import (
+    DomainMovedError,
+    ForeignLedgerError,
+    LingeringError,
+    OutputEscapedError,
+    OutputNotProducedError,
+    UndeclaredWriteError,
+)
 from catalytic.isolation import Facts
 from catalytic.ledger import format as fmt
 from catalytic.policy import Policy
@@ -58,10 +65,11 @@ def _same(first: Any, second: Any) -> bool:
 
 #: Errors found after the domains' proof (the ledger directory, the outputs): they fail the run and
 #: are reported after the domains' own verdict.
-AFTER_PROOF = (ForeignLedgerError, OutputEscapedError)
+AFTER_PROOF = (ForeignLedgerError, OutputEscapedError, OutputNotProducedError, UndeclaredWriteError)
+AfterProof = ForeignLedgerError | OutputEscapedError | OutputNotProducedError | UndeclaredWriteError
 
 
-def failed_after_proof(result: RunResult, error: ForeignLedgerError | OutputEscapedError) -> RunResult:
+def failed_after_proof(result: RunResult, error: AfterProof) -> RunResult:
     """``result`` made dirty and unverified by ``error`` (an earlier error is kept in its message)."""
     if result.error is not None:
         error = type(error)(f"{error.message}; also {result.error.code}: {result.error.message}")
@@ -163,6 +171,7 @@ def documents(
         "runs_root": policy.runs_root,
         "absent_domains": [s.domain for s in pre if s.absent],
         "missing_outputs": result.missing_outputs,
+        "allow_missing_outputs": policy.allow_missing_outputs,
         "command": list(command),
         "cwd": str(cwd or Path.cwd()),
         "root": str(policy.root),

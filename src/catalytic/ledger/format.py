@@ -82,6 +82,8 @@ class OutputRecord(TypedDict, total=False):
     type: Literal["file", "directory", "symlink"]
     sha256: str
     target: str
+    #: Only ever ``False``: the entry was there, unchanged, before the run (absent: this run produced it).
+    produced: bool
 
 
 class StatusDoc(TypedDict, total=False):

@@ -37,3 +37,18 @@ def stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
         log = TraceLog(tracer.name, scope.name, list(scope.paths), now_iso(), now_iso())
         log.incomplete(f"the {tracer.name} tracer failed: {type(exc).__name__}: {exc}")
         return log
+
+
+def undeclared_in(log: TraceLog, policy: Policy) -> list[str]:
+    """The paths of ``log`` written outside the domains and declared outputs (CMP-01 invariant 1), by the
+    rule overlay applies to its upper layer; a directory above a domain or an output (made for it) is not
+    one."""
+    from catalytic.isolation.upper import write_reason
+
+    roots = [*policy.catalytic_domains, *policy.durable_outputs]
+    found = {
+        rel
+        for rel in log.touched()
+        if write_reason(policy, rel) is None and not any(paths.is_within(r, rel) for r in roots)
+    }
+    return sorted(found, key=paths.sort_key)
