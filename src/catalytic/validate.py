@@ -73,13 +73,15 @@ from catalytic.ledger.reader import (
     read_ledger_file,
     schema_problems,
 )
+from catalytic.profiles import SEED
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import PublicKey
     from catalytic.ledger.crosscheck import StreamFacts
 
-#: Where durable outputs may go when neither the caller nor RUN_INFO says (the seed's roots).
-SEED_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
+#: Where durable outputs may go when neither the caller nor RUN_INFO says: the seed's ledgers record no
+#: allowed roots (nor a runs root), they had the seed's profile.
+SEED_ALLOWED_ROOTS = SEED.allowed_roots
 
 _V1_STATUS_KEYS = ("run_id", "exit_code", "interrupted", "reason", "error")
 #: The large documents, read in one streamed pass when they are canonical (ledger/crosscheck.py).
@@ -314,7 +316,7 @@ class CatalyticLedgerValidator:
         if self.root is not None:
             return self.root
         info = self._parsed.get(fmt.RUN_INFO)
-        runs_root = info.get("runs_root", fmt.DEFAULT_RUNS_ROOT) if isinstance(info, dict) else None
+        runs_root = info.get("runs_root", SEED.runs_root) if isinstance(info, dict) else None
         if isinstance(runs_root, str) and path_problem(runs_root, workspace=True) is None:
             segments = paths.parts(runs_root)
             k = len(segments)

@@ -107,7 +107,9 @@ def restore_state(
                 problems.append(f"cannot restore {tree.name}: {unsafe}")
                 remaining[tree.name] = [paths.ROOT]
                 continue
-            with scanned(target, algorithm, store_dir=cache_dir) as have:
+            # What the run's snapshots left out (the runs root, .git) is never put back, nor looked at.
+            skip = frozenset(_skipped(root, store.runs_root, tree.name))
+            with scanned(target, algorithm, store_dir=cache_dir, skip=skip) as have:
                 now = spooled_entries(have.manifest, have.modes)
                 report = restore_tree(
                     target,
@@ -123,7 +125,7 @@ def restore_state(
             actions.extend([op, p] for op, p in report.actions)
             problems.extend(report.problems)
             if not dry_run:
-                with scanned(target, algorithm, store_dir=cache_dir) as after:
+                with scanned(target, algorithm, store_dir=cache_dir, skip=skip) as after:
                     left = changes(tree.entries(), spooled_entries(after.manifest, after.modes))
                     differing = [change[1] for change in left]
                 unsafe = unsafe_path(target, within)  # a proof read through a symlink proves nothing
@@ -140,6 +142,14 @@ def restore_state(
         "verified": not dry_run and not problems and not remaining,
         "remaining": remaining,
     }
+
+
+def _skipped(root: Path, runs_root: Path, tree: str) -> list[str]:
+    """The paths (relative to ``tree``) a rollback run's snapshots of ``tree`` left out."""
+    from catalytic.policy import left_out_of, relative_to
+
+    rel = os.path.relpath(runs_root, root).replace(os.sep, "/")
+    return relative_to(tree, left_out_of(tree, rel))
 
 
 class RollbackIsolation:

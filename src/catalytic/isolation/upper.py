@@ -18,7 +18,7 @@ from pathlib import Path
 
 from catalytic import paths
 from catalytic.diff import Triple, merge_join
-from catalytic.policy import Policy
+from catalytic.policy import Policy, left_out, left_out_within
 from catalytic.snapshot import DomainSnapshot, Entry, snapshot_tree
 from catalytic.snapshot.entry import DIR
 
@@ -229,16 +229,13 @@ def undeclared_writes(policy: Policy, upper: dict[str, UpperEntry]) -> list[dict
 
 
 def domain_excludes(policy: Policy, domain: str) -> list[str]:
-    """Paths inside ``domain`` that its snapshot leaves out: declared outputs and the runs root."""
-    return [
-        p for p in (*policy.durable_outputs, policy.runs_root) if paths.is_within(p, domain) and p != domain
-    ]
+    """Paths inside ``domain`` that its snapshot leaves out (:func:`catalytic.policy.left_out`)."""
+    return left_out(policy, domain)
 
 
 def excludes_within(policy: Policy, domain: str) -> list[str]:
     """:func:`domain_excludes` relative to ``domain`` (as its snapshot's paths are)."""
-    depth = len(paths.parts(domain))
-    return ["/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain)]
+    return left_out_within(policy, domain)
 
 
 def exclude_from_snapshot(policy: Policy, snap: DomainSnapshot) -> DomainSnapshot:

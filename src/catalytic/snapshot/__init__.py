@@ -43,13 +43,14 @@ def snapshot_tree(
     jobs: int = 0,
     cache_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> DomainSnapshot:
     """Snapshot any directory tree, with its entries in memory (the small trees of outputs, overlay's upper
     layer, the Python API).
 
     The one snapshot engine (:mod:`catalytic.snapshot.stream`) takes it; its documents are kept in memory
     and read back as entries. ``jobs`` processes (0: one per core); ``cache_dir`` keeps the stat cache (the
-    engine's store) there, as runs do.
+    engine's store) there, as runs do. ``skip``: paths (relative to ``path``) left out with everything below.
     """
     from catalytic.snapshot.manifest_stream import spooled_entries
     from catalytic.snapshot.spool import MemorySpool
@@ -66,6 +67,7 @@ def snapshot_tree(
             modes=modes,
             jobs=jobs,
             progress=progress,
+            skip=skip,
         )
         entries = tuple(Entry(*triple) for triple in spooled_entries(scan.manifest, scan.modes))
     finally:
@@ -82,10 +84,16 @@ def snapshot_domain(
     jobs: int = 0,
     cache_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> DomainSnapshot:
     """Snapshot the domain ``domain`` (relative to ``root``)."""
     snap = snapshot_tree(
-        root / domain if domain != "." else root, algorithm, jobs=jobs, cache_dir=cache_dir, progress=progress
+        root / domain if domain != "." else root,
+        algorithm,
+        jobs=jobs,
+        cache_dir=cache_dir,
+        progress=progress,
+        skip=skip,
     )
     return DomainSnapshot(domain, snap.entries, snap.stats, snap.merkle_root, snap.cache)
 

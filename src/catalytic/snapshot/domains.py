@@ -99,13 +99,10 @@ def scan_all(
 
 
 def _left_out(policy: Policy, domain: str) -> frozenset[str]:
-    """What an overlay run's snapshots of ``domain`` leave out (relative to it): the runs root and the
-    declared outputs inside it, as :func:`catalytic.isolation.upper.exclude_from_snapshot` does."""
-    if policy.isolation != "overlay":
-        return frozenset()
-    from catalytic.isolation.upper import excludes_within
+    """What the snapshots of ``domain`` leave out, relative to it (:func:`catalytic.policy.left_out`)."""
+    from catalytic.policy import left_out_within
 
-    return frozenset(excludes_within(policy, domain))
+    return frozenset(left_out_within(policy, domain))
 
 
 def store_failed(error: CatalyticError | None, say: Say) -> bool:
@@ -148,13 +145,10 @@ def snapshot_all(
                 jobs=settings.jobs,
                 cache_dir=settings.cache_dir(policy),
                 progress=settings.progress,
+                skip=_left_out(policy, domain),
             )
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
-        if policy.isolation == "overlay":
-            from catalytic.isolation.overlay import exclude_from_snapshot
-
-            snap = exclude_from_snapshot(policy, snap)
         state = "absent" if snap.absent else f"{snap.stats.files} files"
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)

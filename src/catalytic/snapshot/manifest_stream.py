@@ -52,11 +52,13 @@ def scanned(
     store_dir: Path | None = None,
     jobs: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> Iterator[DomainScan]:
     """The parallel snapshot of the tree at ``path``, its documents in spools while the block runs.
 
     The row store lives in ``store_dir`` (a stat cache); without one there is no store
     at all (every file is hashed, nothing is kept) and the spools are unnamed files of the temp directory.
+    ``skip``: paths (relative to ``path``) left out with everything below them.
     """
     from catalytic.snapshot.spool import Spool
     from catalytic.snapshot.stream import scan_domain
@@ -81,6 +83,7 @@ def scanned(
             modes=modes,
             jobs=jobs,
             progress=progress,
+            skip=skip,
         )
 
 
