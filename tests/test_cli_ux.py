@@ -18,6 +18,10 @@ import pytest
 from catalytic.cli import main
 from catalytic.errors import EXIT_INTERNAL, EXIT_PIPE, EXIT_USAGE
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CATALYTIC = [PY, "-m", "catalytic"]
@@ -174,7 +178,7 @@ def test_a_command_without_double_dash_gets_the_hint(
     assert main(["run", *argv]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "put it after '--', e.g. catalytic run ... -- make build" in err, err
-    assert not (tmp_path / "CONTRACTS").exists()
+    assert not (tmp_path / "CONTRACTS/_runs").exists()
 
 
 def _use_block() -> str:

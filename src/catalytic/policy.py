@@ -207,9 +207,8 @@ def left_out_of(domain: str, runs_root: str, overlay_outputs: Sequence[str] | No
     """The rule of :func:`left_out`: ``overlay_outputs`` is None unless the run is an overlay run, whose
     declared outputs are left out and whose ``.git`` stays in (read-only there: a write to it is an
     undeclared write). Rollback never puts anything back where this leaves out."""
-    inside = [runs_root, *(ALWAYS_FORBIDDEN if overlay_outputs is None else overlay_outputs)]
-    found = [p for p in inside if paths.is_within(p, domain) and p != domain]
-    return sorted(dict.fromkeys(found), key=paths.sort_key)
+    inside = [*(overlay_outputs or ()), runs_root, *(ALWAYS_FORBIDDEN if overlay_outputs is None else ())]
+    return list(dict.fromkeys(p for p in inside if paths.is_within(p, domain) and p != domain))
 
 
 def left_out_within(policy: Policy, domain: str) -> list[str]:
