@@ -293,3 +293,28 @@ def test_init_refuses_a_pyproject_that_configures_catalytic(
     assert main(["init"]) == 2
     assert "already configures catalytic ([tool.catalytic])" in capsys.readouterr().err
     assert not (package / "catalytic.toml").exists()
+
+
+@pytest.mark.parametrize(
+    ("left_out", "valid"),
+    [
+        ({".": [".catalytic/runs", ".git"]}, True),
+        ({".": [".catalytic/runs", ".git", "src"]}, False),  # would hide any change under src/
+        ({".": [".catalytic/runs"]}, False),
+        ({".": [".catalytic/runs", ".git"], "elsewhere": [".git"]}, False),
+    ],
+)
+def test_the_validator_holds_left_out_to_the_rule(
+    package: Path, monkeypatch: pytest.MonkeyPatch, left_out: dict[str, list[str]], valid: bool
+) -> None:
+    from catalytic.ledger.canonical import dumps
+    from catalytic.validate import CatalyticLedgerValidator
+
+    monkeypatch.chdir(package)
+    assert main(["run", "-q", "--run-id", "r", "--catalytic-domains", ".", "--", "true"]) == 0
+    ledger = package / ".catalytic/runs/r"
+    info = run_info(ledger)
+    info["left_out"] = left_out
+    (ledger / "RUN_INFO.json").write_text(dumps(info))
+    _ok, report = CatalyticLedgerValidator(ledger).validate()
+    assert ("LEFT_OUT" in {e["code"] for e in report["errors"]}) is not valid, report["errors"]

@@ -41,6 +41,8 @@ SIGNATURE_*        ``SIGNATURE.json`` is missing or does not verify with a trust
 UNCHAINED          the runs root has a ``LEDGER.jsonl`` that does not name the run (never sealed there)
 CHAIN_DIGEST       the chain's digest for the run differs from the ledger's
 OUTPUT_ESCAPED     a path component of an output (its allowed root, a parent) is a symlink
+LEFT_OUT           ``RUN_INFO.left_out`` names a path the snapshots may not leave out (only the runs root and
+                   ``.git`` inside a domain, and under overlay the declared outputs inside it), or omits one
 INTERNAL           the validator itself failed (a bug: please report it)
 =================  ==============================================================================
 """
@@ -297,10 +299,37 @@ class CatalyticLedgerValidator:
                 why = path_problem(domain, workspace=True)
                 if why:
                     problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: catalytic domain {domain!r} {why}"))
+            self._check_left_out(info, problems)
         proof = check_restoration(docs, v1, problems, self._streamed)
         check_merkle(docs, problems, self._streamed)
         check_status(docs, proof, problems)
         self._check_outputs(abs_dir, v1, problems)
+
+    def _check_left_out(self, info: dict[str, Any], problems: list[Problem]) -> None:
+        """What the snapshots left out is exactly what the rule lets them (a ledger cannot hide a change by
+        claiming its path was left out). Ledgers before ``left_out`` existed have no such key."""
+        recorded = info.get("left_out")
+        runs_root = info.get("runs_root")
+        if not isinstance(recorded, dict) or not isinstance(runs_root, str):
+            return
+        from catalytic.policy import left_out_of
+
+        overlay = info.get("isolation") == "overlay"
+        outputs = (_str_list(info.get("durable_outputs")) or []) if overlay else None
+        domains = info["catalytic_domains"]
+        for domain in sorted(set(recorded) - set(domains)):
+            problems.append(Problem("LEFT_OUT", f"{fmt.RUN_INFO}: left_out names {domain!r}, not a domain"))
+        for domain in domains:
+            expected = left_out_of(domain, runs_root, outputs)
+            got = recorded.get(domain, [])
+            if sorted(got) != sorted(expected):
+                problems.append(
+                    Problem(
+                        "LEFT_OUT",
+                        f"{fmt.RUN_INFO}: left_out of {domain!r} is {got!r}; the snapshots leave out "
+                        f"{expected!r} and nothing else",
+                    )
+                )
 
     def _allowed(self) -> tuple[str, ...]:
         if self.allowed_roots is not None:
