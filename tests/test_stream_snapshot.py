@@ -28,7 +28,6 @@ from catalytic.snapshot.merkle import merkle_root
 from catalytic.snapshot.rowstore import store_path
 from trees import build_tree
 
-
 AGE = FINE_GRANULARITY_NS / 1e9 + 0.05
 SPOOLS: list[spool.Spool] = []
 LAST: dict[tuple[Path, Path], stream.DomainScan] = {}
