@@ -143,6 +143,9 @@ def test_from_a_subdirectory_the_config_and_root_are_found(
     assert sorted(p.name for p in sub.iterdir()) == ["__init__.py"]  # nothing written in the subdirectory
     assert main(["validate", "-q", "--all", "--no-chain-check"]) == 1  # found from here too; the run is dirty
     assert main(["show", "sub"]) == 0
+    capsys.readouterr()
+    assert main(["gc"]) == 0
+    assert f"Workspace: {package} (found by its catalytic.toml)" in capsys.readouterr().err
 
 
 def test_command_line_paths_are_relative_to_the_current_directory(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +84,15 @@ def describe(decl: Declaration) -> str:
     return f"Workspace: {decl.root} ({how}); profile {decl.profile}"
 
 
-def workspace(args: argparse.Namespace, *, checked: bool = False) -> tuple[Path, Path]:
+def workspace(
+    args: argparse.Namespace, *, checked: bool = False, say: Callable[[str], None] | None = None
+) -> tuple[Path, Path]:
     """The workspace root and the runs root named by the flags and the config file; ``checked`` (for the
-    commands that change a runs root) holds the runs root to the rule ``catalytic run`` applies."""
+    commands that change a runs root) holds the runs root to the rule ``catalytic run`` applies; ``say``
+    receives the line naming the root (:func:`describe`)."""
     decl = declaration(args, {"runs_root": getattr(args, "runs_root", None)})
+    if say is not None:
+        say(describe(decl))
     if checked:
         return decl.root, checked_runs_root(decl)
     return decl.root, decl.root / decl.runs_root
