@@ -12,6 +12,10 @@ import pytest
 
 from catalytic.cli import main
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
+
 PY = sys.executable
 DOMAIN = "CORTEX/_generated/_tmp"
 
@@ -141,7 +145,7 @@ def _marker_command(tmp_path: Path) -> list[str]:
         (["--catalytic-domains", "."], "FORBIDDEN"),
         (["--catalytic-domains", "scratch", "scratch/sub"], "OVERLAP"),
         (["--catalytic-domains", "CORTEX/_generated", "--durable-outputs", "CORTEX/_generated/x"], "OVERLAP"),
-        (["--catalytic-domains", "CONTRACTS"], "OVERLAP"),
+        (["--catalytic-domains", "CONTRACTS/_runs/x"], "OVERLAP"),
         (["--run-id", "../evil"], "BAD_RUN_ID"),
         (["--run-id", "a/b"], "BAD_RUN_ID"),
         (["--run-id", "_cache"], "BAD_RUN_ID"),
@@ -317,7 +321,7 @@ def test_no_command_is_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--run-id", "r1"]) == 2
     assert "no command given" in capsys.readouterr().err
-    assert not (tmp_path / "CONTRACTS").exists()
+    assert not (tmp_path / "CONTRACTS/_runs").exists()
 
 
 def test_unknown_option_is_usage_error(capsys) -> None:
@@ -348,7 +352,7 @@ def test_root_option_and_cwd_inherited(tmp_path: Path, monkeypatch: pytest.Monke
     )
     assert rc == 0
     assert (elsewhere / "here").exists(), "the command runs in the caller's working directory"
-    info = read(ws / "CONTRACTS/_runs/r1", "RUN_INFO.json")
+    info = read(ws / ".catalytic/runs/r1", "RUN_INFO.json")  # no seed layout there: the default profile
     assert info["root"] == str(ws) and info["cwd"] == str(elsewhere)
 
 
@@ -413,7 +417,7 @@ def test_bad_config_is_exit_2(
     assert main(["run", "--run-id", "r1", "--", "true"]) == 2
     err = capsys.readouterr().err
     assert "BAD_CONFIG" in err and needle in err
-    assert not (tmp_path / "CONTRACTS").exists()
+    assert not (tmp_path / "CONTRACTS/_runs").exists()
 
 
 def test_two_config_sources_conflict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -510,7 +514,7 @@ def test_every_name_catalytic_keeps_in_the_runs_root_is_reserved(
         )
         assert "BAD_RUN_ID" in capsys.readouterr().err
     assert not (tmp_path / "RAN").exists()
-    assert not (tmp_path / "CONTRACTS").exists()
+    assert not (tmp_path / "CONTRACTS/_runs").exists()
 
 
 def test_a_runs_root_broken_by_a_reserved_run_id_fails_cleanly(

@@ -18,6 +18,10 @@ import pytest
 from catalytic.cli import main
 from catalytic.errors import EXIT_INTERNAL, EXIT_PIPE, EXIT_USAGE
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CATALYTIC = [PY, "-m", "catalytic"]
@@ -179,36 +183,53 @@ def test_a_command_without_double_dash_gets_the_hint(
     assert main(["run", *argv]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "put it after '--', e.g. catalytic run ... -- make build" in err, err
-    assert not (tmp_path / "CONTRACTS").exists()
+    assert not (tmp_path / "CONTRACTS/_runs").exists()
 
 
-def _use_block() -> str:
+def _readme_block(heading: str) -> str:
+    """The first bash block after ``heading`` in the README."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Use\n", 1)[1]
+    section = text.split(f"\n{heading}\n", 1)[1]
     return re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
 
 
-def test_readme_use_example_runs_as_written(tmp_path: Path) -> None:
-    """Pasted at the repository root (the install line aside), the README's first example works."""
-    block = _use_block()
+def _run_block(block: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     lines = [line for line in block.replace("\\\n", " ").splitlines() if not line.startswith("pip install")]
-    shutil.copytree(
-        REPO / "examples",
-        tmp_path / "examples",
-        ignore=shutil.ignore_patterns("CONTRACTS", "cortex.json", "cortex.db", "index_temp_*", "__pycache__"),
-    )
     bindir = Path(PY).parent
     env = {**_env(), "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(
+    return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_readme_use_example_runs_as_written(tmp_path: Path) -> None:
+    """Pasted anywhere (the install line aside), the README's first example works: an ordinary
+    repository, one flag, then the whole repository as the domain."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    proc = _run_block(_readme_block("## Use"), tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("[catalytic-validator] PASS: 2") == 2, proc.stdout  # run ids start with the year
+    assert "profile default" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [".catalytic", ".git", "build"]
+
+
+def test_readme_seed_layout_example_runs_as_written(tmp_path: Path) -> None:
+    """Pasted at the repository root, the seed layout's commands work verbatim."""
+    shutil.copytree(
+        REPO / "examples",
+        tmp_path / "examples",
+        ignore=shutil.ignore_patterns("CONTRACTS", "cortex.json", "cortex.db", "index_temp_*", "__pycache__"),
+    )
+    proc = _run_block(_readme_block("### The seed's layout"), tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS: cortex-build-demo" in proc.stdout
+    assert (tmp_path / "examples/cortex/CONTRACTS/_runs/cortex-build-demo").is_dir()
 
 
 def test_make_demo_installs_only_the_package(tmp_path: Path) -> None:

@@ -21,6 +21,10 @@ from catalytic.ledger.canonical import dumps
 from catalytic.snapshot import dirscan, scheduler
 from catalytic.validate import CatalyticLedgerValidator
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
+
 CONFIGS = {
     "warm-cache-jobs2": ["--jobs", "2"],
     "warm-cache-jobs1": ["--jobs", "1"],

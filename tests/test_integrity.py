@@ -17,6 +17,10 @@ from catalytic.ledger import format as fmt
 from catalytic.ledger.canonical import dumps, loads
 from catalytic.ledger.integrity import check_chain, check_seal
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
+
 RUNS = "CONTRACTS/_runs"
 
 

@@ -300,9 +300,9 @@ def test_auto_picks_overlay_and_records_why(ws: Path) -> None:
 def test_overlay_unavailable_is_a_clear_error_and_auto_falls_back(
     ws: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from catalytic.isolation import overlay
+    from catalytic.isolation import mount
 
-    monkeypatch.setattr(overlay, "_probe_cache", {})
+    monkeypatch.setattr(mount, "probe_cache", {})
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     assert run(ws, command="true") == 2
     err = capsys.readouterr().err

@@ -25,6 +25,9 @@ from catalytic import api
 from catalytic.validate import CatalyticLedgerValidator
 from unprivileged import run_unprivileged
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
 DOMAIN = "scratch"
 
 
@@ -297,6 +300,7 @@ def test_non_utf8_names_round_trip_through_the_ledger(workspace: Path) -> None:
 FIFO_RUNNER = """
 import json, sys
 from catalytic import api
+
 r = api.run([sys.executable, "-c", "pass"], root=sys.argv[1], catalytic_domains=["scratch"], run_id="fifo")
 print(json.dumps({"status": r.status, "error": None if r.error is None else r.error.code}))
 """

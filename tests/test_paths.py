@@ -115,7 +115,7 @@ def test_preflight_refuses_a_domain_through_a_symlink_loop(tmp_path: Path) -> No
     with pytest.raises(DeclarationError) as info:
         api.run(["true"], root=tmp_path, catalytic_domains=["loop/x"], run_id="loop")
     assert [p.code for p in info.value.problems] == ["BAD_PATH"]
-    assert not (tmp_path / "CONTRACTS").exists()
+    assert not (tmp_path / ".catalytic").exists()
 
 
 def test_walk_dirs_goes_any_depth_prunes_and_never_follows_symlinks(tmp_path: Path) -> None:

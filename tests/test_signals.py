@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
 PY = sys.executable
 
 CHILD = """
 import os, signal, sys, time
 from pathlib import Path
+
 got = []
 def handler(signum, frame):
     Path("child-got").write_text(signal.Signals(signum).name)

@@ -103,6 +103,7 @@ def test_an_empty_run_imports_nothing_heavy(tmp_path: Path) -> None:
     assert {m for m in loaded if m.startswith("catalytic.cli.")} <= {
         "catalytic.cli.run",
         "catalytic.cli.output",
+        "catalytic.cli.locate",  # the workspace root and the paths given relative to the cwd
     }
 
 

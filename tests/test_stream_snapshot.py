@@ -424,7 +424,7 @@ def test_run_ledger_streams_the_same_documents(tmp_path: Path) -> None:
     build(ws / "d")
     code = main(["run", "-q", "--root", str(ws), "--run-id", "r1", "--catalytic-domains", "d", "--", "true"])
     assert code == 0
-    ledger = ws / "CONTRACTS" / "_runs" / "r1"
+    ledger = ws / ".catalytic" / "runs" / "r1"
     reference = list(reference_walk(ws / "d"))
     manifest, modes = expected(reference)
     assert (ledger / "PRE_MANIFEST.json").read_bytes() == b'{"d":' + manifest + b"}\n"
@@ -459,7 +459,7 @@ def test_unusable_store_falls_back_to_memory(
     code = main([*args, sys.executable, "-c", script])
     assert code == 4
     assert "cannot be used: database or disk is full" in capsys.readouterr().err
-    ledger = ws / "CONTRACTS" / "_runs" / "r1"
+    ledger = ws / ".catalytic" / "runs" / "r1"
     diff = loads((ledger / "RESTORE_DIFF.json").read_bytes())
     assert list(diff["d"]["changed"]) == ["a/f00"] and not diff["d"]["added"] and not diff["d"]["removed"]
     ok, report = CatalyticLedgerValidator(ledger).validate()
@@ -592,7 +592,7 @@ def test_gc_removes_the_caches_of_directories_that_are_gone(
         build(ws / name)
         args = ["run", "-q", "--root", str(ws), "--run-id", f"r-{name}", "--catalytic-domains", name]
         assert main([*args, "--", "true"]) == 0
-    cache = ws / "CONTRACTS" / "_runs" / "_cache"
+    cache = ws / ".catalytic" / "runs" / "_cache"
     stores = {p.name for p in cache.glob("*.rows.sqlite")}
     assert len(stores) == 2
     (cache / "junk.sqlite").write_bytes(b"not a database")
@@ -1064,7 +1064,7 @@ def test_names_before_the_domains_own_entry(
     def run(run_id: str, command: str) -> dict[str, object]:
         args = ["run", "-q", "--root", str(ws), "--run-id", run_id, "--isolation", isolation]
         main([*args, "--catalytic-domains", "d", "--", "sh", "-c", f"cd {ws} && {command}"])
-        ledger = ws / "CONTRACTS" / "_runs" / run_id
+        ledger = ws / ".catalytic" / "runs" / run_id
         ok, report = CatalyticLedgerValidator(ledger).validate()
         assert {e["code"] for e in report["errors"]} <= {"NOT_RESTORED", "DIRTY"}
         manifest = loads((ledger / "PRE_MANIFEST.json").read_bytes())["d"]
@@ -1116,7 +1116,7 @@ def test_a_domain_whose_own_name_is_not_utf8(tmp_path: Path, isolation: str) -> 
     (ws / name / name / "g").write_text("g")
     if isolation == "overlay" and unavailable_reason(ws) is not None:
         pytest.skip(f"overlay mounts unavailable here: {unavailable_reason(ws)}")
-    runs = ws / "CONTRACTS" / "_runs"
+    runs = ws / ".catalytic" / "runs"
     for run_id in ("cold", "warm"):
         args = ["run", "-q", "--root", str(ws), "--run-id", run_id, "--isolation", isolation]
         assert main([*args, "--catalytic-domains", name, "--", "true"]) == 0

@@ -21,6 +21,9 @@ from catalytic.trace import TraceScope, open_tracer
 from catalytic.trace.fanotify import FanotifyTracer
 from catalytic.validate import CatalyticLedgerValidator
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
 
 def validate(path: Path) -> tuple[bool, Any]:
     return CatalyticLedgerValidator(path).validate()
@@ -344,7 +347,7 @@ def test_generated_workloads_fanotify(tmp_path: Path) -> None:
     complete = 0
     for seed in range(12):
         root = tmp_path / f"w{seed}"
-        root.mkdir()
+        (root / "CONTRACTS").mkdir(parents=True)  # the seed's layout, as seed_layout gives tmp_path
         prepare(root)
         os.chdir(root)
         body = workload(random.Random(seed), new_dirs=True)
@@ -366,7 +369,7 @@ def test_generated_workloads_watchdog(tmp_path: Path) -> None:
     complete = 0
     for seed in range(6):
         root = tmp_path / f"w{seed}"
-        root.mkdir()
+        (root / "CONTRACTS").mkdir(parents=True)  # the seed's layout, as seed_layout gives tmp_path
         prepare(root)
         os.chdir(root)
         (root / "job.py").write_text(workload(random.Random(100 + seed), new_dirs=False))
@@ -613,6 +616,7 @@ UNPRIVILEGED_CHILD = """
 import json, sys
 from pathlib import Path
 from catalytic.trace import TraceScope, open_tracer
+
 tracer, failures = open_tracer('auto', TraceScope(Path(sys.argv[1]), 'domains', ('.',)))
 print(json.dumps({'backend': tracer.name, 'failures': failures, 'complete': tracer.stop().complete}))
 """

@@ -11,6 +11,9 @@ import pytest
 from catalytic.cli import main
 from ledger_factory import build_ledger, build_seed_ledger
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
 
 def test_pass_block_is_the_seeds(tmp_path: Path, capsys: Any) -> None:
     ledger = build_seed_ledger(tmp_path)

@@ -11,6 +11,10 @@ import pytest
 from catalytic.cli import main
 from catalytic.ledger.canonical import dumps, loads
 
+# Workspaces laid out like the seed's project: ledgers in CONTRACTS/_runs (see conftest.seed_layout).
+pytestmark = pytest.mark.usefixtures("seed_layout")
+
+
 pytest.importorskip("cryptography", reason="cryptography is in the dev extra")
 
 

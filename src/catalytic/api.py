@@ -41,6 +41,7 @@ def run(
     hash: str | None = None,
     progress: ProgressCallback | None = None,
     isolation: str | None = None,
+    profile: str | None = None,
     rollback_on_failure: bool = False,
     discard: bool = False,
     trace: bool | None = None,
@@ -59,7 +60,8 @@ def run(
 
     ``jobs`` hashing processes (0: one per core); ``use_cache=False`` hashes every file (``--no-cache``).
     Settings not given come from ``catalytic.toml`` / ``[tool.catalytic]`` at ``root`` and then
-    from the seed's defaults. ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
+    from the profile (``profile``, else the one the layout of ``root`` implies: see
+    :mod:`catalytic.profiles`). ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
     (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
     written) when preflight fails. ``sign_key`` is the private key file of ``catalytic keygen``.
     ``exclude``, ``exclude_from_gitignore``: what the run leaves out (``--exclude``, docs/excludes.md).
@@ -86,6 +88,7 @@ def run(
         "allow_absent": allow_absent,
         "allow_no_domains": allow_no_domains,
         "allow_missing_outputs": allow_missing_outputs,
+        "profile": profile,
     }
     policy = preflight(declare(Path(root), overrides))
     from catalytic.snapshot.domains import SnapshotSettings

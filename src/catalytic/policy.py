@@ -14,19 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from catalytic import paths
+from catalytic import paths, profiles, workspace
 from catalytic.errors import CatalyticError, ConfigError, DeclarationError, Problem
 from catalytic.isolation import DEFAULT_ISOLATION, ISOLATION_CHOICES
 from catalytic.ledger import format as fmt
-from catalytic.ledger.format import DEFAULT_RUNS_ROOT, DETERMINISM_VALUES
+from catalytic.ledger.format import DETERMINISM_VALUES
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
 from catalytic.trace import BACKEND_NAMES, SCOPES
 
-#: The seed's CMP-01 profile.
-DEFAULT_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
-DEFAULT_FORBIDDEN = ("CANON", "AGENTS.md", "BUILD")
+#: Forbidden in every profile. Inside a catalytic domain (``.``) it is left out of the snapshots instead.
 ALWAYS_FORBIDDEN = (".git",)
-CONFIG_FILE = "catalytic.toml"
+CONFIG_FILE = workspace.CONFIG_FILE
 
 RUN_ID_RULE = "one path component of letters, digits, '.', '_' or '-', starting with a letter or digit"
 _RUN_ID_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -40,6 +38,7 @@ def valid_run_id(run_id: str) -> bool:
 
 #: Config key -> kind ("list" of strings, "str", or a tuple of allowed values).
 CONFIG_KEYS: dict[str, Any] = {
+    "profile": profiles.PROFILE_NAMES,
     "catalytic_domains": "list",
     "durable_outputs": "list",
     "intent": "str",
@@ -62,16 +61,19 @@ _ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
 
 
 class Declaration(NamedTuple):
-    """What the user declared, before any check. Empty tuples mean "not given"."""
+    """What the user declared, before any check. Empty tuples mean "not given".
+
+    The defaults are those of the ``default`` profile; :func:`declare` fills in the chosen profile's.
+    """
 
     root: Path
     catalytic_domains: tuple[str, ...] = ()
     durable_outputs: tuple[str, ...] = ()
     intent: str = ""
     determinism: str = "deterministic"
-    allowed_roots: tuple[str, ...] = DEFAULT_ALLOWED_ROOTS
-    forbidden_paths: tuple[str, ...] = DEFAULT_FORBIDDEN
-    runs_root: str = DEFAULT_RUNS_ROOT
+    allowed_roots: tuple[str, ...] = profiles.DEFAULT.allowed_roots
+    forbidden_paths: tuple[str, ...] = profiles.DEFAULT.forbidden_paths
+    runs_root: str = profiles.DEFAULT.runs_root
     hash: str = DEFAULT_HASH
     run_id: str | None = None
     isolation: str = DEFAULT_ISOLATION
@@ -84,6 +86,9 @@ class Declaration(NamedTuple):
     allow_absent: bool = False
     allow_no_domains: bool = False
     allow_missing_outputs: bool = False
+    profile: str = profiles.DEFAULT.name
+    #: How the workspace root was found (:class:`catalytic.workspace.Found`).
+    found_by: str = "given"
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ class Policy:
     exclude_from_gitignore: bool = False
     #: A declared output the command did not produce fails the run unless this is set.
     allow_missing_outputs: bool = False
+    profile: str = profiles.DEFAULT.name
+    found_by: str = "given"
 
     @property
     def ledger_dir(self) -> Path:
@@ -183,14 +190,54 @@ def load_config(root: Path) -> dict[str, Any]:
     return settings
 
 
-def declare(root: Path, overrides: Mapping[str, Any]) -> Declaration:
-    """Combine the config file at ``root`` with ``overrides`` (flags win; None means not given)."""
+def declare(root: Path, overrides: Mapping[str, Any], *, found_by: str = "given") -> Declaration:
+    """Combine the config file at ``root`` with ``overrides`` (flags win; None means not given); what
+    neither says comes from the profile (:mod:`catalytic.profiles`). ``found_by``: how ``root`` was found
+    (recorded in the ledger)."""
     if not root.is_dir():
         raise DeclarationError([Problem("BAD_ROOT", f"workspace root {str(root)!r} is not a directory")])
     settings = load_config(root)
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    name = settings.get("profile")
+    if name is not None and name not in profiles.PROFILES:
+        raise ConfigError(f"profile {name!r} is not one of {', '.join(profiles.PROFILE_NAMES)}")
+    profile = profiles.choose(root, name)
+    defaults = {
+        "profile": profile.name,
+        "runs_root": profile.runs_root,
+        "allowed_roots": profile.allowed_roots,
+        "forbidden_paths": profile.forbidden_paths,
+        "found_by": found_by,
+    }
     fields: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
-    return Declaration(root=Path(os.path.abspath(root)))._replace(**fields)
+    return Declaration(root=Path(os.path.abspath(root)))._replace(**{**defaults, **fields})
+
+
+def left_out(policy: Policy, domain: str) -> list[str]:
+    """What the snapshots of ``domain`` leave out, with everything below (workspace-relative paths): the
+    runs root and ``.git`` when they lie inside it, and under overlay the declared outputs inside it
+    instead of ``.git`` (:func:`left_out_of`). Recorded in RUN_INFO (``left_out``)."""
+    overlay = policy.isolation == "overlay"
+    return left_out_of(domain, policy.runs_root, policy.durable_outputs if overlay else None)
+
+
+def left_out_of(domain: str, runs_root: str, overlay_outputs: Sequence[str] | None = None) -> list[str]:
+    """The rule of :func:`left_out`: ``overlay_outputs`` is None unless the run is an overlay run, whose
+    declared outputs are left out and whose ``.git`` stays in (read-only there: a write to it is an
+    undeclared write). Rollback never puts anything back where this leaves out."""
+    inside = [*(overlay_outputs or ()), runs_root, *(ALWAYS_FORBIDDEN if overlay_outputs is None else ())]
+    return list(dict.fromkeys(p for p in inside if paths.is_within(p, domain) and p != domain))
+
+
+def left_out_within(policy: Policy, domain: str) -> list[str]:
+    """:func:`left_out` relative to ``domain`` (as the paths of its snapshots are)."""
+    return relative_to(domain, left_out(policy, domain))
+
+
+def relative_to(domain: str, found: Sequence[str]) -> list[str]:
+    """Workspace-relative paths inside ``domain``, made relative to it."""
+    depth = len(paths.parts(domain))
+    return ["/".join(paths.parts(p)[depth:]) for p in found]
 
 
 def generate_run_id() -> str:
@@ -330,7 +377,8 @@ def preflight(decl: Declaration) -> Policy:
             problems.append(Problem(exc.code, exc.message))
     # Under overlay a domain may contain forbidden paths, the runs root and declared outputs: nothing
     # the command writes reaches the real tree, forbidden paths are read-only (a write to them is an
-    # undeclared write) and the runs root and outputs are left out of the domain's snapshot.
+    # undeclared write) and the runs root and outputs are left out of the domain's snapshot. In every
+    # mode a domain may contain the runs root and .git: they are left out of its snapshots (left_out).
     wide = isolation == "overlay"
     hint = " (allowed inside a domain with --isolation overlay)"
     if decl.trace_scope not in CONFIG_KEYS["trace_scope"]:
@@ -363,20 +411,12 @@ def preflight(decl: Declaration) -> Policy:
                 problems.append(
                     Problem("OVERLAP", f"catalytic domain {domain!r} overlaps durable output {out!r}")
                 )
-        if (
-            runs_roots
-            and paths.overlaps(domain, runs_root)
-            and not (wide and runs_root != domain and paths.is_within(runs_root, domain))
-        ):
+        if runs_roots and paths.is_within(domain, runs_root):
             problems.append(
-                Problem(
-                    "OVERLAP",
-                    f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}"
-                    + (hint if paths.is_within(runs_root, domain) and runs_root != domain else ""),
-                )
+                Problem("OVERLAP", f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}")
             )
         for bad in forbidden:
-            if wide and paths.is_within(bad, domain) and bad != domain:
+            if (wide or bad in ALWAYS_FORBIDDEN) and paths.is_within(bad, domain) and bad != domain:
                 continue
             if paths.overlaps(domain, bad):
                 problems.append(
@@ -433,6 +473,8 @@ def preflight(decl: Declaration) -> Policy:
         excludes=excludes,
         exclude_from_gitignore=decl.exclude_from_gitignore,
         allow_missing_outputs=decl.allow_missing_outputs,
+        profile=decl.profile,
+        found_by=decl.found_by,
     )
 
 

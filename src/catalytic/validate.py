@@ -45,6 +45,8 @@ COMMAND_FAILED     the command did not succeed: its exit code is not 0 (it faile
                    not be executed); off with ``allow_command_failure``
 OUTPUT_NOT_PRODUCED a declared output is in RUN_INFO.missing_outputs and the run did not allow it
                    (RUN_INFO.allow_missing_outputs); off with ``allow_missing_outputs``
+LEFT_OUT           ``RUN_INFO.left_out`` names a path the snapshots may not leave out (only the runs root and
+                   ``.git`` inside a domain, and under overlay the declared outputs inside it), or omits one
 INTERNAL           the validator itself failed (a bug: please report it)
 =================  ==============================================================================
 """
@@ -77,13 +79,15 @@ from catalytic.ledger.reader import (
     read_ledger_file,
     schema_problems,
 )
+from catalytic.profiles import SEED
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import PublicKey
     from catalytic.ledger.crosscheck import StreamFacts
 
-#: Where durable outputs may go when neither the caller nor RUN_INFO says (the seed's roots).
-SEED_ALLOWED_ROOTS = ("CONTRACTS/_runs", "CORTEX/_generated", "MEMORY/LLM_PACKER/_packs")
+#: Where durable outputs may go when neither the caller nor RUN_INFO says: the seed's ledgers record no
+#: allowed roots (nor a runs root), they had the seed's profile.
+SEED_ALLOWED_ROOTS = SEED.allowed_roots
 
 _V1_STATUS_KEYS = ("run_id", "exit_code", "interrupted", "reason", "error")
 #: The large documents, read in one streamed pass when they are canonical (ledger/crosscheck.py).
@@ -321,6 +325,7 @@ class CatalyticLedgerValidator:
                 if why:
                     problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: catalytic domain {domain!r} {why}"))
             self._check_command(info, problems)
+            self._check_left_out(info, problems)
         proof = check_restoration(docs, v1, problems, self._streamed)
         check_merkle(docs, problems, self._streamed)
         check_status(docs, proof, problems)
@@ -338,6 +343,32 @@ class CatalyticLedgerValidator:
             what += " (command could not be executed)"
         problems.append(Problem("COMMAND_FAILED", f"{fmt.RUN_INFO}: the command {what}"))
 
+    def _check_left_out(self, info: dict[str, Any], problems: list[Problem]) -> None:
+        """What the snapshots left out is exactly what the rule lets them (a ledger cannot hide a change by
+        claiming its path was left out). Ledgers before ``left_out`` existed have no such key."""
+        recorded = info.get("left_out")
+        runs_root = info.get("runs_root")
+        if not isinstance(recorded, dict) or not isinstance(runs_root, str):
+            return
+        from catalytic.policy import left_out_of
+
+        overlay = info.get("isolation") == "overlay"
+        outputs = (_str_list(info.get("durable_outputs")) or []) if overlay else None
+        domains = info["catalytic_domains"]
+        for domain in sorted(set(recorded) - set(domains)):
+            problems.append(Problem("LEFT_OUT", f"{fmt.RUN_INFO}: left_out names {domain!r}, not a domain"))
+        for domain in domains:
+            expected = left_out_of(domain, runs_root, outputs)
+            got = recorded.get(domain, [])
+            if sorted(got) != sorted(expected):
+                problems.append(
+                    Problem(
+                        "LEFT_OUT",
+                        f"{fmt.RUN_INFO}: left_out of {domain!r} is {got!r}; the snapshots leave out "
+                        f"{expected!r} and nothing else",
+                    )
+                )
+
     def _allowed(self) -> tuple[str, ...]:
         if self.allowed_roots is not None:
             return tuple(_normalise_root(r) for r in self.allowed_roots)
@@ -352,7 +383,7 @@ class CatalyticLedgerValidator:
         if self.root is not None:
             return self.root
         info = self._parsed.get(fmt.RUN_INFO)
-        runs_root = info.get("runs_root", fmt.DEFAULT_RUNS_ROOT) if isinstance(info, dict) else None
+        runs_root = info.get("runs_root", SEED.runs_root) if isinstance(info, dict) else None
         if isinstance(runs_root, str) and path_problem(runs_root, workspace=True) is None:
             segments = paths.parts(runs_root)
             k = len(segments)

@@ -133,6 +133,7 @@ def ws(tmp_path: Path) -> Iterator[Path]:
     """A workspace with one catalytic domain ``scratch`` holding a few files."""
     root = tmp_path / "ws"
     (root / "scratch" / "sub").mkdir(parents=True)
+    (root / "CONTRACTS").mkdir()  # the seed's layout: ledgers in CONTRACTS/_runs (RUNS)
     for i in range(5):
         (root / "scratch" / f"f{i}.txt").write_text(f"file {i}\n" * 10)
     (root / "scratch" / "sub" / "deep.bin").write_bytes(bytes(range(256)) * 4)

@@ -110,6 +110,7 @@ def hostile(original: bytes, data: st.DataObject) -> bytes:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace with two sealed, chained runs (r1 restored with an output, r2 dirty) and a snapshot."""
     ws = tmp_path_factory.mktemp("readers")
+    (ws / "CONTRACTS").mkdir()  # the seed's layout: ledgers in CONTRACTS/_runs
     (ws / "scratch").mkdir()
     (ws / "scratch" / "a.txt").write_text("a\n")
     cwd = os.getcwd()

@@ -57,6 +57,7 @@ class Lab:
         self.runs = self.ws / "CONTRACTS" / "_runs"
         self.outside = base / "outside"
         (self.ws / "scratch" / "sub").mkdir(parents=True)
+        (self.ws / "CONTRACTS").mkdir()  # the seed's layout: ledgers in CONTRACTS/_runs
         (self.ws / "scratch" / "a.txt").write_text("a\n")
         (self.ws / "scratch" / "sub" / "b.bin").write_bytes(b"\x00\x01")
         self.outside.mkdir()

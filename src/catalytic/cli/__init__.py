@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 #: Subcommand name -> module under ``catalytic.cli``.
 SUBCOMMANDS: dict[str, str] = {
     "run": "catalytic.cli.run",
+    "init": "catalytic.cli.init",
     "validate": "catalytic.cli.validate",
     "snapshot": "catalytic.cli.snapshot",
     "diff": "catalytic.cli.diff",

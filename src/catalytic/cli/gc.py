@@ -40,7 +40,7 @@ def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.snapshot.rowstore import remove_cache, stale_caches
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
-    runs_root = locate.workspace(args, checked=True)[1]
+    runs_root = locate.workspace(args, checked=True, say=progress)[1]
     # Exclusive: no run (which may need its pre-state until it ends) or restore is using the store.
     with store_lock(runs_root, exclusive=True, who="catalytic gc"):
         for done in recover(runs_root):

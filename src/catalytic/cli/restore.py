@@ -40,7 +40,7 @@ def execute_cli(args: argparse.Namespace) -> int:
     from catalytic.snapshot.domains import cache_dir
 
     progress = Progress(quiet=args.quiet or args.json, verbose=args.verbose)
-    root, runs_root = workspace(args, checked=True)
+    root, runs_root = workspace(args, checked=True, say=progress)
     store = Store(runs_root)
     state = open_state(store, args.run_id)
     domains = state.names("domains")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from catalytic.cli.locate import ROOT_HELP, declaration, describe
 from catalytic.cli.output import (
     Progress,
     add_snapshot_options,
@@ -21,7 +21,8 @@ from catalytic.errors import UsageError
 from catalytic.isolation import ISOLATION_CHOICES, Options
 from catalytic.ledger.canonical import json_chunks, write_output
 from catalytic.ledger.format import DETERMINISM_VALUES
-from catalytic.policy import declare, preflight
+from catalytic.policy import preflight
+from catalytic.profiles import PROFILE_NAMES
 from catalytic.runtime import execute
 from catalytic.snapshot.digest import HASH_NAMES
 from catalytic.trace import BACKEND_NAMES, SCOPES
@@ -37,6 +38,7 @@ usage; 3 internal error; 126/127 command not executable / not found; 130/143 int
 stdout closed by its reader. With --json, stdout holds the summary alone: the command's stdout goes
 to stderr (--json-file FILE leaves it alone).
 Settings can also live in catalytic.toml or [tool.catalytic] in pyproject.toml; flags override them.
+Without --root, paths on the command line are relative to the current directory (as git's are).
 """
 
 
@@ -91,8 +93,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PATH",
         help="paths no domain or output may overlap (.git is always forbidden)",
     )
-    p.add_argument("--runs-root", metavar="PATH", help="where ledgers go (default CONTRACTS/_runs)")
-    p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
+    p.add_argument(
+        "--runs-root",
+        metavar="PATH",
+        help="where ledgers go (default: the profile's, .catalytic/runs or CONTRACTS/_runs)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=PROFILE_NAMES,
+        help="defaults for what the config does not say (default: cmp01-seed in a workspace with "
+        "CONTRACTS/ or CORTEX/, else default); see README",
+    )
+    p.add_argument("--root", metavar="DIR", help=ROOT_HELP)
     p.add_argument("--hash", choices=HASH_NAMES, help="digest for files (default sha256)")
     p.add_argument(
         "--exclude",
@@ -176,6 +188,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "allowed_roots": args.allowed_roots,
         "forbidden_paths": args.forbidden_paths,
         "runs_root": args.runs_root,
+        "profile": args.profile,
         "hash": args.hash,
         "isolation": args.isolation,
         "trace": args.trace,
@@ -199,8 +212,9 @@ def execute_cli(args: argparse.Namespace) -> int:
     json_file = summary_target(args.json_file)
     progress = Progress(quiet=args.quiet, verbose=args.verbose)
     start = time.perf_counter()
-    root = Path(args.root) if args.root else Path.cwd()
-    policy = preflight(declare(root, overrides_from(args)))
+    decl = declaration(args, overrides_from(args))
+    progress(describe(decl))
+    policy = preflight(decl)
     if args.check_determinism and (policy.isolation != "overlay" or policy.determinism != "deterministic"):
         raise UsageError(
             "--check-determinism needs --isolation overlay (or auto resolving to it) and a run "

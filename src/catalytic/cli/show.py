@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from catalytic.cli.locate import add_location, runs_root
 from catalytic.cli.output import print_json
 from catalytic.errors import CatalyticError, DocumentError
 from catalytic.ledger import format as fmt
@@ -37,32 +38,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "the run was traced, the timeline of writes (who wrote what, when).",
     )
     p.add_argument("run", metavar="RUN_ID", help="run id under the runs root, or a ledger directory")
-    p.add_argument("--root", metavar="DIR", help="workspace root (default: current directory)")
-    p.add_argument("--runs-root", metavar="PATH", help="runs root under the workspace root")
+    add_location(p)
     p.add_argument("--limit", type=int, default=200, help="timeline events to print (default 200; 0: all)")
     p.add_argument("--json", action="store_true", help="print the run as JSON on stdout")
     p.set_defaults(execute=execute_cli)
 
 
-def find_ledger(run: str, root: Path, runs_root: str | None) -> Path:
-    """The ledger directory for ``run`` (a path to one, or an id under the runs root)."""
+def find_ledger(run: str, base: Path) -> Path:
+    """The ledger directory for ``run`` (a path to one, or an id under the runs root ``base``)."""
     candidate = Path(run)
     if (candidate / fmt.RUN_INFO).is_file():
         return candidate
-    base = root / (runs_root or _configured_runs_root(root))
     if os.sep not in run and (base / run / fmt.RUN_INFO).is_file():
         return base / run
     raise RunNotFound(f"no run ledger {run!r} (looked in {base})")
-
-
-def _configured_runs_root(root: Path) -> str:
-    from catalytic.policy import load_config
-
-    try:
-        value = load_config(root).get("runs_root")
-    except CatalyticError:
-        value = None
-    return value if isinstance(value, str) else fmt.DEFAULT_RUNS_ROOT
 
 
 def load_run(ledger: Path) -> dict[str, Any]:
@@ -84,8 +73,10 @@ def load_run(ledger: Path) -> dict[str, Any]:
 
 
 def execute_cli(args: argparse.Namespace) -> int:
-    root = Path(args.root) if args.root else Path.cwd()
-    ledger = find_ledger(args.run, root, args.runs_root)
+    candidate = Path(args.run)
+    # A ledger named by its path needs no workspace (nor a config that can be read).
+    base = candidate.parent if (candidate / fmt.RUN_INFO).is_file() else runs_root(args)
+    ledger = find_ledger(args.run, base)
     docs = load_run(ledger)
     if args.json:
         print_json(

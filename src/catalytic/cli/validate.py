@@ -4,8 +4,8 @@ Exit codes: 0 every run passed; 1 at least one run failed, including a ``--run-d
 exist (it is reported as a FAIL with the code ``NOT_FOUND``, so one bad path never hides the other
 runs); 2 usage problems: bad flags, an ``--all`` runs root that does not exist or holds no runs.
 
-``--all`` takes the runs root relative to ``--root`` (as ``catalytic run --runs-root`` does), by default
-the one ``catalytic runs`` uses (the config file's, else the default); every
+``--all`` takes the runs root as ``catalytic run --runs-root`` does (relative to ``--root``, or without
+it to the current directory; by default the config's, else the profile's, under the workspace root); every
 entry in it whose name does not start with ``_`` or ``.`` is a run (except the chain ``LEDGER.jsonl``,
 which ``--all`` checks too). In a runs root with a chain, a run the chain does not name fails
 (UNCHAINED). ``--run-dir`` paths are relative to the current directory.
@@ -18,9 +18,10 @@ import os
 import sys
 from pathlib import Path
 
+from catalytic.cli.locate import ROOT_HELP
 from catalytic.cli.output import Progress, add_verbosity, print_json, printable
 from catalytic.errors import EXIT_DIRTY, EXIT_OK, UsageError
-from catalytic.ledger.format import CHAIN_FILE, DEFAULT_RUNS_ROOT
+from catalytic.ledger.format import CHAIN_FILE
 
 PREFIX = "[catalytic-validator]"
 
@@ -53,10 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         nargs="?",
         const="",
         metavar="RUNS_ROOT",
-        help="check every run under RUNS_ROOT (relative to --root; default: the runs root of the config "
-        f"file, as for catalytic runs, else {DEFAULT_RUNS_ROOT})",
+        help="check every run under RUNS_ROOT (relative to the current directory; default: the runs root "
+        "of the config, else the profile's, under the workspace root)",
     )
-    p.add_argument("--root", metavar="DIR", help="workspace root the outputs are checked in")
+    p.add_argument("--root", metavar="DIR", help="workspace root the outputs are checked in; " + ROOT_HELP)
     p.add_argument(
         "--no-outputs-check",
         dest="check_outputs",
@@ -166,14 +167,12 @@ def execute(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         run_dirs = [Path(d) for d in args.run_dir]
     else:
-        if args.all:
-            runs_root = Path(args.all)
-            if not runs_root.is_absolute():
-                runs_root = (root or Path.cwd()) / runs_root
-        else:
-            from catalytic.cli.locate import runs_root as configured_runs_root
+        from catalytic.cli.locate import declaration, describe
 
-            runs_root = configured_runs_root(args)
+        # The runs root as `catalytic run` finds it: the config's, else the profile's.
+        decl = declaration(args, {"runs_root": args.all or None})
+        progress(describe(decl))
+        runs_root = decl.root / decl.runs_root
         run_dirs = find_runs(runs_root)
     known = None
     if runs_root is not None and args.check_chain:

@@ -78,7 +78,7 @@ def resolve(requested: str, root: Path) -> tuple[IsolationName, str | None]:
     Returns the effective mode and, for ``auto``, why it was chosen.
     """
     if requested == "auto":
-        from catalytic.isolation.overlay import unavailable_reason
+        from catalytic.isolation.mount import unavailable_reason
 
         why = unavailable_reason(root) or bypass_reason(root)
         if why is None:
@@ -90,7 +90,7 @@ def resolve(requested: str, root: Path) -> tuple[IsolationName, str | None]:
             code="BAD_ISOLATION",
         )
     if requested == "overlay":
-        from catalytic.isolation.overlay import unavailable_reason
+        from catalytic.isolation.mount import unavailable_reason
 
         why = unavailable_reason(root)
         if why is not None:

@@ -28,8 +28,6 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +36,12 @@ from typing import TYPE_CHECKING, Any, cast
 from catalytic import paths
 from catalytic.errors import CatalyticError, SnapshotError
 from catalytic.isolation.backend import Facts, IsolationError, IsolationName, Options, Outcome
+from catalytic.isolation.mount import (
+    mount_options,
+    unavailable_reason,
+    unshare_argv,
+    xattr_prefix,
+)
 from catalytic.isolation.restore import remove_tree
 from catalytic.isolation.upper import (
     UpperEntry,
@@ -49,8 +53,8 @@ from catalytic.isolation.upper import (
     undeclared_writes,
 )
 from catalytic.ledger.canonical import encode, write_json
+from catalytic.policy import left_out
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
-from catalytic.snapshot.domains import domain_excludes
 from catalytic.snapshot.domains import left_out as domain_left_out
 from catalytic.snapshot.entry import DIR, kind_of
 
@@ -67,72 +71,6 @@ MOUNT_SCRIPT = (
 )
 TMP_PREFIX = "catalytic-overlay-"
 OWNER_FILE = "owner.pid"
-_BAD_CHARS = (",", ":", "\\", "\n")
-_probe_cache: dict[str, str | None] = {}
-
-
-def rootless() -> bool:
-    return bool(os.geteuid() != 0)
-
-
-def _xattr_prefix() -> str:
-    return "user.overlay." if rootless() else "trusted.overlay."
-
-
-def mount_options(lower: Path, upper: Path, work: Path) -> str:
-    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    if rootless():
-        return opts + ",userxattr"
-    return opts + ",redirect_dir=off,metacopy=off,index=off"
-
-
-def unshare_argv() -> list[str]:
-    unshare = shutil.which("unshare") or "unshare"
-    argv = [unshare, "--mount", "--propagation", "private"]
-    if rootless():
-        argv.insert(1, "--map-root-user")
-    return argv
-
-
-def unavailable_reason(root: Path) -> str | None:
-    """None when an overlay over ``root`` can be mounted here, else why not (one line)."""
-    key = f"{root}:{getattr(os, 'geteuid', lambda: -1)()}"
-    if key not in _probe_cache:
-        _probe_cache[key] = _probe(root)
-    return _probe_cache[key]
-
-
-def _probe(root: Path) -> str | None:
-    if not sys.platform.startswith("linux"):
-        return f"overlayfs is Linux-only (this is {sys.platform})"
-    if shutil.which("unshare") is None:
-        return "the util-linux 'unshare' program is not installed"
-    bad = [c for c in _BAD_CHARS if c in str(root)]
-    if bad:
-        return (
-            f"the workspace root {str(root)!r} contains {bad[0]!r}, which overlay mount options cannot carry"
-        )
-    with tempfile.TemporaryDirectory(prefix="catalytic-probe-") as tmp:
-        base = Path(tmp)
-        if paths.is_within(str(base), str(root)) or str(base).startswith(str(root) + "/"):
-            return f"the temporary directory {tmp} is inside the workspace root"
-        for name in ("upper", "work", "mnt"):
-            (base / name).mkdir()
-        opts = mount_options(root, base / "upper", base / "work")
-        cmd = [*unshare_argv(), "--", "mount", "-t", "overlay", "overlay", "-o", opts, str(base / "mnt")]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return f"cannot start unshare: {exc}"
-        with contextlib.suppress(OSError):
-            remove_tree(base / "work")
-        if proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout).strip().splitlines()
-            msg = detail[-1] if detail else f"exit {proc.returncode}"
-            if rootless() and "unshare" in msg:
-                return f"unprivileged user namespaces are not available ({msg})"
-            return f"the overlay mount was refused ({msg})"
-    return None
 
 
 def _copy_entry(src: Path, dst: Path, entry: Entry) -> None:
@@ -231,7 +169,7 @@ class OverlayIsolation:
                 path=paths.ROOT,
                 code="OVERLAY_FAILED",
             )
-        self.upper = scan_upper(self.upper_dir, _xattr_prefix())
+        self.upper = scan_upper(self.upper_dir, xattr_prefix())
         post: list[Snapshot] = []
         for snap in pre:
             try:
@@ -326,7 +264,7 @@ class OverlayIsolation:
     def finish(self, outcome: Outcome) -> Facts:
         facts = Facts(undeclared_writes=[], committed=False)
         facts.details["upper_entries"] = len(self.upper)
-        excluded = {d: domain_excludes(self.policy, d) for d in self.policy.catalytic_domains}
+        excluded = {d: left_out(self.policy, d) for d in self.policy.catalytic_domains}
         if any(excluded.values()):
             facts.details["excluded_from_domains"] = {d: x for d, x in excluded.items() if x}
         if self.mount_failed:
@@ -389,7 +327,7 @@ class OverlayIsolation:
                 facts.details["real_tree_error"] = f"{error.code}: {error.message}"
             self.options.say("Determinism check: the real domains CHANGED during the second run")
             return False
-        second_upper = scan_upper(upper2, _xattr_prefix())
+        second_upper = scan_upper(upper2, xattr_prefix())
         second, _ = self._outputs_digest(upper2, second_upper)
         equal = first == second and child.exit_code == 0
         facts.details["determinism"] = {

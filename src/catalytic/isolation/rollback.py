@@ -108,8 +108,10 @@ def restore_state(
                 problems.append(f"cannot restore {tree.name}: {unsafe}")
                 remaining[tree.name] = [paths.ROOT]
                 continue
-            # What the run left out of the saved tree is left alone: neither compared nor touched.
-            leave_out = Excludes(state.excludes).within(tree.name) if state.excludes else NONE
+            # What the run left out of the saved tree (its excludes; the runs root and .git inside it) is left
+            # alone: neither compared nor put back.
+            exact = _skipped(root, store.runs_root, tree.name)
+            leave_out = Excludes(state.excludes).within(tree.name, exact) if state.excludes or exact else NONE
             with scanned(target, algorithm, store_dir=cache_dir, leave_out=leave_out) as have:
                 now = spooled_entries(have.manifest, have.modes)
                 report = restore_tree(
@@ -143,6 +145,14 @@ def restore_state(
         "verified": not dry_run and not problems and not remaining,
         "remaining": remaining,
     }
+
+
+def _skipped(root: Path, runs_root: Path, tree: str) -> list[str]:
+    """The paths (relative to ``tree``) a rollback run's snapshots of ``tree`` left out."""
+    from catalytic.policy import left_out_of, relative_to
+
+    rel = os.path.relpath(runs_root, root).replace(os.sep, "/")
+    return relative_to(tree, left_out_of(tree, rel))
 
 
 class RollbackIsolation:

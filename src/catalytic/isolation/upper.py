@@ -123,7 +123,7 @@ def merged_entries(
     says whether ``after`` comes from the upper layer. Only the upper layer's entries below ``target`` (the
     write set) are held in memory: the lower layer streams through, so a pre-run manifest read from a spool
     stays there. ``left_out``: what the snapshots of ``target`` leave out (:mod:`catalytic.excludes`: the
-    run's exclude patterns, and :func:`catalytic.snapshot.domains.excludes_within` in a domain); what the
+    run's exclude patterns, and :func:`catalytic.policy.left_out_within` in a domain); what the
     command wrote there is dropped, and the lower layer's entries there are kept as they are.
     """
     absent, hidden, touched = hidden_from(upper, target)

@@ -21,7 +21,7 @@ from catalytic.errors import (
 )
 from catalytic.isolation import Facts
 from catalytic.ledger import format as fmt
-from catalytic.policy import Policy
+from catalytic.policy import Policy, left_out
 from catalytic.snapshot import manifest_documents
 from catalytic.snapshot.domains import Snapshot, SnapshotSettings
 
@@ -175,6 +175,9 @@ def documents(
         "command": list(command),
         "cwd": str(cwd or Path.cwd()),
         "root": str(policy.root),
+        "root_found_by": policy.found_by,
+        "profile": policy.profile,
+        "left_out": {d: found for d in policy.catalytic_domains if (found := left_out(policy, d))},
         "tool": "catalytic",
         "tool_version": __version__,
         "schema_version": fmt.SCHEMA_VERSION,

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict
 
 SCHEMA_VERSION = "catalytic.ledger/1"
-DEFAULT_RUNS_ROOT = "CONTRACTS/_runs"
 
 #: The runs root's hash chain of sealed runs (see :mod:`catalytic.ledger.chain`) and its lock file.
 CHAIN_FILE = "LEDGER.jsonl"

@@ -103,11 +103,11 @@ def scan_all(
 
 def left_out(policy: Policy, tree: str) -> Excludes:
     """What the run's snapshots of ``tree`` (a domain or declared output, workspace-relative) leave out: the
-    paths its exclude patterns match and, for an overlay run's domain, the runs root and the declared
-    outputs inside it (:func:`excludes_within`)."""
-    exact: list[str] = []
-    if policy.isolation == "overlay" and tree in policy.catalytic_domains:
-        exact = excludes_within(policy, tree)
+    paths its exclude patterns match and, in a domain, what :func:`catalytic.policy.left_out` names (the
+    runs root and ``.git`` inside it; under overlay the declared outputs instead of ``.git``)."""
+    from catalytic.policy import left_out_within
+
+    exact = left_out_within(policy, tree) if tree in policy.catalytic_domains else []
     if not exact and not policy.excludes:
         return NONE
     return Excludes(policy.excludes).within(tree, exact)
@@ -161,16 +161,3 @@ def snapshot_all(
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)
     return snaps, None
-
-
-def domain_excludes(policy: Policy, domain: str) -> list[str]:
-    """Paths inside ``domain`` that its snapshot leaves out: declared outputs and the runs root."""
-    return [
-        p for p in (*policy.durable_outputs, policy.runs_root) if paths.is_within(p, domain) and p != domain
-    ]
-
-
-def excludes_within(policy: Policy, domain: str) -> list[str]:
-    """:func:`domain_excludes` relative to ``domain`` (as its snapshot's paths are)."""
-    depth = len(paths.parts(domain))
-    return ["/".join(paths.parts(p)[depth:]) for p in domain_excludes(policy, domain)]

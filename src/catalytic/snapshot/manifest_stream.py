@@ -60,6 +60,7 @@ def scanned(
 
     The row store lives in ``store_dir`` (a stat cache); without one there is no store
     at all (every file is hashed, nothing is kept) and the spools are unnamed files of the temp directory.
+    ``skip``: paths (relative to ``path``) left out with everything below them.
     """
     from catalytic.snapshot.spool import Spool
     from catalytic.snapshot.stream import scan_domain
