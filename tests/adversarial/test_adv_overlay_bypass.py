@@ -79,7 +79,7 @@ def _dirty(ws: Path, run_id: str, rc: int, err: str) -> dict[str, Any]:
         tracebacks=int("Traceback" in err),
     )
     assert "Traceback" not in err, err
-    assert rc == 1, err
+    assert rc == 4, err
     assert st is not None and st["status"] == "dirty" and st["restoration_verified"] is False, st
     check = cli(ws, "validate", "--run-dir", f"{RUNS}/{run_id}")
     assert check.returncode == 1, check.stdout
