@@ -549,12 +549,12 @@ def test_killed_runtime_leaves_the_real_tree_untouched(ws: Path) -> None:
     ]
 
 
-def test_a_tree_deeper_than_the_recursion_limit(ws: Path) -> None:
+def test_a_tree_deeper_than_the_recursion_limit(ws: Path, past_recursion_limit: int) -> None:
     """A command that builds a directory chain deeper than Python's recursion limit: the upper layer is
     read, the post-run snapshot merged, the write set quarantined and the layers removed without a crash."""
     from catalytic.isolation.restore import remove_tree
 
-    depth = sys.getrecursionlimit() * 3 // 2
+    depth = past_recursion_limit
     script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import trees; "
     script += f"trees.build_deep(trees.Path({DOMAIN!r}), {depth})"
     assert run(ws, command=f'cd {ws} && {sys.executable} -c "{script}"') == 1
