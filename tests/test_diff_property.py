@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -142,6 +143,7 @@ def _manifest(model: Model) -> dict[str, tuple[str, str | None]]:
     return {p: (_value(n), None if n[2] is None else f"{n[2]:04o}") for p, n in model.items()}
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.data())
 def test_diff_matches_reference_model(data: st.DataObject) -> None:

@@ -298,6 +298,7 @@ def test_catalytic_both_builds_as_subprocess(example: Path) -> None:
 # --- the demo script ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None, reason="needs bash and tar")
 def test_demo_script_passes_clean_and_fails_leaky(tmp_path: Path) -> None:
     example_before = tree(EXAMPLE)

@@ -550,12 +550,17 @@ def test_killed_runtime_leaves_the_real_tree_untouched(ws: Path) -> None:
     ]
 
 
-def test_a_tree_deeper_than_the_recursion_limit(ws: Path) -> None:
+def test_a_tree_deeper_than_the_recursion_limit(
+    ws: Path, past_recursion_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A command that builds a directory chain deeper than Python's recursion limit: the upper layer is
     read, the post-run snapshot merged, the write set quarantined and the layers removed without a crash."""
     from catalytic.isolation.restore import remove_tree
 
-    depth = sys.getrecursionlimit() * 3 // 2
+    layers = ws.parent / "layers"  # not the shared temporary directory: other runs' layers come and go there
+    layers.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(layers))
+    depth = past_recursion_limit
     script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import trees; "
     script += f"trees.build_deep(trees.Path({DOMAIN!r}), {depth})"
     assert run(ws, command=f'cd {ws} && {sys.executable} -c "{script}"') == 4
@@ -564,7 +569,7 @@ def test_a_tree_deeper_than_the_recursion_limit(ws: Path) -> None:
     assert not (ws / DOMAIN / "a").exists()
     quarantined = ws / RUNS / "r1" / "quarantine" / "upper" / DOMAIN
     assert (quarantined / "/".join(["a"] * depth) / "bottom").is_file()
-    assert not list(Path(tempfile.gettempdir()).glob("catalytic-overlay-r1-*"))
+    assert list(layers.iterdir()) == []
     remove_tree(quarantined)  # pytest's clean-up of old temporary directories recurses
 
 

@@ -342,12 +342,12 @@ def test_gc_drops_a_state_with_its_index_and_reads_the_kept_ones_tree_by_tree(
     assert (ws / DOMAIN / "a.txt").read_text() == "only in r2\n"
 
 
-def test_a_tree_deeper_than_the_recursion_limit_is_put_back(ws: Path) -> None:
+def test_a_tree_deeper_than_the_recursion_limit_is_put_back(ws: Path, past_recursion_limit: int) -> None:
     """Removing a directory chain deeper than Python's recursion limit, and putting it back."""
     from catalytic.isolation.restore import remove_tree
     from trees import build_deep
 
-    depth = sys.getrecursionlimit() * 3 // 2
+    depth = past_recursion_limit
     build_deep(ws / DOMAIN / "deep", depth)
     before = tree(ws / DOMAIN)
     assert rb(ws, command=f"rm -r {DOMAIN}/deep") == 4

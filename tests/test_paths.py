@@ -118,14 +118,14 @@ def test_preflight_refuses_a_domain_through_a_symlink_loop(tmp_path: Path) -> No
     assert not (tmp_path / ".catalytic").exists()
 
 
-def test_walk_dirs_goes_any_depth_prunes_and_never_follows_symlinks(tmp_path: Path) -> None:
-    import sys
-
+def test_walk_dirs_goes_any_depth_prunes_and_never_follows_symlinks(
+    tmp_path: Path, past_recursion_limit: int
+) -> None:
     from catalytic.isolation.restore import remove_tree
     from catalytic.paths import walk_dirs
     from trees import build_deep
 
-    depth = sys.getrecursionlimit() * 3 // 2
+    depth = past_recursion_limit
     build_deep(tmp_path / "deep", depth)
     (tmp_path / "skip" / "below").mkdir(parents=True)
     os.symlink(tmp_path / "skip", tmp_path / "link")

@@ -307,23 +307,21 @@ def test_directory_swapped_during_walk_is_never_followed(tmp_path: Path, replace
     assert "d/secret" not in seen
 
 
-def test_trees_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+def test_trees_deeper_than_the_recursion_limit(tmp_path: Path, past_recursion_limit: int) -> None:
     """The walker, the in-memory engine, the streamed engine and remove_tree go as deep as the file system
     does: deeper than Python's recursion limit, and to paths longer than PATH_MAX (4096 bytes)."""
-    import sys
-
     from catalytic.isolation.restore import remove_tree
     from catalytic.snapshot import reference_walk
     from catalytic.snapshot.manifest_stream import scanned, spooled_entries
     from trees import build_deep
 
-    depth = max(sys.getrecursionlimit() * 3 // 2, 2100)
-    tree = build_deep(tmp_path / "t", depth)
-    assert len(os.fsencode(tree)) + 2 * depth > 4096
+    depth, name = past_recursion_limit, "d" * 15
+    tree = build_deep(tmp_path / "t", depth, name)
+    assert len(os.fsencode(tree)) + (len(name) + 1) * depth > 4096
     try:
-        os.chmod(tree / "a" / "a", 0o500)  # read-only on the way down: remove_tree opens it up
+        os.chmod(tree / name / name, 0o500)  # read-only on the way down: remove_tree opens it up
         reference = [(e.path, e.value, e.mode) for e in reference_walk(tree)]
-        assert len(reference) == depth + 2 and reference[-1][0] == "/".join(["a"] * depth + ["bottom"])
+        assert len(reference) == depth + 2 and reference[-1][0] == "/".join([name] * depth + ["bottom"])
         assert [(e.path, e.value, e.mode) for e in snapshot_tree(tree, jobs=2).entries] == reference
         with scanned(tree, "sha256") as scan:
             assert list(spooled_entries(scan.manifest, scan.modes)) == reference

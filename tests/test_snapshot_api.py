@@ -201,6 +201,7 @@ def test_merkle_distinguishes_equal_contents_and_modes(tmp_path: Path) -> None:
 NAMES = st.sampled_from(["a", "a.b", "a-b", "b", "ä", "z", "ax"])
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     files=st.dictionaries(

@@ -390,6 +390,7 @@ def rebuild(tree: Path, shape: object) -> None:
     materialise(tree, {"top": shape})
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(older=TREES, before=TREES, after=TREES)
 def test_generated_trees_and_diffs(

@@ -187,6 +187,7 @@ def test_fanotify_names_short_lived_processes(tmp_path: Path) -> None:
     assert by_op[("rmdir", "scratch/d")] == "rm"
 
 
+@pytest.mark.slow
 @needs_fanotify
 def test_fanotify_overflow_marks_the_log_incomplete(tmp_path: Path) -> None:
     root = workspace(tmp_path)
@@ -340,6 +341,7 @@ def prepare(root: Path) -> None:
         (root / DOMAIN / f"f{i}").write_text(f"orig {i}")
 
 
+@pytest.mark.slow
 @needs_fanotify
 def test_generated_workloads_fanotify(tmp_path: Path) -> None:
     if not fanotify_works(tmp_path):
@@ -364,6 +366,7 @@ def test_generated_workloads_fanotify(tmp_path: Path) -> None:
     assert complete == 12  # fanotify has no new-directory race: every one of these logs is complete
 
 
+@pytest.mark.slow
 def test_generated_workloads_watchdog(tmp_path: Path) -> None:
     pytest.importorskip("watchdog")
     complete = 0

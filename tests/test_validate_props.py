@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -70,6 +71,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(name=st.sampled_from(FILES), choice=st.integers(min_value=0), value=json_values)
 def test_any_value_substituted_inside_a_file_never_raises(name: str, choice: int, value: Any) -> None:

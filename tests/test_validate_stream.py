@@ -274,6 +274,7 @@ def _split(entries: dict[str, tuple[str, str | None]]) -> tuple[dict[str, str], 
     return manifest, modes
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pre=_entries,

@@ -32,15 +32,15 @@ def build_tree(root: Path, files: int = 40, *, extras: bool = True) -> Path:
     return root
 
 
-def build_deep(root: Path, depth: int) -> Path:
-    """A chain of ``depth`` nested directories ``a/a/...`` under ``root`` with a file at the bottom, made
-    through directory descriptors (deeper than Python's recursion limit, short of PATH_MAX)."""
+def build_deep(root: Path, depth: int, name: str = "a") -> Path:
+    """A chain of ``depth`` nested directories ``name/name/...`` under ``root`` with a file at the bottom,
+    made through directory descriptors (so to any depth and past PATH_MAX)."""
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for _ in range(depth):
-            os.mkdir("a", dir_fd=fd)
-            sub = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = sub
         os.close(os.open("bottom", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))

@@ -73,6 +73,7 @@ def test_same_run_id_at_the_same_time_exactly_one_proceeds(nested: Path, tmp_pat
     tally("concurrency", cases=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("domains", [("a", "a"), ("a", "c")], ids=["same-domains", "other-domains"])
 def test_same_run_id_racing(nested: Path, domains: tuple[str, str]) -> None:
     for attempt in range(5):

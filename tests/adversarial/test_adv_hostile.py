@@ -80,6 +80,7 @@ def test_domain_swapped_during_the_post_snapshot(ws: Path, tmp_path: Path) -> No
     _verdict(ws, "swapmid", rc, err)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detach", ["background", "setsid-double-fork"])
 def test_daemonised_child_keeps_writing(ws: Path, detach: str) -> None:
     writer = "import time, sys\ntime.sleep(1.0)\nopen('scratch/late', 'w').write('late')\n"
@@ -161,7 +162,7 @@ KINDS = [
     "invalid-utf8-name",
     "path-4096",
     "depth-200",
-    "many-empty-files",
+    pytest.param("many-empty-files", marks=pytest.mark.slow),
 ]
 
 

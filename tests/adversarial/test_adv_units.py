@@ -30,6 +30,7 @@ def test_fault_spec_parsing() -> None:
     assert faults.ACTIVE is False and faults._TARGET is None
 
 
+@pytest.mark.slow
 def test_every_point_is_reached_in_a_run(tmp_path: Path) -> None:
     """Each documented point is really on a run's path (pausing there proves it)."""
     from .conftest import Paused, run_args
