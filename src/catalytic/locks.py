@@ -13,7 +13,8 @@ Beside them, one lock guards the runs root's shared state (the store under ``_st
 under ``_cache``, the journals under ``_commits``): every run and every ``catalytic restore`` holds it
 shared for as long as it runs (a run saves its pre-state, may need it until it ends, and uses the caches
 throughout); ``catalytic gc``, which deletes from them, holds it exclusively, and is refused while any
-other catalytic command holds it (code ``LOCKED``).
+other catalytic command holds it (code ``LOCKED``). A run or restore that finds gc holding it waits for it
+(up to :data:`STORE_WAIT`) instead of failing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -32,6 +34,9 @@ from catalytic.errors import LedgerError, LockedError
 LOCK_DIR = "_locks"
 #: The lock file of the runs root's shared state (not a hashed name: no domain lock can take it).
 STORE_LOCK = "store.lock"
+#: How long a command that uses the store waits for a ``catalytic gc`` in progress to end (gc is quick;
+#: a run refused because gc ran beside it would fail a CI loop for nothing).
+STORE_WAIT = 30.0
 
 
 def _lock_name(rel: str) -> str:
@@ -63,20 +68,28 @@ def _open(runs_root: Path, name: str) -> int:
         raise LedgerError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
 
 
-def _try_lock(fd: int, exclusive: bool, refused: str) -> None:
-    """Take the lock without waiting; ``refused``: the message of the LockedError when it is held."""
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise LedgerError(f"cannot lock {LOCK_DIR}/: {exc.strerror or exc}") from exc
-        raise LockedError(refused) from None
+def _try_lock(fd: int, exclusive: bool, refused: str, wait: float = 0.0) -> None:
+    """Take the lock, waiting up to ``wait`` seconds for it; ``refused``: the message of the LockedError
+    when it is still held then."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LedgerError(f"cannot lock {LOCK_DIR}/: {exc.strerror or exc}") from exc
+            if time.monotonic() >= deadline:
+                raise LockedError(refused) from None
+        time.sleep(0.05)
 
 
 @contextmanager
 def store_lock(runs_root: Path, *, exclusive: bool, who: str) -> Iterator[None]:
     """Hold the lock of the runs root's shared state (store, caches, journals) for the ``with`` block:
-    shared to use it, exclusive to delete from it. ``who`` names the command in the refusal."""
+    shared to use it (waiting up to :data:`STORE_WAIT` for a ``gc`` in progress), exclusive to delete from
+    it (never waiting: gc is refused while a run or restore is in progress). ``who`` names the command in
+    the refusal."""
     fd = _open(runs_root, STORE_LOCK)
     try:
         _try_lock(
@@ -84,6 +97,7 @@ def store_lock(runs_root: Path, *, exclusive: bool, who: str) -> Iterator[None]:
             exclusive,
             f"{who} refused: another catalytic command is using the store and caches of {runs_root}"
             + ("; run it again once no run or restore is in progress" if exclusive else " exclusively"),
+            0.0 if exclusive else STORE_WAIT,
         )
         yield
     finally:

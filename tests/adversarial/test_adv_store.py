@@ -204,3 +204,37 @@ def test_gc_and_restore_refuse_a_runs_root_outside_the_workspace(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "runs root" in proc.stderr and "Traceback" not in proc.stderr
     assert victim.exists()
+
+
+def test_a_run_waits_for_a_gc_in_progress_instead_of_failing(ws: Path) -> None:
+    """gc holds the store exclusively for a moment: a run that starts then waits for it (a CI loop that
+    runs gc beside its builds must not fail a build for that), while gc itself never waits for a run."""
+    import threading
+    import time
+
+    from catalytic import locks
+
+    runs_root = ws / RUNS
+    runs_root.mkdir(parents=True, exist_ok=True)
+    held = threading.Event()
+    release = threading.Event()
+
+    def gc_like() -> None:
+        with locks.store_lock(runs_root, exclusive=True, who="test gc"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=gc_like)
+    holder.start()
+    try:
+        assert held.wait(10)
+        threading.Timer(1.0, release.set).start()
+        started = time.monotonic()
+        proc = cli(ws, *ROLLBACK, "--run-id", "waited", "--catalytic-domains", "scratch", "--", "true")
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert proc.returncode == 0, proc.stderr
+    assert waited >= 0.9, waited
+    assert status(ws, "waited") is not None
