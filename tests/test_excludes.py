@@ -81,7 +81,7 @@ def validated(root: Path, run_id: str = "r1") -> tuple[bool, list[str]]:
 
 
 def test_a_test_run_is_dirty_without_excludes(repo: Path) -> None:
-    assert run(repo) == 1
+    assert run(repo) == 4
     added = ledger(repo)["RESTORE_DIFF.json"][DOMAIN]["added"]
     assert any("__pycache__" in path for path in added)
     assert any(path.startswith(".pytest_cache") for path in added)
@@ -116,13 +116,13 @@ def test_excludes_from_the_repository_gitignore_and_the_config_file(repo: Path) 
         "from_gitignore": True,
     }
     (repo / "catalytic.toml").write_text('exclude = ["__pycache__/", ".pytest_cache"]\n')
-    assert run(repo, run_id="r2", command=PYTEST + " && touch new.txt") == 1
+    assert run(repo, run_id="r2", command=PYTEST + " && touch new.txt") == 4
     diff = ledger(repo, "r2")["RESTORE_DIFF.json"][DOMAIN]
     assert list(diff["added"]) == ["new.txt"]  # the rest is excluded, not this
     # Flags override the file (as for every setting): the .pytest_cache of this run is then a change.
     os.unlink(repo / DOMAIN / "new.txt")
     assert (
-        run(repo, "--exclude", "__pycache__/", run_id="r3", command=PYTEST + " && rm -r .pytest_cache") == 1
+        run(repo, "--exclude", "__pycache__/", run_id="r3", command=PYTEST + " && rm -r .pytest_cache") == 4
     )
 
 
@@ -132,7 +132,7 @@ def test_a_rollback_restores_the_rest_and_leaves_the_excluded_caches_alone(repo:
     mine = repo / DOMAIN / "mypkg" / "__pycache__" / "kept.txt"
     mine.write_text("excluded, and there before the run\n")
     dirty = f"{PYTEST} && echo junk > mypkg/junk.py && echo changed > mypkg/__pycache__/kept.txt"
-    assert run(repo, *CACHES, "--isolation", "rollback", run_id="r2", command=dirty) == 1
+    assert run(repo, *CACHES, "--isolation", "rollback", run_id="r2", command=dirty) == 4
     docs = ledger(repo, "r2")
     assert docs["STATUS.json"]["rollback"]["verified"] is True
     assert not (repo / DOMAIN / "mypkg" / "junk.py").exists()

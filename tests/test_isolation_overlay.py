@@ -640,7 +640,7 @@ def test_a_write_to_the_real_domain_through_proc_is_dirty(
     _spooling(monkeypatch, disk_full=not streamed)
     real = f"/proc/{os.getpid()}/cwd/{DOMAIN}"
     cmd = f"echo evil >> {real}/a.txt; rm {real}/sub/b.txt; echo scratch > {DOMAIN}/mine"
-    assert run(ws, "--catalytic-domains", DOMAIN, "src", command=cmd) == 1
+    assert run(ws, "--catalytic-domains", DOMAIN, "src", command=cmd) == 4
     docs = _check_ledger(ws)
     diff = docs["RESTORE_DIFF.json"][DOMAIN]
     assert list(diff["changed"]) == ["a.txt"] and list(diff["removed"]) == ["sub/b.txt"]
@@ -657,7 +657,7 @@ def test_a_determinism_run_that_writes_the_real_domain_commits_nothing(ws: Path)
     marker = ws.parent / "second"
     real = f"/proc/{os.getpid()}/cwd/{DOMAIN}"
     cmd = f"echo same > {OUT}; if [ -e {marker} ]; then echo evil >> {real}/a.txt; fi; touch {marker}"
-    assert run(ws, "--durable-outputs", OUT, "--check-determinism", command=cmd) == 1
+    assert run(ws, "--durable-outputs", OUT, "--check-determinism", command=cmd) == 4
     docs = ledger(ws)
     assert docs["STATUS.json"]["status"] == "dirty"
     assert "changed on the real tree" in docs["STATUS.json"]["reason"]

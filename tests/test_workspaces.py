@@ -101,7 +101,7 @@ def test_the_whole_repository_as_a_domain(package: Path, monkeypatch: pytest.Mon
     assert "src/pkg/__init__.py" in pre and not any(p.startswith((".git", ".catalytic/")) for p in pre)
     assert (
         main(["run", "-q", "--run-id", "leaky", "--catalytic-domains", ".", "--", "touch", "src/leftover"])
-        == 1
+        == 4
     )
     diff = json.loads((package / ".catalytic/runs/leaky/RESTORE_DIFF.json").read_text())
     assert list(diff["."]["added"]) == ["src/leftover"]
@@ -116,7 +116,7 @@ def test_rollback_of_the_whole_repository_never_touches_git_or_the_ledgers(
     assert main(["run", "-q", "--run-id", "first", "--catalytic-domains", "build/tmp", "--", "true"]) == 0
     messy = "echo junk > src/junk && echo changed > src/pkg/__init__.py && echo note > .git/description"
     args = ["run", "-q", "--run-id", "messy", "--isolation", "rollback", "--catalytic-domains", "."]
-    assert main([*args, "--", "sh", "-c", messy]) == 1
+    assert main([*args, "--", "sh", "-c", messy]) == 4
     assert not (package / "src/junk").exists()
     assert (package / "src/pkg/__init__.py").read_text() == "VERSION = '1.0'\n"
     assert (package / ".git/description").read_text() == "note\n"  # left out: never put back
@@ -134,7 +134,7 @@ def test_from_a_subdirectory_the_config_and_root_are_found(
     sub = package / "src" / "pkg"
     monkeypatch.chdir(sub)
     leak = "open('../../build/tmp/leak', 'w').write('x')"
-    assert main(["run", "--run-id", "sub", "--", PY, "-c", leak]) == 1
+    assert main(["run", "--run-id", "sub", "--", PY, "-c", leak]) == 4
     err = capsys.readouterr().err
     assert f"Workspace: {package} (found by its catalytic.toml)" in err
     info = run_info(package / ".catalytic/runs/sub")
