@@ -31,7 +31,7 @@ from catalytic.diff import Change
 from catalytic.errors import SnapshotError
 from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.canonical import json_string
-from catalytic.paths import to_bytes
+from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import (
@@ -45,7 +45,7 @@ from catalytic.snapshot.listing import (
     walk_items,
     with_root_mark,
 )
-from catalytic.snapshot.merkle import listing_hasher
+from catalytic.snapshot.merkle import listing_hasher, listing_record
 from catalytic.snapshot.rowstore import Part, Row, Rows, store_failure, trusted
 from catalytic.snapshot.walker import (
     Hashed,
@@ -89,7 +89,8 @@ class DirResult:
 
     def __init__(self) -> None:
         # ("t", manifest text, modes text) and ("d", subdirectory path, device, inode), in walk order (or
-        # ("D", path, device, inode, its answer) for one the task answered too, see :func:`scan`); in
+        # ("D", path, device, inode, its answer) for one the task answered too, see :func:`scan`, and
+        # ("F", path, device, inode, the flattened subtree) for one it answered whole: :func:`_flatten`); in
         # the top directory also ROOT_HERE, before its first name not below b"." (once per part that has
         # one: the walk writes the domain's own entry at the first it meets, or at the end).
         self.items: list[tuple[Any, ...]] = []
@@ -170,6 +171,7 @@ def scan(config: ScanConfig, task: Task, budget: int = 0) -> DirResult:
             result = _scan(config, task)
             if budget > 0 and result.split is None and task[3] is None and task[4] is None:
                 _go_on(config, result, [budget - cost(result)])
+                _flatten(result)
         except BaseException:
             store.drop()
             raise
@@ -210,6 +212,50 @@ def _go_on(config: ScanConfig, result: DirResult, left: list[int], depth: int = 
         left[0] -= cost(sub)
         items[index] = ("D", rel, dev, ino, sub)
         _go_on(config, sub, left, depth + 1)
+
+
+def _flatten(result: DirResult) -> bool:
+    """Turn every ``("D", ...)`` item of ``result`` whose whole subtree is answered into ``("F", path,
+    device, inode, (manifest text, MODES text, Merkle listing records, counts, differences))``: a subtree
+    is contiguous in the documents, so the snapshot writes it in one piece instead of putting each of its
+    directories in order itself. True when ``result`` is itself answered whole (nothing left to send)."""
+    whole = True
+    items = result.items
+    for index, item in enumerate(items):
+        kind = item[0]
+        if kind == "D":
+            sub: DirResult = item[4]
+            if _flatten(sub):
+                items[index] = ("F", item[1], item[2], item[3], _flat(item[1], sub))
+            else:
+                whole = False
+        elif kind != "t":
+            whole = False
+    return whole
+
+
+def _flat(rel: str, result: DirResult) -> tuple[str, str, bytes, tuple[int, ...], list[Change]]:
+    """A subtree answered whole (its items only text and flattened subtrees) as one piece."""
+    manifest: list[str] = []
+    modes: list[str] = []
+    listings: list[bytes] = []
+    counts = list(result.counts)
+    diff = list(result.diff)
+    for item in result.items:
+        if item[0] == "t":
+            text, mode_text = item[1], item[2]
+        else:
+            text, mode_text, records, sub_counts, sub_diff = item[4]
+            listings.append(records)
+            counts = [a + b for a, b in zip(counts, sub_counts, strict=True)]
+            diff.extend(sub_diff)
+        if text:
+            manifest.append(text)
+        if mode_text:
+            modes.append(mode_text)
+    if result.listing is not None:  # post-order: the directory after everything below it
+        listings.append(listing_record(rel or ROOT, result.listing))
+    return ",".join(manifest), ",".join(modes), b"".join(listings), tuple(counts), diff
 
 
 def _scan(config: ScanConfig, task: Task) -> DirResult:

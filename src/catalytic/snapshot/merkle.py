@@ -44,6 +44,11 @@ def record(name: str, value: str, mode: str | None) -> bytes:
     return f"{name}\0{value}\0{mode or ''}\0".encode(_ENC, _ERR)
 
 
+def listing_record(path: str, listing: bytes) -> bytes:
+    """What a finished directory adds to the hash of all directories: its path and its ``L(D)``."""
+    return path.encode(_ENC, _ERR) + b"\0" + listing
+
+
 def listing_hasher(new: Callable[[], Hasher]) -> Hasher:
     """A hasher of ``L(D)`` (see the module docstring) waiting for a directory's records, in order."""
     hasher = new()
@@ -81,8 +86,12 @@ class MerkleBuilder:
 
     def add_listing(self, path: str, listing: bytes) -> None:
         """Add a finished directory (its path and ``L(D)``), in post-order (the parallel snapshot)."""
+        self.add_listings(listing_record(path, listing))
+
+    def add_listings(self, records: bytes) -> None:
+        """Add finished directories as :func:`listing_record` bytes, in post-order (a whole subtree)."""
         self._listed = True
-        self._dirs.update(path.encode(_ENC, _ERR) + b"\0" + listing)
+        self._dirs.update(records)
 
     def set_top(self, value: str, mode: str | None) -> None:
         self._top = record(".", value, mode)

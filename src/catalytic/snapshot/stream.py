@@ -251,19 +251,13 @@ def _walk(
                 if directory.hasher is None:
                     directory.hasher = listing_hasher(factory)
                 directory.hasher.update(result.records)
-            files, dirs, other, nbytes, hits, hashed = result.counts
-            stats.files += files
-            stats.dirs += dirs
-            stats.other += other
-            stats.bytes_hashed += nbytes
-            report.cache_hits += hits
-            report.hashed_files += hashed
+            _count(result.counts, stats, report)
             if diff is not None:
                 for record in result.diff:
                     diff.add(record)
             items = [
                 item
-                if item[0] != "d" and item[0] != "D"
+                if item[0] != "d" and item[0] != "D"  # "t", "F" and the root's mark pass as they are
                 else ("d", item[1], scheduler.add((item[1], item[2], item[3], None, None)))
                 if item[0] == "d"
                 else ("d", item[1], scheduler.answered((item[1], item[2], item[3], None, None), item[4]))
@@ -278,6 +272,17 @@ def _walk(
             frame.items = None
         elif item[0] == "t":
             _put(item, body, mode_body)
+        elif item[0] == "F":  # a subtree a worker answered whole, in one piece
+            text, mode_text, records, counts, changes = item[4]
+            body.add(text)
+            mode_body.add(mode_text)
+            builder.add_listings(records)
+            _count(counts, stats, report)
+            if diff is not None:
+                for record in changes:
+                    diff.add(record)
+            if progress is not None:
+                progress(stats.files, stats.bytes_hashed)
         elif item[0] == "d":
             stack.append(_Frame(_Dir(item[1], deque([item[2]]))))
         elif root is not None:  # ROOT_HERE
@@ -285,6 +290,17 @@ def _walk(
             root = None
     if root is not None:
         _put(root, body, mode_body)
+
+
+def _count(counts: tuple[int, ...], stats: WalkStats, report: StreamReport) -> None:
+    """Add an answer's counts (files, dirs, other, bytes hashed, rows used, files hashed)."""
+    files, dirs, other, nbytes, hits, hashed = counts
+    stats.files += files
+    stats.dirs += dirs
+    stats.other += other
+    stats.bytes_hashed += nbytes
+    report.cache_hits += hits
+    report.hashed_files += hashed
 
 
 def _put(item: tuple[Any, ...], body: ObjectWriter, mode_body: ObjectWriter) -> None:
