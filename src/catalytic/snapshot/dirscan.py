@@ -153,6 +153,35 @@ def _list(fd: int, rel: str) -> list[os.DirEntry[str]]:
         ) from exc
 
 
+def scan_many(config: ScanConfig, tasks: list[Task], budget: int = 0) -> list[DirResult]:
+    """Run several tasks in one go (one message to a worker), sharing one ``budget`` (see :func:`scan`);
+    every task is answered, whatever is left of the budget."""
+    store = _rows(config)
+    try:
+        store.hold()
+        try:
+            left = [budget]
+            results = []
+            for task in tasks:
+                result = _scan(config, task)
+                if result.split is None and task[3] is None and task[4] is None:
+                    left[0] -= cost(result)
+                    if budget > 0 and left[0] > 0:
+                        _go_on(config, result, left)
+                        _flatten(result)
+                results.append(result)
+        except BaseException:
+            store.drop()
+            raise
+        store.flush()
+        return results
+    except Exception as exc:
+        failure = store_failure(config.store, exc)
+        if failure is not None:
+            raise failure from exc
+        raise
+
+
 def scan(config: ScanConfig, task: Task, budget: int = 0) -> DirResult:
     """Run one task (see the module docstring); raises :class:`SnapshotError` for what cannot be read.
 
@@ -164,24 +193,7 @@ def scan(config: ScanConfig, task: Task, budget: int = 0) -> DirResult:
 
     A store that cannot be read or written (a full disk, a damaged file) is the error code ``STORE``.
     """
-    store = _rows(config)
-    try:
-        store.hold()
-        try:
-            result = _scan(config, task)
-            if budget > 0 and result.split is None and task[3] is None and task[4] is None:
-                _go_on(config, result, [budget - cost(result)])
-                _flatten(result)
-        except BaseException:
-            store.drop()
-            raise
-        store.flush()
-        return result
-    except Exception as exc:
-        failure = store_failure(config.store, exc)
-        if failure is not None:
-            raise failure from exc
-        raise
+    return scan_many(config, [task], budget)[0]
 
 
 def cost(result: DirResult) -> int:

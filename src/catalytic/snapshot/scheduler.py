@@ -38,10 +38,15 @@ WINDOW = 8
 BUDGET = 4096
 
 
-def _work(config: dirscan.ScanConfig, budgeted: tuple[int, dirscan.Task]) -> tuple[str, Any]:
-    budget, task = budgeted
+#: Whole directories handed to a worker in one message: the directories a task left unanswered when its
+#: budget ran out are mostly small, and one round trip each would cost more than their work.
+BATCH = 32
+
+
+def _work(config: dirscan.ScanConfig, budgeted: tuple[int, list[dirscan.Task]]) -> tuple[str, Any]:
+    budget, tasks = budgeted
     try:
-        return "ok", dirscan.scan(config, task, budget)
+        return "ok", dirscan.scan_many(config, tasks, budget)
     except SnapshotError as exc:
         return "err", (exc.message.removeprefix(f"{exc.path}: "), exc.path, exc.code)
 
@@ -56,7 +61,8 @@ class Scheduler:
         self.count = 0
         self.heap: list[tuple[bytes, int]] = []
         self.sent: dict[int, int] = {}  # task -> worker
-        self.queues: list[deque[int]] = []
+        self.queues: list[deque[list[int]]] = []  # per worker, the tasks of each message sent, in order
+        self.last = -1  # the worker the last message went to
         self.results: dict[int, dirscan.DirResult] = {}
         # Answers that came inside another answer: they never count against the window.
         self.inline: dict[int, tuple[dirscan.Task, dirscan.DirResult]] = {}
@@ -99,13 +105,32 @@ class Scheduler:
         # The domain's own directory is answered alone, so its subdirectories reach every worker at once.
         budget = 0 if not task[0] else BUDGET if self.pool is not None else POOL_MIN_ENTRIES
         if self.pool is None:
-            status, value = _work(self.config, (budget, task))
-            self._store(tid, status, value)
+            status, value = _work(self.config, (budget, [task]))
+            self._store(tid, status, value[0] if status == "ok" else value)
             return
-        worker = min(range(self.jobs), key=lambda w: len(self.queues[w]))
-        self.pool.submit((budget, task), worker)
-        self.sent[tid] = worker
-        self.queues[worker].append(tid)
+        batch = [tid]
+        if task[0] and task[3] is None and task[4] is None:
+            # The next whole directories in walk order go with it (parts of a split one go alone), no more
+            # than the workers' share of what is waiting, so every worker gets some.
+            size = max(1, min(BATCH, len(self.heap) // self.jobs))
+            while self.heap and len(batch) < size:
+                _key, other = self.heap[0]
+                if other not in self.tasks or other in self.sent or other in self.results or other in batch:
+                    heapq.heappop(self.heap)
+                    continue
+                rel, _dev, _ino, lo, hi = self.tasks[other]
+                if not rel or lo is not None or hi is not None:
+                    break
+                heapq.heappop(self.heap)
+                batch.append(other)
+        # The least busy worker; among equals, the one after the last chosen (not always the first).
+        last = self.last
+        worker = min(range(self.jobs), key=lambda w: (len(self.queues[w]), (w - last - 1) % self.jobs))
+        self.last = worker
+        self.pool.submit((budget, [self.tasks[t] for t in batch]), worker)
+        for sent in batch:
+            self.sent[sent] = worker
+        self.queues[worker].append(batch)
 
     def _store(self, tid: int, status: str, value: Any) -> None:
         if status == "err":
@@ -127,8 +152,12 @@ class Scheduler:
     def _fill(self) -> None:
         if self.pool is None:
             return
-        limit = self.jobs * WINDOW
-        while self.heap and len(self.sent) < self.jobs * DEPTH and len(self.sent) + len(self.results) < limit:
+        limit = self.jobs * WINDOW * BATCH
+        while (
+            self.heap
+            and sum(map(len, self.queues)) < self.jobs * DEPTH
+            and len(self.sent) + len(self.results) < limit
+        ):
             _key, tid = heapq.heappop(self.heap)
             if tid in self.tasks and tid not in self.sent and tid not in self.results:
                 self._send(tid)
@@ -147,9 +176,11 @@ class Scheduler:
             self._fill()
             assert self.pool is not None
             worker = self.sent[tid]
-            done = self.queues[worker].popleft()
-            del self.sent[done]
-            self._store(done, *self.pool.result(worker))
+            batch = self.queues[worker].popleft()
+            status, value = self.pool.result(worker)
+            for done, answer in zip(batch, value if status == "ok" else [value] * len(batch), strict=True):
+                del self.sent[done]
+                self._store(done, status, answer)
         self._fill()
         return self.tasks.pop(tid), self.results.pop(tid)
 
