@@ -145,9 +145,14 @@ def test_later_snapshots_use_the_session_cache_and_still_catch_changes(tmp_path:
     assert list(third.diff.added) == ["s000/new.txt"]
 
 
-def test_snapshots_hold_constant_memory(tmp_path: Path) -> None:
+def test_snapshots_hold_constant_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """8,000 files: the snapshots stream and keep no text (~0.16 MiB at the peak; keeping the document text
-    in memory took 1 MiB here, the in-memory engine's entries more)."""
+    in memory took 1 MiB here, the in-memory engine's entries more). What is in flight is bounded by the
+    workers' budget per message (about 4096 entries by default): lowered here so that 8,000 files are many
+    budgets' worth."""
+    from catalytic.snapshot import scheduler
+
+    monkeypatch.setattr(scheduler, "BUDGET", 256)
     domain, cache = tmp_path / "domain", tmp_path / "cache"
     cache.mkdir()
     _tree(domain, 20, 400)

@@ -154,15 +154,18 @@ def _list(fd: int, rel: str) -> list[os.DirEntry[str]]:
 
 
 def scan_many(config: ScanConfig, tasks: list[Task], budget: int = 0) -> list[DirResult]:
-    """Run several tasks in one go (one message to a worker), sharing one ``budget`` (see :func:`scan`);
-    every task is answered, whatever is left of the budget."""
+    """Run several tasks in one go (one message to a worker), sharing one ``budget`` (see :func:`scan`):
+    the first task is always answered, the next ones while the budget lasts; the answers are those of the
+    first tasks, in order (the caller sends the others again)."""
     store = _rows(config)
     try:
         store.hold()
         try:
             left = [budget]
-            results = []
+            results: list[DirResult] = []
             for task in tasks:
+                if results and left[0] <= 0:
+                    break
                 result = _scan(config, task)
                 if result.split is None and task[3] is None and task[4] is None:
                     left[0] -= cost(result)

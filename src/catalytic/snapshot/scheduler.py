@@ -76,11 +76,15 @@ class Scheduler:
         tid = self.count
         self.count += 1
         self.tasks[tid] = task
-        rel, _dev, _ino, lo, _hi = task
-        key = (to_bytes(rel) + b"/" if rel else b"") + (lo or b"")
-        heapq.heappush(self.heap, (key, tid))
+        heapq.heappush(self.heap, (self._key(task), tid))
         self.report.tasks += 1
         return tid
+
+    @staticmethod
+    def _key(task: dirscan.Task) -> bytes:
+        """A task's place in walk order (byte order of ``path/``, then the part's lower bound)."""
+        rel, _dev, _ino, lo, _hi = task
+        return (to_bytes(rel) + b"/" if rel else b"") + (lo or b"")
 
     def _maybe_start_pool(self) -> None:
         if (
@@ -178,9 +182,13 @@ class Scheduler:
             worker = self.sent[tid]
             batch = self.queues[worker].popleft()
             status, value = self.pool.result(worker)
-            for done, answer in zip(batch, value if status == "ok" else [value] * len(batch), strict=True):
+            answers = value if status == "ok" else [value] * len(batch)
+            for done, answer in zip(batch, answers, strict=False):
                 del self.sent[done]
                 self._store(done, status, answer)
+            for later in batch[len(answers) :]:  # the budget ran out first: sent again
+                del self.sent[later]
+                heapq.heappush(self.heap, (self._key(self.tasks[later]), later))
         self._fill()
         return self.tasks.pop(tid), self.results.pop(tid)
 
