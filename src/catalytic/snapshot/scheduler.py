@@ -63,6 +63,9 @@ class Scheduler:
         self.sent: dict[int, int] = {}  # task -> worker
         self.queues: list[deque[list[int]]] = []  # per worker, the tasks of each message sent, in order
         self.last = -1  # the worker the last message went to
+        self.spent = self.answers = 0  # the cost (dirscan.cost) of the answers so far, and their number
+        # The entries the subdirectories listed so far probably hold (by their sizes), and their number.
+        self.hinted = self.listed = 0
         self.results: dict[int, dirscan.DirResult] = {}
         # Answers that came inside another answer: they never count against the window.
         self.inline: dict[int, tuple[dirscan.Task, dirscan.DirResult]] = {}
@@ -114,9 +117,11 @@ class Scheduler:
             return
         batch = [tid]
         if task[0] and task[3] is None and task[4] is None:
-            # The next whole directories in walk order go with it (parts of a split one go alone), no more
-            # than the workers' share of what is waiting, so every worker gets some.
-            size = max(1, min(BATCH, len(self.heap) // self.jobs))
+            # The next whole directories in walk order go with it (parts of a split one go alone): no more
+            # than the workers' share of what is waiting, so every worker gets some, and about as many as
+            # one budget answers (by the directories answered so far, and the sizes of those listed).
+            per_directory = max(1, self.spent // max(1, self.answers), self.hinted // max(1, self.listed))
+            size = max(1, min(BATCH, len(self.heap) // self.jobs, BUDGET // per_directory))
             while self.heap and len(batch) < size:
                 _key, other = self.heap[0]
                 if other not in self.tasks or other in self.sent or other in self.results or other in batch:
@@ -142,6 +147,10 @@ class Scheduler:
             raise SnapshotError(message, path=path, code=code)
         result: dirscan.DirResult = value
         self.expected += _expected(result)
+        self.spent += dirscan.cost(result)
+        self.answers += 1
+        self.hinted += result.below
+        self.listed += sum(1 for item in result.items if item[0] == "d")
         self.split = self.split or result.split is not None
         self.results[tid] = result
 
