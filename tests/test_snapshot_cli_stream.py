@@ -3,6 +3,7 @@ engine, temporary state always removed, manifest files read back entry by entry,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -439,7 +440,7 @@ def test_an_output_that_is_a_pipe_or_device_is_written_into_never_replaced(
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     try:
         if command == "snapshot":
@@ -448,10 +449,11 @@ def test_an_output_that_is_a_pipe_or_device_is_written_into_never_replaced(
             run = ["run", "-q", "--root", str(tmp_path), "--runs-root", "runs", "--allowed-roots", "runs"]
             code = main([*run, "--catalytic-domains", "d", "--json-file", str(fifo), "--", "true"])
     finally:
-        if reader.is_alive() and not got:
-            with open(fifo, "wb"):  # unblock the reader if nothing was written
-                pass
         reader.join(10)
+        if reader.is_alive():  # nothing was written: unblock the reader (never block here ourselves)
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(10)
     assert code == 0
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     assert json.loads(got[0])
