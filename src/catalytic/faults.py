@@ -44,6 +44,7 @@ POINTS = (
     "record.begin",  # ledger documents built, nothing of the ledger written yet
     "record.file",  # before each ledger file (the n-th is the n-th file of WRITE_ORDER)
     "record.synced",  # a ledger file's bytes are on disk but not yet under their name
+    "record.status",  # every other ledger file under its name and durable, STATUS.json not yet
     "record.end",  # STATUS.json written
 )
 

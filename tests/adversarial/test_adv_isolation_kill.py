@@ -39,7 +39,9 @@ COMMON = [
     "verify.end",
     "finish.begin",
 ]
-RECORD = ["record.begin", *(f"record.file@{n}" for n in (1, 4, 8)), "record.synced@8"]
+# record.status: the last instant before STATUS.json appears (how many files are staged before it depends
+# on whether the POST documents are links of the PRE ones).
+RECORD = ["record.begin", *(f"record.file@{n}" for n in (1, 4, 8)), "record.status"]
 OVERLAY_BUILD = ["overlay.build@1", "overlay.build@2"]
 OVERLAY_COMMIT = ["overlay.staged", "overlay.swap@1", "overlay.swap@2", "overlay.swapped"]
 ROLLBACK_RESTORE = [

@@ -203,7 +203,12 @@ def _check_chain(runs_root: Path) -> list[Problem]:
         value = line.value
         if not line.complete:
             problems.append(Problem("CHAIN_MALFORMED", f"{where}:{line.number}: torn line (no newline)"))
-        shape = schema_problems(value, "chain_line.schema.json", f"{where}:{line.number}") if value else []
+        # An empty object is a line too (it fails the schema): only a line that is not JSON has no value.
+        shape = (
+            schema_problems(value, "chain_line.schema.json", f"{where}:{line.number}")
+            if value is not None
+            else []
+        )
         if value is None or shape:
             detail = f": {shape[0].message}" if shape else ": not a JSON object"
             problems.append(Problem("CHAIN_MALFORMED", f"{where}:{line.number} is not a chain entry{detail}"))

@@ -95,6 +95,7 @@ def write_ledger(ledger_dir: Path, documents: Mapping[str, Any]) -> None:
                 raise LedgerError(f"cannot write {ledger_dir / name}: {exc.strerror or exc}") from exc
         # Everything STATUS vouches for must be on disk, under its name, before STATUS appears.
         fsync_dir(ledger_dir)
+        faults.point("record.status")
         staged[-1].publish()
     finally:
         for file in staged:
