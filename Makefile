@@ -32,7 +32,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 
+# pytest removes its older temporary directories itself, recursively: a tree deeper than the interpreter's
+# recursion limit left there by an interrupted earlier run would make it crash at exit, so they go first.
 test: lint
+	rm -rf "/tmp/pytest-of-$$(id -un)"
 	$(PY) -m pytest
 
 bench: setup

@@ -216,3 +216,24 @@ def test_restore_tree_reaches_a_workspace_whose_own_path_is_a_symlink(tmp_path: 
     report = restore_tree(domain, triples(want), triples(have), store, "sha256", within=tmp_path / "ws")
     assert report.ok, report.problems
     assert (real / DOMAIN / "a.txt").read_text() == "alpha\n"
+
+
+def test_modes_are_set_through_a_descriptor_where_fchmodat_cannot_skip_symlinks(tmp_path: Path) -> None:
+    """Kernels before fchmodat2 make ``os.chmod(..., follow_symlinks=False)`` raise NotImplementedError;
+    restores then set a mode through a descriptor opened with O_NOFOLLOW (restore._fchmod): it sets the
+    entry's own mode and never follows a symlink."""
+    from catalytic.isolation import restore
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    f.chmod(0o644)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        restore._fchmod(fd, "f", os.lstat(f), 0o600)
+        assert oct(os.lstat(f).st_mode & 0o777) == oct(0o600)
+        os.symlink("f", tmp_path / "link")
+        with pytest.raises(OSError):
+            restore._fchmod(fd, "link", os.lstat(tmp_path / "link"), 0o777)
+        assert oct(os.lstat(f).st_mode & 0o777) == oct(0o600)
+    finally:
+        os.close(fd)

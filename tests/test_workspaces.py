@@ -32,7 +32,10 @@ def package(tmp_path: Path) -> Path:
     (repo / "src" / "pkg").mkdir(parents=True)
     (repo / "src" / "pkg" / "__init__.py").write_text("VERSION = '1.0'\n")
     (repo / "tests").mkdir()
-    (repo / "tests" / "test_pkg.py").write_text("def test_version():\n    assert True\n")
+    (repo / "tests" / "test_pkg.py").write_text(
+        "import pathlib\n\ndef test_version():\n"
+        "    assert 'VERSION' in (pathlib.Path(__file__).parent.parent / 'src/pkg/__init__.py').read_text()\n"
+    )
     (repo / "pyproject.toml").write_text('[project]\nname = "pkg"\nversion = "1.0"\n')
     (repo / "build" / "tmp").mkdir(parents=True)
     (repo / "build" / "tmp" / "cache.txt").write_text("warm\n")

@@ -122,7 +122,10 @@ class _Tree:
             now = stat.S_IMODE(st.st_mode)
             wanted = now | mode if add else mode
             if not stat.S_ISLNK(st.st_mode) and now != wanted:
-                os.chmod(name, wanted, dir_fd=fd, follow_symlinks=False)
+                try:
+                    os.chmod(name, wanted, dir_fd=fd, follow_symlinks=False)
+                except NotImplementedError:  # kernels before fchmodat2 (6.6): through a descriptor
+                    _fchmod(fd, name, st, wanted)
         finally:
             os.close(fd)
 
@@ -353,10 +356,23 @@ def restore_tree(
             continue
         try:
             tree.chmod(rel, int(mode, 8))
-        except (OSError, CatalyticError, NotImplementedError) as exc:
-            why = str(exc) if isinstance(exc, NotImplementedError) else _why(exc)
-            report.problems.append(f"{name(rel)}: cannot set mode {mode}: {why}")
+        except (OSError, CatalyticError) as exc:
+            report.problems.append(f"{name(rel)}: cannot set mode {mode}: {_why(exc)}")
     return report
+
+
+def _fchmod(dir_fd: int, name: str, st: os.stat_result, mode: int) -> None:
+    """Set the mode of the entry ``name`` of ``dir_fd`` that ``st`` describes, through a descriptor opened
+    without following a symlink (checked to be that very entry)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(name, flags, dir_fd=dir_fd)
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise OSError(errno.ESTALE, "was replaced while its mode was set")
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _why(exc: OSError | CatalyticError) -> str:
