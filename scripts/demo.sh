@@ -133,4 +133,4 @@ if ((${#failures[@]})); then
     printf '  - %s\n' "${failures[@]}" >&2
     exit 1
 fi
-echo "== Demo OK: clean build PASS, leaky build exit 1 and FAIL =="
+echo "== Demo OK: clean build PASS, leaky build exit 4 and FAIL =="
