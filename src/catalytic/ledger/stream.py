@@ -26,7 +26,7 @@ from typing import Literal
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import sort_key
 from catalytic.snapshot.digest import DIGEST_PATTERN, HEX_LENGTHS
-from catalytic.snapshot.entry import OTHER_VALUES
+from catalytic.snapshot.entry import MODE_PATTERN, OTHER_VALUES
 
 # The C string scanner of the json module (json.decoder re-exports it; the stubs do not say so).
 scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -42,7 +42,7 @@ _MAX_CARRY = 4 << 20
 _CONTROL = re.compile("[\x00-\x1f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _VALUE = re.compile(f"{DIGEST_PATTERN}|{OTHER_VALUES}")
-_MODE = re.compile("[0-7]{4}")
+_MODE = re.compile(MODE_PATTERN)
 _HEX = re.compile("[0-9a-f]*")
 _OCTAL = re.compile("[0-7]*")
 
@@ -99,7 +99,7 @@ def _manifest_values(values: list[str]) -> bool:
 
 
 def _mode_values(values: list[str]) -> bool:
-    """Every value is four octal digits."""
+    """Every value is a MODES value (the common case: four octal digits alone)."""
     if set(map(len, values)) <= {4} and _OCTAL.fullmatch("".join(values)):
         return True
     return all(map(_MODE.fullmatch, values))

@@ -32,6 +32,7 @@ from catalytic.errors import SnapshotError
 from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import ROOT, to_bytes
+from catalytic.snapshot.attrs import read_xattrs_digest, usual, value_of
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import (
@@ -39,6 +40,7 @@ from catalytic.snapshot.listing import (
     Item,
     fingerprint,
     listed,
+    lost,
     racy,
     size_points,
     split_points,
@@ -452,6 +454,12 @@ def _describe(
             mode = mode_of.get(bits)
             if mode is None:
                 mode = mode_of[bits] = mode_string(bits)
+            try:
+                xattrs = read_xattrs_digest(fd, name)
+            except OSError as exc:
+                raise lost(rel, name, exc) from exc
+            if xattrs is not None or not usual(st):
+                mode = value_of(st, xattrs, mode)
             stamp = taken
             nbytes += st.st_size
             hashed += 1

@@ -24,6 +24,7 @@ from typing import TypeVar
 from catalytic import faults
 from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
+from catalytic.snapshot.attrs import entry_value
 from catalytic.snapshot.digest import Hasher, HasherFactory
 from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, Entry, mode_string, special_value
 from catalytic.snapshot.listing import STAMP, lost, with_root_mark
@@ -302,10 +303,11 @@ def describe_stat(
             digest, final = result
             counts.files += 1
             counts.bytes_hashed += final.st_size
-            return Entry(rel, digest, mode_string(final.st_mode)), final
+            mode = _mode(dir_fd, name, rel, final, mode_string(final.st_mode))
+            return Entry(rel, digest, mode), final
         if fmt == stat.S_IFDIR:
             counts.dirs += 1
-            return Entry(rel, DIR, mode_string(st.st_mode)), st
+            return Entry(rel, DIR, _mode(dir_fd, name, rel, st, mode_string(st.st_mode))), st
         if fmt == stat.S_IFLNK:
             try:
                 target = os.readlink(name, dir_fd=dir_fd)
@@ -317,8 +319,17 @@ def describe_stat(
             counts.other += 1
             return Entry(rel, SYMLINK_PREFIX + target, None), st
         counts.other += 1
-        return Entry(rel, special_value(st), mode_string(st.st_mode)), st
+        mode = _mode(dir_fd, name, rel, st, mode_string(st.st_mode))
+        return Entry(rel, special_value(st), mode), st
     raise SnapshotError(f"kept changing while it was hashed ({RETRIES} attempts)", path=rel, code="UNSTABLE")
+
+
+def _mode(dir_fd: int, name: str, rel: str, st: os.stat_result, bits: str) -> str:
+    """The MODES value of an entry (:mod:`catalytic.snapshot.attrs`: its xattrs are read now)."""
+    try:
+        return entry_value(dir_fd, name, st, bits)
+    except OSError as exc:
+        raise _fail(rel, exc) from exc
 
 
 def _lstat(dir_fd: int, name: str, rel: str) -> os.stat_result:
