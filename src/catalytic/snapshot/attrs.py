@@ -113,10 +113,11 @@ def read(dir_fd: int, name: str, skip: tuple[str, ...] = ()) -> dict[str, bytes 
     return read_path(path, skip)
 
 
-def read_path(path: str | bytes, skip: tuple[str, ...] = ()) -> dict[str, bytes | None]:
-    """:func:`read` for a path (its last component is never followed)."""
+def read_path(path: str | bytes | int, skip: tuple[str, ...] = ()) -> dict[str, bytes | None]:
+    """:func:`read` for a path (its last component is never followed) or an open descriptor."""
+    follow = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **follow)
     except OSError as exc:
         if exc.errno in _NOT_HERE:
             return {}
@@ -126,7 +127,7 @@ def read_path(path: str | bytes, skip: tuple[str, ...] = ()) -> dict[str, bytes 
         if skip and xname.startswith(skip):
             continue
         try:
-            found[xname] = os.getxattr(path, xname, follow_symlinks=False)
+            found[xname] = os.getxattr(path, xname, **follow)
         except OSError as exc:
             if exc.errno == errno.ENODATA:  # removed since it was listed
                 continue
@@ -156,6 +157,19 @@ def from_blob(data: bytes) -> dict[str, bytes | None]:
     ):
         raise ValueError("not a blob of extended attributes")
     return {name: None if text is None else bytes.fromhex(text) for name, text in doc.items()}
+
+
+def fd_digest(fd: int) -> str | None:
+    """The digest of the xattrs of the file open as ``fd`` (None: it has none): no name is looked up, so
+    it is the very file just read (a file's usual case, no xattr, costs one ``flistxattr``)."""
+    try:
+        if not os.listxattr(fd):
+            return None
+    except OSError as exc:
+        if exc.errno in _NOT_HERE:
+            return None
+        raise
+    return digest(read_path(fd))
 
 
 def read_xattrs_digest(dir_fd: int, name: str, skip: tuple[str, ...] = ()) -> str | None:
