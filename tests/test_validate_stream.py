@@ -1,8 +1,8 @@
-"""The streamed validator (ledger/stream.py, ledger/crosscheck.py) reports what the whole-file path reports.
+"""The streamed validator (ledger/stream.py, ledger/entries.py) reports what the whole-file path reports.
 
 Every case validates a ledger twice: as ``catalytic validate`` does (streaming the four large documents
-when they are canonical) and with the stream turned off (every document parsed whole, as before), and
-the two reports must be identical. Each case also pins which path the first run took, so a stream that
+when they are canonical) and with the stream turned off (every document parsed whole, then cut into the
+same batches for the same rules), and the two reports must be identical. Each case also pins which path the first run took, so a stream that
 silently gave up on everything could not pass.
 """
 

@@ -150,21 +150,23 @@ class _Output:
 
     def write(self, found: Iterable[Change]) -> bool:
         """Write every difference; True when there is none."""
-        from catalytic.diff import change_record
+        from catalytic.diff import SIDE_KEYS, change_record
         from catalytic.ledger.canonical import iter_canonical, json_string
 
         empty = dict.fromkeys(self.files, True)
-        for kind, path, before, after, mode_before, mode_after in found:
+        for kind, path, before, after, *sides in found:
             if kind == "changed":
                 assert before is not None and after is not None
-                record = change_record(before, after, mode_before, mode_after)
+                record = change_record(before, after, *sides)
                 assert record is not None
                 if self.json:
                     item = json_string(path) + ":" + "".join(iter_canonical(record))
                 else:
                     detail = f"{printable(before)} -> {printable(after)}"
-                    if "mode_before" in record:
-                        detail += f", mode {record['mode_before']} -> {record['mode_after']}"
+                    for key_before, key_after in SIDE_KEYS:
+                        if key_before in record:
+                            what = key_before.removesuffix("_before")
+                            detail += f", {what} {record[key_before]} -> {record[key_after]}"
                     item = f"changed  {printable(path)} ({detail})"
             else:
                 value = after if kind == "added" else before
