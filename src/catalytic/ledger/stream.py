@@ -4,7 +4,7 @@ The four large ledger documents (``PRE_MANIFEST.json``, ``PRE_MODES.json``, ``PO
 ``POST_MODES.json``) are written by catalytic as compact canonical JSON,
 ``{"<domain>":{"<path>":"<value>",...},...}`` plus a newline (see :mod:`catalytic.ledger.canonical`).
 :func:`read_batches` reads such a file in blocks and yields its entries in file order, in batches, while
-verifying everything the whole-file path verifies for a file it accepts without a problem: valid UTF-8,
+verifying everything parsing it whole verifies for a file it accepts without a problem: valid UTF-8,
 strict JSON, only strings, keys strictly increasing in raw byte order (so no duplicates), every byte equal
 to what :func:`~catalytic.ledger.canonical.encode` writes, the trailing newline, and the schema's rule for
 each value (manifest value shapes, four octal mode digits).
