@@ -43,7 +43,7 @@ Triple = tuple[str, str, str | None]
 
 #: Entries of one domain in path order, as columns: paths, values, then one column per per-entry document
 #: (:data:`SIDE_KEYS`). Batches keep the merge at C speed where the two sides agree.
-Columns = tuple[list[str], list[str], list[str | None]]
+Columns = tuple[list[str], list[str], *tuple[list[str | None], ...]]
 
 #: Entries per batch when a stream of entries is cut into :data:`Columns` (a few hundred: memory stays small,
 #: and long runs of equal entries are still compared a slice at a time).
