@@ -4,13 +4,15 @@ The four large ledger documents (``PRE_MANIFEST.json``, ``PRE_MODES.json``, ``PO
 ``POST_MODES.json``) are written by catalytic as compact canonical JSON,
 ``{"<domain>":{"<path>":"<value>",...},...}`` plus a newline (see :mod:`catalytic.ledger.canonical`).
 :func:`read_batches` reads such a file in blocks and yields its entries in file order, in batches, while
-verifying everything the whole-file path verifies for a file it accepts without a problem: valid UTF-8,
+verifying everything parsing it whole verifies for a file it accepts without a problem: valid UTF-8,
 strict JSON, only strings, keys strictly increasing in raw byte order (so no duplicates), every byte equal
 to what :func:`~catalytic.ledger.canonical.encode` writes, the trailing newline, and the schema's rule for
 each value (manifest value shapes, four octal mode digits).
 
-Anything else raises :class:`NotStreamable`, and the caller falls back to the whole-file path, which
-then reports exactly what it always reported. Memory is one block plus one batch, whatever the file size.
+Anything else raises :class:`NotStreamable`: the caller then parses the file whole (which reports exactly
+what is wrong with it) and, when it is a schema-valid document all the same, cuts it into the same batches
+with :func:`document_batches`, so one set of rules reads both. Memory is one block plus one batch,
+whatever the file size.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import codecs
 import json.decoder
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import lt
 from typing import Literal
 
@@ -247,6 +249,19 @@ def parse_blocks(blocks: Iterable[bytes], kind: Kind) -> Iterator[Batch]:
             return
         if len(rest) > _MAX_CARRY:
             raise NotStreamable("token too long")
+
+
+def document_batches(document: Mapping[str, Mapping[str, str]], size: int = 4096) -> Iterator[Batch]:
+    """The batches :func:`read_batches` gives for a document already parsed whole (in any order, by hand, by
+    another tool, a seed ledger's): domains and paths in byte order, each domain opened by an empty batch,
+    at most ``size`` entries a batch. Values are given as they are (the schema checked them)."""
+    for domain in sorted(document, key=sort_key):
+        entries = document[domain]
+        keys = sorted(entries, key=sort_key)
+        yield (domain, [], [])
+        for start in range(0, len(keys), size):
+            chunk = keys[start : start + size]
+            yield (domain, chunk, [entries[k] for k in chunk])
 
 
 def _with_end(blocks: Iterable[bytes]) -> Iterator[bytes | None]:
