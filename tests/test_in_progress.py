@@ -69,3 +69,17 @@ def test_readers_say_it_is_in_progress(running: Path, args: tuple[str, ...]) -> 
 def test_a_finished_run_is_read_as_before(running: Path) -> None:
     out = _cli(running, "show", "r1")
     assert out.returncode == 0 and "restored" in out.stdout
+
+
+def test_validate_fails_it_as_in_progress_and_nothing_else(running: Path) -> None:
+    out = _cli(running, "validate", "--all", "--json")
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    errors = {report["run_id"]: report["errors"] for report in doc["reports"]}
+    assert errors["r1"] == []
+    assert [e["code"] for e in errors["r2"]] == ["RUN_IN_PROGRESS"]
+    assert doc["chain"] == {"passed": True, "errors": []}  # not UNCHAINED: it is chained when it ends
+    single = _cli(running, "validate", "--run-dir", f"{RUNS}/r2")
+    assert (
+        single.returncode == 1 and "RUN_IN_PROGRESS" in single.stdout and "MISSING_FILE" not in single.stdout
+    )

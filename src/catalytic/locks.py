@@ -109,6 +109,10 @@ def store_lock(runs_root: Path, *, exclusive: bool, who: str) -> Iterator[None]:
         os.close(fd)
 
 
+#: What every reader of ledgers says of a run in progress (:func:`in_progress`).
+IN_PROGRESS = "run {run!r} is in progress: its ledger is being written; look again when it ends"
+
+
 def _run_lock_name(run_id: str) -> str:
     return "run-" + hashlib.sha256(run_id.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock"
 

@@ -17,6 +17,7 @@ NOT_FOUND          the run directory does not exist or is not a directory
 BAD_FILE           a ledger file (or the run directory) is a symlink, not a regular file, or unreadable
 MISSING_FILE       a required ledger file is missing (the MODES files only for ``catalytic.ledger/1``)
 INCOMPLETE         ``STATUS.json`` is missing: the run never finished
+RUN_IN_PROGRESS    a catalytic run is writing the ledger now (it holds its run lock): not checked, not passed
 BAD_JSON           a file is not strict JSON (bad UTF-8, truncated, duplicate keys, NaN)
 SCHEMA             a file does not match its JSON Schema (the message has the JSON path)
 NOT_CANONICAL      a ``catalytic.ledger/1`` file is not canonical JSON, or OUTPUTS is not sorted
@@ -77,6 +78,7 @@ from catalytic.ledger.reader import (
     schema_problems,
 )
 from catalytic.ledger.stream import Batch, Kind, NotStreamable, document_batches, read_batches
+from catalytic.locks import IN_PROGRESS, in_progress
 from catalytic.profiles import SEED
 
 if TYPE_CHECKING:
@@ -219,6 +221,9 @@ class CatalyticLedgerValidator:
         abs_dir = Path(os.path.abspath(self.run_dir))
         if abs_dir.is_symlink():
             problems.append(Problem("BAD_FILE", f"run directory {str(self.run_dir)!r} is a symbolic link"))
+            return
+        if in_progress(abs_dir.parent, abs_dir.name):  # half-written: no run's record yet, never a pass
+            problems.append(Problem("RUN_IN_PROGRESS", IN_PROGRESS.format(run=abs_dir.name)))
             return
         if not abs_dir.is_dir():
             problems.append(Problem("NOT_FOUND", f"run directory {str(self.run_dir)!r} does not exist"))

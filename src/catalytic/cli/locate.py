@@ -117,10 +117,8 @@ def ledger_dir(args: argparse.Namespace, run: str) -> Path:
 def finished(directory: Path) -> Path:
     """``directory``, a ledger no catalytic run is writing now (:class:`RunInProgress` otherwise: its
     half-written documents are no run's record yet)."""
-    from catalytic.locks import in_progress
+    from catalytic.locks import IN_PROGRESS, in_progress
 
     if in_progress(directory.parent, directory.name):
-        raise RunInProgress(
-            f"run {directory.name!r} is in progress: its ledger is being written; look again when it ends"
-        )
+        raise RunInProgress(IN_PROGRESS.format(run=directory.name))
     return directory

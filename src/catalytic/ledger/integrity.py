@@ -32,6 +32,7 @@ from catalytic.errors import LedgerError, Problem
 from catalytic.ledger import chain, digest
 from catalytic.ledger import format as fmt
 from catalytic.ledger.canonical import loads
+from catalytic.locks import in_progress
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import PublicKey
@@ -245,6 +246,8 @@ def _check_chain(runs_root: Path) -> list[Problem]:
     has_chain = os.path.lexists(runs_root / fmt.CHAIN_FILE)
     for name in sorted(os.listdir(runs_root)) if runs_root.is_dir() else []:
         if not chain.is_run_name(name) or name in seen:
+            continue
+        if in_progress(runs_root, name):  # chained when it ends; its own report says it is in progress
             continue
         if has_chain or os.path.lexists(runs_root / name / digest.DIGEST_FILE):
             problems.append(unchained(name))
