@@ -7,6 +7,7 @@ handled so that an interrupted run still writes its ledger, marked interrupted.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from catalytic.errors import (
     DomainMovedError,
     LingeringError,
     RunInterrupted,
+    UsageError,
 )
 from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
@@ -35,6 +37,7 @@ from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import write_ledger
 from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs, confine, output_states
+from catalytic.policy import Declaration, preflight
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot.domains import (
     Snapshot,
@@ -196,28 +199,64 @@ class Step:
         return self.backend.wrap(command)
 
 
-def execute(
-    policy: Policy,
-    command: Sequence[str],
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run goes, beside its :class:`~catalytic.policy.Policy` (what it may touch): where progress
+    goes, the time preflight took (recorded in the timings), the command's working directory (None: this
+    process's), how snapshots are taken, the isolation backend's options and the key that signs the ledger.
+    """
+
+    progress: ProgressCallback | None = None
+    preflight_seconds: float = 0.0
+    cwd: Path | None = None
+    snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
+    options: Options = field(default_factory=Options)
+    sign_key: SigningKey | None = None
+
+
+def prepare(
+    decl: Declaration,
     *,
+    started: float,
     progress: ProgressCallback | None = None,
-    preflight_seconds: float = 0.0,
+    snapshot_progress: Callable[[int, int], None] | None = None,
     cwd: Path | None = None,
-    snapshots: SnapshotSettings | None = None,
-    options: Options | None = None,
-    sign_key: SigningKey | None = None,
-) -> RunResult:
-    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger (see :func:`session`)."""
-    with session(
-        policy,
-        command,
+) -> tuple[Policy, RunSettings]:
+    """Check ``decl`` (:func:`~catalytic.policy.preflight`) and turn the rest of it into the
+    :class:`~catalytic.runtime.RunSettings` of the run; ``started``: when the run began
+    (``time.perf_counter()``), for the preflight timing. Raises before anything runs or is written."""
+    policy = preflight(decl)
+    if decl.check_determinism and (policy.isolation != "overlay" or policy.determinism != "deterministic"):
+        raise UsageError(
+            "--check-determinism needs --isolation overlay (or auto resolving to it) and a run "
+            f"declared deterministic (this one: {policy.isolation}, {policy.determinism})"
+        )
+    key = _signing_key(decl.sign_key)
+    how = RunSettings(
         progress=progress,
-        preflight_seconds=preflight_seconds,
         cwd=cwd,
-        snapshots=snapshots,
-        options=options,
-        sign_key=sign_key,
-    ) as step:
+        snapshots=SnapshotSettings(jobs=decl.jobs, use_cache=decl.use_cache, progress=snapshot_progress),
+        options=Options(
+            rollback_on_failure=decl.rollback_on_failure,
+            discard=decl.discard,
+            check_determinism=decl.check_determinism,
+        ),
+        sign_key=key,
+    )
+    return policy, replace(how, preflight_seconds=time.perf_counter() - started)
+
+
+def _signing_key(path: str | os.PathLike[str] | None) -> SigningKey | None:
+    if path is None:
+        return None
+    from catalytic.integrations.signing import load_signing_key
+
+    return load_signing_key(path)
+
+
+def execute(policy: Policy, command: Sequence[str], settings: RunSettings | None = None) -> RunResult:
+    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger (see :func:`session`)."""
+    with session(policy, command, settings) as step:
         if step.ready:
             step.child = run_child(step.wrap(command))
     assert step.result is not None
@@ -225,17 +264,7 @@ def execute(
 
 
 @contextmanager
-def session(
-    policy: Policy,
-    command: Sequence[str],
-    *,
-    progress: ProgressCallback | None = None,
-    preflight_seconds: float = 0.0,
-    cwd: Path | None = None,
-    snapshots: SnapshotSettings | None = None,
-    options: Options | None = None,
-    sign_key: SigningKey | None = None,
-) -> Iterator[Step]:
+def session(policy: Policy, command: Sequence[str], run: RunSettings | None = None) -> Iterator[Step]:
     """The one path of a run: phases 1 and 3-5 around the ``with`` block, which is phase 2.
 
     Before the block: the domain locks, the interrupt guard, the domain-move watch, the pre-run snapshots;
@@ -246,8 +275,10 @@ def session(
     and raised again once the ledger is written. ``policy.isolation`` picks the backend (see
     :mod:`catalytic.isolation`).
     """
-    say = progress or (lambda _message: None)
-    settings = snapshots or SnapshotSettings()
+    run = run or RunSettings()
+    say = run.progress or (lambda _message: None)
+    settings = run.snapshots
+    options, preflight_seconds, cwd, sign_key = run.options, run.preflight_seconds, run.cwd, run.sign_key
     timer = Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = now()
@@ -266,15 +297,15 @@ def session(
                 say(f"Recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
         ledger = claim(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
-        run_options = replace(options or Options(), say=say, jobs=settings.jobs, cache=settings.use_cache)
+        run_options = replace(options, say=say, jobs=settings.jobs, cache=settings.use_cache)
         backend = create_isolation(policy, ledger.path, run_options)
         # The snapshots stream to spool files and are compared in the workers (isolation backends read the
         # spooled manifests entry by entry).
         spools = Spools(policy.root / policy.runs_root)
         step = Step(backend)
-        run = _Phases(policy, command, say, timer, started, ledger, cwd, mask, sign_key, settings, spools)
+        phases = _Phases(policy, command, say, timer, started, ledger, cwd, mask, sign_key, settings, spools)
         try:
-            yield from run.phases(step)
+            yield from phases.phases(step)
         finally:
             spools.close()
             backend.close()
