@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from catalytic import descendants, runtime, settings
 from catalytic.errors import UsageError
+from catalytic.events import lines
 from catalytic.policy import Policy, declare
 from catalytic.runner import ChildResult
 from catalytic.runtime import ProgressCallback, RunResult, execute, prepare
@@ -71,7 +72,7 @@ def run(
     start = time.perf_counter()
     given = dict(locals())
     decl = declare(Path(root), settings.overrides(given))
-    policy, how = prepare(decl, started=start, progress=progress)
+    policy, how = prepare(decl, started=start, events=lines(progress))
     return execute(policy, list(command), how)
 
 
@@ -140,7 +141,9 @@ def catalytic_domains(
     start = time.perf_counter()
     given = dict(locals())
     overrides = {**settings.overrides(given), "catalytic_domains": list(domains), **settings.BLOCK_FIXED}
-    policy, how = prepare(declare(Path(root), overrides), started=start, progress=progress, cwd=Path.cwd())
+    policy, how = prepare(
+        declare(Path(root), overrides), started=start, events=lines(progress), cwd=Path.cwd()
+    )
     check = DomainCheck(policy)
     # The same path as `catalytic run` (locks, interrupt guard, domain-move watch, processes left running):
     # the block is phase 2, in this process.

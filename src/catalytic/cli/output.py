@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from catalytic.events import Event, render
 from catalytic.ledger.canonical import dumps
 from catalytic.settings import BY_NAME, Setting
 
@@ -28,6 +29,10 @@ class Progress:
         if not self.quiet:
             sys.stderr.write(f"{PREFIX} {message}\n")
             sys.stderr.flush()
+
+    def event(self, item: Event) -> None:
+        """Print the line of a run's event (:mod:`catalytic.events`)."""
+        self(render(item))
 
     def debug(self, message: str) -> None:
         if self.verbose and not self.quiet:

@@ -85,7 +85,7 @@ def execute_cli(args: argparse.Namespace) -> int:
     decl = declaration(args, overrides_from(args))
     progress(describe(decl))
     bar = progress_bar(args)
-    policy, how = prepare(decl, started=start, progress=progress, snapshot_progress=bar)
+    policy, how = prepare(decl, started=start, events=progress.event, snapshot_progress=bar)
     domains = len(policy.catalytic_domains)
     progress(
         f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
