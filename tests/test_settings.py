@@ -291,3 +291,33 @@ def test_a_block_ignores_the_run_only_keys_of_the_file(ws: Path) -> None:
     assert check.restored
     info = run_info(ws, "b1")
     assert info["isolation"] == "none" and info["jobs"] == 2
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_offers_every_flag_and_choice_of_a_setting(
+    shell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from catalytic.cli.completion import commands
+
+    run = next(c for c in commands(build_parser())[1] if c.name == "run")
+    offered = {flag: option for option in run.options for flag in option.flags}
+    for setting in SETTINGS:
+        for flag in setting.flags:
+            assert offered[flag].choices == setting.choices, flag
+    assert main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for setting in SETTINGS:
+        # fish names long options without their dashes
+        assert setting.flags[0].lstrip("-") in script, setting.flags[0]
+        for choice in setting.choices:
+            assert choice in script
+
+
+def test_every_key_in_the_file_init_writes_is_a_config_key(tmp_path: Path) -> None:
+    from catalytic.cli.init import config_text
+    from catalytic.profiles import DEFAULT
+
+    commented = [line[2:] for line in config_text(DEFAULT).splitlines() if " = " in line and line[:2] == "# "]
+    assert len(commented) >= 8
+    (tmp_path / "catalytic.toml").write_text("\n".join(commented) + "\n")
+    assert set(load_config(tmp_path)) >= {"catalytic_domains", "isolation", "jobs", "use_cache"}

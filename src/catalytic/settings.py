@@ -60,6 +60,9 @@ class Setting:
     block: bool = True
     #: The value when nothing (flag, file, profile) says otherwise.
     default: Any = None
+    #: Paths in the workspace: on the command line relative to the current directory (see
+    #: :func:`catalytic.cli.locate.from_cwd`), in the config file relative to the workspace root.
+    path: bool = False
     #: A file named by the setting: relative to the workspace root in the config file, to the current
     #: directory on the command line and in the API (it is not a path inside the workspace).
     file: bool = False
@@ -117,6 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=(),
         style="+",
         metavar="PATH",
+        path=True,
     ),
     Setting(
         "durable_outputs",
@@ -127,6 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=(),
         style="+",
         metavar="PATH",
+        path=True,
     ),
     Setting(
         "allow_absent",
@@ -169,6 +174,7 @@ SETTINGS: tuple[Setting, ...] = (
         flags=("--allowed-roots",),
         style="+",
         metavar="PATH",
+        path=True,
     ),
     Setting(
         "forbidden_paths",
@@ -177,6 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
         flags=("--forbidden-paths",),
         style="+",
         metavar="PATH",
+        path=True,
     ),
     Setting(
         "runs_root",
@@ -184,6 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
         "where ledgers go (default: the profile's, .catalytic/runs or CONTRACTS/_runs)",
         ("--runs-root",),
         metavar="PATH",
+        path=True,
     ),
     Setting(
         "profile",

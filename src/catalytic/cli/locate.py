@@ -22,7 +22,7 @@ from catalytic.policy import Declaration, checked_runs_root, declare
 from catalytic.workspace import Found, find_root, given
 
 #: The settings that name paths (the ones :func:`from_cwd` turns into paths relative to the root).
-PATH_SETTINGS = ("catalytic_domains", "durable_outputs", "allowed_roots", "forbidden_paths", "runs_root")
+PATH_SETTINGS = tuple(s.name for s in settings.SETTINGS if s.path)
 
 ROOT_HELP = settings.ROOT_HELP
 
