@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from catalytic import descendants, runtime, settings
 from catalytic.errors import UsageError
@@ -21,9 +20,6 @@ from catalytic.runner import ChildResult
 from catalytic.runtime import ProgressCallback, RunResult, execute, prepare
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
 from catalytic.snapshot.digest import DEFAULT_HASH
-
-if TYPE_CHECKING:
-    pass
 
 
 def run(
@@ -70,7 +66,7 @@ def run(
     fails, :class:`~catalytic.errors.UsageError` for a value no run can take.
     """
     start = time.perf_counter()
-    given = dict(locals())
+    given = dict(locals())  # first: the keyword arguments, which are the settings (and command, progress)
     decl = declare(Path(root), settings.overrides(given))
     policy, how = prepare(decl, started=start, events=lines(progress))
     return execute(policy, list(command), how)

@@ -20,6 +20,7 @@ from catalytic.cli.output import (
 )
 from catalytic.errors import UsageError
 from catalytic.ledger.canonical import json_chunks, write_output
+from catalytic.policy import Policy
 from catalytic.runtime import execute, prepare
 from catalytic.settings import SETTINGS, overrides
 
@@ -85,20 +86,9 @@ def execute_cli(args: argparse.Namespace) -> int:
     decl = declaration(args, overrides_from(args))
     progress(describe(decl))
     bar = progress_bar(args)
-    policy, how = prepare(decl, started=start, events=progress.event, snapshot_progress=bar)
-    domains = len(policy.catalytic_domains)
-    progress(
-        f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
-        f"domain{'s' * (domains != 1)}, {len(policy.durable_outputs)} durable outputs"
-    )
-    if policy.excludes:
-        progress(f"Excluding ({len(policy.excludes)} patterns): {' '.join(policy.excludes)}")
-    elif policy.exclude_from_gitignore:
-        progress("Excluding nothing: the workspace root has no .gitignore patterns")
-    if policy.isolation_requested != "none":
-        why = f" ({policy.isolation_reason})" if policy.isolation_reason else ""
-        progress(f"Isolation: {policy.isolation}{why}")
     try:
+        policy, how = prepare(decl, started=start, events=progress.event, snapshot_progress=bar)
+        _describe_policy(policy, progress)
         with stdout_to_stderr(args.json):
             result = execute(policy, command, how)
     finally:
@@ -112,3 +102,19 @@ def execute_cli(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     return result.exit_status
+
+
+def _describe_policy(policy: Policy, progress: Progress) -> None:
+    """The lines that say what preflight decided, before phase 1."""
+    domains = len(policy.catalytic_domains)
+    progress(
+        f"Phase 0: Preflight passed: run {policy.run_id}, {domains} catalytic "
+        f"domain{'s' * (domains != 1)}, {len(policy.durable_outputs)} durable outputs"
+    )
+    if policy.excludes:
+        progress(f"Excluding ({len(policy.excludes)} patterns): {' '.join(policy.excludes)}")
+    elif policy.exclude_from_gitignore:
+        progress("Excluding nothing: the workspace root has no .gitignore patterns")
+    if policy.isolation_requested != "none":
+        why = f" ({policy.isolation_reason})" if policy.isolation_reason else ""
+        progress(f"Isolation: {policy.isolation}{why}")
