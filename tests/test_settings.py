@@ -229,6 +229,14 @@ def test_overlay_keys_discard_and_check_determinism(ws: Path, source: str) -> No
     assert main(["run", "-q", "--run-id", "r1", "--", "sh", "-c", "echo same > out"]) == 0
     details = run_info(ws, "r1")["isolation_details"]
     assert isinstance(details, dict) and details["determinism"]["equal"] is True
+    configure(ws, source, 'isolation = "overlay"\ndurable_outputs = ["out"]\ncheck_determinism = false\n')
+    assert main(["run", "-q", "--run-id", "r0", "--", "sh", "-c", "echo same > out"]) == 0
+    details = run_info(ws, "r0")["isolation_details"]
+    assert isinstance(details, dict) and "determinism" not in details
+    same = ["sh", "-c", "echo same > out"]
+    assert main(["run", "-q", "--run-id", "r5", "--check-determinism", "--", *same]) == 0
+    details = run_info(ws, "r5")["isolation_details"]
+    assert isinstance(details, dict) and details["determinism"]["equal"] is True
     configure(ws, source, 'isolation = "overlay"\ndiscard = true\n')
     assert main(["run", "-q", "--run-id", "r2", "--", "sh", "-c", "echo x > evil"]) == 4
     assert not (ws / "runs" / "r2" / "quarantine").exists()
