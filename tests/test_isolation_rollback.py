@@ -327,14 +327,16 @@ def test_gc_drops_a_state_with_its_index_and_reads_the_kept_ones_tree_by_tree(
     assert sorted(p.name for p in states.iterdir()) == [
         "r1.json",
         "r1.json.index",
+        "r1.json.times",
         "r2.json",
         "r2.json.index",
+        "r2.json.times",
     ]
     shutil.rmtree(ws / RUNS / "r1")
 
     refuse(monkeypatch, Store, "load_state", "a state was loaded whole")
     assert main(["gc", "--root", str(ws), "-q"]) == 0
-    assert sorted(p.name for p in states.iterdir()) == ["r2.json", "r2.json.index"]
+    assert sorted(p.name for p in states.iterdir()) == ["r2.json", "r2.json.index", "r2.json.times"]
     objects = [p for p in (ws / RUNS / "_store" / "objects").rglob("*") if p.is_file()]
     assert len(objects) == 3  # a.txt of r2, sub/b.txt, run.sh
     (ws / DOMAIN / "a.txt").write_text("edited\n")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from catalytic.ledger import checks, stream
+from catalytic.ledger import entries, stream
 from catalytic.snapshot.digest import ALGORITHMS, DIGEST_PATTERN, HASH_NAMES, HEX_LENGTHS, hasher_factory
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "src" / "catalytic" / "ledger" / "schemas"
@@ -44,7 +44,7 @@ def test_schema_digest_patterns_accept_exactly_the_registered_lengths(name: str)
 def test_each_algorithm_gives_digests_of_its_registered_length(name: str) -> None:
     algorithm = ALGORITHMS[name]
     assert len(hasher_factory(name)(b"x").hexdigest()) == algorithm.hex_length
-    assert checks.DIGEST_LENGTHS[name] == algorithm.hex_length
+    assert entries.DIGEST_LENGTHS[name] == algorithm.hex_length
     assert re.fullmatch(DIGEST_PATTERN, "0" * algorithm.hex_length)
 
 

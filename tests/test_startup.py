@@ -55,6 +55,7 @@ OTHER_FEATURES = {
     "catalytic.validate",
     "catalytic.ledger.reader",
     "catalytic.ledger.checks",
+    "catalytic.ledger.entries",
     "catalytic.api",
     "catalytic.isolation.overlay",
     "catalytic.isolation.rollback",

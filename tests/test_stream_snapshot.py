@@ -23,7 +23,7 @@ from catalytic.diff import DomainDiff, diff_entries
 from catalytic.errors import SnapshotError
 from catalytic.excludes import Excludes
 from catalytic.ledger.canonical import iter_canonical, loads
-from catalytic.snapshot import Entry, dirscan, reference_walk, scheduler, spool, stream
+from catalytic.snapshot import Entry, attrs, dirscan, reference_walk, scheduler, spool, stream
 from catalytic.snapshot.listing import FINE_GRANULARITY_NS, STAMP
 from catalytic.snapshot.merkle import merkle_root
 from catalytic.snapshot.rowstore import store_path
@@ -755,8 +755,14 @@ def test_listed_reading_lists_like_lstat_and_hashes_small_regular_files(tmp_path
     names, stamps, answers = _listed_reading(tmp_path)
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert stamps == [STAMP(os.lstat(tmp_path / name)) for name in names]
+    os.setxattr(tmp_path / "f001", "user.k", b"v")  # read with the file (its digest; no xattr: None)
+    names, stamps, answers = _listed_reading(tmp_path)
     assert answers == {
-        name: (hashlib.sha256(data).hexdigest(), STAMP(os.lstat(tmp_path / name)))
+        name: (
+            hashlib.sha256(data).hexdigest(),
+            STAMP(os.lstat(tmp_path / name)),
+            attrs.digest({"user.k": b"v"}) if name == "f001" else None,
+        )
         for name, data in contents.items()
     }
 
@@ -839,7 +845,7 @@ def test_listed_reading_gives_no_digest_for_a_file_changed_while_read(
     _names, _stamps, answers = _listed_reading(tmp_path)
     assert len(changed) == 2
     assert answers["a"] is None and answers["c"] is None
-    assert answers["b"] == (hashlib.sha256(b"b" * 10).hexdigest(), STAMP(os.lstat(tmp_path / "b")))
+    assert answers["b"] == (hashlib.sha256(b"b" * 10).hexdigest(), STAMP(os.lstat(tmp_path / "b")), None)
 
 
 def test_listed_reading_stops_reading_past_its_budget(

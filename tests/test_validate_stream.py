@@ -1,9 +1,9 @@
-"""The streamed validator (ledger/stream.py, ledger/crosscheck.py) reports what the whole-file path reports.
+"""The streamed validator (ledger/stream.py, ledger/entries.py) reports what the whole-file path reports.
 
 Every case validates a ledger twice: as ``catalytic validate`` does (streaming the four large documents
-when they are canonical) and with the stream turned off (every document parsed whole, as before), and
-the two reports must be identical. Each case also pins which path the first run took, so a stream that
-silently gave up on everything could not pass.
+when they are canonical) and with the stream turned off (every document parsed whole, then cut into the
+same batches for the same rules), and the two reports must be identical. Each case also pins which path
+the first run took, so a stream that silently gave up on everything could not pass.
 """
 
 from __future__ import annotations
@@ -249,6 +249,32 @@ def test_seed_ledgers_give_the_same_report(tmp_path: Path) -> None:
     assert did_stream
     assert streamed == whole
     assert codes(streamed) == {"MODES_MISMATCH"}
+
+
+def test_a_document_in_any_key_order_is_checked_in_byte_order(tmp_path: Path) -> None:
+    """A hand-written document is checked by the same rules in the same order as its canonical form: its
+    problems are those of the canonical ledger (in byte order of the paths, whatever the file's order), plus
+    NOT_CANONICAL for each rewritten file."""
+    ledger = build_ledger(tmp_path / "run")
+    for name in (PRE, POST):
+        _set(name, "zz//a", "dir")(ledger)
+        _set(name, "b/../c", "dir")(ledger)
+        _set(name, "x/./y", "dir", domain="zzz")(ledger)
+    streamed, did_stream, _ = both(ledger.run_dir)
+    assert did_stream
+    assert [e["message"] for e in streamed["errors"] if e["code"] == "BAD_PATH"][:3] == [
+        f"{PRE}: path 'b/../c' in domain {DOMAIN!r} goes through '..'",
+        f"{PRE}: path 'zz//a' in domain {DOMAIN!r} is not normalised (empty or '.' segment)",
+        f"{PRE}: path 'x/./y' in domain 'zzz' is not normalised (empty or '.' segment)",
+    ]
+    for name in (PRE, POST, PRE_MODES, POST_MODES):
+        reversed_doc = {d: dict(reversed(e.items())) for d, e in reversed(ledger.read(name).items())}
+        ledger.path(name).write_text(json.dumps(reversed_doc, indent=1), "utf-8")
+    whole, did_stream, _ = both(ledger.run_dir)
+    assert not did_stream
+    rewritten = [f"{name} is not in canonical JSON form" for name in (PRE, POST, PRE_MODES, POST_MODES)]
+    assert [e["message"] for e in whole["errors"] if e["code"] == "NOT_CANONICAL"] == rewritten
+    assert [e for e in whole["errors"] if e["code"] != "NOT_CANONICAL"] == streamed["errors"]
 
 
 # -- property tests ----------------------------------------------------------------------------------

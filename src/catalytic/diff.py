@@ -3,13 +3,23 @@
 The result has the shape of ``RESTORE_DIFF.json``: ``added`` and ``removed`` map a path to its manifest
 value; ``changed`` maps a path to ``{"before": value, "after": value}`` and, when the permission bits
 differ, also ``"mode_before"`` and ``"mode_after"``.
+
+:func:`batch_changes` is the one merge that finds the differences: the runtime (:func:`diff_entries`),
+``catalytic diff`` and the isolation backends (:func:`changes`) and the validator
+(:mod:`catalytic.ledger.entries`) all go through it.
+
+An entry is its path, its manifest value and one text per per-entry document joined to the manifest on
+the path (today MODES: the permission bits, None for a symlink), in the order of :data:`SIDE_KEYS`.
+A new per-entry document is one more line in :data:`SIDE_KEYS` and one more column where the entries
+are joined; the merge, the records and the summaries follow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from itertools import islice
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from catalytic.paths import sort_key
@@ -17,14 +27,27 @@ from catalytic.snapshot.entry import Entry
 
 T = TypeVar("T")
 _PATH: Callable[[Any], str] = attrgetter("path")
-_FIRST: Callable[[Any], str] = itemgetter(0)
 
-#: One difference as the parallel snapshot's workers report it:
-#: (kind, path, value before, value after, mode before, mode after); kind: added | removed | changed.
-Change = tuple[str, str, str | None, str | None, str | None, str | None]
+#: For each per-entry document joined beside the manifest value, in column order: the keys of its text
+#: before and after in a RESTORE_DIFF ``changed`` record, present when the two differ (an absent text is
+#: recorded as ``""``).
+SIDE_KEYS: tuple[tuple[str, str], ...] = (("mode_before", "mode_after"),)
+
+#: One difference: (kind, path, value before, value after, then for each per-entry document of
+#: :data:`SIDE_KEYS` its text before and after); kind: added | removed | changed. With MODES alone:
+#: (kind, path, before, after, mode before, mode after), as the parallel snapshot's workers report it.
+Change = tuple[str, str, str | None, str | None, *tuple[str | None, ...]]
 
 #: One entry as a stream of a manifest gives it: (path, value, mode); mode None for symlinks.
 Triple = tuple[str, str, str | None]
+
+#: Entries of one domain in path order, as columns: paths, values, then one column per per-entry document
+#: (:data:`SIDE_KEYS`). Batches keep the merge at C speed where the two sides agree.
+Columns = tuple[list[str], list[str], *tuple[list[str | None], ...]]
+
+#: Entries per batch when a stream of entries is cut into :data:`Columns` (a few hundred: memory stays small,
+#: and long runs of equal entries are still compared a slice at a time).
+BATCH = 256
 
 
 @dataclass
@@ -47,7 +70,7 @@ class DomainDiff:
 
     def add(self, change: Change) -> None:
         """Record one difference (see :data:`Change`)."""
-        kind, path, before, after, mode_before, mode_after = change
+        kind, path, before, after, *sides = change
         if kind == "added":
             assert after is not None
             self.added[path] = after
@@ -56,7 +79,7 @@ class DomainDiff:
             self.removed[path] = before
         else:
             assert before is not None and after is not None
-            record = change_record(before, after, mode_before, mode_after)
+            record = change_record(before, after, *sides)
             if record is not None:
                 self.changed[path] = record
 
@@ -69,16 +92,18 @@ class DomainDiff:
         )
 
 
-def change_record(
-    before: str, after: str, mode_before: str | None, mode_after: str | None
-) -> dict[str, str] | None:
-    """The RESTORE_DIFF record of an entry whose value or mode changed; None when neither did."""
-    if before == after and mode_before == mode_after:
+def change_record(before: str, after: str, *sides: str | None) -> dict[str, str] | None:
+    """The RESTORE_DIFF record of an entry whose value or per-entry texts changed; None when none did.
+
+    ``sides``: for each per-entry document of :data:`SIDE_KEYS`, its text before and after.
+    """
+    record: dict[str, str] = {"before": before, "after": after}
+    for (key_before, key_after), was, now in zip(SIDE_KEYS, sides[0::2], sides[1::2], strict=True):
+        if was != now:
+            record[key_before] = was or ""
+            record[key_after] = now or ""
+    if before == after and len(record) == 2:
         return None
-    record = {"before": before, "after": after}
-    if mode_before != mode_after:
-        record["mode_before"] = mode_before or ""
-        record["mode_after"] = mode_after or ""
     return record
 
 
@@ -87,7 +112,8 @@ def merge_join(
 ) -> Iterator[tuple[T | None, T | None]]:
     """Pair entries of two streams sorted by path bytes: (pre, post), either side None if absent.
 
-    ``path`` gives an entry's path (an :class:`Entry`'s by default; ``itemgetter(0)`` for triples).
+    ``path`` gives an entry's path (an :class:`Entry`'s by default; ``itemgetter(0)`` for triples). For
+    the differences alone, :func:`batch_changes` is faster.
     """
     a_it, b_it = iter(pre), iter(post)
     a = next(a_it, None)
@@ -121,17 +147,101 @@ def _triples(entries: Iterable[Entry]) -> Iterator[Triple]:
     return ((e.path, e.value, e.mode) for e in entries)
 
 
+def columns(entries: Iterable[Sequence[Any]], size: int = BATCH) -> Iterator[Columns]:
+    """Entries given one at a time ((path, value, mode, ...) in path order), cut into :data:`Columns`."""
+    it = iter(entries)
+    while chunk := list(islice(it, size)):
+        cols = tuple(map(list, zip(*chunk, strict=True)))
+        yield cols  # type: ignore[misc]
+
+
 def changes(pre: Iterable[Triple], post: Iterable[Triple]) -> Iterator[Change]:
     """The differences between two streams of entries sorted by path bytes, in that order.
 
-    A ``changed`` one whenever the value or the mode differs; one :data:`Change` at a time: nothing is kept,
-    whatever the number of entries.
+    A ``changed`` one whenever the value or the mode differs; one :data:`Change` at a time: nothing is kept
+    but a batch of each side, whatever the number of entries.
     """
-    for a, b in merge_join(pre, post, _FIRST):
-        if b is None:
-            assert a is not None
-            yield ("removed", a[0], a[1], None, a[2], None)
-        elif a is None:
-            yield ("added", b[0], None, b[1], None, b[2])
-        elif a[1] != b[1] or a[2] != b[2]:
-            yield ("changed", a[0], a[1], b[1], a[2], b[2])
+    return batch_changes(columns(pre), columns(post))
+
+
+def batch_changes(pre: Iterable[Columns], post: Iterable[Columns]) -> Iterator[Change]:
+    """The differences between two domains given as batches of entries in path order, in that order.
+
+    A run of entries that is the same on both sides is skipped a batch slice at a time; elsewhere the
+    entries are merged one by one on the byte order of their paths.
+    """
+    pre_it, post_it = iter(pre), iter(post)
+    a: Columns = ([], [], [])
+    b: Columns = ([], [], [])
+    ai = bi = 0
+    a_done = b_done = False
+    while True:
+        if ai == len(a[0]) and not a_done:
+            batch = next(pre_it, None)
+            if batch is None:
+                a_done = True
+            else:
+                a, ai = batch, 0
+                continue
+        if bi == len(b[0]) and not b_done:
+            batch = next(post_it, None)
+            if batch is None:
+                b_done = True
+            else:
+                b, bi = batch, 0
+                continue
+        a_len, b_len = len(a[0]), len(b[0])
+        if ai == a_len and bi == b_len:
+            return
+        if ai == a_len:
+            for i in range(bi, b_len):
+                yield _added(b, i)
+            bi = b_len
+            continue
+        if bi == b_len:
+            for i in range(ai, a_len):
+                yield _removed(a, i)
+            ai = a_len
+            continue
+        n = min(a_len - ai, b_len - bi)
+        a_cols: tuple[list[Any], ...] = a
+        b_cols: tuple[list[Any], ...] = b
+        if all(x[ai : ai + n] == y[bi : bi + n] for x, y in zip(a_cols, b_cols, strict=True)):
+            ai += n
+            bi += n
+            continue
+        a_paths, b_paths = a[0], b[0]
+        while ai < a_len and bi < b_len:
+            path, other = a_paths[ai], b_paths[bi]
+            if path == other:
+                if any(x[ai] != y[bi] for x, y in zip(a_cols[1:], b_cols[1:], strict=True)):
+                    yield _changed(a, ai, b, bi)
+                ai += 1
+                bi += 1
+            elif sort_key(path) < sort_key(other):
+                yield _removed(a, ai)
+                ai += 1
+            else:
+                yield _added(b, bi)
+                bi += 1
+
+
+def _added(b: Columns, i: int) -> Change:
+    sides: list[str | None] = []
+    for column in b[2:]:
+        sides += (None, column[i])
+    return ("added", b[0][i], None, b[1][i], *sides)
+
+
+def _removed(a: Columns, i: int) -> Change:
+    sides: list[str | None] = []
+    for column in a[2:]:
+        sides += (column[i], None)
+    return ("removed", a[0][i], a[1][i], None, *sides)
+
+
+def _changed(a: Columns, ai: int, b: Columns, bi: int) -> Change:
+    sides: list[str | None] = []
+    for was, now in zip(a[2:], b[2:], strict=True):
+        sides += (was[ai], now[bi])
+    return ("changed", a[0][ai], a[1][ai], b[1][bi], *sides)

@@ -156,6 +156,13 @@ class LockedError(CatalyticError):
     exit_code = EXIT_USAGE
 
 
+class RunInProgress(CatalyticError):
+    """A reader of ledgers was asked for a run whose ledger a catalytic run is writing now."""
+
+    code = "RUN_IN_PROGRESS"
+    exit_code = EXIT_DIRTY
+
+
 class RunInterrupted(CatalyticError):
     """The runtime received SIGINT or SIGTERM outside the child's lifetime."""
 

@@ -9,6 +9,11 @@ conflict exactly when a domain of one is, contains or lies inside a domain of th
 ends, however it ends, so a killed run never leaves a stale lock. The lock files live in
 ``<runs root>/_locks/`` (a name no run id can take) and are reused, never deleted.
 
+A run also holds, from before its ledger directory exists until its ledger is sealed and chained, an
+exclusive lock named after its run id (:func:`run_lock`): the readers of ledgers (``validate``, ``runs``,
+``show``, ``export``) ask :func:`in_progress` and report a run being written as such, instead of taking
+its half-written directory for a broken or planted ledger.
+
 Beside them, one lock guards the runs root's shared state (the store under ``_store``, the stat caches
 under ``_cache``, the journals under ``_commits``): every run and every ``catalytic restore`` holds it
 shared for as long as it runs (a run saves its pre-state, may need it until it ends, and uses the caches
@@ -104,14 +109,42 @@ def store_lock(runs_root: Path, *, exclusive: bool, who: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _run_lock_name(run_id: str) -> str:
+    return "run-" + hashlib.sha256(run_id.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock"
+
+
+def in_progress(runs_root: Path, run_id: str) -> bool:
+    """Whether a catalytic run is writing the ledger ``run_id`` of ``runs_root`` now (it holds its run lock).
+
+    Creates nothing (a read-only copy of a runs root has no run in progress)."""
+    try:
+        path = runs_root / LOCK_DIR / _run_lock_name(run_id)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)
+    return False
+
+
 @contextmanager
-def domain_locks(runs_root: Path, domains: Sequence[str], run_id: str, *, who: str = "") -> Iterator[None]:
-    """Hold the locks of ``domains`` for the duration of the ``with`` block, and the shared lock of the
-    runs root's store and caches (:func:`store_lock`). ``who`` names the command in a refusal (default:
-    the run ``run_id``)."""
+def domain_locks(
+    runs_root: Path, domains: Sequence[str], run_id: str, *, who: str = "", writes_ledger: bool = True
+) -> Iterator[None]:
+    """Hold the locks of ``domains`` for the duration of the ``with`` block, the shared lock of the runs
+    root's store and caches (:func:`store_lock`) and, when the block ``writes_ledger`` ``run_id``, its run
+    lock (see :func:`in_progress`). ``who`` names the command in a refusal (default: the run ``run_id``)."""
     who = who or f"run {run_id!r}"
     with ExitStack() as stack:
         stack.enter_context(store_lock(runs_root, exclusive=False, who=who))
+        if writes_ledger:
+            fd = _open(runs_root, _run_lock_name(run_id))
+            stack.callback(os.close, fd)
+            _try_lock(fd, True, f"{who} refused: a run with the id {run_id!r} is in progress")
         for rel, exclusive in sorted(lock_plan(domains).items(), key=lambda item: paths.sort_key(item[0])):
             fd = _open(runs_root, _lock_name(rel))
             stack.callback(os.close, fd)

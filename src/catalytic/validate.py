@@ -5,9 +5,10 @@ exits and never raises on a hostile ledger (anything unexpected becomes an ``INT
 A ledger passes only when every file is present, parses, matches its schema, agrees with the others,
 proves that every catalytic domain was restored, and every output is still what the ledger recorded.
 
-The four large documents (PRE/POST_MANIFEST, PRE/POST_MODES) are read in one streamed pass when they are
-canonical (:mod:`catalytic.ledger.crosscheck`), so memory does not grow with the number of entries; any other
-form is parsed whole, as it always was. Both paths give the same report.
+The four large documents (PRE/POST_MANIFEST, PRE/POST_MODES) are checked entry by entry by one set of rules
+(:mod:`catalytic.ledger.entries`) reading sorted batches of entries: streamed a block at a time when the
+documents are canonical, so memory does not grow with the number of entries; parsed whole (which says what
+is wrong with them) and cut into the same batches otherwise. Both give the same report.
 
 Error codes:
 
@@ -54,7 +55,7 @@ INTERNAL           the validator itself failed (a bug: please report it)
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -62,12 +63,8 @@ from catalytic import paths
 from catalytic.errors import Problem
 from catalytic.ledger import format as fmt
 from catalytic.ledger.canonical import encode
-from catalytic.ledger.checks import (
-    check_merkle,
-    check_restoration,
-    check_status,
-    path_problem,
-)
+from catalytic.ledger.checks import check_merkle, check_restoration, check_status
+from catalytic.ledger.entries import LARGE, EntryFacts, entry_pass, path_problem
 from catalytic.ledger.integrity import check_chained, check_seal, unchained
 from catalytic.ledger.reader import (
     MAX_LEDGER_BYTES,
@@ -79,19 +76,21 @@ from catalytic.ledger.reader import (
     read_ledger_file,
     schema_problems,
 )
+from catalytic.ledger.stream import Batch, Kind, NotStreamable, document_batches, read_batches
 from catalytic.profiles import SEED
 
 if TYPE_CHECKING:
     from catalytic.integrations.signing import PublicKey
-    from catalytic.ledger.crosscheck import StreamFacts
 
 #: Where durable outputs may go when neither the caller nor RUN_INFO says: the seed's ledgers record no
 #: allowed roots (nor a runs root), they had the seed's profile.
 SEED_ALLOWED_ROOTS = SEED.allowed_roots
 
 _V1_STATUS_KEYS = ("run_id", "exit_code", "interrupted", "reason", "error")
-#: The large documents, read in one streamed pass when they are canonical (ledger/crosscheck.py).
-_STREAMED = (fmt.PRE_MANIFEST, fmt.PRE_MODES, fmt.POST_MANIFEST, fmt.POST_MODES)
+
+
+def _kind(name: str) -> Kind:
+    return "modes" if name in (fmt.PRE_MODES, fmt.POST_MODES) else "manifest"
 
 
 class ErrorEntry(TypedDict):
@@ -177,7 +176,7 @@ class CatalyticLedgerValidator:
         self._docs: dict[str, Any] = {}
         self._parsed: dict[str, Any] = {}
         self._outputs_count = 0
-        self._streamed: StreamFacts | None = None
+        self._facts: EntryFacts | None = None
         #: Whether the last ``validate()`` read the large documents in one streamed pass.
         self.streamed = False
 
@@ -187,7 +186,7 @@ class CatalyticLedgerValidator:
         self._docs = {}
         self._parsed = {}
         self._outputs_count = 0
-        self._streamed = None
+        self._facts = None
         self._skipped = []
         self.streamed = False
         try:
@@ -231,21 +230,24 @@ class CatalyticLedgerValidator:
             return
         found: dict[str, list[Problem]] = {name: [] for name in SCHEMAS}
         try:
-            files = {name: read_ledger_file(dir_fd, name) for name in SCHEMAS if name not in _STREAMED}
+            files = {name: read_ledger_file(dir_fd, name) for name in SCHEMAS if name not in LARGE}
             info_file = files[fmt.RUN_INFO]
             info = info_file.document if isinstance(info_file.document, dict) else None
             v1 = info is not None and "schema_version" in info
             for name, loaded in files.items():
                 self._accept(loaded, v1, found[name])
-            self._streamed = self._stream(dir_fd, v1)
-            if self._streamed is None:
-                # Not canonical (or missing, or unreadable): the whole-document path says exactly why.
-                for name in _STREAMED:
+            self._facts = self._stream(dir_fd, v1)
+            if self._facts is None:
+                # Not canonical (or missing, or unreadable): parsed whole, which says exactly why, and
+                # what is schema-valid goes through the same rules in the same batches.
+                for name in LARGE:
                     self._accept(read_ledger_file(dir_fd, name), v1, found[name])
+                sources = {name: self._whole_batches(name) for name in LARGE}
+                self._facts = entry_pass(sources, v1, self._docs)
             else:
                 self.streamed = True
-                for name in _STREAMED:
-                    self._docs[name] = self._streamed.stand_in(name)
+                for name in LARGE:
+                    self._docs[name] = self._facts.stand_in(name)
         finally:
             os.close(dir_fd)
         for name in SCHEMAS:
@@ -258,19 +260,22 @@ class CatalyticLedgerValidator:
         elif self.chain_known is not None and abs_dir.name not in self.chain_known:
             problems.append(unchained(abs_dir.name))
 
-    def _stream(self, dir_fd: int, v1: bool) -> StreamFacts | None:
-        """One streamed pass over the large documents, or None when one of them is not canonical."""
-        from catalytic.ledger.crosscheck import stream_pass
-        from catalytic.ledger.stream import NotStreamable
+    def _whole_batches(self, name: str) -> Iterator[Batch] | None:
+        document = self._docs.get(name)
+        return document_batches(document) if document is not None else None
+
+    def _stream(self, dir_fd: int, v1: bool) -> EntryFacts | None:
+        """The pass over the large documents streamed, or None when one of them is not canonical."""
 
         fds: dict[str, int] = {}
         try:
-            for name in _STREAMED:
+            for name in LARGE:
                 fd = open_ledger_file(dir_fd, name)
                 if isinstance(fd, LedgerFile):
                     return None
                 fds[name] = fd
-            return stream_pass(fds, v1, self._docs, MAX_LEDGER_BYTES)
+            sources = {name: read_batches(fd, _kind(name), MAX_LEDGER_BYTES) for name, fd in fds.items()}
+            return entry_pass(sources, v1, self._docs)
         except NotStreamable:
             return None
         finally:
@@ -326,8 +331,9 @@ class CatalyticLedgerValidator:
                     problems.append(Problem("BAD_PATH", f"{fmt.RUN_INFO}: catalytic domain {domain!r} {why}"))
             self._check_command(info, problems)
             self._check_left_out(info, problems)
-        proof = check_restoration(docs, v1, problems, self._streamed)
-        check_merkle(docs, problems, self._streamed)
+        assert self._facts is not None
+        proof = check_restoration(docs, problems, self._facts)
+        check_merkle(docs, problems, self._facts)
         check_status(docs, proof, problems)
         self._check_outputs(abs_dir, v1, problems)
 

@@ -74,14 +74,19 @@ class _Side:
         self.whole = (manifest, modes)
 
     def entries(self) -> Iterator[Triple]:
-        """The side's entries in path order (:class:`NotStreamable` once, if the file is not canonical)."""
+        """The side's entries in path order (:class:`NotStreamable` once, if the file is not canonical).
+
+        A file read whole is cut into the sorted batches a streamed one gives
+        (:func:`~catalytic.ledger.stream.document_batches`) and joined with its modes the same way.
+        """
         from catalytic.ledger.stream import NotStreamable
-        from catalytic.snapshot.manifest_stream import sorted_entries, spooled_entries
+        from catalytic.snapshot.manifest_stream import join_modes, spooled_entries
 
         if self.scan is not None:
             yield from spooled_entries(self.scan.manifest, self.scan.modes)
         elif self.whole is not None:
-            yield from sorted_entries(*self.whole)
+            manifest, modes = self.whole
+            yield from join_modes(_object_batches(manifest), _object_batches(modes))
         else:
             assert self.reader is not None
             try:
@@ -93,6 +98,15 @@ class _Side:
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+
+
+def _object_batches(entries: dict[str, str]) -> Iterator[tuple[list[str], list[str]]]:
+    """The (paths, values) batches of one ``{path: value}`` object read whole, in path order."""
+    from catalytic.ledger.stream import document_batches
+    from catalytic.paths import ROOT
+
+    for _domain, paths, values in document_batches({ROOT: entries}):
+        yield paths, values
 
 
 def execute_cli(args: argparse.Namespace) -> int:
@@ -150,21 +164,23 @@ class _Output:
 
     def write(self, found: Iterable[Change]) -> bool:
         """Write every difference; True when there is none."""
-        from catalytic.diff import change_record
+        from catalytic.diff import SIDE_KEYS, change_record
         from catalytic.ledger.canonical import iter_canonical, json_string
 
         empty = dict.fromkeys(self.files, True)
-        for kind, path, before, after, mode_before, mode_after in found:
+        for kind, path, before, after, *sides in found:
             if kind == "changed":
                 assert before is not None and after is not None
-                record = change_record(before, after, mode_before, mode_after)
+                record = change_record(before, after, *sides)
                 assert record is not None
                 if self.json:
                     item = json_string(path) + ":" + "".join(iter_canonical(record))
                 else:
                     detail = f"{printable(before)} -> {printable(after)}"
-                    if "mode_before" in record:
-                        detail += f", mode {record['mode_before']} -> {record['mode_after']}"
+                    for key_before, key_after in SIDE_KEYS:
+                        if key_before in record:
+                            what = key_before.removesuffix("_before")
+                            detail += f", {what} {record[key_before]} -> {record[key_after]}"
                     item = f"changed  {printable(path)} ({detail})"
             else:
                 value = after if kind == "added" else before

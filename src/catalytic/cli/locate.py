@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from catalytic import settings
-from catalytic.errors import UsageError
+from catalytic.errors import RunInProgress, UsageError
 from catalytic.ledger import format as fmt
 from catalytic.policy import Declaration, checked_runs_root, declare
 from catalytic.workspace import Found, find_root, given
@@ -105,8 +105,20 @@ def ledger_dir(args: argparse.Namespace, run: str) -> Path:
     """A run's ledger: ``run`` is a run id in the runs root or a path to a ledger directory."""
     candidate = Path(run)
     if (candidate / fmt.RUN_INFO).is_file():
-        return candidate
+        return finished(candidate)
     directory = runs_root(args) / run
     if not directory.is_dir():
         raise UsageError(f"no ledger for run {run!r} in {directory.parent}", code="NO_SUCH_RUN")
+    return finished(directory)
+
+
+def finished(directory: Path) -> Path:
+    """``directory``, a ledger no catalytic run is writing now (:class:`RunInProgress` otherwise: its
+    half-written documents are no run's record yet)."""
+    from catalytic.locks import in_progress
+
+    if in_progress(directory.parent, directory.name):
+        raise RunInProgress(
+            f"run {directory.name!r} is in progress: its ledger is being written; look again when it ends"
+        )
     return directory

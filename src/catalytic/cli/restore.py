@@ -50,7 +50,9 @@ def execute_cli(args: argparse.Namespace) -> int:
         raise UsageError(f"run {args.run_id} has no domain {unknown[0]!r} (domains: {', '.join(domains)})")
     only = [*wanted, *(state.names("outputs") if args.outputs else [])]
     # Like a run on the same trees: no run or restore of an overlapping domain meanwhile, no gc.
-    with domain_locks(runs_root, only, args.run_id, who=f"catalytic restore {args.run_id}"):
+    with domain_locks(
+        runs_root, only, args.run_id, who=f"catalytic restore {args.run_id}", writes_ledger=False
+    ):
         for done in recover(runs_root):
             progress(f"recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
         result = restore_state(

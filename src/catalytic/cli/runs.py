@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="List the runs in the runs root: id, start time, intent, status, exit code, "
         "duration and isolation. A run without STATUS.json is 'incomplete', one whose STATUS.json "
         "cannot be read 'unreadable'; in a runs root with a LEDGER.jsonl chain, a run the chain does not "
-        "name is 'unchained' (catalytic did not seal it).",
+        "name is 'unchained' (catalytic did not seal it); a run whose ledger is being written now is "
+        "'running'.",
     )
     p.add_argument("--dirty", action="store_true", help="only runs that are not restored")
     p.add_argument(
@@ -130,6 +131,7 @@ def _vouched(row: RunRow, known: dict[str, str] | None) -> RunRow:
 def list_runs(root: Path) -> list[RunRow]:
     """Every run in the runs root ``root``, newest first."""
     from catalytic.ledger.chain import is_run_name, known_runs
+    from catalytic.locks import in_progress
 
     try:
         names = os.listdir(root)
@@ -140,11 +142,14 @@ def list_runs(root: Path) -> list[RunRow]:
             f"runs root {str(root)!r} cannot be read: {exc.strerror}", code="BAD_RUNS_ROOT"
         ) from None
     known = known_runs(root)
-    rows = [
-        _vouched(read_row(root / n), known)
-        for n in names
-        if is_run_name(n) and (root / n / fmt.RUN_INFO).is_file()
-    ]
+    rows = []
+    for n in names:
+        if not is_run_name(n):
+            continue
+        if in_progress(root, n):  # its ledger is being written: never read as a finished one
+            rows.append(RunRow(n, None, None, "running", None, None, None))
+        elif (root / n / fmt.RUN_INFO).is_file():
+            rows.append(_vouched(read_row(root / n), known))
     rows.sort(key=lambda r: (r.timestamp or "", r.run_id), reverse=True)
     return rows
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from catalytic.cli.locate import add_location, runs_root
+from catalytic.cli.locate import add_location, finished, runs_root
 from catalytic.cli.output import print_json
 from catalytic.errors import CatalyticError, DocumentError
 from catalytic.ledger import format as fmt
@@ -48,9 +48,11 @@ def find_ledger(run: str, base: Path) -> Path:
     """The ledger directory for ``run`` (a path to one, or an id under the runs root ``base``)."""
     candidate = Path(run)
     if (candidate / fmt.RUN_INFO).is_file():
-        return candidate
-    if os.sep not in run and (base / run / fmt.RUN_INFO).is_file():
-        return base / run
+        return finished(candidate)
+    if os.sep not in run:
+        finished(base / run)  # a run writing it now is said so, not "no run ledger"
+        if (base / run / fmt.RUN_INFO).is_file():
+            return base / run
     raise RunNotFound(f"no run ledger {run!r} (looked in {base})")
 
 

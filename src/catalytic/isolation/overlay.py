@@ -56,6 +56,7 @@ from catalytic.isolation.upper import (
 from catalytic.ledger.canonical import encode, write_json
 from catalytic.policy import left_out
 from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
+from catalytic.snapshot.attrs import bits_of
 from catalytic.snapshot.domains import left_out as domain_left_out
 from catalytic.snapshot.entry import DIR, kind_of
 
@@ -87,7 +88,7 @@ def _copy_entry(src: Path, dst: Path, entry: Entry) -> None:
     else:
         raise OSError(f"{entry.path}: a {kind} is not a durable artifact")
     if entry.mode is not None and kind != "dir":
-        os.chmod(dst, int(entry.mode, 8))
+        os.chmod(dst, bits_of(entry.mode))
 
 
 class OverlayIsolation:
@@ -416,7 +417,7 @@ class OverlayIsolation:
             _copy_entry(src_base / rel, built if e.path == paths.ROOT else built / e.path, e)
         for e in sorted(entries, key=lambda x: paths.sort_key(x.path), reverse=True):
             if e.value == DIR and e.mode is not None:
-                os.chmod(built if e.path == paths.ROOT else built / e.path, int(e.mode, 8))
+                os.chmod(built if e.path == paths.ROOT else built / e.path, bits_of(e.mode))
 
     def _quarantine(self) -> Path:
         quarantine = self.ledger_dir / "quarantine"

@@ -26,6 +26,8 @@ from catalytic.diff import Triple, merge_join
 from catalytic.errors import CatalyticError
 from catalytic.isolation.store import Store
 from catalytic.paths import ROOT, sort_key
+from catalytic.snapshot import attrs
+from catalytic.snapshot.attrs import bits_of
 from catalytic.snapshot.entry import DIR, FIFO, SYMLINK_PREFIX, Entry, kind_of
 from catalytic.snapshot.walker import DIR_FLAGS
 
@@ -126,6 +128,45 @@ class _Tree:
                     os.chmod(name, wanted, dir_fd=fd, follow_symlinks=False)
                 except NotImplementedError:  # kernels before fchmodat2 (6.6): through a descriptor
                     _fchmod(fd, name, st, wanted)
+        finally:
+            os.close(fd)
+
+    def settle(self, rel: str, text: str, store: Store) -> None:
+        """Give ``rel`` the owner, extended attributes and permission bits the MODES value ``text`` names (a
+        symlink is left alone); the xattrs come from the store's blob."""
+        want = attrs.parse(text)
+        wanted = {}
+        if want.xattrs is not None:
+            wanted = attrs.from_blob(store.read_blob(attrs.BLOB_ALGORITHM, want.xattrs))
+        fd, name = self.parent(rel)
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return
+            owner = want.owner or attrs.RUNNER
+            if (st.st_uid, st.st_gid) != owner:  # before the bits: a chown clears setuid and setgid
+                os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
+            # The entry through its parent's descriptor: no component of the path is looked up again.
+            where = f"/proc/self/fd/{fd}/{name}"
+            now = attrs.read_path(where)
+            for xname in sorted(now.keys() - wanted.keys()):
+                os.removexattr(where, xname, follow_symlinks=False)
+            for xname, data in sorted(wanted.items()):
+                if data is None:
+                    raise OSError(errno.EACCES, f"the value of {xname} could not be read when it was saved")
+                if now.get(xname) != data:
+                    os.setxattr(where, xname, data, follow_symlinks=False)
+        finally:
+            os.close(fd)
+        self.chmod(rel, want.bits)
+
+    def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        """Give ``rel`` the modification time ``mtime_ns`` (its access time is left as it is)."""
+        fd, name = self.parent(rel)
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if st.st_mtime_ns != mtime_ns:
+                os.utime(name, ns=(st.st_atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
         finally:
             os.close(fd)
 
@@ -247,7 +288,7 @@ def _lstat(name: str, fd: int) -> os.stat_result | None:
 def _make(entry: Entry, fd: int, name: str, store: Store, algorithm: str, tree: _Tree) -> None:
     value = entry.value
     kind = kind_of(value)
-    mode = int(entry.mode, 8) if entry.mode else 0o644
+    mode = bits_of(entry.mode) if entry.mode else 0o644
     st = _lstat(name, fd)
     if kind == "dir":
         if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -284,6 +325,7 @@ def restore_tree(
     label: str = "",
     within: Path | None = None,
     staging: Staging | None = None,
+    times: Iterable[tuple[str, int]] = (),
 ) -> RestoreReport:
     """Make the tree at ``target`` hold exactly ``want`` (it holds ``have`` now); both are streams of
     ``(path, value, mode)`` in path order, read once, and only what differs is kept.
@@ -291,6 +333,8 @@ def restore_tree(
     ``want`` empty means the tree must not exist. ``label`` prefixes paths in the report. ``within``: the
     trusted directory from which every component of ``target``'s path is opened without following a
     symlink (default: its nearest existing ancestor). ``staging`` records the temporary files of the restore.
+    ``times``: the saved modification times, ``(path, mtime_ns)`` in path order; what the restore wrote, and
+    the directories it added to or removed from, get theirs back.
     """
     report = RestoreReport()
     tree = _Tree(target, within, staging)
@@ -314,9 +358,11 @@ def restore_tree(
             continue
         if kind_of(now[1]) != kind_of(wanted[1]):
             doomed.append(now[0])
-        elif now[1] == DIR and now[2] is not None and int(now[2], 8) & 0o700 != 0o700:
+        elif now[1] == DIR and now[2] is not None and bits_of(now[2]) & 0o700 != 0o700:
             opened.append(wanted)
-        if now[1] != wanted[1]:
+        if now[1] != wanted[1] or (kind_of(now[1]) == "file" and _links(now[2]) != _links(wanted[2])):
+            # A file with a link it did not have (a hard link made from outside) is written anew: the
+            # other name keeps the old inode, the domain's file is its own again.
             build.append(wanted)
             report.actions.append(("replace", name(wanted[0])))
         if now[1] != wanted[1] or now[2] != wanted[2]:
@@ -350,15 +396,37 @@ def restore_tree(
             tree.make(Entry(rel, value, mode), store, algorithm)
         except (OSError, CatalyticError) as exc:
             report.problems.append(f"{name(rel)}: cannot recreate {kind_of(value)}: {_why(exc)}")
-    # Permission bits last; directories deepest first.
+    # Owner, xattrs and permission bits last; directories deepest first.
     for rel, _value, mode in sorted([*modes, *opened], key=lambda e: sort_key(e[0]), reverse=True):
         if mode is None:
             continue
         try:
-            tree.chmod(rel, int(mode, 8))
-        except (OSError, CatalyticError) as exc:
+            tree.settle(rel, mode, store)
+        except (OSError, CatalyticError, ValueError) as exc:
             report.problems.append(f"{name(rel)}: cannot set mode {mode}: {_why(exc)}")
+    # Times last of all: every write above is done.
+    touched = build_paths | {e[0] for e in modes} | {_parent(rel) for rel in (*build_paths, *removal)}
+    for rel, mtime_ns in times:
+        if rel in touched:
+            try:
+                tree.set_mtime(rel, mtime_ns)
+            except (OSError, CatalyticError) as exc:
+                report.problems.append(f"{name(rel)}: cannot set its modification time: {_why(exc)}")
     return report
+
+
+def _parent(rel: str) -> str:
+    return rel.rpartition("/")[0] or ROOT
+
+
+def _links(mode: str | None) -> int:
+    """The link count a MODES value names (1 when it names none or is not one)."""
+    if mode is None or " n=" not in mode:
+        return 1
+    try:
+        return attrs.parse(mode).links
+    except ValueError:
+        return 1
 
 
 def _fchmod(dir_fd: int, name: str, st: os.stat_result, mode: int) -> None:
@@ -375,7 +443,9 @@ def _fchmod(dir_fd: int, name: str, st: os.stat_result, mode: int) -> None:
         os.close(fd)
 
 
-def _why(exc: OSError | CatalyticError) -> str:
+def _why(exc: OSError | CatalyticError | ValueError) -> str:
     if isinstance(exc, CatalyticError):
         return exc.message
-    return exc.strerror or str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)

@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import faults, paths
+from catalytic.diff import Triple
 from catalytic.errors import CatalyticError
 from catalytic.events import event
 from catalytic.excludes import NONE, Excludes
 from catalytic.isolation.backend import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.journal import Staging
 from catalytic.isolation.restore import restore_tree, unsafe_path
-from catalytic.isolation.state import IndexRow, SavedState, index_text, open_state, state_text
-from catalytic.isolation.store import Store
+from catalytic.isolation.state import IndexRow, SavedState, Times, index_text, open_state, state_text
+from catalytic.isolation.store import Store, StoreError
 from catalytic.policy import Policy
-from catalytic.snapshot import DomainSnapshot, snapshot_tree
+from catalytic.snapshot import DomainSnapshot, attrs, snapshot_tree
 from catalytic.snapshot.domains import cache_dir, left_out
 from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
@@ -40,32 +41,61 @@ SAVE_BATCH = 50_000
 
 
 def save_tree(
-    store: Store, base: Path, entries: Iterable[tuple[str, str]], algorithm: str, jobs: int = 1
+    store: Store,
+    base: Path,
+    entries: Iterable[Triple],
+    algorithm: str,
+    jobs: int = 1,
+    times: Times | None = None,
 ) -> int:
-    """Store every regular file of a snapshotted tree (``(path, value)`` pairs, with up to ``jobs``
-    processes, :data:`SAVE_BATCH` new files at a time); return how many objects were new."""
+    """Store every regular file of a snapshotted tree (``(path, value, mode)`` in path order, with up to
+    ``jobs`` processes, :data:`SAVE_BATCH` new files at a time) and the extended attributes its MODES values
+    name; return how many objects were new. ``times`` receives each entry's modification time."""
     top = os.fspath(base)
     new = 0
     files: dict[str, str] = {}
-    for path, value in entries:
+    for path, value, mode in entries:
+        where = top if path == paths.ROOT else os.path.join(top, path)
+        if times is not None:
+            with contextlib.suppress(OSError):  # gone since the snapshot: the post-run one says so
+                times.entry(path, os.lstat(where).st_mtime_ns)
+        xattrs = attrs.xattrs_named(mode)
+        if xattrs is not None:
+            new += _save_xattrs(store, where, path, xattrs)
         if kind_of(value) == "file" and value not in files and not store.has(algorithm, value):
-            files[value] = top if path == paths.ROOT else os.path.join(top, path)
+            files[value] = where
             if len(files) >= SAVE_BATCH:
                 new += store.put_files(files, algorithm, jobs)
                 files = {}
     return new + store.put_files(files, algorithm, jobs)
 
 
-def _pairs(snap: Any) -> Iterator[tuple[str, str]]:
-    """``(path, value)`` of every entry of a snapshot: from its entries, or read back from the manifest a
-    streamed snapshot spooled (a batch at a time: memory does not grow with the number of files)."""
-    if isinstance(snap, DomainSnapshot):
-        yield from ((e.path, e.value) for e in snap.entries)
-        return
-    from catalytic.snapshot.manifest_stream import object_batches
+def _save_xattrs(store: Store, where: str, rel: str, wanted: str) -> int:
+    """Store the blob of the extended attributes of the entry at ``where`` (``wanted``: the digest its MODES
+    value names); 1 when it was new. They must still be the ones the snapshot saw."""
+    if store.has(attrs.BLOB_ALGORITHM, wanted):
+        return 0
+    try:
+        found = attrs.read_path(where)
+    except OSError as exc:
+        raise StoreError(f"cannot save the extended attributes of {rel}: {exc.strerror or exc}") from exc
+    if attrs.digest(found) != wanted:
+        raise StoreError(
+            f"the extended attributes of {rel} changed while they were saved", code="STORE_UNSTABLE"
+        )
+    return int(store.put_blob(attrs.BLOB_ALGORITHM, wanted, attrs.blob(found)))
 
-    for names, values in object_batches(snap.manifest.chunks(), "manifest"):
-        yield from zip(names, values, strict=True)
+
+def _triples(snap: Any) -> Iterator[Triple]:
+    """``(path, value, mode)`` of every entry of a snapshot: from its entries, or read back from the
+    documents a streamed snapshot spooled (a batch at a time: memory does not grow with the number of
+    files)."""
+    if isinstance(snap, DomainSnapshot):
+        yield from ((e.path, e.value, e.mode) for e in snap.entries)
+        return
+    from catalytic.snapshot.manifest_stream import spooled_entries
+
+    yield from spooled_entries(snap.manifest, snap.modes)
 
 
 def restore_state(
@@ -125,6 +155,7 @@ def restore_state(
                     label=tree.name,
                     within=within,
                     staging=staging,
+                    times=tree.times(),
                 )
             actions.extend([op, p] for op, p in report.actions)
             problems.extend(report.problems)
@@ -179,10 +210,16 @@ class RollbackIsolation:
                 ("outputs", out, snapshot_tree(root / out, algorithm, leave_out=left_out(self.policy, out)))
             )
         new = files = 0
-        for _section, name, snap in trees:
-            base = root if name == paths.ROOT else root / name
-            new += save_tree(self.store, base, _pairs(snap), algorithm, self.jobs)
-            files += snap.stats.files
+        times = Times(self.store.path)
+        try:
+            for section, name, snap in trees:
+                base = root if name == paths.ROOT else root / name
+                times.tree(section, name)
+                new += save_tree(self.store, base, _triples(snap), algorithm, self.jobs, times)
+                files += snap.stats.files
+            self.store.save_times(self.policy.run_id, times.text())
+        finally:
+            times.close()
         if new:
             self.store.sync()
         faults.point("rollback.saved")

@@ -22,13 +22,14 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
 from catalytic.isolation.store import STATE_VERSION, Store, StoreError
-from catalytic.ledger.canonical import encode, json_string, loads
+from catalytic.ledger.canonical import dumps, encode, json_string, loads
+from catalytic.snapshot import attrs
 from catalytic.snapshot.entry import kind_of
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ SECTIONS = ("domains", "outputs")
 IndexRow = tuple[str, str, tuple[int, int], tuple[int, int]]
 
 
+def _no_times() -> Iterator[tuple[str, int]]:
+    return iter(())
+
+
 @dataclass(frozen=True)
 class SavedTree:
     """One domain or declared output of a saved pre-state."""
@@ -47,6 +52,60 @@ class SavedTree:
     section: str  # "domains" or "outputs"
     name: str
     entries: Callable[[], Iterator[Triple]]  # its entries in path order, read again at every call
+    # (path, modification time in ns) of its entries in path order (see :class:`Times`); none when the
+    # state was saved without them
+    times: Callable[[], Iterator[tuple[str, int]]] = _no_times
+
+
+class Times:
+    """The modification times of a run's saved trees, written beside its state (``<run_id>.json.times``)
+    as they are saved: JSON lines, for each tree a line ``["tree", section, name]`` and then ``[path,
+    mtime_ns]`` for each of its entries in path order. A restore sets back the times of what it wrote; no
+    verdict reads them, so a file that is missing or damaged only leaves times as the restore made them."""
+
+    def __init__(self, directory: Path) -> None:
+        from catalytic.snapshot.spool import Spool
+
+        self.spool = Spool(directory)
+
+    def tree(self, section: str, name: str) -> None:
+        self.spool.write(dumps(["tree", section, name]))
+
+    def entry(self, rel: str, mtime_ns: int) -> None:
+        self.spool.write(f"[{json_string(rel)},{mtime_ns}]\n")
+
+    def text(self) -> Iterator[bytes]:
+        return self.spool.read(0, self.spool.size)
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+def read_times(path: str, section: str, name: str) -> Iterator[tuple[str, int]]:
+    """The times :class:`Times` recorded for one tree, in path order (nothing past a damaged line)."""
+    try:
+        lines = open(path, "rb")  # noqa: SIM115 (closed below, also when the reader stops early)
+    except OSError:
+        return
+    with lines:
+        inside = False
+        for line in lines:
+            try:
+                item = loads(line)
+            except ValueError:
+                return
+            if not isinstance(item, list):
+                return
+            if len(item) == 3 and item[0] == "tree":
+                if inside:
+                    return
+                inside = item[1:] == [section, name]
+            elif not inside:
+                continue
+            elif len(item) == 2 and isinstance(item[0], str) and type(item[1]) is int:
+                yield item[0], item[1]
+            else:
+                return
 
 
 @dataclass(frozen=True)
@@ -129,6 +188,15 @@ def index_text(algorithm: str, size: int, rows: list[IndexRow], excludes: Sequen
 
 def open_state(store: Store, run_id: str) -> SavedState:
     """The saved pre-state of ``run_id``, read tree by tree through its index, else whole."""
+    state = _read_state(store, run_id)
+    times = str(store.times_path(run_id))
+    trees = tuple(
+        replace(t, times=functools.partial(read_times, times, t.section, t.name)) for t in state.trees
+    )
+    return replace(state, trees=trees)
+
+
+def _read_state(store: Store, run_id: str) -> SavedState:
     indexed = _indexed(str(store.state_path(run_id)), store.index_path(run_id))
     if indexed is not None:
         return indexed
@@ -202,9 +270,12 @@ def collect_garbage(
             continue
         state = open_state(store, run_id)  # tree by tree, a block at a time
         for tree in state.trees:
-            for _path, value, _mode in tree.entries():
+            for _path, value, mode in tree.entries():
                 if kind_of(value) == "file":
                     referenced.add(store.object_name(state.algorithm, value))
+                xattrs = attrs.xattrs_named(mode)
+                if xattrs is not None:
+                    referenced.add(store.object_name(attrs.BLOB_ALGORITHM, xattrs))
     removed: list[Path] = []
     objects = store.path / "objects"
     if objects.is_dir():
@@ -215,7 +286,7 @@ def collect_garbage(
                     removed.append(Path(found))
     if not dry_run:
         for run_id in dropped:
-            for doc in (store.state_path(run_id), store.index_path(run_id)):
+            for doc in (store.state_path(run_id), store.index_path(run_id), store.times_path(run_id)):
                 with contextlib.suppress(FileNotFoundError):
                     doc.unlink()
         for path in removed:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,6 +36,8 @@ _CHUNK = 1 << 20
 _SMALL = 1 << 20
 #: The suffix of a state's index (``<run_id>.json.index``, see :mod:`catalytic.isolation.state`).
 INDEX_SUFFIX = ".index"
+#: The suffix of a state's modification times (``<run_id>.json.times``).
+TIMES_SUFFIX = ".times"
 #: :meth:`Store.put_files` starts one process per this many files (up to its ``jobs``).
 PARALLEL_FILES = 512
 
@@ -105,6 +108,10 @@ class Store:
         """Where the index of a run's state is (see :mod:`catalytic.isolation.state`)."""
         return self.path / "states" / f"{run_id}.json{INDEX_SUFFIX}"
 
+    def times_path(self, run_id: str) -> Path:
+        """Where the modification times of a run's saved trees are (see :mod:`catalytic.isolation.state`)."""
+        return self.path / "states" / f"{run_id}.json{TIMES_SUFFIX}"
+
     def has(self, algorithm: str, digest: str) -> bool:
         return os.path.isfile(self.object_name(algorithm, digest))
 
@@ -162,6 +169,33 @@ class Store:
         finally:
             os.close(src)
         return True
+
+    def put_blob(self, kind: str, digest: str, data: bytes) -> bool:
+        """Store ``data``, whose sha256 must be ``digest``, as an object of ``kind`` (e.g. the blob of a
+        file's extended attributes, :mod:`catalytic.snapshot.attrs`); False if already stored."""
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoreError(f"a {kind} blob does not hash to {digest[:12]}", code="STORE_UNSTABLE")
+        target = self.object_name(kind, digest)
+        if os.path.isfile(target):
+            return False
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        write_atomic(Path(target), data)
+        return True
+
+    def read_blob(self, kind: str, digest: str) -> bytes:
+        """The stored blob ``digest`` of ``kind``, checked against its name."""
+        try:
+            data = self.object_path(kind, digest).read_bytes()
+        except OSError as exc:
+            raise StoreError(
+                f"object {digest[:12]} is not in the store {self.path}", code="STORE_MISSING"
+            ) from exc
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoreError(
+                f"object {digest[:12]} of the store {self.path} is damaged",
+                code="STORE_MISSING",
+            )
+        return data
 
     def put_files(self, files: dict[str, str], algorithm: str, jobs: int) -> int:
         """Store many files (``{digest: source path}``, none stored yet) with up to ``jobs`` forked
@@ -228,6 +262,12 @@ class Store:
         if index is not None:
             write_atomic(index_path, index(path.stat().st_size))
         return path
+
+    def save_times(self, run_id: str, text: Iterable[bytes]) -> None:
+        """Record the modification times of a run's saved trees (:class:`.state.Times`)."""
+        path = self.times_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
 
     def load_state(self, run_id: str) -> dict[str, Any]:
         path = self.state_path(run_id)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from catalytic import paths
 from catalytic.diff import Triple, merge_join
 from catalytic.excludes import NONE, Excludes
-from catalytic.snapshot import Entry, snapshot_tree
+from catalytic.snapshot import Entry, attrs, snapshot_tree
 from catalytic.snapshot.entry import DIR
 
 if TYPE_CHECKING:
@@ -149,7 +149,13 @@ def merged_entries(
         if kind == "whiteout":
             whiteouts.add(e.path)
         else:
-            written.append((e.path, e.value, e.mode))
+            mode = e.mode
+            if mode is not None and " x=" in mode:  # overlayfs' own xattrs are not the command's
+                top = upper_dir if target == paths.ROOT else upper_dir / target
+                where = top if e.path == paths.ROOT else top / e.path
+                xattrs = attrs.digest(attrs.read_path(os.fspath(where), attrs.OVERLAY_PREFIXES))
+                mode = attrs.value_of(os.lstat(where), xattrs, mode[:4])
+            written.append((e.path, e.value, mode))
     for before, after in merge_join(lower, written, _FIRST):
         if after is not None:
             yield before, after, True

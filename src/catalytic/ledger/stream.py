@@ -4,13 +4,15 @@ The four large ledger documents (``PRE_MANIFEST.json``, ``PRE_MODES.json``, ``PO
 ``POST_MODES.json``) are written by catalytic as compact canonical JSON,
 ``{"<domain>":{"<path>":"<value>",...},...}`` plus a newline (see :mod:`catalytic.ledger.canonical`).
 :func:`read_batches` reads such a file in blocks and yields its entries in file order, in batches, while
-verifying everything the whole-file path verifies for a file it accepts without a problem: valid UTF-8,
+verifying everything parsing it whole verifies for a file it accepts without a problem: valid UTF-8,
 strict JSON, only strings, keys strictly increasing in raw byte order (so no duplicates), every byte equal
 to what :func:`~catalytic.ledger.canonical.encode` writes, the trailing newline, and the schema's rule for
 each value (manifest value shapes, four octal mode digits).
 
-Anything else raises :class:`NotStreamable`, and the caller falls back to the whole-file path, which
-then reports exactly what it always reported. Memory is one block plus one batch, whatever the file size.
+Anything else raises :class:`NotStreamable`: the caller then parses the file whole (which reports exactly
+what is wrong with it) and, when it is a schema-valid document all the same, cuts it into the same batches
+with :func:`document_batches`, so one set of rules reads both. Memory is one block plus one batch,
+whatever the file size.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import codecs
 import json.decoder
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import lt
 from typing import Literal
 
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import sort_key
 from catalytic.snapshot.digest import DIGEST_PATTERN, HEX_LENGTHS
-from catalytic.snapshot.entry import OTHER_VALUES
+from catalytic.snapshot.entry import MODE_PATTERN, OTHER_VALUES
 
 # The C string scanner of the json module (json.decoder re-exports it; the stubs do not say so).
 scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -42,7 +44,7 @@ _MAX_CARRY = 4 << 20
 _CONTROL = re.compile("[\x00-\x1f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _VALUE = re.compile(f"{DIGEST_PATTERN}|{OTHER_VALUES}")
-_MODE = re.compile("[0-7]{4}")
+_MODE = re.compile(MODE_PATTERN)
 _HEX = re.compile("[0-9a-f]*")
 _OCTAL = re.compile("[0-7]*")
 
@@ -99,7 +101,7 @@ def _manifest_values(values: list[str]) -> bool:
 
 
 def _mode_values(values: list[str]) -> bool:
-    """Every value is four octal digits."""
+    """Every value is a MODES value (the common case: four octal digits alone)."""
     if set(map(len, values)) <= {4} and _OCTAL.fullmatch("".join(values)):
         return True
     return all(map(_MODE.fullmatch, values))
@@ -247,6 +249,19 @@ def parse_blocks(blocks: Iterable[bytes], kind: Kind) -> Iterator[Batch]:
             return
         if len(rest) > _MAX_CARRY:
             raise NotStreamable("token too long")
+
+
+def document_batches(document: Mapping[str, Mapping[str, str]], size: int = 4096) -> Iterator[Batch]:
+    """The batches :func:`read_batches` gives for a document already parsed whole (in any order, by hand, by
+    another tool, a seed ledger's): domains and paths in byte order, each domain opened by an empty batch,
+    at most ``size`` entries a batch. Values are given as they are (the schema checked them)."""
+    for domain in sorted(document, key=sort_key):
+        entries = document[domain]
+        keys = sorted(entries, key=sort_key)
+        yield (domain, [], [])
+        for start in range(0, len(keys), size):
+            chunk = keys[start : start + size]
+            yield (domain, chunk, [entries[k] for k in chunk])
 
 
 def _with_end(blocks: Iterable[bytes]) -> Iterator[bytes | None]:

@@ -32,6 +32,7 @@ from catalytic.errors import SnapshotError
 from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import ROOT, to_bytes
+from catalytic.snapshot.attrs import usual, value_of
 from catalytic.snapshot.digest import hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import (
@@ -448,10 +449,12 @@ def _describe(
             hits += 1
             files += 1
         elif quick is not None:
-            value, observed = quick
+            value, observed, xattrs = quick
             mode = mode_of.get(bits)
             if mode is None:
                 mode = mode_of[bits] = mode_string(bits)
+            if xattrs is not None or not usual(st):
+                mode = value_of(st, xattrs, mode)
             stamp = taken
             nbytes += st.st_size
             hashed += 1

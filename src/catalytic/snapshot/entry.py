@@ -10,7 +10,8 @@ FIFO / socket        ``fifo`` / ``socket`` (never opened)
 device               ``chardev:<major>:<minor>`` / ``blockdev:<major>:<minor>``
 ===================  ====================================================
 
-The domain itself is the entry ``.``. Permission bits (``mode & 0o7777`` as four octal digits) live
+The domain itself is the entry ``.``. Permission bits (``mode & 0o7777`` as four octal digits), with the
+owner, links and extended attributes where they are not the usual (:mod:`catalytic.snapshot.attrs`), live
 beside the manifest in ``PRE_MODES.json`` / ``POST_MODES.json`` for every entry except symlinks.
 """
 
@@ -28,6 +29,9 @@ SYMLINK_PREFIX = "symlink:"
 #: A regular expression matching every manifest value that is not a file's digest (the kinds above);
 #: a digest is :data:`catalytic.snapshot.digest.DIGEST_PATTERN`.
 OTHER_VALUES = r"dir|fifo|socket|symlink:[\s\S]+|(?:chardev|blockdev):[0-9]+:[0-9]+|other:[0-7]+"
+#: The grammar of a MODES value: permission bits, then owner, links and xattrs where they are not the usual
+#: (:mod:`catalytic.snapshot.attrs`). The schema's pattern is tested against it.
+MODE_PATTERN = r"[0-7]{4}(?: o=[0-9]+:[0-9]+)?(?: n=[0-9]+)?(?: x=[0-9a-f]{64})?"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from catalytic.errors import SnapshotError
+from catalytic.snapshot.attrs import RUNNER
 from catalytic.snapshot.listing import trusted_stamp
 
 if TYPE_CHECKING:
     import sqlite3
 
-FORMAT = "catalytic.rowstore/8"
+FORMAT = "catalytic.rowstore/9"
 _BUSY_MS = 600_000
 
 
@@ -54,7 +55,7 @@ class Row(NamedTuple):
     ctime_ns: int
     taken_ns: int  # when its directory was listed (0: not a regular file)
     value: str  # the manifest value
-    mode: str | None  # the permission bits (None for symlinks)
+    mode: str | None  # the MODES value (None for symlinks)
 
     @property
     def stamp(self) -> tuple[int, int, int, int, int, int]:
@@ -208,7 +209,10 @@ def remove_cache(path: Path) -> None:
 
 def _meta(directory: str, algorithm: str) -> dict[str, str | bytes]:
     # The directory as its raw bytes: a name that is not UTF-8 cannot be SQLite text.
-    return {"format": FORMAT, "algorithm": algorithm, "directory": os.fsencode(directory)}
+    # MODES values name the owner relative to the user taking the snapshot (:mod:`catalytic.snapshot.attrs`):
+    # rows written by another user say other things.
+    runner = f"{RUNNER[0]}:{RUNNER[1]}"
+    return {"format": FORMAT, "algorithm": algorithm, "directory": os.fsencode(directory), "runner": runner}
 
 
 def ensure(path: Path, directory: str, algorithm: str) -> None:

@@ -24,6 +24,7 @@ from typing import TypeVar
 from catalytic import faults
 from catalytic.errors import SnapshotError
 from catalytic.paths import ROOT, to_bytes
+from catalytic.snapshot.attrs import entry_value, fd_digest, value_of
 from catalytic.snapshot.digest import Hasher, HasherFactory
 from catalytic.snapshot.entry import DIR, SYMLINK_PREFIX, Entry, mode_string, special_value
 from catalytic.snapshot.listing import STAMP, lost, with_root_mark
@@ -98,9 +99,10 @@ def hash_open_file(
     return h.hexdigest(), after
 
 
-#: What :func:`hash_files` answers for a file: its digest and its :data:`STAMP` (the listing's, as the file
-#: still had it after the read), or None.
-Hashed = tuple[str, tuple[int, ...]] | None
+#: What :func:`hash_files` answers for a file: its digest, its :data:`STAMP` (the listing's, as the file
+#: still had it after the read) and the digest of its xattrs (None: it has none,
+#: :func:`~catalytic.snapshot.attrs.fd_digest`), or None.
+Hashed = tuple[str, tuple[int, ...], str | None] | None
 
 
 def hash_files(
@@ -153,11 +155,12 @@ def _hash_batch(
                 size = st.st_size
                 if size >= CHUNK:
                     big = hash_open_file(fd, st, new_hasher)
-                    append(None if big is None else (big[0], STAMP(big[1])))
+                    append(None if big is None else (big[0], STAMP(big[1]), fd_digest(fd)))
                     continue
                 # One read of one byte more than the size: a file that grew shows it, no read to see EOF.
                 data = read(fd, size + 1)
                 after = fstat(fd)
+                xattrs = fd_digest(fd)
             except OSError:
                 append(None)
                 continue
@@ -167,7 +170,7 @@ def _hash_batch(
                 continue
             h = new_hasher()
             h.update(data)
-            append((h.hexdigest(), stamp))
+            append((h.hexdigest(), stamp, xattrs))
     finally:
         for fd in fds:
             if fd >= 0:
@@ -225,6 +228,7 @@ def listed_reading(
             # One read of one byte more than the size: a file that grew shows it, no read to see EOF.
             datas = list(map(read, reading, [size + 1 for size in sizes]))
             afters = list(map(STAMP, map(fstat, reading)))
+            xattrs = list(map(fd_digest, reading))
         except OSError:
             continue
         finally:
@@ -235,8 +239,12 @@ def listed_reading(
             zip(
                 group,
                 [
-                    (new_hasher(data).hexdigest(), after) if after == before and len(data) == size else None
-                    for data, after, before, size in zip(datas, afters, map(STAMP, stats), sizes, strict=True)
+                    (new_hasher(data).hexdigest(), after, x)
+                    if after == before and len(data) == size
+                    else None
+                    for data, after, before, size, x in zip(
+                        datas, afters, map(STAMP, stats), sizes, xattrs, strict=True
+                    )
                 ],
                 strict=True,
             )
@@ -292,6 +300,7 @@ def describe_stat(
                 raise _fail(rel, exc) from exc
             try:
                 result = hash_open_file(fd, st, new_hasher)
+                xattrs = fd_digest(fd)
             except OSError as exc:
                 raise _fail(rel, exc) from exc
             finally:
@@ -302,10 +311,10 @@ def describe_stat(
             digest, final = result
             counts.files += 1
             counts.bytes_hashed += final.st_size
-            return Entry(rel, digest, mode_string(final.st_mode)), final
+            return Entry(rel, digest, value_of(final, xattrs, mode_string(final.st_mode))), final
         if fmt == stat.S_IFDIR:
             counts.dirs += 1
-            return Entry(rel, DIR, mode_string(st.st_mode)), st
+            return Entry(rel, DIR, _mode(dir_fd, name, rel, st, mode_string(st.st_mode))), st
         if fmt == stat.S_IFLNK:
             try:
                 target = os.readlink(name, dir_fd=dir_fd)
@@ -317,8 +326,17 @@ def describe_stat(
             counts.other += 1
             return Entry(rel, SYMLINK_PREFIX + target, None), st
         counts.other += 1
-        return Entry(rel, special_value(st), mode_string(st.st_mode)), st
+        mode = _mode(dir_fd, name, rel, st, mode_string(st.st_mode))
+        return Entry(rel, special_value(st), mode), st
     raise SnapshotError(f"kept changing while it was hashed ({RETRIES} attempts)", path=rel, code="UNSTABLE")
+
+
+def _mode(dir_fd: int, name: str, rel: str, st: os.stat_result, bits: str) -> str:
+    """The MODES value of an entry (:mod:`catalytic.snapshot.attrs`: its xattrs are read now)."""
+    try:
+        return entry_value(dir_fd, name, st, bits)
+    except OSError as exc:
+        raise _fail(rel, exc) from exc
 
 
 def _lstat(dir_fd: int, name: str, rel: str) -> os.stat_result:

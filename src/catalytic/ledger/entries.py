@@ -1,31 +1,47 @@
-"""The entry-level cross-checks of a ledger in one streamed pass over its four large documents.
+"""The per-entry rules of a ledger, in one pass over the sorted entries of its four large documents.
 
-:func:`stream_pass` reads ``PRE_MANIFEST``, ``PRE_MODES``, ``POST_MANIFEST`` and ``POST_MODES`` once each,
-through :func:`catalytic.ledger.stream.read_batches`, domain by domain in byte order, and gathers what
-:mod:`catalytic.ledger.checks` needs to report: the per-entry problems of ``check_entries`` (capped, in
-the order the whole-document checks find them), each domain's recomputed diff (counts, first path, and
+:func:`entry_pass` reads ``PRE_MANIFEST``, ``PRE_MODES``, ``POST_MANIFEST`` and ``POST_MODES`` once each, as
+batches of entries, domain by domain in byte order, and gathers what :mod:`catalytic.ledger.checks` needs to
+report: the per-entry problems (unsafe paths, digests of the wrong length, MODES that do not describe their
+manifest; capped at :data:`MAX_PER_KIND` per document), each domain's recomputed diff (counts, first path, and
 whether it equals the one ``RESTORE_DIFF`` records) and the Merkle roots ``RUN_INFO`` records.
 
-MANIFEST and MODES are joined by a merge on the path, PRE and POST by a merge per domain; where batches
-line up (the usual case: equal paths, equal values) whole slices are compared at once. Memory holds a
-few batches, never a whole document. Any file that is not exactly canonical raises
-:class:`~catalytic.ledger.stream.NotStreamable` and the validator uses the whole-document path instead.
+The batches come from :mod:`catalytic.ledger.stream`: a canonical document is read a block at a time
+(:func:`~catalytic.ledger.stream.read_batches`), any other schema-valid one is parsed whole and cut into the
+same batches (:func:`~catalytic.ledger.stream.document_batches`). These rules are the only ones; both give
+the same report.
+
+MANIFEST and MODES are joined by a merge on the path (one column per per-entry document,
+:data:`catalytic.diff.SIDE_KEYS`), PRE and POST by :func:`catalytic.diff.batch_changes`; where batches line
+up (the usual case: equal paths, equal values) whole slices are compared at once. On a streamed document
+memory holds a few batches, never the document.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from catalytic import paths
+from catalytic.diff import Change, Columns, batch_changes, change_record
 from catalytic.errors import Problem
 from catalytic.ledger import format as fmt
-from catalytic.ledger.checks import DIGEST_LENGTHS, MAX_PER_KIND, emit_capped, path_problem, summary
-from catalytic.ledger.stream import Batch, Kind, read_batches
+from catalytic.ledger.stream import Batch
 from catalytic.paths import sort_key
+from catalytic.snapshot.digest import ALGORITHMS
 from catalytic.snapshot.entry import SYMLINK_PREFIX, kind_of
 
+#: Hex digest length per manifest hash algorithm.
+DIGEST_LENGTHS = {name: algorithm.hex_length for name, algorithm in ALGORITHMS.items()}
+#: Problems of one kind listed in a report; the rest are counted.
+MAX_PER_KIND = 100
+#: The documents read entry by entry, in the order their problems are reported.
+LARGE = (fmt.PRE_MANIFEST, fmt.PRE_MODES, fmt.POST_MANIFEST, fmt.POST_MODES)
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
 #: What the newline-framed list of a batch's paths contains when one of them may break a rule of
 #: :func:`path_problem` (empty, absolute, NUL, empty / ``.`` / ``..`` segment); a hit checks each path.
 _SUSPECT = ("\n\n", "\n/", "//", "/\n", "\0", "/./", "/../", "\n./", "\n../", "/.\n", "/..\n", "\n..\n")
@@ -34,7 +50,33 @@ _MISSING = object()
 #: Stands for a streamed domain in the domain-level checks (which only look at domain names).
 STREAMED: Any = object()
 
-Joined = tuple[list[str], list[str], list[str | None]]
+#: The batches of one document (see :data:`catalytic.ledger.stream.Batch`), None when it is missing or
+#: not schema-valid (its problem is reported already, and the rules that need it are skipped).
+Source = Iterator[Batch] | None
+
+
+def path_problem(path: str, *, workspace: bool) -> str | None:
+    """Why ``path`` is unsafe as a ledger path, or None. ``workspace`` adds the output-path rules."""
+    if not path:
+        return "is empty"
+    if "\0" in path:
+        return "contains a NUL byte"
+    if path.startswith("/") or (workspace and _DRIVE.match(path)):
+        return "is absolute"
+    if workspace and "\\" in path:
+        return "contains a backslash"
+    segments = path.split("/")
+    if ".." in segments:
+        return "goes through '..'"
+    if path != paths.ROOT and any(s in ("", ".") for s in segments):
+        return "is not normalised (empty or '.' segment)"
+    return None
+
+
+def summary(added: int, removed: int, changed: int, first: str | None) -> str:
+    """How a recomputed diff is described in a problem: counts and its first path."""
+    counts = f"{added} added, {removed} removed, {changed} changed"
+    return counts + (f" (first: {first!r})" if first is not None else "")
 
 
 class Capped:
@@ -52,6 +94,14 @@ class Capped:
     def merge(self, other: Capped) -> None:
         self.count += other.count
         self.kept += other.kept[: MAX_PER_KIND - len(self.kept)]
+
+    def emit(self, problems: list[Problem], what: str) -> None:
+        """Report the problems kept, and how many more there were."""
+        # One rewritten manifest can break a rule once per entry; list the first ones and count the rest.
+        problems.extend(self.kept)
+        if self.count > MAX_PER_KIND:
+            more = self.count - MAX_PER_KIND
+            problems.append(Problem(self.kept[0].code, f"{what}: {more} more not listed"))
 
 
 @dataclass
@@ -72,48 +122,42 @@ class DiffFacts:
     def summary(self) -> str:
         return summary(self.added, self.removed, self.changed, self.first)
 
-    def _see(self, path: str, kind: str, value: Any) -> None:
+    def see(self, change: Change) -> None:
+        """Count one difference and compare it with the record of RESTORE_DIFF."""
+        kind, path, before, after, *sides = change
+        value: Any
+        if kind == "added":
+            self.added += 1
+            value = after
+        elif kind == "removed":
+            self.removed += 1
+            value = before
+        else:
+            assert before is not None and after is not None
+            self.changed += 1
+            value = change_record(before, after, *sides)
         if self.first is None:
             self.first = path
         if self.recorded is not None and self.matches:
             self.matches = self.recorded[kind].get(path, _MISSING) == value
 
-    def add(self, path: str, value: str) -> None:
-        self.added += 1
-        self._see(path, "added", value)
-
-    def remove(self, path: str, value: str) -> None:
-        self.removed += 1
-        self._see(path, "removed", value)
-
-    def change(
-        self, path: str, before: str, after: str, mode_before: str | None, mode_after: str | None
-    ) -> None:
-        record = {"before": before, "after": after}
-        if mode_before != mode_after:
-            record["mode_before"] = mode_before or ""
-            record["mode_after"] = mode_after or ""
-        self.changed += 1
-        self._see(path, "changed", record)
-
     def finish(self) -> None:
         rec = self.recorded
         if rec is not None and self.matches:
-            self.matches = (len(rec["added"]), len(rec["removed"]), len(rec["changed"])) == (
-                self.added,
-                self.removed,
-                self.changed,
-            )
+            counts = (self.added, self.removed, self.changed)
+            self.matches = (len(rec["added"]), len(rec["removed"]), len(rec["changed"])) == counts
 
 
 @dataclass
-class StreamFacts:
-    """What one streamed pass found; :mod:`catalytic.ledger.checks` turns it into problems."""
+class EntryFacts:
+    """What one pass found; :mod:`catalytic.ledger.checks` turns it into problems."""
 
     domains: dict[str, list[str]] = field(default_factory=dict)
     entries: dict[str, Capped] = field(default_factory=dict)
     diffs: dict[str, DiffFacts] = field(default_factory=dict)
     roots: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Whether the diff of every domain in both manifests was recomputed (``diffs``).
+    recomputed: bool = False
     merkle_error: Exception | None = None
 
     def stand_in(self, name: str) -> dict[str, Any]:
@@ -121,10 +165,9 @@ class StreamFacts:
         return dict.fromkeys(self.domains[name], STREAMED)
 
     def emit_entries(self, problems: list[Problem]) -> None:
-        """The problems ``check_entries`` reports, in its order."""
-        for name in (fmt.PRE_MANIFEST, fmt.PRE_MODES, fmt.POST_MANIFEST, fmt.POST_MODES):
-            found = self.entries[name]
-            emit_capped(found.kept, found.count, problems, name)
+        """The per-entry problems, document by document."""
+        for name in LARGE:
+            self.entries[name].emit(problems, name)
 
     def root(self, phase: str, domain: str) -> str:
         if self.merkle_error is not None:
@@ -133,7 +176,7 @@ class StreamFacts:
 
 
 class _Cursor:
-    """Walks one file's batches domain by domain."""
+    """Walks one document's batches domain by domain."""
 
     def __init__(self, batches: Iterator[Batch]) -> None:
         self._it = batches
@@ -166,6 +209,8 @@ class _Side:
     modes: str
     v1: bool
     algorithm: str
+    #: Whether the MODES document can be checked (present and schema-valid, with its manifest).
+    has_modes: bool = True
     entries: Capped = field(default_factory=Capped)
     domain_modes: Capped = field(default_factory=Capped)
     entry_modes: Capped = field(default_factory=Capped)
@@ -192,8 +237,8 @@ def _joined(
     manifest: Iterator[tuple[list[str], list[str]]],
     modes: Iterator[tuple[list[str], list[str]]] | None,
     merkle: Any,
-    facts: StreamFacts,
-) -> Iterator[Joined]:
+    facts: EntryFacts,
+) -> Iterator[Columns]:
     """The entries of one domain with their modes (merge-joined), checked and fed to the Merkle builder."""
     not_entry, no_mode = Capped(), Capped()
     mk: list[str] = []
@@ -253,7 +298,7 @@ def _joined(
                         extra(path)
                 else:
                     joined.append(None)
-                    if side.v1 and not value.startswith(SYMLINK_PREFIX):
+                    if side.v1 and side.has_modes and not value.startswith(SYMLINK_PREFIX):
                         no_mode.add(
                             Problem(
                                 "MODES_MISMATCH", f"{side.modes}: no mode for {path!r} in domain {domain!r}"
@@ -274,73 +319,14 @@ def _joined(
         facts.roots[(side.phase, domain)] = merkle.root()
 
 
-def _diff(pre: Iterator[Joined], post: Iterator[Joined], facts: DiffFacts) -> None:
-    """Merge-join the two phases of a domain into ``facts`` (the rules of :mod:`catalytic.diff`)."""
-    ak: list[str] = []
-    av: list[str] = []
-    am: list[str | None] = []
-    bk: list[str] = []
-    bv: list[str] = []
-    bm: list[str | None] = []
-    ai = bi = 0
-    a_done = b_done = False
-    while True:
-        if ai == len(ak) and not a_done:
-            batch = next(pre, None)
-            if batch is None:
-                a_done = True
-            else:
-                (ak, av, am), ai = batch, 0
-                continue
-        if bi == len(bk) and not b_done:
-            batch = next(post, None)
-            if batch is None:
-                b_done = True
-            else:
-                (bk, bv, bm), bi = batch, 0
-                continue
-        if ai == len(ak) and bi == len(bk):
-            break
-        if ai == len(ak):
-            for path, value in zip(bk[bi:], bv[bi:], strict=True):
-                facts.add(path, value)
-            bi = len(bk)
-            continue
-        if bi == len(bk):
-            for path, value in zip(ak[ai:], av[ai:], strict=True):
-                facts.remove(path, value)
-            ai = len(ak)
-            continue
-        n = min(len(ak) - ai, len(bk) - bi)
-        if (
-            ak[ai : ai + n] == bk[bi : bi + n]
-            and av[ai : ai + n] == bv[bi : bi + n]
-            and am[ai : ai + n] == bm[bi : bi + n]
-        ):
-            ai += n
-            bi += n
-            continue
-        while ai < len(ak) and bi < len(bk):
-            a, b = ak[ai], bk[bi]
-            if a == b:
-                if av[ai] != bv[bi] or am[ai] != bm[bi]:
-                    facts.change(a, av[ai], bv[bi], am[ai], bm[bi])
-                ai += 1
-                bi += 1
-            elif sort_key(a) < sort_key(b):
-                facts.remove(a, av[ai])
-                ai += 1
-            else:
-                facts.add(b, bv[bi])
-                bi += 1
-    facts.finish()
+def entry_pass(sources: Mapping[str, Source], v1: bool, docs: dict[str, Any]) -> EntryFacts:
+    """Read the four large documents' batches (``sources``, by file name) once and gather :class:`EntryFacts`.
 
-
-def stream_pass(fds: dict[str, int], v1: bool, docs: dict[str, Any], max_bytes: int) -> StreamFacts:
-    """Read the four large documents (open as ``fds``) once and gather :class:`StreamFacts`.
-
-    ``docs`` holds the schema-valid small documents (RUN_INFO, RESTORE_DIFF). Raises
-    :class:`~catalytic.ledger.stream.NotStreamable` when a file is not exactly canonical.
+    ``docs`` holds the schema-valid small documents (RUN_INFO, RESTORE_DIFF). The rules that need a
+    missing document are skipped, as are the MODES rules of a phase whose manifest is missing; the diff is
+    recomputed when both manifests are there and, from ``catalytic.ledger/1`` on, both MODES (mode changes
+    are in it). Raises :class:`~catalytic.ledger.stream.NotStreamable` when a streamed document turns out
+    not to be exactly canonical.
     """
     from catalytic.snapshot.merkle import MERKLE_FORMAT_V1, MERKLE_FORMATS, builder
 
@@ -349,7 +335,7 @@ def stream_pass(fds: dict[str, int], v1: bool, docs: dict[str, Any], max_bytes: 
     algorithm = info.get("hash_algorithm", "sha256") if info is not None else "sha256"
     roots = info.get("merkle_roots") if info is not None else None
     tree = info.get("merkle_format", MERKLE_FORMAT_V1) if info is not None else MERKLE_FORMAT_V1
-    facts = StreamFacts()
+    facts = EntryFacts()
     if not isinstance(roots, dict) or tree not in MERKLE_FORMATS:
         roots = {}
     elif roots:
@@ -364,35 +350,44 @@ def stream_pass(fds: dict[str, int], v1: bool, docs: dict[str, Any], max_bytes: 
         _Side("post", fmt.POST_MANIFEST, fmt.POST_MODES, v1, algorithm),
     )
     cursors: dict[str, _Cursor] = {}
-    for name in (fmt.PRE_MANIFEST, fmt.PRE_MODES, fmt.POST_MANIFEST, fmt.POST_MODES):
-        kind: Kind = "modes" if name in (fmt.PRE_MODES, fmt.POST_MODES) else "manifest"
-        cursors[name] = _Cursor(read_batches(fds[name], kind, max_bytes))
+    for side in sides:
+        manifest, modes = sources[side.manifest], sources[side.modes]
+        if manifest is None:
+            modes = None  # MODES are checked against their manifest, or not at all
+        side.has_modes = modes is not None
+        cursors[side.manifest] = _Cursor(manifest or iter(()))
+        cursors[side.modes] = _Cursor(modes or iter(()))
+    for name in LARGE:
         facts.domains[name] = []
+    both = sources[fmt.PRE_MANIFEST] is not None and sources[fmt.POST_MANIFEST] is not None
+    facts.recomputed = recompute = both and (not v1 or all(side.has_modes for side in sides))
     while True:
         heads = [c.domain for c in cursors.values() if c.domain is not None]
         if not heads:
             break
         domain = min(heads, key=sort_key)
-        streams: list[Iterator[Joined] | None] = []
+        streams: list[Iterator[Columns] | None] = []
         for side in sides:
-            manifest = _take(cursors[side.manifest], domain, facts.domains[side.manifest])
-            modes = _take(cursors[side.modes], domain, facts.domains[side.modes])
-            if manifest is None:
-                if modes is not None:
+            manifest_batches = _take(cursors[side.manifest], domain, facts.domains[side.manifest])
+            mode_batches = _take(cursors[side.modes], domain, facts.domains[side.modes])
+            if manifest_batches is None:
+                if mode_batches is not None:
                     side.domain_modes.add(
                         Problem(
                             "MODES_MISMATCH", f"{side.modes}: domain {domain!r} is not in {side.manifest}"
                         )
                     )
-                    deque(modes, 0)
+                    deque(mode_batches, 0)
                 streams.append(None)
                 continue
             merkle = builder(algorithm, tree) if domain in roots else None
-            streams.append(_joined(side, domain, manifest, modes, merkle, facts))
+            streams.append(_joined(side, domain, manifest_batches, mode_batches, merkle, facts))
         pre, post = streams
-        if pre is not None and post is not None:
+        if recompute and pre is not None and post is not None:
             diff = DiffFacts(recorded.get(domain) if recorded is not None else None)
-            _diff(pre, post, diff)
+            for change in batch_changes(pre, post):
+                diff.see(change)
+            diff.finish()
             facts.diffs[domain] = diff
         for stream in (pre, post):
             if stream is not None:
