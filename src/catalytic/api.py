@@ -11,107 +11,65 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from catalytic import descendants, runtime
+from catalytic import descendants, runtime, settings
 from catalytic.errors import UsageError
-from catalytic.isolation import Options
-from catalytic.policy import Policy, declare, preflight
+from catalytic.events import lines
+from catalytic.policy import Policy, declare
 from catalytic.runner import ChildResult
-from catalytic.runtime import ProgressCallback, RunResult, execute
+from catalytic.runtime import ProgressCallback, RunResult, execute, prepare
 from catalytic.snapshot import DomainSnapshot, snapshot_tree
 from catalytic.snapshot.digest import DEFAULT_HASH
-
-if TYPE_CHECKING:
-    from catalytic.integrations.signing import SigningKey
 
 
 def run(
     command: Sequence[str],
     *,
-    root: str | os.PathLike[str] = ".",
     run_id: str | None = None,
     catalytic_domains: Sequence[str] | None = None,
     durable_outputs: Sequence[str] | None = None,
+    allow_absent: bool | None = None,
+    allow_no_domains: bool | None = None,
+    allow_missing_outputs: bool | None = None,
     intent: str | None = None,
     determinism: str | None = None,
     allowed_roots: Sequence[str] | None = None,
     forbidden_paths: Sequence[str] | None = None,
     runs_root: str | None = None,
-    hash: str | None = None,
-    progress: ProgressCallback | None = None,
-    isolation: str | None = None,
     profile: str | None = None,
-    rollback_on_failure: bool = False,
-    discard: bool = False,
+    root: str | os.PathLike[str] = ".",
+    hash: str | None = None,
+    exclude: Sequence[str] | None = None,
+    exclude_from_gitignore: bool | None = None,
+    jobs: int | None = None,
+    use_cache: bool | None = None,
+    sign_key: str | os.PathLike[str] | None = None,
+    isolation: str | None = None,
+    rollback_on_failure: bool | None = None,
+    discard: bool | None = None,
+    check_determinism: bool | None = None,
     trace: bool | None = None,
     trace_scope: str | None = None,
     trace_backend: str | None = None,
-    jobs: int = 0,
-    use_cache: bool = True,
-    sign_key: str | os.PathLike[str] | None = None,
-    exclude: Sequence[str] | None = None,
-    exclude_from_gitignore: bool | None = None,
-    allow_absent: bool | None = None,
-    allow_no_domains: bool | None = None,
-    allow_missing_outputs: bool | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Run ``command`` under CMP-01 exactly as ``catalytic run`` does and return the result.
 
-    ``jobs`` hashing processes (0: one per core); ``use_cache=False`` hashes every file (``--no-cache``).
-    Settings not given come from ``catalytic.toml`` / ``[tool.catalytic]`` at ``root`` and then
-    from the profile (``profile``, else the one the layout of ``root`` implies: see
-    :mod:`catalytic.profiles`). ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto``
-    (see docs/isolation.md). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or
-    written) when preflight fails. ``sign_key`` is the private key file of ``catalytic keygen``.
-    ``exclude``, ``exclude_from_gitignore``: what the run leaves out (``--exclude``, docs/excludes.md).
-    ``allow_absent``, ``allow_no_domains``, ``allow_missing_outputs``: the opt-ins of the flags of the same
-    names (a domain that does not exist, no domain at all, a declared output not produced).
+    Every keyword but ``progress`` is the setting of the flag of the same name (``use_cache=False`` is
+    ``--no-cache``; the table is in docs/cli.md): None (not given) leaves it to ``catalytic.toml`` /
+    ``[tool.catalytic]`` at ``root``, then to the profile (``profile``, else the one the layout of ``root``
+    implies: see :mod:`catalytic.profiles`), then to the setting's default (:mod:`catalytic.settings`).
+    ``isolation`` is ``none``, ``rollback``, ``overlay`` or ``auto`` (see docs/isolation.md); ``jobs``
+    hashing processes (0: one per core); ``sign_key`` the private key file of ``catalytic keygen``.
+    ``progress`` receives the progress lines ``catalytic run`` prints (without its ``[catalytic]``
+    prefix). Raises :class:`~catalytic.errors.DeclarationError` (nothing run or written) when preflight
+    fails, :class:`~catalytic.errors.UsageError` for a value no run can take.
     """
     start = time.perf_counter()
-    overrides = {
-        "run_id": run_id,
-        "catalytic_domains": catalytic_domains,
-        "durable_outputs": durable_outputs,
-        "intent": intent,
-        "determinism": determinism,
-        "allowed_roots": allowed_roots,
-        "forbidden_paths": forbidden_paths,
-        "runs_root": runs_root,
-        "trace": trace,
-        "trace_scope": trace_scope,
-        "trace_backend": trace_backend,
-        "hash": hash,
-        "isolation": isolation,
-        "exclude": exclude,
-        "exclude_from_gitignore": exclude_from_gitignore,
-        "allow_absent": allow_absent,
-        "allow_no_domains": allow_no_domains,
-        "allow_missing_outputs": allow_missing_outputs,
-        "profile": profile,
-    }
-    policy = preflight(declare(Path(root), overrides))
-    from catalytic.snapshot.domains import SnapshotSettings
-
-    key = _signing_key(sign_key)
-    options = Options(rollback_on_failure=rollback_on_failure, discard=discard)
-    return execute(
-        policy,
-        list(command),
-        progress=progress,
-        preflight_seconds=time.perf_counter() - start,
-        snapshots=SnapshotSettings(jobs=jobs, use_cache=use_cache),
-        options=options,
-        sign_key=key,
-    )
-
-
-def _signing_key(path: str | os.PathLike[str] | None) -> SigningKey | None:
-    if path is None:
-        return None
-    from catalytic.integrations.signing import load_signing_key
-
-    return load_signing_key(path)
+    given = dict(locals())  # first: the keyword arguments, which are the settings (and command, progress)
+    decl = declare(Path(root), settings.overrides(given))
+    policy, how = prepare(decl, started=start, events=lines(progress))
+    return execute(policy, list(command), how)
 
 
 class DomainCheck:
@@ -141,13 +99,25 @@ class DomainCheck:
 def catalytic_domains(
     domains: Sequence[str],
     *,
-    root: str | os.PathLike[str] = ".",
-    durable_outputs: Sequence[str] | None = None,
-    intent: str | None = None,
     run_id: str | None = None,
+    durable_outputs: Sequence[str] | None = None,
+    allow_absent: bool | None = None,
+    allow_no_domains: bool | None = None,
+    allow_missing_outputs: bool | None = None,
+    intent: str | None = None,
+    determinism: str | None = None,
+    allowed_roots: Sequence[str] | None = None,
+    forbidden_paths: Sequence[str] | None = None,
     runs_root: str | None = None,
+    profile: str | None = None,
+    root: str | os.PathLike[str] = ".",
     hash: str | None = None,
+    exclude: Sequence[str] | None = None,
+    exclude_from_gitignore: bool | None = None,
+    jobs: int | None = None,
+    use_cache: bool | None = None,
     sign_key: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
     label: str = "python:catalytic_domains",
 ) -> Iterator[DomainCheck]:
     """Snapshot ``domains`` on enter; on exit snapshot again, verify, and write the run's ledger.
@@ -158,29 +128,22 @@ def catalytic_domains(
             do_work()
         assert check.result.restored
 
-    The block plays the part of the command: its exit code is 0, or 1 when it raised (the
-    exception propagates after the ledger is written). Preflight errors raise before the block runs.
+    The block plays the part of the command (``label`` in the ledger): its exit code is 0, or 1 when it
+    raised (the exception propagates after the ledger is written). The keywords are those of
+    :func:`run`, less what a block running in this process on the real tree cannot have (isolation,
+    tracing: :data:`catalytic.settings.BLOCK_FIXED`, whatever the config file says). Preflight errors
+    raise before the block runs.
     """
     start = time.perf_counter()
-    overrides = {
-        "run_id": run_id,
-        "catalytic_domains": list(domains),
-        "durable_outputs": durable_outputs,
-        "intent": intent,
-        "runs_root": runs_root,
-        "hash": hash,
-        # The block runs in this process, on the real tree: no isolation backend, no tracer.
-        "isolation": "none",
-        "trace": False,
-    }
-    policy = preflight(declare(Path(root), overrides))
-    key = _signing_key(sign_key)
+    given = dict(locals())
+    overrides = {**settings.overrides(given), "catalytic_domains": list(domains), **settings.BLOCK_FIXED}
+    policy, how = prepare(
+        declare(Path(root), overrides), started=start, events=lines(progress), cwd=Path.cwd()
+    )
     check = DomainCheck(policy)
     # The same path as `catalytic run` (locks, interrupt guard, domain-move watch, processes left running):
     # the block is phase 2, in this process.
-    session = runtime.session(
-        policy, [label], preflight_seconds=time.perf_counter() - start, sign_key=key, cwd=Path.cwd()
-    )
+    session = runtime.session(policy, [label], how)
     step: runtime.Step | None = None
     try:
         with session as step, descendants.watch() as tree:

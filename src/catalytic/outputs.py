@@ -13,13 +13,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalytic import paths
 from catalytic.errors import OutputEscapedError
+from catalytic.events import Emit, event
 from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.format import OutputRecord
 from catalytic.snapshot import snapshot_tree
@@ -158,7 +159,7 @@ def _unchanged(path: Path, state: State) -> bool:
         return False
 
 
-def confine(result: RunResult, policy: Policy, say: Callable[[str], None]) -> RunResult:
+def confine(result: RunResult, policy: Policy, emit: Emit) -> RunResult:
     """The run's result once every declared output is checked to lie where it was declared.
 
     An escaped output is not recorded (it is listed in ``missing_outputs``) and makes the run dirty
@@ -170,7 +171,7 @@ def confine(result: RunResult, policy: Policy, say: Callable[[str], None]) -> Ru
         out: why for out in policy.durable_outputs if (why := escape(policy.root, out, policy.allowed_roots))
     }
     missing = [out for out in result.missing_outputs if out not in escaped]  # escaped: failed as such
-    result = _confined(result, escaped, say)
+    result = _confined(result, escaped, emit)
     if missing and result.exit_code == 0 and not policy.allow_missing_outputs:
         from catalytic.errors import OutputNotProducedError
         from catalytic.ledger.documents import failed_after_proof
@@ -180,12 +181,12 @@ def confine(result: RunResult, policy: Policy, say: Callable[[str], None]) -> Ru
             f"declared output(s) not produced by the command: {names} "
             "(pass --allow-missing-outputs if that is expected)"
         )
-        say(f"FAILURE: {why}")
+        emit(event("failure", reason=why))
         return failed_after_proof(result, OutputNotProducedError(why))
     return result
 
 
-def _confined(result: RunResult, escaped: dict[str, str], say: Callable[[str], None]) -> RunResult:
+def _confined(result: RunResult, escaped: dict[str, str], emit: Emit) -> RunResult:
     """``result`` without the ``escaped`` outputs (output -> why), made dirty by them."""
     if not escaped:
         return result
@@ -193,7 +194,7 @@ def _confined(result: RunResult, escaped: dict[str, str], say: Callable[[str], N
     from catalytic.ledger.documents import failed_after_proof
 
     for why in reasons:
-        say(f"FAILURE: {why}")
+        emit(event("failure", reason=why))
     outputs = [r for r in result.outputs if not any(paths.is_within(r["path"], out) for out in escaped)]
     missing = [*result.missing_outputs, *(out for out in escaped if out not in result.missing_outputs)]
     kept = replace(result, outputs=outputs, missing_outputs=missing)

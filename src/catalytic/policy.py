@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from catalytic import paths, profiles, workspace
-from catalytic.errors import CatalyticError, ConfigError, DeclarationError, Problem
-from catalytic.isolation import DEFAULT_ISOLATION, ISOLATION_CHOICES
+from catalytic import settings as settings_table
+from catalytic.errors import CatalyticError, ConfigError, DeclarationError, Problem, UsageError
+from catalytic.isolation import DEFAULT_ISOLATION
 from catalytic.ledger import format as fmt
 from catalytic.ledger.format import DETERMINISM_VALUES
 from catalytic.snapshot.digest import DEFAULT_HASH, HASH_NAMES
-from catalytic.trace import BACKEND_NAMES, SCOPES
 
 #: Forbidden in every profile. Inside a catalytic domain (``.``) it is left out of the snapshots instead.
 ALWAYS_FORBIDDEN = (".git",)
@@ -36,28 +36,8 @@ def valid_run_id(run_id: str) -> bool:
     return 0 < len(run_id) <= 128 and run_id[0] in _RUN_ID_FIRST and all(c in _RUN_ID_CHARS for c in run_id)
 
 
-#: Config key -> kind ("list" of strings, "str", or a tuple of allowed values).
-CONFIG_KEYS: dict[str, Any] = {
-    "profile": profiles.PROFILE_NAMES,
-    "catalytic_domains": "list",
-    "durable_outputs": "list",
-    "intent": "str",
-    "determinism": DETERMINISM_VALUES,
-    "allowed_roots": "list",
-    "forbidden_paths": "list",
-    "runs_root": "str",
-    "hash": HASH_NAMES,
-    "isolation": ISOLATION_CHOICES,
-    "trace": "bool",
-    "trace_scope": SCOPES,
-    "trace_backend": BACKEND_NAMES,
-    "exclude": "list",
-    "exclude_from_gitignore": "bool",
-    "allow_absent": "bool",
-    "allow_no_domains": "bool",
-    "allow_missing_outputs": "bool",
-}
-_ALIASES = {"durable_output_roots": "durable_outputs", "hash_algorithm": "hash"}
+#: Config key (``_`` spelling, older names included) -> its setting (:mod:`catalytic.settings`).
+CONFIG_KEYS = settings_table.CONFIG_KEYS
 
 
 class Declaration(NamedTuple):
@@ -87,6 +67,13 @@ class Declaration(NamedTuple):
     allow_no_domains: bool = False
     allow_missing_outputs: bool = False
     profile: str = profiles.DEFAULT.name
+    #: How the run goes rather than what it may touch (not part of the :class:`Policy`).
+    jobs: int = 0
+    use_cache: bool = True
+    sign_key: str | os.PathLike[str] | None = None
+    rollback_on_failure: bool = False
+    discard: bool = False
+    check_determinism: bool = False
     #: How the workspace root was found (:class:`catalytic.workspace.Found`).
     found_by: str = "given"
 
@@ -163,31 +150,24 @@ def _config_table(root: Path) -> tuple[dict[str, Any], str | None]:
 def load_config(root: Path) -> dict[str, Any]:
     """Settings from ``catalytic.toml`` or ``[tool.catalytic]`` in ``pyproject.toml`` at ``root``.
 
-    Keys may use ``-`` or ``_``; unknown keys and wrong types are errors (BAD_CONFIG).
+    Keys may use ``-`` or ``_``; unknown keys and wrong types are errors (BAD_CONFIG). A file a setting
+    names (``sign_key``) is relative to ``root``.
     """
     table, source = _config_table(root)
-    settings: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     for raw_key, value in table.items():
-        key = _ALIASES.get(raw_key.replace("-", "_"), raw_key.replace("-", "_"))
-        kind = CONFIG_KEYS.get(key)
-        if kind is None:
+        setting = CONFIG_KEYS.get(raw_key.replace("-", "_"))
+        if setting is None:
             known = ", ".join(sorted(CONFIG_KEYS))
             raise ConfigError(f"{source}: unknown key {raw_key!r} (known keys: {known})")
-        if kind == "list":
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            expected = "a list of strings"
-        elif kind == "str":
-            ok, expected = isinstance(value, str), "a string"
-        elif kind == "bool":
-            ok, expected = isinstance(value, bool), "true or false"
-        elif isinstance(kind, tuple):
-            ok, expected = value in kind, "one of " + ", ".join(kind)
-        else:  # pragma: no cover - kinds are fixed above
-            raise AssertionError(kind)
-        if not ok:
-            raise ConfigError(f"{source}: {raw_key} must be {expected}, not {value!r}")
-        settings[key] = tuple(value) if kind == "list" else value
-    return settings
+        if not setting.accepts(value):
+            raise ConfigError(f"{source}: {raw_key} must be {setting.expected()}, not {value!r}")
+        if setting.kind == "list":
+            value = tuple(value)
+        elif setting.file:
+            value = os.path.join(root, value)
+        found[setting.name] = value
+    return found
 
 
 def declare(root: Path, overrides: Mapping[str, Any], *, found_by: str = "given") -> Declaration:
@@ -197,6 +177,10 @@ def declare(root: Path, overrides: Mapping[str, Any], *, found_by: str = "given"
     if not root.is_dir():
         raise DeclarationError([Problem("BAD_ROOT", f"workspace root {str(root)!r} is not a directory")])
     settings = load_config(root)
+    for key, value in overrides.items():
+        setting = settings_table.BY_NAME[key]
+        if value is not None and setting.kind == "int" and not setting.accepts(value):
+            raise UsageError(f"{key} must be {setting.expected()}, not {value!r}")
     settings.update({k: v for k, v in overrides.items() if v is not None})
     name = settings.get("profile")
     if name is not None and name not in profiles.PROFILES:
@@ -381,9 +365,9 @@ def preflight(decl: Declaration) -> Policy:
     # mode a domain may contain the runs root and .git: they are left out of its snapshots (left_out).
     wide = isolation == "overlay"
     hint = " (allowed inside a domain with --isolation overlay)"
-    if decl.trace_scope not in CONFIG_KEYS["trace_scope"]:
+    if decl.trace_scope not in CONFIG_KEYS["trace_scope"].choices:
         problems.append(Problem("BAD_TRACE", f"trace scope {decl.trace_scope!r} is not domains or workspace"))
-    if decl.trace_backend not in CONFIG_KEYS["trace_backend"]:
+    if decl.trace_backend not in CONFIG_KEYS["trace_backend"].choices:
         problems.append(Problem("BAD_TRACE", f"trace backend {decl.trace_backend!r} is unknown"))
     if decl.hash not in HASH_NAMES:
         problems.append(Problem("BAD_HASH", f"hash {decl.hash!r} is not one of {HASH_NAMES}"))

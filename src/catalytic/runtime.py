@@ -1,12 +1,13 @@
 """The CMP-01 run: preflight, snapshot, execute, snapshot again, verify, record.
 
 :func:`execute` drives the phases for a checked :class:`~catalytic.policy.Policy` and returns a
-:class:`RunResult`; it reports progress through a callback and never prints. SIGINT/SIGTERM are
-handled so that an interrupted run still writes its ledger, marked interrupted.
+:class:`RunResult`; it reports what happens as events (:mod:`catalytic.events`) and never prints.
+SIGINT/SIGTERM are handled so that an interrupted run still writes its ledger, marked interrupted.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -25,7 +26,9 @@ from catalytic.errors import (
     DomainMovedError,
     LingeringError,
     RunInterrupted,
+    UsageError,
 )
+from catalytic.events import Emit, Event, event, ignore, notes
 from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
@@ -35,6 +38,7 @@ from catalytic.ledger.seal import seal
 from catalytic.ledger.writer import write_ledger
 from catalytic.locks import domain_locks
 from catalytic.outputs import collect_outputs, confine, output_states
+from catalytic.policy import Declaration, preflight
 from catalytic.runner import INTERRUPTS, ChildResult, blocked, describe_command, run_child
 from catalytic.snapshot.domains import (
     Snapshot,
@@ -161,20 +165,22 @@ class Timer:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 6)
 
 
-def _describe_diff(diffs: dict[str, DomainDiff], progress: ProgressCallback) -> None:
+def _describe_diff(diffs: dict[str, DomainDiff], emit: Emit) -> None:
     for domain, diff in diffs.items():
         if diff.clean:
             continue
-        progress(
-            f"  {domain}: {len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed"
+        emit(
+            event(
+                "domain_diff",
+                domain=domain,
+                added=len(diff.added),
+                removed=len(diff.removed),
+                changed=len(diff.changed),
+            )
         )
-        for kind, names in (
-            ("added", diff.added),
-            ("removed", diff.removed),
-            ("changed", diff.changed),
-        ):
+        for change, names in (("added", diff.added), ("removed", diff.removed), ("changed", diff.changed)):
             for name in names:
-                progress(f"    {kind:<8}{paths.join(domain, name)}")
+                emit(event("diff_entry", change=change, path=paths.join(domain, name)))
 
 
 class Step:
@@ -196,28 +202,64 @@ class Step:
         return self.backend.wrap(command)
 
 
-def execute(
-    policy: Policy,
-    command: Sequence[str],
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run goes, beside its :class:`~catalytic.policy.Policy` (what it may touch): where its events go
+    (:mod:`catalytic.events`), the time preflight took (recorded in the timings), the command's working
+    directory (None: this process's), how snapshots are taken, the isolation backend's options and the key
+    that signs the ledger."""
+
+    events: Emit | None = None
+    preflight_seconds: float = 0.0
+    cwd: Path | None = None
+    snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
+    options: Options = field(default_factory=Options)
+    sign_key: SigningKey | None = None
+
+
+def prepare(
+    decl: Declaration,
     *,
-    progress: ProgressCallback | None = None,
-    preflight_seconds: float = 0.0,
+    started: float,
+    events: Emit | None = None,
+    snapshot_progress: Callable[[int, int], None] | None = None,
     cwd: Path | None = None,
-    snapshots: SnapshotSettings | None = None,
-    options: Options | None = None,
-    sign_key: SigningKey | None = None,
-) -> RunResult:
-    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger (see :func:`session`)."""
-    with session(
-        policy,
-        command,
-        progress=progress,
-        preflight_seconds=preflight_seconds,
+) -> tuple[Policy, RunSettings]:
+    """Check ``decl`` (:func:`~catalytic.policy.preflight`) and turn the rest of it into the
+    :class:`~catalytic.runtime.RunSettings` of the run; ``started``: when the run began
+    (``time.perf_counter()``), for the preflight timing. Raises before anything runs or is written."""
+    policy = preflight(decl)
+    if decl.check_determinism and (policy.isolation != "overlay" or policy.determinism != "deterministic"):
+        raise UsageError(
+            "--check-determinism needs --isolation overlay (or auto resolving to it) and a run "
+            f"declared deterministic (this one: {policy.isolation}, {policy.determinism})"
+        )
+    key = _signing_key(decl.sign_key)
+    how = RunSettings(
+        events=events,
         cwd=cwd,
-        snapshots=snapshots,
-        options=options,
-        sign_key=sign_key,
-    ) as step:
+        snapshots=SnapshotSettings(jobs=decl.jobs, use_cache=decl.use_cache, progress=snapshot_progress),
+        options=Options(
+            rollback_on_failure=decl.rollback_on_failure,
+            discard=decl.discard,
+            check_determinism=decl.check_determinism,
+        ),
+        sign_key=key,
+    )
+    return policy, replace(how, preflight_seconds=time.perf_counter() - started)
+
+
+def _signing_key(path: str | os.PathLike[str] | None) -> SigningKey | None:
+    if path is None:
+        return None
+    from catalytic.integrations.signing import load_signing_key
+
+    return load_signing_key(path)
+
+
+def execute(policy: Policy, command: Sequence[str], settings: RunSettings | None = None) -> RunResult:
+    """Run ``command`` under ``policy`` through phases 1-5 and write the ledger (see :func:`session`)."""
+    with session(policy, command, settings) as step:
         if step.ready:
             step.child = run_child(step.wrap(command))
     assert step.result is not None
@@ -225,17 +267,7 @@ def execute(
 
 
 @contextmanager
-def session(
-    policy: Policy,
-    command: Sequence[str],
-    *,
-    progress: ProgressCallback | None = None,
-    preflight_seconds: float = 0.0,
-    cwd: Path | None = None,
-    snapshots: SnapshotSettings | None = None,
-    options: Options | None = None,
-    sign_key: SigningKey | None = None,
-) -> Iterator[Step]:
+def session(policy: Policy, command: Sequence[str], run: RunSettings | None = None) -> Iterator[Step]:
     """The one path of a run: phases 1 and 3-5 around the ``with`` block, which is phase 2.
 
     Before the block: the domain locks, the interrupt guard, the domain-move watch, the pre-run snapshots;
@@ -246,8 +278,10 @@ def session(
     and raised again once the ledger is written. ``policy.isolation`` picks the backend (see
     :mod:`catalytic.isolation`).
     """
-    say = progress or (lambda _message: None)
-    settings = snapshots or SnapshotSettings()
+    run = run or RunSettings()
+    emit = run.events or ignore
+    settings = run.snapshots
+    options, preflight_seconds, cwd, sign_key = run.options, run.preflight_seconds, run.cwd, run.sign_key
     timer = Timer()
     timer.timings["preflight"] = round(preflight_seconds, 6)
     started = now()
@@ -263,18 +297,18 @@ def session(
             from catalytic.isolation.journal import recover
 
             for done in recover(policy.root / policy.runs_root):
-                say(f"Recovered the interrupted {done['what']} of run {done['run_id']}: {done['action']}")
+                emit(event("recovered", what=done["what"], run_id=done["run_id"], action=done["action"]))
         ledger = claim(policy.root / policy.runs_root, policy.run_id)
         faults.point("ledger.reserved")
-        run_options = replace(options or Options(), say=say, jobs=settings.jobs, cache=settings.use_cache)
+        run_options = replace(options, emit=emit, jobs=settings.jobs, cache=settings.use_cache)
         backend = create_isolation(policy, ledger.path, run_options)
         # The snapshots stream to spool files and are compared in the workers (isolation backends read the
         # spooled manifests entry by entry).
         spools = Spools(policy.root / policy.runs_root)
         step = Step(backend)
-        run = _Phases(policy, command, say, timer, started, ledger, cwd, mask, sign_key, settings, spools)
+        phases = _Phases(policy, command, emit, timer, started, ledger, cwd, mask, sign_key, settings, spools)
         try:
-            yield from run.phases(step)
+            yield from phases.phases(step)
         finally:
             spools.close()
             backend.close()
@@ -305,7 +339,7 @@ class _Phases:
 
     policy: Policy
     command: Sequence[str]
-    say: ProgressCallback
+    emit: Emit
     timer: Timer
     started: str
     ledger: Claim
@@ -317,15 +351,16 @@ class _Phases:
 
     def phases(self, step: Step) -> Iterator[Step]:
         """Phases 1 and 3-5, yielding ``step`` once for phase 2 (also when phase 1 failed: nothing runs)."""
-        policy, command, say, timer, started, ledger = (
+        policy, command, emit, timer, started, ledger = (
             self.policy,
             self.command,
-            self.say,
+            self.emit,
             self.timer,
             self.started,
             self.ledger,
         )
         cwd, mask, sign_key, settings, spools = self.cwd, self.mask, self.sign_key, self.settings, self.spools
+        say = notes(emit)  # for the snapshot layer, which words its own lines
         backend = step.backend
         ledger_dir = ledger.path
         pre: list[Snapshot] = []
@@ -344,11 +379,15 @@ class _Phases:
         roots = rootwatch.start(policy.root, policy.catalytic_domains)
         move_check = roots.describe()
         if roots.reason is not None:
-            say(f"WARNING: domain-move check {'off' if not roots.active else 'partial'}: {roots.reason}")
+            emit(
+                event(
+                    "move_check_limited", state="off" if not roots.active else "partial", reason=roots.reason
+                )
+            )
         with interrupt_guard():
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                say("Phase 1: Capturing pre-snapshots...")
+                emit(event("pre_snapshots"))
                 with timer.phase("snapshot_pre"):
                     faults.point("snapshot_pre.begin")
                     pre, error = scan_all(policy, "pre", say, settings, spools)
@@ -365,10 +404,10 @@ class _Phases:
                 if error is None:
                     outputs_before = output_states(policy.root, policy.durable_outputs)
                     cache_seal = CacheSeal.take(cache_dir(policy.root / policy.runs_root))
-                    say(f"Phase 2: Executing command: {describe_command(command)}")
+                    emit(event("executing", command=describe_command(command)))
                     with timer.phase("execute"):
                         faults.point("execute.begin")
-                        tracer = _start_trace(policy, say)
+                        tracer = _start_trace(policy, emit)
                         step.ready = step.yielded = True
                         try:
                             yield step
@@ -383,16 +422,12 @@ class _Phases:
                         child = step.child or ChildResult(1 if step.raised else 0, True)
                         faults.point("execute.end")
                     if child.error:
-                        say(f"ERROR: {child.error}")
-                    say(f"Command exited with code {child.exit_code}")
+                        emit(event("command_error", error=child.error))
+                    emit(event("command_exited", code=child.exit_code))
                     interrupted = child.interrupted_by
                     changed = cache_seal.broken() if settings.use_cache else []
                     if changed:
-                        say(
-                            "WARNING: the stat cache was changed while the command ran "
-                            f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); nothing in it "
-                            "is trusted: every file is hashed again"
-                        )
+                        emit(event("cache_changed", changed=list(changed)))
                         settings = replace(settings, use_cache=False, distrusted=tuple(changed))
                         backend.options = replace(backend.options, cache=False)
                         if (
@@ -400,7 +435,7 @@ class _Phases:
                         ):  # the pre-run state is read from its documents, not the store
                             streamed = None
                             pre = [in_memory(snap) for snap in pre]
-                    say("Phase 3: Capturing post-snapshots...")
+                    emit(event("post_snapshots"))
                     with timer.phase("snapshot_post"):
                         faults.point("snapshot_post.begin")
                         post, error = _post_snapshots(policy, backend, pre, say, settings, streamed)
@@ -411,7 +446,7 @@ class _Phases:
                             post, error = _post_snapshots(policy, backend, pre, say, settings, None)
                         moved = roots.moved()
                         faults.point("snapshot_post.end")
-                    say("Phase 4: Verifying restoration...")
+                    emit(event("verifying"))
                     with timer.phase("verify"):
                         for before, after in zip(pre, post, strict=False):
                             diffs[before.domain] = (
@@ -460,16 +495,16 @@ class _Phases:
                     policy.root, policy.durable_outputs, policy.excludes, outputs_before
                 )
         if error is not None:
-            say(f"FAILURE: cannot prove restoration: {error.code}: {error.message}")
+            emit(event("unprovable", code=error.code, message=error.message))
         elif clean:
-            say("SUCCESS: Catalytic domains fully restored")
+            emit(event("restored"))
         elif interrupted is not None and not diffs:
-            say(f"FAILURE: interrupted by {signal.Signals(interrupted).name} before the proof")
+            emit(event("interrupted_before_proof", signal=signal.Signals(interrupted).name))
         else:
-            say("FAILURE: Catalytic domains NOT restored")
-            _describe_diff(diffs, say)
+            emit(event("not_restored"))
+            _describe_diff(diffs, emit)
         for name in missing:
-            say(f"WARNING: declared durable output {name} does not exist")
+            emit(event("output_missing", path=name))
 
         result = RunResult(
             run_id=policy.run_id,
@@ -492,12 +527,12 @@ class _Phases:
             domain_move_check=move_check,
         )
         if facts is not None and facts.failed:
-            say(f"FAILURE: {facts.reason}")
+            emit(event("failure", reason=facts.reason))
         if trace_log is not None:
-            say(_describe_trace(trace_log))
-            result = _undeclared_traced(result, policy, trace_log, say)
-        result = ledger.settle(confine(result, policy, say), say)
-        say("Phase 5: Saving run ledger...")
+            emit(_describe_trace(trace_log))
+            result = _undeclared_traced(result, policy, trace_log, emit)
+        result = ledger.settle(confine(result, policy, emit), say)
+        emit(event("recording"))
         with blocked(INTERRUPTS), timer.phase("record"):
             docs = documents(policy, command, result, pre, post, started, cwd, settings, streamed is not None)
             faults.point("record.begin")
@@ -508,13 +543,13 @@ class _Phases:
                 ledger_dir, policy.root / policy.runs_root, policy.run_id, result.status, sign_key
             )
         step.result = replace(result, ledger_digest=root_digest)
-        say(f"Ledger: {ledger_dir}")
+        emit(event("ledger", path=str(ledger_dir)))
         if not step.yielded:  # phase 1 failed or was interrupted: phase 2 has nothing to run
             step.yielded = True
             yield step
 
 
-def _undeclared_traced(result: RunResult, policy: Policy, log: TraceLog, say: ProgressCallback) -> RunResult:
+def _undeclared_traced(result: RunResult, policy: Policy, log: TraceLog, emit: Emit) -> RunResult:
     """CMP-01 invariant 1 wherever the workspace was traced on the real tree: a recorded write outside
     the domains and declared outputs fails the run (under overlay the upper layer already decides)."""
     if policy.trace_scope != "workspace" or policy.isolation == "overlay":
@@ -523,20 +558,17 @@ def _undeclared_traced(result: RunResult, policy: Policy, log: TraceLog, say: Pr
 
     found = undeclared_in(log, policy)
     if not log.complete:
-        say(
-            f"WARNING: the write trace is incomplete ({log.reason}): writes outside the domains and "
-            "outputs may have gone unrecorded (CMP-01 invariant 1 is not proven)"
-        )
+        emit(event("trace_incomplete", reason=log.reason))
     if not found:
         return result
     from catalytic.errors import UndeclaredWriteError
     from catalytic.ledger.documents import failed_after_proof
 
     for rel in found:
-        say(f"  undeclared write: {rel}")
+        emit(event("undeclared_write", path=rel))
     shown = ", ".join(found[:5]) + (f", ... ({len(found)} in all)" if len(found) > 5 else "")
     why = f"the trace recorded write(s) outside the domains and outputs (CMP-01 invariant 1): {shown}"
-    say(f"FAILURE: {why}")
+    emit(event("failure", reason=why))
     return failed_after_proof(result, UndeclaredWriteError(why))
 
 
@@ -563,12 +595,12 @@ def _pending_interrupt() -> int | None:
     return info.si_signo if info is not None else None
 
 
-def _start_trace(policy: Policy, say: ProgressCallback) -> Tracer | None:
+def _start_trace(policy: Policy, emit: Emit) -> Tracer | None:
     if not policy.trace:
         return None
     from catalytic.trace.session import start_trace
 
-    return start_trace(policy, say)
+    return start_trace(policy, emit)
 
 
 def _stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
@@ -577,6 +609,7 @@ def _stop_trace(tracer: Tracer, policy: Policy) -> TraceLog:
     return stop_trace(tracer, policy)
 
 
-def _describe_trace(log: TraceLog) -> str:
-    state = "complete" if log.complete else f"INCOMPLETE: {log.reason}"
-    return f"Write trace ({log.backend}): {len(log.events)} events, {state}"
+def _describe_trace(log: TraceLog) -> Event:
+    return event(
+        "trace_summary", backend=log.backend, events=len(log.events), complete=log.complete, reason=log.reason
+    )

@@ -74,6 +74,10 @@ runs_root = "{profile.runs_root}"
 # none (check after the run), rollback (put the domains back when dirty), overlay (Linux: the command
 # never touches the real tree), auto.
 # isolation = "none"
+
+# Hashing processes (0: one per core), and whether the stat cache may spare hashing unchanged files.
+# jobs = 0
+# use_cache = true
 """
 
 

@@ -15,18 +15,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from catalytic import settings
 from catalytic.errors import RunInProgress, UsageError
 from catalytic.ledger import format as fmt
 from catalytic.policy import Declaration, checked_runs_root, declare
 from catalytic.workspace import Found, find_root, given
 
 #: The settings that name paths (the ones :func:`from_cwd` turns into paths relative to the root).
-PATH_SETTINGS = ("catalytic_domains", "durable_outputs", "allowed_roots", "forbidden_paths", "runs_root")
+PATH_SETTINGS = tuple(s.name for s in settings.SETTINGS if s.path)
 
-ROOT_HELP = (
-    "workspace root (default: the nearest directory upward with catalytic.toml or [tool.catalytic] in "
-    "pyproject.toml, else the repository's top level, else the current directory)"
-)
+ROOT_HELP = settings.ROOT_HELP
 
 
 def add_location(parser: argparse.ArgumentParser) -> None:

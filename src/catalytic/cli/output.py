@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from catalytic.events import Event, render
 from catalytic.ledger.canonical import dumps
+from catalytic.settings import BY_NAME, Setting
 
 PREFIX = "[catalytic]"
 
@@ -27,6 +29,10 @@ class Progress:
         if not self.quiet:
             sys.stderr.write(f"{PREFIX} {message}\n")
             sys.stderr.flush()
+
+    def event(self, item: Event) -> None:
+        """Print the line of a run's event (:mod:`catalytic.events`)."""
+        self(render(item))
 
     def debug(self, message: str) -> None:
         if self.verbose and not self.quiet:
@@ -88,21 +94,42 @@ def add_verbosity(parser: Any) -> None:
     )
 
 
+def add_setting(parser: Any, setting: Setting, default: Any = None) -> None:
+    """The flag(s) of a run setting (:mod:`catalytic.settings`); ``args.<name>`` is ``default`` (None:
+    the flag was not given, the config file or the profile decides) unless the flag is given."""
+    style = setting.style
+    options: dict[str, Any] = {"dest": setting.name, "default": default, "help": setting.help}
+    if style in ("store_true", "store_false"):
+        options["action"] = style
+    elif style == "optional":
+        options["action"] = argparse.BooleanOptionalAction
+    else:
+        if setting.metavar:
+            options["metavar"] = setting.metavar
+        if setting.choices:
+            options["choices"] = setting.choices
+        if setting.kind == "int":
+            options["type"] = int
+        if style == "+":
+            options["nargs"] = "+"
+        elif style == "append":
+            options["action"] = "append"
+    parser.add_argument(*setting.flags, **options)
+
+
 def add_snapshot_options(parser: Any) -> None:
-    """The shared ``--jobs`` / ``--no-cache`` flags of commands that take snapshots."""
-    parser.add_argument(
-        "--jobs",
-        "-j",
-        type=int,
-        default=0,
-        metavar="N",
-        help="hashing processes (default: one per core)",
-    )
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="hash every file: trust nothing from the stat cache (<runs root>/_cache/)",
-    )
+    """The shared ``--jobs`` / ``--no-cache`` flags of commands that take snapshots (``args.jobs``,
+    ``args.use_cache``), the run settings of the same names."""
+    add_setting(parser, BY_NAME["jobs"], default=0)
+    add_setting(parser, BY_NAME["use_cache"], default=True)
+
+
+def check_jobs(jobs: int | None) -> None:
+    """``--jobs``: a usage error (exit 2) when negative."""
+    if jobs is not None and not BY_NAME["jobs"].accepts(jobs):
+        from catalytic.errors import UsageError
+
+        raise UsageError(f"--jobs must be {BY_NAME['jobs'].rule}")
 
 
 class _Bar:
@@ -156,17 +183,20 @@ class _Bar:
         self.start = None
 
 
+def progress_bar(args: argparse.Namespace) -> _Bar | None:
+    """A snapshot progress bar when stderr is a terminal and the command is not quiet."""
+    return _Bar() if sys.stderr.isatty() and not getattr(args, "quiet", False) else None
+
+
 @contextmanager
 def snapshot_settings(args: argparse.Namespace) -> Iterator[Any]:
     """Snapshot settings from the flags, with a progress bar when stderr is a terminal."""
-    from catalytic.errors import UsageError
     from catalytic.snapshot.domains import SnapshotSettings
 
-    if args.jobs < 0:
-        raise UsageError("--jobs must be 0 (one per core) or more")
-    bar = _Bar() if sys.stderr.isatty() and not getattr(args, "quiet", False) else None
+    check_jobs(args.jobs)
+    bar = progress_bar(args)
     try:
-        yield SnapshotSettings(jobs=args.jobs, use_cache=not args.no_cache, progress=bar)
+        yield SnapshotSettings(jobs=args.jobs, use_cache=args.use_cache, progress=bar)
     finally:
         if bar is not None:
             bar.close()

@@ -78,6 +78,29 @@ def _option_row(action: argparse.Action) -> str:
     return f"| {flags} | {value} | {_cell((action.help or '') + note)} |"
 
 
+def config_table() -> str:
+    """The config keys of ``catalytic run`` (:mod:`catalytic.settings`) as Markdown."""
+    from catalytic.settings import SETTINGS
+
+    rows = []
+    for setting in SETTINGS:
+        if not setting.config:
+            continue
+        keys = ", ".join(f"`{k}`" for k in setting.keys)
+        flags = ", ".join(f"`{f}`" for f in setting.flags) + (
+            " (false)" if setting.style == "store_false" else ""
+        )
+        rows.append(f"| {keys} | {_cell(setting.expected())} | {flags} |")
+    not_keys = " and ".join(f"`{s.flags[0]}`" for s in SETTINGS if not s.config)
+    return (
+        "Config keys (`catalytic.toml`, or `[tool.catalytic]` in `pyproject.toml`; `-` or `_`; the flags "
+        f"override them). Every setting of a run is one, except {not_keys}: the file lives at the workspace "
+        "root, so it cannot name it, and it is read by every run while a run id names one ledger. Paths are "
+        "relative to the workspace root.\n\n"
+        "| key | value | flag |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
+
+
 def render(parser: argparse.ArgumentParser) -> str:
     """The whole reference as Markdown."""
     parts = [HEADER]
@@ -97,6 +120,8 @@ def render(parser: argparse.ArgumentParser) -> str:
             parts.append("| option | value | meaning |\n|---|---|---|\n" + "\n".join(rows) + "\n\n")
         if sub.epilog:
             parts.append("```\n" + sub.epilog.strip() + "\n```\n\n")
+        if name == "run":
+            parts.append(config_table())
     parts.append(EXIT_CODES)
     return "".join(parts)
 

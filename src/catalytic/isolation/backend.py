@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from catalytic.errors import EXIT_USAGE, CatalyticError
+from catalytic.events import Emit, ignore
 
 if TYPE_CHECKING:
     from catalytic.diff import DomainDiff
@@ -38,7 +39,7 @@ class Options:
     rollback_on_failure: bool = False
     discard: bool = False
     check_determinism: bool = False
-    say: Callable[[str], None] = lambda _m: None
+    emit: Emit = ignore  # where the backend's events go (:mod:`catalytic.events`)
     jobs: int = 0  # processes for work on many files (0: one per core), as --jobs
     cache: bool = True  # snapshots may use the stat cache (False: --no-cache)
 

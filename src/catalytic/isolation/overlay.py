@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from catalytic import paths
 from catalytic.errors import CatalyticError, SnapshotError
+from catalytic.events import event
 from catalytic.isolation.backend import Facts, IsolationError, IsolationName, Options, Outcome
 from catalytic.isolation.mount import (
     mount_options,
@@ -179,9 +180,8 @@ class OverlayIsolation:
                 return post, exc
             post.append(after)
             files = after.stats.files
-            self.options.say(
-                f"Snapshots post: {snap.domain} ({'absent' if after.absent else f'{files} files'}, "
-                "lower + upper)"
+            self.options.emit(
+                event("overlay_post_snapshot", domain=snap.domain, absent=after.absent, files=files)
             )
         self.pre, self.spools = pre, spools
         real, error = self._real_changes()
@@ -190,7 +190,7 @@ class OverlayIsolation:
         for i, snap in enumerate(post):
             if snap.domain in real:
                 post[i] = real[snap.domain]
-                self.options.say(f"Snapshots post: {snap.domain} CHANGED on the real tree, past the overlay")
+                self.options.emit(event("real_tree_changed", domain=snap.domain))
         self.real_changed = sorted(real)
         return post, None
 
@@ -277,7 +277,7 @@ class OverlayIsolation:
         writes = undeclared_writes(self.policy, self.upper)
         facts.undeclared_writes = writes
         for w in writes:
-            self.options.say(f"  undeclared write: {w['path']} ({w['kind']})")
+            self.options.emit(event("undeclared_write", path=w["path"], write=w["kind"]))
         ok = outcome.clean and not writes and outcome.exit_code == 0 and not outcome.interrupted
         if ok and self.options.check_determinism:
             ok = self._check_determinism(facts)
@@ -289,7 +289,7 @@ class OverlayIsolation:
                 facts.committed = False
                 facts.failed = True
                 facts.reason = f"committing the declared outputs failed: {exc}"
-                self.options.say(f"FAILURE: {facts.reason}")
+                self.options.emit(event("failure", reason=facts.reason))
         if writes:
             facts.failed = True
             facts.reason = (
@@ -308,10 +308,10 @@ class OverlayIsolation:
             facts.failed = True
             facts.reason = f"the real domains could not be checked again: {facts.details['real_tree_error']}"
         # A failed command with clean domains is not a contract violation: its exit code reports it.
-        self.options.say("Overlay: nothing committed to the real tree")
+        self.options.emit(event("nothing_committed"))
         if not self.options.discard and self.upper:
             facts.quarantine = str(self._quarantine())
-            self.options.say(f"Overlay: the write set is kept in {facts.quarantine}")
+            self.options.emit(event("write_set_kept", path=facts.quarantine))
         return facts
 
     def _check_determinism(self, facts: Facts) -> bool:
@@ -319,14 +319,14 @@ class OverlayIsolation:
 
         first, _ = self._outputs_digest(self.upper_dir, self.upper)
         upper2 = self._layer()
-        self.options.say("Determinism check: running the command a second time in its own overlay...")
+        self.options.emit(event("determinism_second_run"))
         child = run_child(self._wrap(self.command, upper2))
         real, error = self._real_changes()
         if real or error is not None:  # the second run reached the real domains: nothing is committed
             facts.details["real_tree_changed"] = sorted(real)
             if error is not None:
                 facts.details["real_tree_error"] = f"{error.code}: {error.message}"
-            self.options.say("Determinism check: the real domains CHANGED during the second run")
+            self.options.emit(event("determinism_real_changed"))
             return False
         second_upper = scan_upper(upper2, xattr_prefix())
         second, _ = self._outputs_digest(upper2, second_upper)
@@ -337,7 +337,7 @@ class OverlayIsolation:
             "second_exit_code": child.exit_code,
             "equal": equal,
         }
-        self.options.say(f"Determinism check: outputs {'identical' if equal else 'DIFFER'}")
+        self.options.emit(event("determinism_result", equal=equal))
         return equal
 
     def _staging_for(self, index: int, target: Path) -> Path:
@@ -375,7 +375,7 @@ class OverlayIsolation:
             entries_doc.append({"path": out, "action": action, "staged": str(staged)})
         if not plan:
             facts.committed = True
-            self.options.say(f"Overlay: declared outputs committed ({len(facts.commits)} checked)")
+            self.options.emit(event("outputs_committed", checked=len(facts.commits)))
             return
         path = journal.write(runs_root, self.policy.run_id, "staging", root, entries_doc)
         try:
@@ -405,7 +405,7 @@ class OverlayIsolation:
                 facts.failed = True
                 facts.reason = f"the committed output {out} does not match what the command wrote"
         facts.committed = not facts.failed
-        self.options.say(f"Overlay: declared outputs committed ({len(facts.commits)} checked)")
+        self.options.emit(event("outputs_committed", checked=len(facts.commits)))
 
     def _build(self, out: str, built: Path, entries: list[Entry], sources: dict[str, str]) -> None:
         """Build the complete new tree of output ``out`` at ``built`` (which must not exist)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from catalytic import faults, paths
 from catalytic.diff import Triple
 from catalytic.errors import CatalyticError
+from catalytic.events import event
 from catalytic.excludes import NONE, Excludes
 from catalytic.isolation.backend import Facts, IsolationName, Options, Outcome
 from catalytic.isolation.journal import Staging
@@ -233,7 +234,7 @@ class RollbackIsolation:
             "new_objects": new,
             "state": str(self.store.state_path(self.policy.run_id)),
         }
-        self.options.say(f"Rollback: pre-state saved ({files} files, {new} new objects in the store)")
+        self.options.emit(event("rollback_saved", files=files, new_objects=new))
 
     def wrap(self, command: Sequence[str]) -> list[str]:
         return list(command)
@@ -254,7 +255,7 @@ class RollbackIsolation:
         facts = Facts(rollback={"performed": False, "saved": self.saved})
         if why is None or not self.saved:
             return facts  # nothing to do, or the pre-state was never saved (the command did not run)
-        self.options.say(f"Rollback: {why}; putting the domains and outputs back...")
+        self.options.emit(event("rollback_start", why=why))
         try:
             state = open_state(self.store, self.policy.run_id)
             caches = cache_dir(self.policy.root / self.policy.runs_root) if self.options.cache else None
@@ -275,14 +276,14 @@ class RollbackIsolation:
         }
         facts.rollback = rollback
         if result["verified"]:
-            self.options.say("Rollback: restoration proven by a fresh snapshot")
+            self.options.emit(event("rollback_proven"))
             return facts
         quarantine = self.ledger_dir / "quarantine"
         self._quarantine(result["remaining"], quarantine)
         facts.quarantine = str(quarantine)
         facts.failed = True
         facts.reason = "rollback could not restore everything; quarantined, a human must look"
-        self.options.say(f"Rollback: FAILED to restore everything; leftovers copied to {quarantine}")
+        self.options.emit(event("rollback_failed", quarantine=str(quarantine)))
         return facts
 
     def _quarantine(self, remaining: dict[str, list[str]], quarantine: Path) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from catalytic import paths
+from catalytic.events import Emit, event
 from catalytic.policy import Policy
 from catalytic.trace import Tracer, open_tracer
 from catalytic.trace.log import TraceLog, TraceScope, now_iso
@@ -16,15 +15,15 @@ def scope_for(policy: Policy) -> TraceScope:
     return TraceScope(policy.root, policy.trace_scope, tuple(traced), (policy.runs_root,))  # type: ignore[arg-type]
 
 
-def start_trace(policy: Policy, say: Callable[[str], None]) -> Tracer:
-    """Start the policy's backend (falling back as :func:`open_tracer` does) and say which one runs."""
+def start_trace(policy: Policy, emit: Emit) -> Tracer:
+    """Start the policy's backend (falling back as :func:`open_tracer` does) and report which one runs."""
     tracer, failures = open_tracer(policy.trace_backend, scope_for(policy))
     for line in failures:
-        say(f"WARNING: trace backend {line}")
+        emit(event("trace_fallback", failure=line))
     if tracer.name == "none":
-        say("WARNING: writes are not traced (no backend can watch here); the run goes on untraced")
+        emit(event("untraced"))
     else:
-        say(f"Tracing writes with {tracer.name} (scope: {policy.trace_scope})")
+        emit(event("tracing", backend=tracer.name, scope=policy.trace_scope))
     return tracer
 
 
