@@ -85,9 +85,7 @@ def refuse(monkeypatch: Any, target: object, name: str, what: str) -> None:
 
 
 def never_in_memory(monkeypatch: Any) -> None:
-    """Fail the test if the run reads a streamed snapshot's manifest back into memory."""
-    from catalytic import runtime
+    """Fail the test if the run keeps its documents in memory (the fallback when the disk is full)."""
     from catalytic.snapshot import domains
 
-    for module in (domains, runtime):
-        refuse(monkeypatch, module, "in_memory", "a manifest was read back into memory")
+    refuse(monkeypatch, domains.Spools, "to_memory", "the run's documents went to memory")

@@ -136,3 +136,51 @@ def test_seal_sees_every_kind_of_change(tmp_path: Path) -> None:
     seal = CacheSeal.take(cache)
     os.rename(cache, tmp_path / "moved")
     assert seal.broken() == [".", "a", "b"]
+
+
+def test_a_distrusted_cache_compares_the_documents_without_reading_them_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the cache distrusted, the post-run snapshot takes no row from the store, writes none to it, and
+    is compared with the pre-run documents by a merge: the run's documents stay in their spools."""
+    from catalytic.snapshot import manifest_stream
+    from isolation_helpers import never_in_memory
+
+    root = _workspace(tmp_path)
+    monkeypatch.chdir(root)
+    assert _run(root, "warm", "true")[0] == 0
+    never_in_memory(monkeypatch)
+    merged: list[str] = []
+    original = manifest_stream.documents_diff
+    monkeypatch.setattr(
+        manifest_stream, "documents_diff", lambda a, b: merged.append(b.domain) or original(a, b)
+    )
+    code, status, info = _run(root, "attack", REWRITE_AND_REFRESH)
+    assert (code, status["status"], info["cache"]) == (4, "dirty", "distrusted")
+    assert merged == ["d"]
+    diff = json.loads((root / "runs" / "attack" / "RESTORE_DIFF.json").read_text())
+    assert diff["d"] == {"added": {}, "removed": {}, "changed": {"sub/f7": diff["d"]["changed"]["sub/f7"]}}
+
+
+def test_a_store_that_fails_after_the_command_falls_back_to_memory_with_the_same_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that cannot be used for the post-run snapshot: it is taken again without the store, into
+    spools in memory, and compared with the pre-run documents; the verdict and the diff are the same."""
+    from catalytic.errors import SnapshotError
+    from catalytic.snapshot import stream
+
+    root = _workspace(tmp_path)
+    monkeypatch.chdir(root)
+    original = stream.scan_domain
+
+    def failing(*args: object, **kwargs: object) -> object:
+        if kwargs.get("before") is not None:  # the post-run snapshot, compared through the store
+            raise SnapshotError("the snapshot store cannot be used: disk full", path=".", code="STORE")
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stream, "scan_domain", failing)
+    code, status, info = _run(root, "late", "printf changed > d/top && rm d/sub/f3")
+    assert (code, status["status"], info["cache"]) == (4, "dirty", "disabled")
+    diff = json.loads((root / "runs" / "late" / "RESTORE_DIFF.json").read_text())
+    assert list(diff["d"]["changed"]) == ["top"] and list(diff["d"]["removed"]) == ["sub/f3"]

@@ -436,17 +436,18 @@ def _check_ledger(ws: Path, run_id: str = "r1") -> dict[str, Any]:
 
 
 def _spooling(monkeypatch: pytest.MonkeyPatch, *, disk_full: bool) -> list[str]:
-    """Record the domains whose post-run snapshot was spooled; ``disk_full``: the post-run spools cannot be
-    written, and the run falls back to memory."""
+    """Record the domains whose post-run snapshot was merged into spools; ``disk_full``: spool files
+    cannot be written, and the run takes its post-run snapshots again into spools in memory."""
     from catalytic.snapshot import manifest_stream
+    from catalytic.snapshot.spool import MemorySpool
 
     original = manifest_stream.spool_changes
     calls: list[str] = []
 
     def spool_changes(domain: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(domain)
-        if disk_full:
+        if disk_full and not isinstance(args[2], MemorySpool):
             raise OSError(errno.ENOSPC, "No space left on device")
+        calls.append(domain)
         return original(domain, *args, **kwargs)
 
     monkeypatch.setattr(manifest_stream, "spool_changes", spool_changes)

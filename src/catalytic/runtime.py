@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import faults, paths, rootwatch
-from catalytic.diff import DomainDiff, diff_entries
+from catalytic.diff import DomainDiff
 from catalytic.errors import (
     EXIT_DIRTY,
     EXIT_NOT_RESTORED,
@@ -45,9 +45,7 @@ from catalytic.snapshot.domains import (
     SnapshotSettings,
     Spools,
     cache_dir,
-    in_memory,
     scan_all,
-    snapshot_all,
     store_failed,
 )
 from catalytic.snapshot.guard import CacheSeal
@@ -322,15 +320,13 @@ def _post_snapshots(
     pre: list[Snapshot],
     say: ProgressCallback,
     settings: SnapshotSettings,
-    spools: Spools | None,
+    spools: Spools,
 ) -> tuple[list[Snapshot], CatalyticError | None]:
-    """Phase 3: the backend's post-run snapshots (overlay), else the real tree's, streamed or in memory."""
-    computed = backend.post_snapshots(pre, spools)
+    """Phase 3: the backend's post-run snapshots (overlay), else the real tree's."""
+    computed = backend.post_snapshots(pre, spools, settings)
     if computed is not None:
         return computed
-    if spools is not None:
-        return scan_all(policy, "post", say, settings, spools, pre)
-    return snapshot_all(policy, "post", say, settings)
+    return scan_all(policy, "post", say, settings, spools, pre)
 
 
 @dataclass
@@ -365,9 +361,6 @@ class _Phases:
         ledger_dir = ledger.path
         pre: list[Snapshot] = []
         post: list[Snapshot] = []
-        # ``streamed``: the documents and differences come from the spools (None: the run fell back to
-        # memory).
-        streamed: Spools | None = spools
         child: ChildResult | None = None
         error: CatalyticError | None = None
         interrupted: int | None = None
@@ -391,10 +384,10 @@ class _Phases:
                 with timer.phase("snapshot_pre"):
                     faults.point("snapshot_pre.begin")
                     pre, error = scan_all(policy, "pre", say, settings, spools)
-                    if store_failed(error, say):
-                        streamed = None
-                        settings = replace(settings, use_cache=False)
-                        pre, error = snapshot_all(policy, "pre", say, settings)
+                    if store_failed(error, say):  # again, without a store, into memory
+                        spools.to_memory("pre", "post")
+                        settings = settings.without_store()
+                        pre, error = scan_all(policy, "pre", say, settings, spools)
                     if error is None:
                         try:
                             backend.prepare(pre)
@@ -428,32 +421,23 @@ class _Phases:
                     changed = cache_seal.broken() if settings.use_cache else []
                     if changed:
                         emit(event("cache_changed", changed=list(changed)))
-                        settings = replace(settings, use_cache=False, distrusted=tuple(changed))
+                        # Compared with the pre-run documents, not with the store the command changed.
+                        settings = settings.without_store(distrusted=tuple(changed))
                         backend.options = replace(backend.options, cache=False)
-                        if (
-                            streamed is not None
-                        ):  # the pre-run state is read from its documents, not the store
-                            streamed = None
-                            pre = [in_memory(snap) for snap in pre]
                     emit(event("post_snapshots"))
                     with timer.phase("snapshot_post"):
                         faults.point("snapshot_post.begin")
-                        post, error = _post_snapshots(policy, backend, pre, say, settings, streamed)
-                        if streamed is not None and store_failed(error, say):
-                            streamed = None
-                            settings = replace(settings, use_cache=False)
-                            pre = [in_memory(snap) for snap in pre]
-                            post, error = _post_snapshots(policy, backend, pre, say, settings, None)
+                        post, error = _post_snapshots(policy, backend, pre, say, settings, spools)
+                        if store_failed(error, say):  # again, without a store, into memory
+                            spools.to_memory("post")
+                            settings = settings.without_store()
+                            post, error = _post_snapshots(policy, backend, pre, say, settings, spools)
                         moved = roots.moved()
                         faults.point("snapshot_post.end")
                     emit(event("verifying"))
                     with timer.phase("verify"):
                         for before, after in zip(pre, post, strict=False):
-                            diffs[before.domain] = (
-                                after.diff
-                                if streamed is not None
-                                else diff_entries(before.entries, after.entries)
-                            )
+                            diffs[before.domain] = after.diff
                         if backend.name == "none":
                             # Other backends commit or put back outputs in finish(): hashed after that.
                             outputs, missing = collect_outputs(
@@ -534,7 +518,7 @@ class _Phases:
         result = ledger.settle(confine(result, policy, emit), say)
         emit(event("recording"))
         with blocked(INTERRUPTS), timer.phase("record"):
-            docs = documents(policy, command, result, pre, post, started, cwd, settings, streamed is not None)
+            docs = documents(policy, command, result, pre, post, started, cwd, settings)
             faults.point("record.begin")
             write_ledger(ledger_dir, docs)
             faults.point("record.end")

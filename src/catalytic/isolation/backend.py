@@ -16,8 +16,7 @@ if TYPE_CHECKING:
     from catalytic.diff import DomainDiff
     from catalytic.errors import SnapshotError
     from catalytic.policy import Policy
-    from catalytic.snapshot import DomainSnapshot
-    from catalytic.snapshot.domains import Spools
+    from catalytic.snapshot.domains import Snapshot, SnapshotSettings, Spools
 
 IsolationName = Literal["none", "rollback", "overlay"]
 ISOLATION_NAMES: tuple[IsolationName, ...] = ("none", "rollback", "overlay")
@@ -48,8 +47,8 @@ class Options:
 class Outcome:
     """What the runtime knows once the post-run snapshots were compared."""
 
-    pre: Sequence[DomainSnapshot]
-    post: Sequence[DomainSnapshot]
+    pre: Sequence[Snapshot]
+    post: Sequence[Snapshot]
     diffs: dict[str, DomainDiff]
     clean: bool
     exit_code: int | None
@@ -85,12 +84,13 @@ class Backend(Protocol):
         """The argv that actually gets spawned for ``command``."""
 
     def post_snapshots(
-        self, pre: Sequence[Any], spools: Spools | None
+        self, pre: Sequence[Any], spools: Spools, settings: SnapshotSettings
     ) -> tuple[list[Any], SnapshotError | None] | None:
         """The post-run snapshots if the backend computes them, else None (snapshot the real tree).
 
-        ``pre`` are streamed snapshots when ``spools`` is given (the post-run ones go there too), else
-        in memory (the run fell back to memory).
+        ``pre`` are the pre-run snapshots, their documents in ``spools`` (the post-run ones go there too);
+        ``settings`` say how the run takes snapshots now (without the store once it failed or the command
+        changed it).
         """
 
     def finish(self, outcome: Outcome) -> Facts:
@@ -109,16 +109,16 @@ class NoIsolation:
         del policy, ledger_dir
         self.options = options
 
-    def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
+    def prepare(self, pre: Sequence[Snapshot]) -> None:
         del pre
 
     def wrap(self, command: Sequence[str]) -> list[str]:
         return list(command)
 
     def post_snapshots(
-        self, pre: Sequence[Any], spools: Spools | None
+        self, pre: Sequence[Any], spools: Spools, settings: SnapshotSettings
     ) -> tuple[list[Any], SnapshotError | None] | None:
-        del pre, spools
+        del pre, spools, settings
         return None
 
     def finish(self, outcome: Outcome) -> Facts:

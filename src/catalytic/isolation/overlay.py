@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from catalytic import paths
-from catalytic.errors import CatalyticError, SnapshotError
+from catalytic.errors import SnapshotError
 from catalytic.events import event
 from catalytic.isolation.backend import Facts, IsolationError, IsolationName, Options, Outcome
 from catalytic.isolation.mount import (
@@ -55,14 +55,14 @@ from catalytic.isolation.upper import (
 )
 from catalytic.ledger.canonical import encode, write_json
 from catalytic.policy import left_out
-from catalytic.snapshot import DomainSnapshot, Entry, WalkStats, snapshot_tree
+from catalytic.snapshot import Entry, snapshot_tree
 from catalytic.snapshot.attrs import bits_of
 from catalytic.snapshot.domains import left_out as domain_left_out
 from catalytic.snapshot.entry import DIR, kind_of
 
 if TYPE_CHECKING:
     from catalytic.policy import Policy
-    from catalytic.snapshot.domains import Snapshot, Spools
+    from catalytic.snapshot.domains import Snapshot, SnapshotSettings, Spools
     from catalytic.snapshot.stream import DomainScan
 
 MOUNT_SCRIPT = (
@@ -112,9 +112,10 @@ class OverlayIsolation:
         self.upper_dir = self._layer()
         self.upper: dict[str, UpperEntry] = {}
         self.mount_failed = False
-        # The pre-run snapshots and their spools (None: in memory), for the checks of the real tree.
+        # The pre-run snapshots, their spools and how the run takes snapshots: for the real tree checks.
         self.pre: Sequence[Snapshot] = ()
         self.spools: Spools | None = None
+        self.settings: SnapshotSettings | None = None
         self.real_spools: list[Spools] = []
         #: Domains whose real files changed while the command ran (the overlay did not see it).
         self.real_changed: list[str] = []
@@ -128,7 +129,7 @@ class OverlayIsolation:
         self.layers.append(layer)
         return layer / "upper"
 
-    def prepare(self, pre: Sequence[DomainSnapshot]) -> None:
+    def prepare(self, pre: Sequence[Snapshot]) -> None:
         del pre
         from catalytic.isolation.descriptors import bypass_reason
 
@@ -162,7 +163,7 @@ class OverlayIsolation:
         return self._wrap(command, self.upper_dir)
 
     def post_snapshots(
-        self, pre: Sequence[Snapshot], spools: Spools | None
+        self, pre: Sequence[Snapshot], spools: Spools, settings: SnapshotSettings
     ) -> tuple[list[Snapshot], SnapshotError | None] | None:
         if not (self.upper_dir.parent / "mounted").exists():
             self.mount_failed = True
@@ -175,7 +176,7 @@ class OverlayIsolation:
         post: list[Snapshot] = []
         for snap in pre:
             try:
-                after = self._merged(snap) if spools is None else self._merged_stream(snap, spools)
+                after = self._merged(snap, spools)
             except SnapshotError as exc:
                 return post, exc
             post.append(after)
@@ -183,7 +184,7 @@ class OverlayIsolation:
             self.options.emit(
                 event("overlay_post_snapshot", domain=snap.domain, absent=after.absent, files=files)
             )
-        self.pre, self.spools = pre, spools
+        self.pre, self.spools, self.settings = pre, spools, settings
         real, error = self._real_changes()
         if error is not None:
             return post, error
@@ -197,42 +198,24 @@ class OverlayIsolation:
     def _real_changes(self) -> tuple[dict[str, Snapshot], SnapshotError | None]:
         """The real tree's snapshot of every domain whose real files differ from the pre-run snapshot.
 
-        Taken as the runtime takes snapshots without isolation (streamed when the pre-run ones were, the
-        stat cache unless it was distrusted), so an unchanged domain costs a stat walk.
+        Taken as the runtime takes snapshots without isolation (with the stat cache unless it failed or
+        was distrusted), so an unchanged domain costs a stat walk.
         """
-        from catalytic.diff import diff_entries
-        from catalytic.snapshot.domains import SnapshotSettings, Spools, scan_all, snapshot_all
+        from catalytic.snapshot.domains import scan_all
 
-        settings = SnapshotSettings(jobs=self.options.jobs, use_cache=self.options.cache)
-        real: list[Snapshot]
-        error: CatalyticError | None
-        if self.spools is None:
-            real, error = snapshot_all(self.policy, "post", _quiet, settings)
-            diffs = [diff_entries(b.entries, a.entries) for b, a in zip(self.pre, real, strict=False)]
-        else:
-            own = Spools(self.policy.root / self.policy.runs_root)
-            self.real_spools.append(own)  # its documents may become the ledger's: closed in close()
-            real, error = scan_all(self.policy, "post", _quiet, settings, own, self.pre)
-            diffs = [snap.diff for snap in real]
+        assert self.spools is not None and self.settings is not None
+        own = self.spools.like()
+        self.real_spools.append(own)  # its documents may become the ledger's: closed in close()
+        real, error = scan_all(self.policy, "post", _quiet, self.settings, own, self.pre)
         if error is not None:
             return {}, cast(SnapshotError, error)
-        return {snap.domain: snap for snap, diff in zip(real, diffs, strict=True) if not diff.clean}, None
+        return {snap.domain: snap for snap in real if not snap.diff.clean}, None
 
-    def _merged(self, snap: DomainSnapshot) -> DomainSnapshot:
-        """The post-run snapshot of a domain in memory: its pre-run entries merged with the upper layer."""
-        left_out = domain_left_out(self.policy, snap.domain)
-        entries, absent, _src = merged_tree(
-            snap.entries, self.upper_dir, self.upper, snap.domain, self.policy.hash, left_out
-        )
-        stats = WalkStats(absent=absent)
-        stats.files = sum(1 for e in entries if kind_of(e.value) == "file")
-        stats.dirs = sum(1 for e in entries if e.value == DIR)
-        return DomainSnapshot(snap.domain, tuple(entries), stats)
-
-    def _merged_stream(self, snap: DomainScan, spools: Spools) -> DomainScan:
-        """The same, streamed: the pre-run manifest is read from its spools entry by entry and the merged
-        one written to the post-run spools, with its Merkle root and its differences from the pre-run one.
-        A domain the command wrote nothing in is its pre-run snapshot: the same documents and root."""
+    def _merged(self, snap: DomainScan, spools: Spools) -> DomainScan:
+        """The post-run snapshot of a domain: the pre-run manifest read from its spools entry by entry,
+        merged with the upper layer and written to the post-run spools, with its Merkle root and its
+        differences from the pre-run one. A domain the command wrote nothing in is its pre-run snapshot:
+        the same documents and root."""
         from catalytic.diff import DomainDiff
         from catalytic.snapshot.manifest_stream import spool_changes, spooled_entries
         from catalytic.snapshot.rowstore import store_failure

@@ -34,7 +34,7 @@ from catalytic.snapshot.entry import kind_of
 from catalytic.snapshot.report import default_jobs
 
 if TYPE_CHECKING:
-    from catalytic.snapshot.domains import Spools
+    from catalytic.snapshot.domains import SnapshotSettings, Spools
 
 #: :func:`save_tree` stores new files in batches of this many (bounds the memory a first run needs).
 SAVE_BATCH = 50_000
@@ -239,8 +239,10 @@ class RollbackIsolation:
     def wrap(self, command: Sequence[str]) -> list[str]:
         return list(command)
 
-    def post_snapshots(self, pre: Sequence[Any], spools: Spools | None) -> tuple[list[Any], Any] | None:
-        del pre, spools
+    def post_snapshots(
+        self, pre: Sequence[Any], spools: Spools, settings: SnapshotSettings
+    ) -> tuple[list[Any], Any] | None:
+        del pre, spools, settings
         return None
 
     def finish(self, outcome: Outcome) -> Facts:

@@ -22,7 +22,6 @@ from catalytic.errors import (
 from catalytic.isolation import Facts
 from catalytic.ledger import format as fmt
 from catalytic.policy import Policy, left_out
-from catalytic.snapshot import manifest_documents
 from catalytic.snapshot.domains import Snapshot, SnapshotSettings
 
 if TYPE_CHECKING:
@@ -120,14 +119,12 @@ def documents(
     started: str,
     cwd: Path | None,
     settings: SnapshotSettings | None = None,
-    streamed: bool = False,
 ) -> dict[str, Any]:
-    from catalytic.snapshot.merkle import MERKLE_FORMAT, merkle_root
+    from catalytic.snapshot.merkle import MERKLE_FORMAT
     from catalytic.snapshot.report import default_jobs
 
     def root_of(snap: Snapshot) -> str:
-        # Snapshots an isolation backend assembled itself carry no root yet.
-        return snap.merkle_root or merkle_root(snap.entries, policy.hash)
+        return str(snap.merkle_root)
 
     settings = settings or SnapshotSettings()
     post_by_domain = {s.domain: s for s in post if s.domain in result.diff}
@@ -145,12 +142,8 @@ def documents(
     else:
         cache = "used" if pre and all(s.cache == "used" for s in pre) else "rebuilt"
     post_done = [s for s in post if s.domain in result.diff]
-    if streamed:
-        pre_manifest, pre_modes = _spooled(pre)
-        post_manifest, post_modes = _spooled(post_done)
-    else:
-        pre_manifest, pre_modes = manifest_documents(pre)
-        post_manifest, post_modes = manifest_documents(post_done)
+    pre_manifest, pre_modes = _spooled(pre)
+    post_manifest, post_modes = _spooled(post_done)
     # Nothing changed: the POST documents are the PRE ones, written once under both names.
     if _same(pre_manifest, post_manifest):
         post_manifest = pre_manifest

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,6 @@ __all__ = [
     "DomainSnapshot",
     "Entry",
     "WalkStats",
-    "manifest_documents",
     "snapshot_domain",
     "snapshot_tree",
 ]
@@ -103,22 +102,8 @@ def reference_walk(path: Path, algorithm: str = DEFAULT_HASH) -> list[Entry]:
     return list(walk(path, hasher_factory(algorithm), WalkStats()))
 
 
-def manifest_documents(
-    snapshots: Sequence[DomainSnapshot],
-) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
-    """The MANIFEST and MODES documents of a set of domain snapshots."""
-    manifest: dict[str, dict[str, str]] = {}
-    modes: dict[str, dict[str, str]] = {}
-    for snap in snapshots:
-        manifest[snap.domain] = {e.path: e.value for e in snap.entries}
-        modes[snap.domain] = {e.path: e.mode for e in snap.entries if e.mode is not None}
-    return manifest, modes
-
-
 def entries_from_documents(manifest: dict[str, str], modes: dict[str, str] | None) -> Iterable[Entry]:
     """Rebuild sorted entries of one domain from its MANIFEST and MODES objects."""
-    from catalytic.paths import sort_key
+    from catalytic.snapshot.manifest_stream import sorted_entries
 
-    modes = modes or {}
-    for path in sorted(manifest, key=sort_key):
-        yield Entry(path, manifest[path], modes.get(path))
+    return (Entry(*triple) for triple in sorted_entries(manifest, modes or {}))

@@ -1,21 +1,22 @@
-"""Phases 1 and 3 for a whole policy: every catalytic domain snapshotted, streamed or in memory.
+"""Phases 1 and 3 for a whole policy: every catalytic domain snapshotted by the streaming engine.
 
-Runs without isolation use the parallel streaming snapshot (:mod:`catalytic.snapshot.stream`): documents go
-to spools, differences come from the workers. Isolation backends need the entries in memory and use
-:func:`snapshot_all`. A store that cannot be used makes a run fall back to memory (:func:`store_failed`).
+Every run takes its snapshots with :func:`scan_all` (:mod:`catalytic.snapshot.stream`): documents go to
+spools, the differences come from the workers (compared with the store's rows) or, without a store, from a
+merge of the pre- and post-run documents. A store that cannot be used, or that the command changed, only
+changes where the documents go and where the differences come from (:func:`store_failed`): there is no
+second path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
 from catalytic.errors import CatalyticError, SnapshotError
 from catalytic.excludes import NONE, Excludes
-from catalytic.snapshot import DomainSnapshot, snapshot_domain
 
 if TYPE_CHECKING:
     from catalytic.policy import Policy
@@ -34,9 +35,13 @@ class SnapshotSettings:
     # What of the cache changed while the command ran (:mod:`catalytic.snapshot.guard`): nothing in it is
     # trusted then.
     distrusted: tuple[str, ...] = ()
+    # Whether the snapshots keep rows in the store (False: it cannot be used, or the command changed it).
+    # Without it every file is hashed and a post-run snapshot is compared with the pre-run one's documents.
+    store: bool = True
 
-    def cache_dir(self, policy: Policy) -> Path | None:
-        return cache_dir(policy.root / policy.runs_root) if self.use_cache else None
+    def without_store(self, **changes: Any) -> SnapshotSettings:
+        """These settings with no store and no cache (``changes``: other fields to set)."""
+        return replace(self, use_cache=False, store=False, **changes)
 
 
 CACHE_DIR = "_cache"
@@ -52,13 +57,37 @@ Snapshot = Any
 
 
 class Spools:
-    """Where the streamed snapshots put their documents until the ledger is written."""
+    """Where the snapshots put their documents until the ledger is written: files under ``directory`` (the
+    runs root) past 1 MiB, or with ``memory`` in memory (when the disk is full)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, memory: bool = False) -> None:
         from catalytic.snapshot.spool import Spool
 
-        self.manifest = {"pre": Spool(directory), "post": Spool(directory)}
-        self.modes = {"pre": Spool(directory), "post": Spool(directory)}
+        self.directory = directory
+        self.memory = memory
+        self.manifest: dict[str, Spool] = {}
+        self.modes: dict[str, Spool] = {}
+        for label in ("pre", "post"):
+            self._fresh(label)
+
+    def _fresh(self, label: str) -> None:
+        from catalytic.snapshot.spool import MemorySpool, Spool
+
+        for documents in (self.manifest, self.modes):
+            documents[label] = MemorySpool() if self.memory else Spool(self.directory)
+
+    def to_memory(self, *labels: str) -> None:
+        """From now on, keep the documents of ``labels`` (``pre``, ``post``) in memory; what was written
+        to them is dropped (the snapshots that wrote it are taken again)."""
+        self.memory = True
+        for label in labels:
+            self.manifest[label].close()
+            self.modes[label].close()
+            self._fresh(label)
+
+    def like(self) -> Spools:
+        """New spools of the same kind (in memory once these are)."""
+        return Spools(self.directory, memory=self.memory)
 
     def close(self) -> None:
         for spool in (*self.manifest.values(), *self.modes.values()):
@@ -73,28 +102,38 @@ def scan_all(
     spools: Spools,
     pre: Sequence[Snapshot] = (),
 ) -> tuple[list[Snapshot], CatalyticError | None]:
-    """The parallel, streaming snapshots of every domain (``post``: compared with ``pre``)."""
+    """The parallel, streaming snapshots of every domain (``post``: compared with ``pre``: by the workers
+    against the store, or without one by the documents)."""
     from catalytic.snapshot.stream import scan_domain
 
     before = {snap.domain: snap for snap in pre}
     snaps: list[Snapshot] = []
     for domain in policy.catalytic_domains:
+        earlier = before.get(domain)
         try:
             snap = scan_domain(
                 policy.root / domain if domain != paths.ROOT else policy.root,
                 domain,
                 policy.hash,
-                store_dir=cache_dir(policy.root / policy.runs_root),
+                store_dir=cache_dir(policy.root / policy.runs_root) if settings.store else None,
                 manifest=spools.manifest[label],
                 modes=spools.modes[label],
                 trust=settings.use_cache,
-                before=before.get(domain),
+                before=earlier if settings.store else None,
                 jobs=settings.jobs,
                 progress=settings.progress,
                 leave_out=left_out(policy, domain),
             )
+            if earlier is not None and not settings.store:
+                from catalytic.snapshot.manifest_stream import documents_diff
+
+                snap.diff = documents_diff(earlier, snap)
         except SnapshotError as exc:
             return snaps, in_workspace(domain, exc)
+        except OSError as exc:  # a spool that cannot be read back (a full disk)
+            from catalytic.snapshot.rowstore import store_failure
+
+            return snaps, store_failure(None, exc, io=True)
         state = "absent" if snap.absent else f"{snap.stats.files} files"
         progress(f"Snapshots {label}: {domain} ({state})")
         snaps.append(snap)
@@ -114,22 +153,12 @@ def left_out(policy: Policy, tree: str) -> Excludes:
 
 
 def store_failed(error: CatalyticError | None, say: Say) -> bool:
-    """True when the snapshot store could not be used (the snapshots are then taken in memory)."""
+    """True when the snapshot store (or a spool beside it) could not be used: the snapshots are then taken
+    again without a store, into spools in memory."""
     if error is None or error.code != "STORE":
         return False
     say(f"WARNING: {error.message}; snapshots are taken in memory instead")
     return True
-
-
-def in_memory(snap: Snapshot) -> DomainSnapshot:
-    """A streamed snapshot as an in-memory one (read back from its spooled documents)."""
-    from catalytic.ledger.canonical import loads
-    from catalytic.snapshot import entries_from_documents
-
-    manifest = loads(b"".join(snap.manifest.chunks()))
-    modes = loads(b"".join(snap.modes.chunks()))
-    entries = tuple(entries_from_documents(manifest, modes))
-    return DomainSnapshot(snap.domain, entries, snap.stats, snap.merkle_root, snap.cache)
 
 
 def in_workspace(domain: str, exc: SnapshotError) -> SnapshotError:
@@ -137,27 +166,3 @@ def in_workspace(domain: str, exc: SnapshotError) -> SnapshotError:
     return SnapshotError(
         exc.message.removeprefix(f"{exc.path}: "), path=paths.join(domain, exc.path), code=exc.code
     )
-
-
-def snapshot_all(
-    policy: Policy, label: str, progress: Say, settings: SnapshotSettings | None = None
-) -> tuple[list[DomainSnapshot], CatalyticError | None]:
-    settings = settings or SnapshotSettings()
-    snaps: list[DomainSnapshot] = []
-    for domain in policy.catalytic_domains:
-        try:
-            snap = snapshot_domain(
-                policy.root,
-                domain,
-                policy.hash,
-                jobs=settings.jobs,
-                cache_dir=settings.cache_dir(policy),
-                progress=settings.progress,
-                leave_out=left_out(policy, domain),
-            )
-        except SnapshotError as exc:
-            return snaps, in_workspace(domain, exc)
-        state = "absent" if snap.absent else f"{snap.stats.files} files"
-        progress(f"Snapshots {label}: {domain} ({state})")
-        snaps.append(snap)
-    return snaps, None

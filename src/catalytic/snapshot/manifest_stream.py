@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from catalytic.diff import Triple
+from catalytic.diff import DomainDiff, Triple, changes
 from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.stream import Kind, NotStreamable, parse_blocks
 from catalytic.paths import ROOT, sort_key
@@ -137,6 +137,16 @@ def join_modes(
                 mode_path, mode = next(mode_items, (None, None))
             else:
                 yield path, value, None
+
+
+def documents_diff(before: DomainScan, after: DomainScan) -> DomainDiff:
+    """The differences of two snapshots of a domain, from their documents (a merge, a batch at a time):
+    for a post-run snapshot taken without the store the pre-run one wrote."""
+    diff = DomainDiff()
+    pre = spooled_entries(before.manifest, before.modes)
+    for change in changes(pre, spooled_entries(after.manifest, after.modes)):
+        diff.add(change)
+    return diff
 
 
 def spooled_entries(manifest: Span, modes: Span) -> Iterator[Triple]:

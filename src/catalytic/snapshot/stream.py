@@ -98,14 +98,15 @@ def scan_domain(
     ``trust``: rows of the store may stand for unchanged files (False: ``--no-cache``). ``before``: the
     pre-run snapshot of the same domain, taken with the same ``store_dir`` just before; this is then the
     post-run snapshot, and the result carries the differences from it. ``store_dir`` None: no store at all
-    (a one-off snapshot: every file is hashed, nothing is kept; it cannot be compared with later).
+    (every file is hashed, nothing is kept; the differences from an earlier snapshot are then those of
+    their documents, :func:`catalytic.snapshot.manifest_stream.documents_diff`).
     ``leave_out``: what below the top is left out with everything below it (:mod:`catalytic.excludes`: the
     run's exclude patterns, and the runs root and declared outputs an overlay run leaves out of a domain).
     """
     directory = os.path.abspath(path)
-    if store_dir is None and before is not None:
-        raise ValueError("a post-run snapshot compares with the pre-run snapshot's store")
     store = store_path(store_dir, directory, algorithm) if store_dir is not None else None
+    if store is None and before is not None:
+        raise ValueError("a post-run snapshot without a store is compared by its documents")
     try:
         return _scan_domain(
             path, domain, algorithm, store, manifest, modes, trust, before, jobs, progress, leave_out
