@@ -251,3 +251,23 @@ def test_overlay_own_xattrs_are_not_the_command_s(ws: Path) -> None:
     command = f"{sys.executable} -c \"import os; os.setxattr('{DOMAIN}/a.txt', 'user.tag', b'x')\""
     assert run(ws, command=command, isolation="overlay", run_id="r2") == 4
     assert " x=" in ledger(ws, "r2")["RESTORE_DIFF.json"][DOMAIN]["changed"]["a.txt"]["mode_after"]
+
+
+def test_what_changed_names_each_attribute() -> None:
+    from catalytic.diff import what_changed
+    from catalytic.events import event, render
+
+    digest = "ab" * 32
+    record = {
+        "before": digest,
+        "after": digest,
+        "mode_before": "0644",
+        "mode_after": f"0600 o=0:0 n=2 x={digest}",
+    }
+    assert what_changed(record) == "mode 0644 -> 0600, owner, links 1 -> 2, xattrs"
+    assert what_changed({"before": digest, "after": "cd" * 32}) == "content"
+    assert what_changed({"before": digest, "after": "dir", "mode_before": "0644", "mode_after": "0755"}) == (
+        "type, mode 0644 -> 0755"
+    )
+    line = render(event("diff_entry", change="changed", path="d/f", what="xattrs"))
+    assert line == "    changed d/f (xattrs)"

@@ -88,7 +88,7 @@ def test_the_runtime_emits_events_not_lines(ws: Path) -> None:
     assert kinds.index("not_restored") < kinds.index("domain_diff") < kinds.index("diff_entry")
     assert kinds[-2:] == ["recording", "ledger"]
     entry = next(item for item in seen if isinstance(item, Event) and item.kind == "diff_entry")
-    assert entry.fields == {"change": "added", "path": "scratch/new"}
+    assert entry.fields == {"change": "added", "path": "scratch/new", "what": ""}
 
 
 def test_the_api_progress_gets_the_lines_the_cli_prints(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:

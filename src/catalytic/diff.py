@@ -107,6 +107,33 @@ def change_record(before: str, after: str, *sides: str | None) -> dict[str, str]
     return record
 
 
+def what_changed(record: dict[str, str]) -> str:
+    """What a RESTORE_DIFF ``changed`` record says changed, in words: ``content``, ``type``, and what of
+    the MODES value (:mod:`catalytic.snapshot.attrs`): ``mode 0644 -> 0600``, ``owner``, ``links``,
+    ``xattrs``. Empty for a record that names no change."""
+    from catalytic.snapshot.attrs import VALUE, parse
+    from catalytic.snapshot.entry import kind_of
+
+    words = []
+    before, after = record.get("before", ""), record.get("after", "")
+    if before != after:
+        words.append("content" if kind_of(before) == kind_of(after) == "file" else "type")
+    was, now = record.get("mode_before", ""), record.get("mode_after", "")
+    if was != now and VALUE.fullmatch(was) and VALUE.fullmatch(now):
+        a, b = parse(was), parse(now)
+        if a.bits != b.bits:
+            words.append(f"mode {was[:4]} -> {now[:4]}")
+        if a.owner != b.owner:
+            words.append("owner")
+        if a.links != b.links:
+            words.append(f"links {a.links} -> {b.links}")
+        if a.xattrs != b.xattrs:
+            words.append("xattrs")
+    elif was != now:
+        words.append("mode")
+    return ", ".join(words)
+
+
 def merge_join(
     pre: Iterable[T], post: Iterable[T], path: Callable[[T], str] = _PATH
 ) -> Iterator[tuple[T | None, T | None]]:

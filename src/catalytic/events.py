@@ -111,7 +111,7 @@ _LINES: dict[EventKind, Callable[[Mapping[str, Any]], str]] = {
     "domain_diff": lambda f: (
         f"  {f['domain']}: {f['added']} added, {f['removed']} removed, {f['changed']} changed"
     ),
-    "diff_entry": lambda f: f"    {f['change']:<8}{f['path']}",
+    "diff_entry": lambda f: f"    {f['change']:<8}{f['path']}" + (f" ({f['what']})" if f.get("what") else ""),
     "output_missing": lambda f: f"WARNING: declared durable output {f['path']} does not exist",
     "failure": lambda f: f"FAILURE: {f['reason']}",
     "trace_summary": lambda f: (

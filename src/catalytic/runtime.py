@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalytic import faults, paths, rootwatch
-from catalytic.diff import DomainDiff
+from catalytic.diff import DomainDiff, what_changed
 from catalytic.errors import (
     EXIT_DIRTY,
     EXIT_NOT_RESTORED,
@@ -176,9 +176,12 @@ def _describe_diff(diffs: dict[str, DomainDiff], emit: Emit) -> None:
                 changed=len(diff.changed),
             )
         )
-        for change, names in (("added", diff.added), ("removed", diff.removed), ("changed", diff.changed)):
+        for change, names in (("added", diff.added), ("removed", diff.removed)):
             for name in names:
-                emit(event("diff_entry", change=change, path=paths.join(domain, name)))
+                emit(event("diff_entry", change=change, path=paths.join(domain, name), what=""))
+        for name, record in diff.changed.items():
+            what = what_changed(record)
+            emit(event("diff_entry", change="changed", path=paths.join(domain, name), what=what))
 
 
 class Step:

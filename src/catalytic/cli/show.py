@@ -14,6 +14,7 @@ from typing import Any
 
 from catalytic.cli.locate import add_location, finished, runs_root
 from catalytic.cli.output import print_json
+from catalytic.diff import what_changed
 from catalytic.errors import CatalyticError, DocumentError
 from catalytic.ledger import format as fmt
 from catalytic.ledger.reader import open_dir, read_document
@@ -141,11 +142,13 @@ def render(ledger: Path, docs: dict[str, Any], *, limit: int) -> None:
     changes = Table(title="Restoration diff", title_justify="left", show_edge=False)
     changes.add_column("change")
     changes.add_column("path")
+    changes.add_column("what")
     for domain, kinds in diff.items():
         for kind in ("added", "removed", "changed"):
-            for name in kinds.get(kind, {}):
+            for name, record in kinds.get(kind, {}).items():
                 path = name if name == "." else f"{domain}/{name}"
-                changes.add_row(Text(kind, style="red"), path)
+                what = what_changed(record) if kind == "changed" else ""
+                changes.add_row(Text(kind, style="red"), path, what)
     if changes.row_count:
         console.print(changes)
     else:
