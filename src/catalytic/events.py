@@ -3,7 +3,7 @@
 The runtime, the isolation backends and the tracer emit an :class:`Event` (a kind from the closed set
 :data:`KINDS` and its fields) through an :data:`Emit` callback; they never write or word a line. The CLI
 prints each event as the line :func:`render` makes of it; :func:`catalytic.run`'s ``progress`` callback
-receives the same lines. A ``note`` carries a line worded elsewhere (the snapshot layer's progress).
+receives the same lines.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 EventKind = Literal[
-    "note",
+    "snapshot_taken",
+    "store_fallback",
     "recovered",
     "move_check_limited",
     "pre_snapshots",
@@ -91,7 +92,10 @@ def _overlay_post(f: Mapping[str, Any]) -> str:
 
 
 _LINES: dict[EventKind, Callable[[Mapping[str, Any]], str]] = {
-    "note": lambda f: str(f["text"]),
+    "snapshot_taken": lambda f: (
+        f"Snapshots {f['label']}: {f['domain']} ({'absent' if f['absent'] else str(f['files']) + ' files'})"
+    ),
+    "store_fallback": lambda f: f"WARNING: {f['reason']}; snapshots are taken in memory instead",
     "recovered": lambda f: f"Recovered the interrupted {f['what']} of run {f['run_id']}: {f['action']}",
     "move_check_limited": lambda f: f"WARNING: domain-move check {f['state']}: {f['reason']}",
     "pre_snapshots": lambda f: "Phase 1: Capturing pre-snapshots...",
@@ -163,8 +167,3 @@ def lines(progress: Callable[[str], None] | None) -> Emit | None:
     if progress is None:
         return None
     return lambda item: progress(render(item))
-
-
-def notes(emit: Emit) -> Callable[[str], None]:
-    """A line callback (for code that words its own lines) that emits each line as a ``note``."""
-    return lambda text: emit(Event("note", {"text": text}))

@@ -28,7 +28,7 @@ from catalytic.errors import (
     RunInterrupted,
     UsageError,
 )
-from catalytic.events import Emit, Event, event, ignore, notes
+from catalytic.events import Emit, Event, event, ignore
 from catalytic.isolation import Backend, Facts, Options, Outcome
 from catalytic.isolation import create as create_isolation
 from catalytic.ledger import format as fmt
@@ -321,7 +321,7 @@ def _post_snapshots(
     policy: Policy,
     backend: Backend,
     pre: list[Snapshot],
-    say: ProgressCallback,
+    emit: Emit,
     settings: SnapshotSettings,
     spools: Spools,
 ) -> tuple[list[Snapshot], CatalyticError | None]:
@@ -329,7 +329,7 @@ def _post_snapshots(
     computed = backend.post_snapshots(pre, spools, settings)
     if computed is not None:
         return computed
-    return scan_all(policy, "post", say, settings, spools, pre)
+    return scan_all(policy, "post", emit, settings, spools, pre)
 
 
 @dataclass
@@ -359,7 +359,6 @@ class _Phases:
             self.ledger,
         )
         cwd, mask, sign_key, settings, spools = self.cwd, self.mask, self.sign_key, self.settings, self.spools
-        say = notes(emit)  # for the snapshot layer, which words its own lines
         backend = step.backend
         ledger_dir = ledger.path
         pre: list[Snapshot] = []
@@ -386,11 +385,11 @@ class _Phases:
                 emit(event("pre_snapshots"))
                 with timer.phase("snapshot_pre"):
                     faults.point("snapshot_pre.begin")
-                    pre, error = scan_all(policy, "pre", say, settings, spools)
-                    if store_failed(error, say):  # again, without a store, into memory
+                    pre, error = scan_all(policy, "pre", emit, settings, spools)
+                    if store_failed(error, emit):  # again, without a store, into memory
                         spools.to_memory("pre", "post")
                         settings = settings.without_store()
-                        pre, error = scan_all(policy, "pre", say, settings, spools)
+                        pre, error = scan_all(policy, "pre", emit, settings, spools)
                     if error is None:
                         try:
                             backend.prepare(pre)
@@ -430,11 +429,11 @@ class _Phases:
                     emit(event("post_snapshots"))
                     with timer.phase("snapshot_post"):
                         faults.point("snapshot_post.begin")
-                        post, error = _post_snapshots(policy, backend, pre, say, settings, spools)
-                        if store_failed(error, say):  # again, without a store, into memory
+                        post, error = _post_snapshots(policy, backend, pre, emit, settings, spools)
+                        if store_failed(error, emit):  # again, without a store, into memory
                             spools.to_memory("post")
                             settings = settings.without_store()
-                            post, error = _post_snapshots(policy, backend, pre, say, settings, spools)
+                            post, error = _post_snapshots(policy, backend, pre, emit, settings, spools)
                         moved = roots.moved()
                         faults.point("snapshot_post.end")
                     emit(event("verifying"))
@@ -518,7 +517,7 @@ class _Phases:
         if trace_log is not None:
             emit(_describe_trace(trace_log))
             result = _undeclared_traced(result, policy, trace_log, emit)
-        result = ledger.settle(confine(result, policy, emit), say)
+        result = ledger.settle(confine(result, policy, emit), emit)
         emit(event("recording"))
         with blocked(INTERRUPTS), timer.phase("record"):
             docs = documents(policy, command, result, pre, post, started, cwd, settings)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from catalytic import paths
 from catalytic.errors import SnapshotError
-from catalytic.events import event
+from catalytic.events import event, ignore
 from catalytic.isolation.backend import Facts, IsolationError, IsolationName, Options, Outcome
 from catalytic.isolation.mount import (
     mount_options,
@@ -206,7 +206,8 @@ class OverlayIsolation:
         assert self.spools is not None and self.settings is not None
         own = self.spools.like()
         self.real_spools.append(own)  # its documents may become the ledger's: closed in close()
-        real, error = scan_all(self.policy, "post", _quiet, self.settings, own, self.pre)
+        # Said once per domain by post_snapshots, not per snapshot.
+        real, error = scan_all(self.policy, "post", ignore, self.settings, own, self.pre)
         if error is not None:
             return {}, cast(SnapshotError, error)
         return {snap.domain: snap for snap in real if not snap.diff.clean}, None
@@ -425,10 +426,6 @@ class OverlayIsolation:
             spools.close()
         with contextlib.suppress(OSError):
             remove_tree(self.tmp)
-
-
-def _quiet(_message: str) -> None:
-    """Progress of the real-tree checks: said once per domain by the backend, not per snapshot."""
 
 
 def stale_layers(tmpdir: Path | None = None) -> list[Path]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalytic.errors import ForeignLedgerError, LedgerError
+from catalytic.events import Emit, event
 
 if TYPE_CHECKING:
     from catalytic.runtime import RunResult
@@ -60,7 +61,7 @@ class Claim:
         if reason is not None and reason not in self.reasons:
             self.reasons.append(reason)
 
-    def settle(self, result: RunResult, say: Callable[[str], None]) -> RunResult:
+    def settle(self, result: RunResult, emit: Emit) -> RunResult:
         """The last check, just before the ledger is written; a foreign find makes the run dirty."""
         self.check(after_backend=True)
         if not self.reasons:
@@ -68,7 +69,7 @@ class Claim:
         from catalytic.ledger.documents import failed_after_proof
 
         message = "; ".join(self.reasons)
-        say(f"FAILURE: {message}")
+        emit(event("failure", reason=message))
         return failed_after_proof(result, ForeignLedgerError(message))
 
 

@@ -16,13 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from catalytic import paths
 from catalytic.errors import CatalyticError, SnapshotError
+from catalytic.events import Emit, event
 from catalytic.excludes import NONE, Excludes
 
 if TYPE_CHECKING:
     from catalytic.policy import Policy
-
-#: Where progress lines go.
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class Spools:
 def scan_all(
     policy: Policy,
     label: str,
-    progress: Say,
+    emit: Emit,
     settings: SnapshotSettings,
     spools: Spools,
     pre: Sequence[Snapshot] = (),
@@ -134,8 +132,7 @@ def scan_all(
             from catalytic.snapshot.rowstore import store_failure
 
             return snaps, store_failure(None, exc, io=True)
-        state = "absent" if snap.absent else f"{snap.stats.files} files"
-        progress(f"Snapshots {label}: {domain} ({state})")
+        emit(event("snapshot_taken", label=label, domain=domain, absent=snap.absent, files=snap.stats.files))
         snaps.append(snap)
     return snaps, None
 
@@ -152,12 +149,12 @@ def left_out(policy: Policy, tree: str) -> Excludes:
     return Excludes(policy.excludes).within(tree, exact)
 
 
-def store_failed(error: CatalyticError | None, say: Say) -> bool:
+def store_failed(error: CatalyticError | None, emit: Emit) -> bool:
     """True when the snapshot store (or a spool beside it) could not be used: the snapshots are then taken
     again without a store, into spools in memory."""
     if error is None or error.code != "STORE":
         return False
-    say(f"WARNING: {error.message}; snapshots are taken in memory instead")
+    emit(event("store_fallback", reason=error.message))
     return True
 
 
