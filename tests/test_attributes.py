@@ -152,14 +152,19 @@ def test_rollback_puts_back_the_owner(ws: Path) -> None:
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 1234, 0o755)
 
 
-def test_restore_command_puts_back_xattrs(ws: Path) -> None:
+def test_restore_command_puts_back_xattrs(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = ws / DOMAIN / "sub" / "b.txt"
     os.setxattr(b, "user.keep", b"v1")
     before = _modes(ws)
     assert run(ws, command="true", isolation="rollback") == 0
     os.setxattr(b, "user.keep", b"v2")
     os.setxattr(ws / DOMAIN / "sub", "user.added", b"later")
+    os.chmod(ws / DOMAIN / "run.sh", 0o700)
     assert _modes(ws) != before
+    capsys.readouterr()
+    assert main(["restore", "r1", "--root", str(ws), "--dry-run"]) == 0
+    said = capsys.readouterr().err
+    assert f"would set attributes {DOMAIN}/sub/b.txt" in said and f"would chmod {DOMAIN}/run.sh" in said
     assert main(["restore", "r1", "--root", str(ws)]) == 0
     assert _modes(ws) == before
     assert os.getxattr(b, "user.keep") == b"v1"

@@ -346,6 +346,7 @@ def restore_tree(
     build: list[Triple] = []  # missing or different, in path order
     modes: list[Triple] = []  # wanted entries whose permission bits are put back at the end
     opened: list[Triple] = []  # directories kept and opened up to write into (their modes put back too)
+    attributes: set[str] = set()  # kept entries whose owner, links or xattrs are put back
     for now, wanted in merge_join(have, want, _FIRST):
         if wanted is None:
             assert now is not None
@@ -367,11 +368,13 @@ def restore_tree(
             report.actions.append(("replace", name(wanted[0])))
         if now[1] != wanted[1] or now[2] != wanted[2]:
             modes.append(wanted)
+            if (now[2] or "")[4:] != (wanted[2] or "")[4:]:  # owner, links or xattrs, not only the bits
+                attributes.add(wanted[0])
     removal = sorted(doomed, key=sort_key, reverse=True)
     build_paths = {entry[0] for entry in build}
     chmods = sorted({e[0] for e in modes} - build_paths, key=sort_key)
     report.actions[:0] = [("remove", name(rel)) for rel in removal]
-    report.actions.extend(("chmod", name(rel)) for rel in chmods)
+    report.actions.extend(("set attributes" if rel in attributes else "chmod", name(rel)) for rel in chmods)
     if dry_run:
         return report
 
