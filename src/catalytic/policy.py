@@ -335,42 +335,7 @@ def preflight(decl: Declaration) -> Policy:
     problems: list[Problem] = []
     root = decl.root
     run_id = decl.run_id if decl.run_id is not None else generate_run_id()
-    if not valid_run_id(run_id):
-        problems.append(Problem("BAD_RUN_ID", f"run id {run_id!r} is not {RUN_ID_RULE}"))
-    elif fmt.reserved(run_id):
-        problems.append(
-            Problem(
-                "BAD_RUN_ID",
-                f"run id {run_id!r} is reserved: catalytic keeps its own {run_id} in the runs root",
-            )
-        )
-    if decl.determinism not in DETERMINISM_VALUES:
-        problems.append(
-            Problem(
-                "BAD_DETERMINISM",
-                f"determinism {decl.determinism!r} is not one of {', '.join(DETERMINISM_VALUES)}",
-            )
-        )
-    isolation, isolation_reason = decl.isolation, None
-    if decl.isolation != DEFAULT_ISOLATION:
-        from catalytic.isolation import resolve
-
-        try:
-            isolation, isolation_reason = resolve(decl.isolation, root)
-        except CatalyticError as exc:
-            problems.append(Problem(exc.code, exc.message))
-    # Under overlay a domain may contain forbidden paths, the runs root and declared outputs: nothing
-    # the command writes reaches the real tree, forbidden paths are read-only (a write to them is an
-    # undeclared write) and the runs root and outputs are left out of the domain's snapshot. In every
-    # mode a domain may contain the runs root and .git: they are left out of its snapshots (left_out).
-    wide = isolation == "overlay"
-    hint = " (allowed inside a domain with --isolation overlay)"
-    if decl.trace_scope not in CONFIG_KEYS["trace_scope"].choices:
-        problems.append(Problem("BAD_TRACE", f"trace scope {decl.trace_scope!r} is not domains or workspace"))
-    if decl.trace_backend not in CONFIG_KEYS["trace_backend"].choices:
-        problems.append(Problem("BAD_TRACE", f"trace backend {decl.trace_backend!r} is unknown"))
-    if decl.hash not in HASH_NAMES:
-        problems.append(Problem("BAD_HASH", f"hash {decl.hash!r} is not one of {HASH_NAMES}"))
+    isolation, isolation_reason = _check_values(decl, run_id, problems)
 
     allowed = _normalise(root, decl.allowed_roots, "allowed root", problems, resolve=False)
     forbidden = _normalise(
@@ -381,56 +346,15 @@ def preflight(decl: Declaration) -> Policy:
     outputs = _normalise(root, decl.durable_outputs, "durable output", problems, resolve=True)
     _check_domains_exist(root, decl, domains, problems)
     found_root = _runs_root(root, decl.runs_root, forbidden, problems)
-    runs_roots = (found_root,) if found_root is not None else ()
     runs_root = found_root if found_root is not None else decl.runs_root
-
-    for i, domain in enumerate(domains):
-        for other in domains[i + 1 :]:
-            if paths.overlaps(domain, other):
-                problems.append(Problem("OVERLAP", f"catalytic domains {domain!r} and {other!r} overlap"))
-        for out in outputs:
-            if wide and paths.is_within(out, domain) and out != domain:
-                continue
-            if paths.overlaps(domain, out):
-                problems.append(
-                    Problem("OVERLAP", f"catalytic domain {domain!r} overlaps durable output {out!r}")
-                )
-        if runs_roots and paths.is_within(domain, runs_root):
-            problems.append(
-                Problem("OVERLAP", f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}")
-            )
-        for bad in forbidden:
-            if (wide or bad in ALWAYS_FORBIDDEN) and paths.is_within(bad, domain) and bad != domain:
-                continue
-            if paths.overlaps(domain, bad):
-                problems.append(
-                    Problem(
-                        "FORBIDDEN",
-                        f"catalytic domain {domain!r} overlaps forbidden path {bad!r}"
-                        + (hint if paths.is_within(bad, domain) and bad != domain else ""),
-                    )
-                )
-    for out in outputs:
-        if not any(paths.is_within(out, a) for a in allowed):
-            problems.append(
-                Problem(
-                    "NOT_ALLOWED",
-                    f"durable output {out!r} is not under an allowed root "
-                    f"({', '.join(allowed) or 'none declared'})",
-                )
-            )
-        for bad in forbidden:
-            if paths.overlaps(out, bad):
-                problems.append(
-                    Problem("FORBIDDEN", f"durable output {out!r} overlaps forbidden path {bad!r}")
-                )
-        if runs_roots and paths.is_within(out, paths.join(runs_root, run_id)):
-            problems.append(Problem("OVERLAP", f"durable output {out!r} is inside this run's ledger"))
-    for i, out in enumerate(outputs):
-        for other in outputs[i + 1 :]:
-            if paths.overlaps(out, other):
-                problems.append(Problem("OVERLAP", f"durable outputs {out!r} and {other!r} overlap"))
-    if runs_roots:
+    # Under overlay a domain may contain forbidden paths, the runs root and declared outputs: nothing
+    # the command writes reaches the real tree, forbidden paths are read-only (a write to them is an
+    # undeclared write) and the runs root and outputs are left out of the domain's snapshot. In every
+    # mode a domain may contain the runs root and .git: they are left out of its snapshots (left_out).
+    wide = isolation == "overlay"
+    _check_domains(domains, outputs, forbidden, found_root, wide, problems)
+    _check_outputs(outputs, allowed, forbidden, found_root, run_id, problems)
+    if found_root is not None:
         ledger = root / runs_root / run_id
         if not problems and os.path.lexists(ledger):
             problems.append(Problem("EXISTS", f"a ledger for run id {run_id!r} already exists at {ledger}"))
@@ -460,6 +384,113 @@ def preflight(decl: Declaration) -> Policy:
         profile=decl.profile,
         found_by=decl.found_by,
     )
+
+
+def _check_values(decl: Declaration, run_id: str, problems: list[Problem]) -> tuple[str, str | None]:
+    """The rules of the declaration's single values: run id, determinism, isolation (resolved: ``auto``
+    picks a backend; returned with the reason), tracing, hash."""
+    if not valid_run_id(run_id):
+        problems.append(Problem("BAD_RUN_ID", f"run id {run_id!r} is not {RUN_ID_RULE}"))
+    elif fmt.reserved(run_id):
+        problems.append(
+            Problem(
+                "BAD_RUN_ID",
+                f"run id {run_id!r} is reserved: catalytic keeps its own {run_id} in the runs root",
+            )
+        )
+    if decl.determinism not in DETERMINISM_VALUES:
+        problems.append(
+            Problem(
+                "BAD_DETERMINISM",
+                f"determinism {decl.determinism!r} is not one of {', '.join(DETERMINISM_VALUES)}",
+            )
+        )
+    isolation, isolation_reason = decl.isolation, None
+    if decl.isolation != DEFAULT_ISOLATION:
+        from catalytic.isolation import resolve
+
+        try:
+            isolation, isolation_reason = resolve(decl.isolation, decl.root)
+        except CatalyticError as exc:
+            problems.append(Problem(exc.code, exc.message))
+    if decl.trace_scope not in CONFIG_KEYS["trace_scope"].choices:
+        problems.append(Problem("BAD_TRACE", f"trace scope {decl.trace_scope!r} is not domains or workspace"))
+    if decl.trace_backend not in CONFIG_KEYS["trace_backend"].choices:
+        problems.append(Problem("BAD_TRACE", f"trace backend {decl.trace_backend!r} is unknown"))
+    if decl.hash not in HASH_NAMES:
+        problems.append(Problem("BAD_HASH", f"hash {decl.hash!r} is not one of {HASH_NAMES}"))
+    return isolation, isolation_reason
+
+
+def _check_domains(
+    domains: Sequence[str],
+    outputs: Sequence[str],
+    forbidden: Sequence[str],
+    runs_root: str | None,
+    wide: bool,
+    problems: list[Problem],
+) -> None:
+    """What a catalytic domain may not overlap: another domain, a durable output, the runs root, a
+    forbidden path (``wide``, under overlay: it may contain outputs and forbidden paths)."""
+    hint = " (allowed inside a domain with --isolation overlay)"
+    for i, domain in enumerate(domains):
+        for other in domains[i + 1 :]:
+            if paths.overlaps(domain, other):
+                problems.append(Problem("OVERLAP", f"catalytic domains {domain!r} and {other!r} overlap"))
+        for out in outputs:
+            if wide and paths.is_within(out, domain) and out != domain:
+                continue
+            if paths.overlaps(domain, out):
+                problems.append(
+                    Problem("OVERLAP", f"catalytic domain {domain!r} overlaps durable output {out!r}")
+                )
+        if runs_root is not None and paths.is_within(domain, runs_root):
+            problems.append(
+                Problem("OVERLAP", f"catalytic domain {domain!r} overlaps the runs root {runs_root!r}")
+            )
+        for bad in forbidden:
+            if (wide or bad in ALWAYS_FORBIDDEN) and paths.is_within(bad, domain) and bad != domain:
+                continue
+            if paths.overlaps(domain, bad):
+                problems.append(
+                    Problem(
+                        "FORBIDDEN",
+                        f"catalytic domain {domain!r} overlaps forbidden path {bad!r}"
+                        + (hint if paths.is_within(bad, domain) and bad != domain else ""),
+                    )
+                )
+
+
+def _check_outputs(
+    outputs: Sequence[str],
+    allowed: Sequence[str],
+    forbidden: Sequence[str],
+    runs_root: str | None,
+    run_id: str,
+    problems: list[Problem],
+) -> None:
+    """Where a durable output may be: under an allowed root, off the forbidden paths and this run's ledger,
+    apart from every other output."""
+    for out in outputs:
+        if not any(paths.is_within(out, a) for a in allowed):
+            problems.append(
+                Problem(
+                    "NOT_ALLOWED",
+                    f"durable output {out!r} is not under an allowed root "
+                    f"({', '.join(allowed) or 'none declared'})",
+                )
+            )
+        for bad in forbidden:
+            if paths.overlaps(out, bad):
+                problems.append(
+                    Problem("FORBIDDEN", f"durable output {out!r} overlaps forbidden path {bad!r}")
+                )
+        if runs_root is not None and paths.is_within(out, paths.join(runs_root, run_id)):
+            problems.append(Problem("OVERLAP", f"durable output {out!r} is inside this run's ledger"))
+    for i, out in enumerate(outputs):
+        for other in outputs[i + 1 :]:
+            if paths.overlaps(out, other):
+                problems.append(Problem("OVERLAP", f"durable outputs {out!r} and {other!r} overlap"))
 
 
 def _excludes(decl: Declaration, domains: Sequence[str], problems: list[Problem]) -> tuple[str, ...]:

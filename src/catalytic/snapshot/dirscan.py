@@ -22,6 +22,7 @@ import marshal
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from catalytic.excludes import NONE, Excludes
 from catalytic.ledger.canonical import json_string
 from catalytic.paths import ROOT, to_bytes
 from catalytic.snapshot.attrs import usual, value_of
-from catalytic.snapshot.digest import hasher_factory
+from catalytic.snapshot.digest import HasherFactory, hasher_factory
 from catalytic.snapshot.entry import DIR, mode_string
 from catalytic.snapshot.listing import (
     STAMP,
@@ -358,6 +359,36 @@ def _from_payload(payload: bytes) -> DirResult | None:
     return result
 
 
+def _files(
+    config: ScanConfig,
+    fd: int,
+    items: list[Item],
+    rows: dict[bytes, Row],
+    answered: dict[str, Hashed],
+    new_hasher: HasherFactory,
+) -> tuple[dict[bytes, Row], Iterator[Hashed]]:
+    """The part's regular files a trusted row stands for (by walk key), and the answers for the others,
+    hashed in one go (or already by :func:`~catalytic.snapshot.walker.listed_reading`), in walk order."""
+    kept: dict[bytes, Row] = {}
+    if config.trust and rows:
+        todo: list[tuple[str, os.stat_result]] = []
+        for key, is_sub, name, st in items:
+            if not is_sub and st.st_mode & _FMT == _REG:
+                row = rows.get(key)
+                if row is not None and trusted(row, st):
+                    kept[key] = row
+                else:
+                    todo.append((name, st))
+    else:
+        todo = [(name, st) for _key, is_sub, name, st in items if not is_sub and st.st_mode & _FMT == _REG]
+    if not answered:
+        return kept, iter(hash_files(fd, todo, new_hasher))
+    rest = [(name, st) for name, st in todo if name not in answered]
+    if rest:
+        answered.update(zip([name for name, _st in rest], hash_files(fd, rest, new_hasher), strict=True))
+    return kept, iter([answered[name] for name, _st in todo])
+
+
 def _describe(
     config: ScanConfig,
     fd: int,
@@ -384,26 +415,7 @@ def _describe(
     new_hasher = hasher_factory(config.algorithm)
     compare = config.compare
 
-    # Regular files a trusted row stands for, and the others hashed in one go, in walk order.
-    kept: dict[bytes, Row] = {}
-    if config.trust and rows:
-        todo: list[tuple[str, os.stat_result]] = []
-        for key, is_sub, name, st in items:
-            if not is_sub and st.st_mode & _FMT == _REG:
-                row = rows.get(key)
-                if row is not None and trusted(row, st):
-                    kept[key] = row
-                else:
-                    todo.append((name, st))
-    else:
-        todo = [(name, st) for _key, is_sub, name, st in items if not is_sub and st.st_mode & _FMT == _REG]
-    if answered:
-        rest = [(name, st) for name, st in todo if name not in answered]
-        if rest:
-            answered.update(zip([name for name, _st in rest], hash_files(fd, rest, new_hasher), strict=True))
-        hashed_now = iter([answered[name] for name, _st in todo])
-    else:
-        hashed_now = iter(hash_files(fd, todo, new_hasher))
+    kept, hashed_now = _files(config, fd, items, rows, answered, new_hasher)
 
     counts = WalkStats()  # what the careful path (describe_stat) saw
     files = nbytes = hits = hashed = 0
