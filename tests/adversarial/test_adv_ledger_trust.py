@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,43 @@ def test_a_runs_root_replaced_by_the_command_is_an_error_not_a_crash(
     # Nowhere left to write a ledger of ours: one line, exit 1, nothing written elsewhere.
     assert "LEDGER_FOREIGN" in proc.stderr and "runs root" in proc.stderr, proc.stderr
     assert not (elsewhere / "rootswap").exists()
+
+
+#: A process the command leaves behind takes the run lock of its own run once the run ended, to pass as
+#: "in progress" forever (the reader then does not check it).
+HOLD_LOCK = """
+import fcntl, hashlib, os, sys, time
+name = "run-" + hashlib.sha256(sys.argv[2].encode()).hexdigest()[:32] + ".lock"
+path = os.path.join(sys.argv[1], "_locks", name)
+os.makedirs(os.path.dirname(path), exist_ok=True)
+fd = os.open(path, os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(sys.argv[3], "w").close()
+time.sleep(60)
+"""
+
+
+def test_a_run_held_as_in_progress_never_passes(ws: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    proc = cli(ws, *run_args("held", ("scratch",), "sh", "-c", "echo dirty > scratch/f0.txt"))
+    assert proc.returncode == 4, proc.stderr
+    ready = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(ws / RUNS), "held", str(ready)])
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            time.sleep(0.01)
+        check = cli(ws, "validate", "--all")
+        rows = _runs_json(ws)
+        tally(
+            "ledger-planted",
+            false_restored=int(check.returncode == 0 or rows["held"]["status"] == "restored"),
+        )
+        assert check.returncode == 1 and "RUN_IN_PROGRESS" in check.stdout
+        assert rows["held"]["status"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    check = cli(ws, "validate", "--all")
+    assert check.returncode == 1 and "NOT_RESTORED" in check.stdout  # the lock gone, the run is read again
