@@ -18,11 +18,13 @@ file at least once like this, and lists every entry a second time after the comm
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import os
 import sys
+from collections.abc import Callable
 
 DOCUMENTS = (
     "RUN_INFO",
@@ -121,20 +123,29 @@ def one_pass(root: str, jobs: int) -> None:
     """List the tree under ``root`` once, then hash its files in ``jobs`` forked workers, each a run of
     files in walk order of about the same cost (its bytes plus a fixed cost per file)."""
     files = _list(root)
+    runs = balanced_runs([size + _PER_FILE for _path, size in files], jobs)
+    in_processes([functools.partial(_hash_files, files[first:last]) for first, last in runs])
+
+
+def in_processes(tasks: list[Callable[[], object]]) -> None:
+    """Run each task in a forked process of its own (one task: in this one) and wait for them all."""
+    if len(tasks) == 1:
+        tasks[0]()
+        return
     pids = []
-    for first, last in balanced_runs([size + _PER_FILE for _path, size in files], jobs):
+    for task in tasks:
         pid = os.fork()
-        if pid == 0:  # the child: hash its share and leave without unwinding the parent's stack
+        if pid == 0:  # the child: do its share and leave without unwinding the parent's stack
             code = 1
             try:
-                _hash_files(files[first:last])
+                task()
                 code = 0
             finally:
                 os._exit(code)
         pids.append(pid)
     failed = [pid for pid in pids if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
     if failed:
-        raise SystemExit(f"{len(failed)} worker(s) failed")
+        raise SystemExit(f"{len(failed)} of {len(pids)} forked processes failed")
 
 
 def main(argv: list[str]) -> int:

@@ -8,12 +8,11 @@ import random
 import shutil
 import subprocess
 import sysconfig
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from floor import balanced_runs
+from floor import balanced_runs, in_processes
 
 PER_DIR = 1000
 
@@ -188,29 +187,8 @@ def make_nested(root: Path, files: int, seed: int = 0, jobs: int = 1) -> list[Di
         count += len(directory.files)
         weights.append(sum(size for _name, size in directory.files) + 4096 * len(directory.files))
     runs = balanced_runs(weights, max(1, jobs))
-    _in_processes([partial(_write_plan, str(root), plan[a:b], firsts[a], block) for a, b in runs])
+    in_processes([partial(_write_plan, str(root), plan[a:b], firsts[a], block) for a, b in runs])
     return plan
-
-
-def _in_processes(tasks: list[Callable[[], None]]) -> None:
-    """Run each task in a forked process of its own and wait for them all."""
-    if len(tasks) == 1:
-        tasks[0]()
-        return
-    pids = []
-    for task in tasks:
-        pid = os.fork()
-        if pid == 0:  # child: do its share, never return into the caller's stack
-            code = 1
-            try:
-                task()
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    failed = [pid for pid in pids if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
-    if failed:
-        raise SystemExit(f"tree generation failed in {len(failed)} writer process(es)")
 
 
 def copy_stdlib(target: Path, files: int | None = None) -> Path:

@@ -12,6 +12,7 @@ import pytest
 
 import catalytic
 from catalytic.isolation.restore import restore_tree
+from catalytic.isolation.rollback import save_tree
 from catalytic.isolation.store import Store, StoreError
 from catalytic.snapshot import Entry, snapshot_tree
 from isolation_helpers import DOMAIN, make_workspace, tree
@@ -124,14 +125,17 @@ def triples(entries: Iterable[Entry]) -> list[tuple[str, str, str | None]]:
     return [(e.path, e.value, e.mode) for e in entries]
 
 
-def test_restore_tree_dry_run_changes_nothing_and_then_restores(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path / "ws")
-    domain = ws / DOMAIN
+def _saved(tmp_path: Path) -> tuple[Path, list[Entry], Store]:
+    """A workspace's domain, its entries, and a store holding its files (as a rollback run saves them)."""
+    domain = make_workspace(tmp_path / "ws") / DOMAIN
     want = list(snapshot_tree(domain).entries)
     store = Store(tmp_path / "runs")
-    for e in want:
-        if len(e.value) == 64:
-            store.put_file(domain / e.path, "sha256", e.value)
+    save_tree(store, domain, triples(want), "sha256")
+    return domain, want, store
+
+
+def test_restore_tree_dry_run_changes_nothing_and_then_restores(tmp_path: Path) -> None:
+    domain, want, store = _saved(tmp_path)
     (domain / "a.txt").write_text("other\n")
     os.chmod(domain / "sub", 0o500)
     (domain / "new").mkdir()
@@ -166,16 +170,10 @@ def test_python_api_runs_with_rollback(tmp_path: Path) -> None:
 
 
 def test_restore_recreates_a_deleted_domain_and_removes_a_created_one(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path / "ws")
-    domain = ws / DOMAIN
-    want = list(snapshot_tree(domain).entries)
-    store = Store(tmp_path / "runs")
-    for e in want:
-        if len(e.value) == 64:
-            store.put_file(domain / e.path, "sha256", e.value)
+    domain, want, store = _saved(tmp_path)
     import shutil
 
-    shutil.rmtree(ws / "CORTEX")
+    shutil.rmtree(tmp_path / "ws" / "CORTEX")
     report = restore_tree(domain, triples(want), [], store, "sha256")
     assert report.ok and tree(domain) == [(e.path, e.value, e.mode) for e in want]
     report = restore_tree(domain, [], triples(snapshot_tree(domain).entries), store, "sha256")
@@ -185,19 +183,13 @@ def test_restore_recreates_a_deleted_domain_and_removes_a_created_one(tmp_path: 
 def test_restore_tree_never_follows_a_symlink_below_its_anchor(tmp_path: Path) -> None:
     """A symlinked directory inside the tree, swapped in after the snapshot of what it holds: the restore
     refuses to write below it (it reports the symlink), and writes nothing where it leads."""
-    ws = make_workspace(tmp_path / "ws")
-    domain = ws / DOMAIN
-    want = list(snapshot_tree(domain).entries)
-    store = Store(tmp_path / "runs")
-    for e in want:
-        if len(e.value) == 64:
-            store.put_file(domain / e.path, "sha256", e.value)
+    domain, want, store = _saved(tmp_path)
     have = list(snapshot_tree(domain).entries)
     (domain / "sub" / "b.txt").unlink()
     elsewhere = tmp_path / "elsewhere"
     (domain / "sub").rename(elsewhere)
     (domain / "sub").symlink_to(elsewhere)  # a race: the restore believes sub is still a directory
-    report = restore_tree(domain, triples(want), triples(have[:-1]), store, "sha256", within=ws)
+    report = restore_tree(domain, triples(want), triples(have[:-1]), store, "sha256", within=tmp_path / "ws")
     assert list(elsewhere.iterdir()) == []
     assert any(f"'{DOMAIN}/sub' is a symlink" in p for p in report.problems), report.problems
 
@@ -208,9 +200,7 @@ def test_restore_tree_reaches_a_workspace_whose_own_path_is_a_symlink(tmp_path: 
     domain = tmp_path / "ws" / DOMAIN
     want = list(snapshot_tree(domain).entries)
     store = Store(tmp_path / "runs")
-    for e in want:
-        if len(e.value) == 64:
-            store.put_file(domain / e.path, "sha256", e.value)
+    save_tree(store, domain, triples(want), "sha256")
     (domain / "a.txt").write_text("changed\n")
     have = list(snapshot_tree(domain).entries)
     report = restore_tree(domain, triples(want), triples(have), store, "sha256", within=tmp_path / "ws")

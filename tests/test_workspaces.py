@@ -190,41 +190,10 @@ def test_profiles_by_layout_and_by_name(
     package: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(package)
-    assert (
-        main(
-            [
-                "run",
-                "-q",
-                "--profile",
-                "cmp01-seed",
-                "--run-id",
-                "s",
-                "--catalytic-domains",
-                ".",
-                "--",
-                "true",
-            ]
-        )
-        == 2
-    )
+    seed = ["run", "-q", "--profile", "cmp01-seed", "--run-id", "s", "--catalytic-domains"]
+    assert main([*seed, ".", "--", "true"]) == 2
     assert "FORBIDDEN" in capsys.readouterr().err  # the seed's profile forbids CANON, AGENTS.md, BUILD
-    assert (
-        main(
-            [
-                "run",
-                "-q",
-                "--profile",
-                "cmp01-seed",
-                "--run-id",
-                "s",
-                "--catalytic-domains",
-                "build/tmp",
-                "--",
-                "true",
-            ]
-        )
-        == 0
-    )
+    assert main([*seed, "build/tmp", "--", "true"]) == 0
     assert run_info(package / "CONTRACTS/_runs/s")["profile"] == "cmp01-seed"
     # Now the layout is the seed's (CONTRACTS/ exists): the seed's profile applies without the flag...
     assert main(["run", "-q", "--run-id", "t", "--catalytic-domains", "build/tmp", "--", "true"]) == 0

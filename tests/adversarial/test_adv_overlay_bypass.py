@@ -150,8 +150,8 @@ def test_read_only_stdin_from_the_workspace_is_allowed(ws: Path) -> None:
 
 @pytest.mark.parametrize("via", ["root", "cwd"])
 def test_proc_paths_into_the_real_domain_make_the_run_dirty(ws: Path, via: str) -> None:
-    """``/proc/<catalytic pid>/root/<workspace>`` and ``/proc/<catalytic pid>/cwd`` are the real tree, not the
-    overlay: a write there is found by the check of the real domains after the run."""
+    """``/proc/<catalytic pid>/root`` + the workspace path and ``/proc/<catalytic pid>/cwd`` are the real
+    tree, not the overlay: a write there is found by the check of the real domains after the run."""
     prefix = f"/proc/$PPID/root{ws}" if via == "root" else "/proc/$PPID/cwd"
     script = f"echo evil >> {prefix}/scratch/f0.txt; echo new > {prefix}/scratch/planted"
     rc, err = _spawn(ws, _overlay_args(f"proc-{via}", "sh", "-c", script))
